@@ -1,0 +1,280 @@
+//! Semantic validation: everything serde cannot check. Collects every problem with its field
+//! path; `lib.rs` attaches file positions. Pure: no I/O, no network.
+
+use crate::schema::{Config, Route};
+use crate::template::{param_names, parse_template, Segment};
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
+
+/// One problem: the field's path and what is wrong.
+pub type Problem = (String, String);
+
+pub fn validate(c: &Config) -> Vec<Problem> {
+    let mut v = Vec::new();
+    let mut p = |path: String, msg: String| v.push((path, msg));
+
+    if c.listeners.is_empty() {
+        p("listeners".into(), "at least one listener is required".into());
+    }
+    let mut names = HashSet::new();
+    let mut addrs = HashSet::new();
+    for (i, l) in c.listeners.iter().enumerate() {
+        let at = format!("listeners[{i}]");
+        check_name(&mut p, &format!("{at}.name"), &l.name, &mut names, "listener");
+        match l.address.parse::<SocketAddr>() {
+            Ok(a) if a.port() != 0 && !addrs.insert(a) => {
+                p(format!("{at}.address"), format!("address {a} is used by another listener"));
+            }
+            Ok(_) => {}
+            Err(_) => p(
+                format!("{at}.address"),
+                format!("invalid address {:?}: expected IP:port, like 127.0.0.1:8080", l.address),
+            ),
+        }
+        for (j, t) in l.trusted_proxies.iter().enumerate() {
+            if parse_cidr(t).is_none() {
+                p(
+                    format!("{at}.trusted_proxies[{j}]"),
+                    format!("invalid value {t:?}: expected an IP address or CIDR like 10.0.0.0/8"),
+                );
+            }
+        }
+        let lim = &l.limits;
+        if lim.max_header_bytes.0 < 8192 {
+            p(
+                format!("{at}.limits.max_header_bytes"),
+                "must be at least 8KiB (the HTTP/1 read buffer's minimum)".into(),
+            );
+        }
+        if lim.max_headers == 0 {
+            p(format!("{at}.limits.max_headers"), "must be at least 1".into());
+        }
+        for (field, d) in [
+            ("header_read_timeout", lim.header_read_timeout),
+            ("idle_timeout", lim.idle_timeout),
+        ] {
+            if d.0.is_zero() {
+                p(format!("{at}.limits.{field}"), "must be greater than 0".into());
+            }
+        }
+    }
+    if let Some(a) = &c.admin {
+        if a.address.parse::<SocketAddr>().is_err() {
+            p(
+                "admin.address".into(),
+                format!("invalid address {:?}: expected IP:port, like 127.0.0.1:9901", a.address),
+            );
+        }
+    }
+
+    let mut cluster_names = HashSet::new();
+    for (i, cl) in c.clusters.iter().enumerate() {
+        let at = format!("clusters[{i}]");
+        check_name(&mut p, &format!("{at}.name"), &cl.name, &mut cluster_names, "cluster");
+        if cl.endpoints.is_empty() {
+            p(format!("{at}.endpoints"), "a cluster needs at least one endpoint".into());
+        }
+        let mut seen = HashSet::new();
+        for (j, e) in cl.endpoints.iter().enumerate() {
+            let ep = format!("{at}.endpoints[{j}]");
+            if let Err(msg) = check_host_port(&e.address) {
+                p(format!("{ep}.address"), msg);
+            } else if !seen.insert(e.address.as_str()) {
+                p(format!("{ep}.address"), format!("endpoint {} is listed twice", e.address));
+            }
+            if e.weight == 0 {
+                p(format!("{ep}.weight"), "invalid value 0: expected a positive integer".into());
+            }
+        }
+        for (field, d) in [
+            ("connect", cl.timeouts.connect),
+            ("request", cl.timeouts.request),
+            ("idle", cl.timeouts.idle),
+        ] {
+            if d.0.is_zero() {
+                p(format!("{at}.timeouts.{field}"), "must be greater than 0".into());
+            }
+        }
+    }
+
+    let known: Vec<&str> = c.clusters.iter().map(|c| c.name.as_str()).collect();
+    let mut route_names = HashSet::new();
+    for (i, r) in c.routes.iter().enumerate() {
+        let at = format!("routes[{i}]");
+        check_name(&mut p, &format!("{at}.name"), &r.name, &mut route_names, "route");
+        validate_route(&mut p, &at, r, &known);
+    }
+    v
+}
+
+fn validate_route(p: &mut impl FnMut(String, String), at: &str, r: &Route, known: &[&str]) {
+    let m = &r.matches;
+    let kinds = [m.path.is_some(), m.path_prefix.is_some(), m.path_template.is_some()];
+    if kinds.iter().filter(|k| **k).count() > 1 {
+        p(
+            format!("{at}.match"),
+            "use only one of path, path_prefix and path_template".into(),
+        );
+    }
+    for (field, val) in [("path", &m.path), ("path_prefix", &m.path_prefix)] {
+        if let Some(v) = val {
+            if !v.starts_with('/') {
+                p(format!("{at}.match.{field}"), format!("{v:?} must start with '/'"));
+            }
+        }
+    }
+    let mut params: Vec<String> = Vec::new();
+    if let Some(t) = &m.path_template {
+        match parse_template(t) {
+            Ok(segs) => params = param_names(&segs).map(str::to_string).collect(),
+            Err(e) => p(format!("{at}.match.path_template"), e),
+        }
+    }
+    if let Some(h) = &m.host {
+        let bare = h.strip_prefix("*.").unwrap_or(h);
+        if bare.is_empty()
+            || bare.contains('*')
+            || !bare.chars().all(|c| c.is_ascii_alphanumeric() || "-.:".contains(c))
+        {
+            p(
+                format!("{at}.match.host"),
+                format!("invalid host {h:?}: expected a name like api.example.com or *.example.com"),
+            );
+        }
+    }
+    for (j, meth) in m.methods.iter().enumerate() {
+        if meth.is_empty() || !meth.chars().all(|c| c.is_ascii_uppercase()) {
+            p(
+                format!("{at}.match.methods[{j}]"),
+                format!("invalid method {meth:?}: expected an upper-case name like GET"),
+            );
+        }
+    }
+    for name in m.headers.keys() {
+        if http_token(name).is_none() {
+            p(
+                format!("{at}.match.headers.{name}"),
+                format!("invalid header name {name:?}"),
+            );
+        }
+    }
+    match (&r.cluster, &r.cluster_from_path) {
+        (Some(_), Some(_)) => p(
+            format!("{at}.cluster"),
+            "use either cluster or cluster_from_path, not both".into(),
+        ),
+        (None, None) => p(
+            format!("{at}.cluster"),
+            "missing field: a route needs cluster or cluster_from_path".into(),
+        ),
+        (Some(c), None) if !known.contains(&c.as_str()) => {
+            let hint = did_you_mean(c, known)
+                .map(|s| format!(" (did you mean {s:?}?)"))
+                .unwrap_or_default();
+            p(format!("{at}.cluster"), format!("no cluster named {c:?}{hint}"));
+        }
+        (None, Some(param)) if !params.iter().any(|x| x == param) => p(
+            format!("{at}.cluster_from_path"),
+            format!("{param:?} is not a parameter of this route's path_template"),
+        ),
+        _ => {}
+    }
+    if r.strip_prefix && m.path_prefix.is_none() && m.path_template.is_none() {
+        p(
+            format!("{at}.strip_prefix"),
+            "strip_prefix needs path_prefix or path_template".into(),
+        );
+    }
+    if let Some(t) = &m.path_template {
+        if r.strip_prefix {
+            if let Ok(segs) = parse_template(t) {
+                if !matches!(segs.last(), Some(Segment::CatchAll(_))) && r.cluster_from_path.is_none()
+                {
+                    // Stripping a whole template would leave nothing to forward but "/".
+                    p(
+                        format!("{at}.strip_prefix"),
+                        "with a path_template, strip_prefix needs a last segment {*rest}".into(),
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn check_name(
+    p: &mut impl FnMut(String, String),
+    path: &str,
+    name: &str,
+    seen: &mut HashSet<String>,
+    what: &str,
+) {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        p(
+            path.into(),
+            format!("invalid {what} name {name:?}: use letters, digits, '-', '_' or '.'"),
+        );
+    } else if !seen.insert(name.to_string()) {
+        p(path.into(), format!("{what} name {name:?} is used twice"));
+    }
+}
+
+fn http_token(s: &str) -> Option<&str> {
+    (!s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c)))
+        .then_some(s)
+}
+
+/// `host:port` with a numeric port; the host may be an IP, `[v6]` or a DNS name.
+fn check_host_port(a: &str) -> Result<(), String> {
+    if a.parse::<SocketAddr>().is_ok() {
+        return Ok(());
+    }
+    let bad = || format!("invalid address {a:?}: expected host:port, like 127.0.0.1:9001");
+    let (host, port) = a.rsplit_once(':').ok_or_else(bad)?;
+    if port.parse::<u16>().map(|p| p == 0).unwrap_or(true) {
+        return Err(bad());
+    }
+    if host.is_empty()
+        || !host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+    {
+        return Err(bad());
+    }
+    Ok(())
+}
+
+/// An IP or CIDR (`10.0.0.0/8`) as a network.
+pub fn parse_cidr(s: &str) -> Option<ipnet::IpNet> {
+    s.parse::<ipnet::IpNet>()
+        .ok()
+        .or_else(|| s.parse::<IpAddr>().ok().map(ipnet::IpNet::from))
+}
+
+/// The closest known name within a small edit distance.
+pub fn did_you_mean<'a>(name: &str, known: &[&'a str]) -> Option<&'a str> {
+    known
+        .iter()
+        .map(|k| (levenshtein(name, k), *k))
+        .filter(|(d, k)| *d <= 2.max(k.len() / 3))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+fn levenshtein(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
