@@ -1,1 +1,197 @@
-fn main() {}
+//! The `gatehouse` command: run a config, check configs, run the embedded demo, or run one
+//! demo backend. Everything else lives in the library.
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use gatehouse::demo;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(name = "gatehouse", version, about = "A self-healing HTTP API gateway")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway with a config file.
+    Run {
+        /// The YAML config file.
+        #[arg(short, long)]
+        config: PathBuf,
+        /// Worker threads (default: one per core). 1 runs everything on one thread.
+        #[arg(long)]
+        worker_threads: Option<usize>,
+    },
+    /// Validate config files: exit 0, or print every error and exit 1.
+    Check {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Run the embedded demo: built-in backends and a demo config (the default command).
+    Demo {
+        /// Where the gateway listens.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// Print the demo config and exit.
+        #[arg(long)]
+        print_config: bool,
+    },
+    /// Run one demo backend that answers with its name.
+    DemoBackend {
+        #[arg(long)]
+        listen: String,
+        #[arg(long)]
+        name: String,
+        /// Share of requests answered with 500 (0.0–1.0).
+        #[arg(long, default_value_t = 0.0)]
+        fail_rate: f64,
+        /// Added latency per response, like 20ms.
+        #[arg(long, value_parser = gatehouse_config::units::parse_duration, default_value = "0ms")]
+        latency: Duration,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let (threads, result) = match cli.command {
+        Some(Command::Check { files }) => return check(&files),
+        Some(Command::Run {
+            config,
+            worker_threads,
+        }) => (worker_threads, Box::pin(run(config)) as BoxedRun),
+        Some(Command::Demo {
+            listen,
+            print_config,
+        }) => (None, Box::pin(run_demo(listen, print_config)) as BoxedRun),
+        None => (None, Box::pin(run_demo("127.0.0.1:8080".into(), false)) as BoxedRun),
+        Some(Command::DemoBackend {
+            listen,
+            name,
+            fail_rate,
+            latency,
+        }) => (
+            Some(1),
+            Box::pin(async move {
+                let l = gatehouse::listener::bind(&listen)
+                    .with_context(|| format!("cannot listen on {listen}"))?;
+                eprintln!("demo backend {name:?} on http://{}", l.local_addr()?);
+                let spec = demo::BackendSpec {
+                    name,
+                    fail_rate,
+                    latency,
+                };
+                tokio::select! {
+                    _ = demo::serve_backend(l, spec) => {}
+                    _ = gatehouse::shutdown_signal() => {}
+                }
+                Ok(())
+            }) as BoxedRun,
+        ),
+    };
+    let rt = match threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+        Some(n) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n.max(1))
+            .enable_all()
+            .build(),
+        None => tokio::runtime::Builder::new_multi_thread().enable_all().build(),
+    };
+    let outcome = rt.context("cannot start the async runtime").and_then(|rt| rt.block_on(result));
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gatehouse: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type BoxedRun = std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>>>>;
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_current_span(false)
+        .init();
+}
+
+fn check(files: &[PathBuf]) -> ExitCode {
+    let mut ok = true;
+    for f in files {
+        match gatehouse_config::load_file(f) {
+            Ok(_) => println!("{}: ok", f.display()),
+            Err(errors) => {
+                ok = false;
+                eprintln!("{errors}");
+            }
+        }
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+async fn run(path: PathBuf) -> anyhow::Result<()> {
+    let config = gatehouse_config::load_file(&path).map_err(|e| anyhow::anyhow!("invalid config:\n{e}"))?;
+    serve(config).await
+}
+
+async fn serve(config: gatehouse_config::Config) -> anyhow::Result<()> {
+    let drain = config.drain_timeout.0;
+    let gw = gatehouse::Gateway::start(config, None).await?;
+    for (name, addr) in gw.addrs() {
+        tracing::info!(listener = %name, address = %addr, "listening");
+    }
+    gatehouse::shutdown_signal().await;
+    tracing::info!(drain_timeout_ms = drain.as_millis() as u64, "shutting down: draining in-flight requests");
+    if gw.shutdown(drain).await {
+        tracing::info!("drained; exiting");
+    } else {
+        tracing::warn!("drain timeout reached; exiting with requests still in flight");
+    }
+    Ok(())
+}
+
+async fn run_demo(listen: String, print_config: bool) -> anyhow::Result<()> {
+    let mut addrs = Vec::new();
+    let mut lines = Vec::new();
+    for spec in demo::demo_backends() {
+        let l = gatehouse::listener::bind("127.0.0.1:0")?;
+        let addr = l.local_addr()?;
+        lines.push(format!(
+            "  {:<6} http://{addr}{}",
+            spec.name,
+            if spec.fail_rate > 0.0 {
+                format!("   (fails {:.0} % of requests on purpose)", spec.fail_rate * 100.0)
+            } else {
+                String::new()
+            }
+        ));
+        addrs.push(addr);
+        tokio::spawn(demo::serve_backend(l, spec));
+    }
+    let yaml = demo::demo_config(&listen, &addrs);
+    if print_config {
+        print!("{yaml}");
+        return Ok(());
+    }
+    let config = gatehouse_config::load_str(&yaml, "<demo>").map_err(|e| anyhow::anyhow!("{e}"))?;
+    let g = format!("http://{listen}");
+    println!(
+        "Gatehouse {} demo\n\nGateway: {g}\nDemo backends:\n{}\n\nTry:\n  curl -i {g}/api/products            # round robin over alpha, beta, gamma (gamma fails 30 %)\n  curl -i {g}/v1/proxy/stable/hello    # the cluster named in the path\n  curl -i {g}/v1/proxy/flaky/          # gamma alone\n  curl -i '{g}/api/slow?delay=2s'      # 504: the slow cluster's request timeout is 1s\n  curl -i {g}/nothing/here             # 404 JSON local reply\n  curl -i --http2-prior-knowledge {g}/api/products   # HTTP/2 (h2c)\n\nOne JSON access-log line per request follows on stdout. Ctrl-C stops (in-flight requests finish first).\n",
+        env!("CARGO_PKG_VERSION"),
+        lines.join("\n")
+    );
+    serve(config).await
+}

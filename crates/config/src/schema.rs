@@ -117,7 +117,7 @@ pub struct Endpoint {
     pub weight: u32,
 }
 
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Hash)]
 #[serde(deny_unknown_fields, default)]
 pub struct Timeouts {
     /// TCP connect to an endpoint (default 5s).

@@ -7,7 +7,7 @@ use std::fmt;
 use std::time::Duration;
 
 /// A duration written as a number followed by a unit: `ms`, `s`, `m` or `h`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Dur(pub Duration);
 
 impl Dur {

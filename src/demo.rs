@@ -1,0 +1,151 @@
+//! The embedded demo: small HTTP backends inside the process (each answers with its own name;
+//! one fails a share of its requests on purpose) and a demo config that routes to them.
+//! `gatehouse demo-backend` runs one such backend alone.
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// How a demo backend behaves.
+#[derive(Clone, Debug)]
+pub struct BackendSpec {
+    pub name: String,
+    /// Share of requests (0.0–1.0) answered with 500, except `/healthz`.
+    pub fail_rate: f64,
+    /// Added to every response.
+    pub latency: Duration,
+}
+
+/// Serves a demo backend on `listener` until the task is dropped.
+///
+/// Besides answering with its name, it obeys `?status=NNN` and `?delay=250ms` so the demo can
+/// show local replies and timeouts.
+pub async fn serve_backend(listener: TcpListener, spec: BackendSpec) {
+    let spec = Arc::new(spec);
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let spec = spec.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| answer(spec.clone(), req));
+            let _ = auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+async fn answer(
+    spec: Arc<BackendSpec>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let query = req.uri().query().unwrap_or("");
+    let param = |k: &str| {
+        query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix(k)?.strip_prefix('='))
+    };
+    let mut delay = spec.latency;
+    if let Some(d) = param("delay").and_then(|d| gatehouse_config::units::parse_duration(d).ok()) {
+        delay = delay.saturating_add(d.min(Duration::from_secs(60)));
+    }
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    let path = req.uri().path().to_string();
+    let mut status = param("status")
+        .and_then(|s| s.parse::<u16>().ok())
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .unwrap_or(StatusCode::OK);
+    if path != "/healthz" && spec.fail_rate > 0.0 && fastrand::f64() < spec.fail_rate {
+        status = StatusCode::INTERNAL_SERVER_ERROR;
+    }
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let body = serde_json::json!({
+        "backend": spec.name,
+        "status": status.as_u16(),
+        "method": req.method().as_str(),
+        "path": path,
+        "request_id": request_id,
+    });
+    let mut resp = Response::new(Full::new(Bytes::from(format!("{body}\n"))));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert("content-type", http::HeaderValue::from_static("application/json"));
+    if let Ok(v) = http::HeaderValue::from_str(&spec.name) {
+        h.insert("x-backend", v);
+    }
+    Ok(resp)
+}
+
+/// The demo's backends: two steady ones and one that fails 30 % of its requests.
+pub fn demo_backends() -> Vec<BackendSpec> {
+    let spec = |name: &str, fail_rate| BackendSpec {
+        name: name.into(),
+        fail_rate,
+        latency: Duration::from_millis(2),
+    };
+    vec![spec("alpha", 0.0), spec("beta", 0.0), spec("gamma", 0.3)]
+}
+
+/// The demo config, with the gateway on `listen` and the backends at `backends`
+/// (alpha, beta, gamma in that order).
+pub fn demo_config(listen: &str, backends: &[SocketAddr]) -> String {
+    let b = |i: usize| backends.get(i).map(ToString::to_string).unwrap_or_default();
+    DEMO_TEMPLATE
+        .replace("{listen}", listen)
+        .replace("{alpha}", &b(0))
+        .replace("{beta}", &b(1))
+        .replace("{gamma}", &b(2))
+}
+
+const DEMO_TEMPLATE: &str = r#"# The embedded demo config (printed by `gatehouse demo --print-config`).
+listeners:
+  - name: public
+    address: {listen}
+
+clusters:
+  - name: products          # all three backends; gamma fails 30 % of requests
+    endpoints:
+      - address: {alpha}
+      - address: {beta}
+      - address: {gamma}
+  - name: stable            # the two healthy backends
+    endpoints:
+      - address: {alpha}
+      - address: {beta}
+  - name: flaky             # gamma alone
+    endpoints:
+      - address: {gamma}
+  - name: slow              # short request timeout: try ?delay=2s for a 504
+    timeouts: { request: 1s }
+    endpoints:
+      - address: {alpha}
+
+routes:
+  - name: products-api
+    match: { path_prefix: /api/products }
+    cluster: products
+  - name: slow-api
+    match: { path_prefix: /api/slow }
+    cluster: slow
+    strip_prefix: true
+  - name: services           # GET /v1/proxy/{service}: the cluster is named in the path
+    match: { path_template: "/v1/proxy/{service}/{*rest}" }
+    cluster_from_path: service
+    strip_prefix: true
+"#;

@@ -1,0 +1,133 @@
+//! The data plane's one error type, and the one place that turns it into a local reply.
+//! Each kind knows its status, a stable reason string (for logs and clients) and whether a
+//! retry on another endpoint may help.
+
+use crate::body::Body;
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProxyError {
+    /// No route matched the request.
+    NoRoute,
+    /// A `cluster_from_path` route named a cluster that does not exist.
+    UnknownCluster(String),
+    /// The cluster has no endpoint that may take a request now.
+    NoEligibleEndpoint,
+    /// The endpoint refused the TCP connection (or it could not be resolved).
+    ConnectRefused,
+    /// The TCP connect did not finish within the cluster's connect timeout.
+    ConnectTimeout,
+    /// The response head did not arrive within the cluster's request timeout.
+    RequestTimeout,
+    /// The connection was reset or closed before a complete response head arrived.
+    UpstreamReset,
+    /// The request body is larger than the listener allows.
+    BodyTooLarge,
+    /// The client's request could not be forwarded as sent.
+    BadRequest(&'static str),
+}
+
+impl ProxyError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::NoRoute | ProxyError::UnknownCluster(_) => StatusCode::NOT_FOUND,
+            ProxyError::NoEligibleEndpoint => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::ConnectRefused | ProxyError::UpstreamReset => StatusCode::BAD_GATEWAY,
+            ProxyError::ConnectTimeout | ProxyError::RequestTimeout => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
+            ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    /// A short, stable, machine-readable reason (access log `error` field).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ProxyError::NoRoute => "no_route",
+            ProxyError::UnknownCluster(_) => "unknown_cluster",
+            ProxyError::NoEligibleEndpoint => "no_eligible_endpoint",
+            ProxyError::ConnectRefused => "connect_refused",
+            ProxyError::ConnectTimeout => "connect_timeout",
+            ProxyError::RequestTimeout => "request_timeout",
+            ProxyError::UpstreamReset => "upstream_reset",
+            ProxyError::BodyTooLarge => "body_too_large",
+            ProxyError::BadRequest(r) => r,
+        }
+    }
+
+    /// Whether trying another endpoint could succeed (the request never reached a backend's
+    /// application, or the backend failed in a way another one may not).
+    pub fn retryable(&self) -> bool {
+        matches!(
+            self,
+            ProxyError::ConnectRefused
+                | ProxyError::ConnectTimeout
+                | ProxyError::UpstreamReset
+                | ProxyError::NoEligibleEndpoint
+        )
+    }
+
+    fn message(&self) -> String {
+        match self {
+            ProxyError::NoRoute => "no route matches this request".into(),
+            ProxyError::UnknownCluster(c) => format!("no cluster named {c:?}"),
+            ProxyError::NoEligibleEndpoint => "no endpoint is available to serve this request".into(),
+            ProxyError::ConnectRefused => "the backend refused the connection".into(),
+            ProxyError::ConnectTimeout => "timed out connecting to the backend".into(),
+            ProxyError::RequestTimeout => "the backend did not answer in time".into(),
+            ProxyError::UpstreamReset => "the backend closed the connection before answering".into(),
+            ProxyError::BodyTooLarge => "request body too large".into(),
+            ProxyError::BadRequest(r) => format!("bad request: {r}"),
+        }
+    }
+}
+
+/// The JSON local reply for `err`: `{"error": "...", "status": N, "request_id": "..."}`.
+pub fn local_reply(err: &ProxyError, request_id: &HeaderValue) -> Response<Body> {
+    let status = err.status();
+    let body = serde_json::json!({
+        "error": err.message(),
+        "reason": err.reason(),
+        "status": status.as_u16(),
+        "request_id": request_id.to_str().unwrap_or(""),
+    });
+    let mut resp = Response::new(Body::full(Bytes::from(body.to_string())));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(crate::observe::ids::X_REQUEST_ID, request_id.clone());
+    resp
+}
+
+/// Classifies an upstream client error by walking its source chain.
+pub fn classify_upstream(err: &(dyn std::error::Error + 'static)) -> ProxyError {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    let mut connect = false;
+    while let Some(e) = cur {
+        if e.is::<crate::body::BodyTooLarge>() {
+            return ProxyError::BodyTooLarge;
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::TimedOut {
+                return ProxyError::ConnectTimeout;
+            }
+        }
+        if let Some(h) = e.downcast_ref::<hyper_util::client::legacy::Error>() {
+            connect |= h.is_connect();
+        }
+        let text = e.to_string();
+        if text.contains("timed out") || text.contains("timeout") {
+            if connect {
+                return ProxyError::ConnectTimeout;
+            }
+        }
+        cur = e.source();
+    }
+    if connect {
+        ProxyError::ConnectRefused
+    } else {
+        ProxyError::UpstreamReset
+    }
+}

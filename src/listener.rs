@@ -1,0 +1,205 @@
+//! Listeners: bind, accept, serve HTTP/1.1 and HTTP/2 (h2c, prior knowledge) on one port with
+//! the listener's limits, close idle keep-alive connections, and drain on shutdown.
+
+use crate::proxy::{self, ConnCtx};
+use crate::runtime::Runtime;
+use gatehouse_config::Listener as ListenerConfig;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+/// A listener's settings as its connections use them (fixed when the connection is accepted).
+pub struct ListenerSettings {
+    pub name: Arc<str>,
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub max_body_bytes: u64,
+    pub idle_timeout: Duration,
+    builder: auto::Builder<TokioExecutor>,
+}
+
+impl ListenerSettings {
+    pub fn new(cfg: &ListenerConfig) -> Self {
+        let lim = &cfg.limits;
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(lim.header_read_timeout.0)
+            .max_buf_size(lim.max_header_bytes.0.max(8192) as usize)
+            .max_headers(lim.max_headers);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(lim.max_header_bytes.0).unwrap_or(u32::MAX))
+            .max_concurrent_streams(1024);
+        ListenerSettings {
+            name: cfg.name.as_str().into(),
+            trusted_proxies: cfg
+                .trusted_proxies
+                .iter()
+                .filter_map(|t| gatehouse_config::validate::parse_cidr(t))
+                .collect(),
+            max_body_bytes: lim.max_body_bytes.0,
+            idle_timeout: lim.idle_timeout.0,
+            builder,
+        }
+    }
+
+    fn trusts(&self, peer: SocketAddr) -> bool {
+        let ip = peer.ip().to_canonical();
+        self.trusted_proxies.iter().any(|n| n.contains(&ip))
+    }
+}
+
+/// Binds `address` with a deep accept backlog and `SO_REUSEADDR` (restarts don't wait for
+/// TIME_WAIT).
+pub fn bind(address: &str) -> std::io::Result<TcpListener> {
+    let addr: SocketAddr = address
+        .parse()
+        .map_err(|_| std::io::Error::other(format!("invalid address {address:?}")))?;
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(4096)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// Per-connection activity: requests in flight and when the last one ended, so an idle
+/// keep-alive connection can be closed after the listener's `idle_timeout`.
+pub struct Activity {
+    base: Instant,
+    in_flight: AtomicU32,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity {
+            base: Instant::now(),
+            in_flight: AtomicU32::new(0),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    pub fn begin(self: &Arc<Self>) -> ActivityGuard {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        ActivityGuard(self.clone())
+    }
+
+    /// When the connection became idle, or `None` while a request is in flight.
+    fn idle_since(&self) -> Option<Instant> {
+        if self.in_flight.load(Ordering::Relaxed) > 0 {
+            return None;
+        }
+        Some(self.base + Duration::from_millis(self.last_ms.load(Ordering::Relaxed)))
+    }
+}
+
+/// Marks a request in flight on its connection until dropped (when its response body ends).
+pub struct ActivityGuard(Arc<Activity>);
+
+impl Drop for ActivityGuard {
+    fn drop(&mut self) {
+        let a = &self.0;
+        a.last_ms
+            .store(a.base.elapsed().as_millis() as u64, Ordering::Relaxed);
+        a.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Everything an accept loop needs.
+pub struct AcceptLoop {
+    pub listener: TcpListener,
+    pub settings: Arc<ListenerSettings>,
+    pub runtime: Arc<Runtime>,
+    pub shutdown: watch::Receiver<bool>,
+    /// Each connection holds a clone; drain completes when all are dropped.
+    pub conns: mpsc::Sender<()>,
+}
+
+impl AcceptLoop {
+    pub async fn run(mut self) {
+        loop {
+            tokio::select! {
+                biased;
+                _ = self.shutdown.changed() => break,
+                accepted = self.listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        let _ = stream.set_nodelay(true);
+                        tokio::spawn(serve_connection(
+                            stream,
+                            peer,
+                            self.settings.clone(),
+                            self.runtime.clone(),
+                            self.shutdown.clone(),
+                            self.conns.clone(),
+                        ));
+                    }
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off briefly instead of spinning.
+                        tracing::warn!(listener = %self.settings.name, error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                },
+            }
+        }
+        tracing::info!(listener = %self.settings.name, "listener stopped accepting");
+    }
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    settings: Arc<ListenerSettings>,
+    runtime: Arc<Runtime>,
+    mut shutdown: watch::Receiver<bool>,
+    _conn_token: mpsc::Sender<()>,
+) {
+    let activity = Arc::new(Activity::new());
+    let ctx = Arc::new(ConnCtx {
+        runtime,
+        trusted_peer: settings.trusts(peer),
+        listener: settings.clone(),
+        peer,
+        activity: activity.clone(),
+    });
+    let service = service_fn(move |req| proxy::handle(ctx.clone(), req));
+    let conn = settings
+        .builder
+        .serve_connection_with_upgrades(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    let idle = settings.idle_timeout;
+    let mut check_at = Instant::now() + idle;
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            _ = conn.as_mut() => break,
+            _ = shutdown.changed(), if !closing => {
+                closing = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = tokio::time::sleep_until(check_at), if !closing => {
+                match activity.idle_since() {
+                    Some(since) if since + idle <= Instant::now() => {
+                        closing = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                    Some(since) => check_at = since + idle,
+                    None => check_at = Instant::now() + idle,
+                }
+            }
+        }
+    }
+}

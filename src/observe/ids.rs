@@ -1,0 +1,173 @@
+//! Request IDs and W3C trace context. A client's `X-Request-ID` is kept when it is sane
+//! (1–128 visible characters from a safe set), otherwise a UUIDv7 is made; a valid `traceparent`
+//! keeps its trace ID and gets our span as the new parent, an invalid or missing one starts a
+//! new trace. Random bits come from a thread-local generator: no syscall per request.
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+use std::fmt::Write;
+
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+
+/// The request ID to use: the client's if sane, else a new UUIDv7.
+pub fn request_id(headers: &HeaderMap) -> HeaderValue {
+    if let Some(v) = headers.get(&X_REQUEST_ID) {
+        let b = v.as_bytes();
+        if !b.is_empty()
+            && b.len() <= 128
+            && b.iter()
+                .all(|c| c.is_ascii_alphanumeric() || b"-_.:/+=@".contains(c))
+        {
+            return v.clone();
+        }
+    }
+    new_request_id()
+}
+
+pub fn new_request_id() -> HeaderValue {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let rand: [u8; 10] = fastrand::u128(..).to_le_bytes()[..10]
+        .try_into()
+        .unwrap_or([0; 10]);
+    let id = uuid::Builder::from_unix_timestamp_millis(ms, &rand).into_uuid();
+    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let s = id.hyphenated().encode_lower(&mut buf);
+    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+}
+
+/// W3C trace context for one request through the gateway.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TraceContext {
+    pub trace_id: u128,
+    /// Our span: the parent of the upstream request.
+    pub span_id: u64,
+    pub flags: u8,
+}
+
+impl TraceContext {
+    /// Continues the client's trace if its `traceparent` is valid, else starts one.
+    pub fn from_headers(headers: &HeaderMap) -> Self {
+        let parsed = headers
+            .get(&TRACEPARENT)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_traceparent);
+        let span_id = loop {
+            let s = fastrand::u64(..);
+            if s != 0 {
+                break s;
+            }
+        };
+        match parsed {
+            Some((trace_id, flags)) => TraceContext {
+                trace_id,
+                span_id,
+                flags,
+            },
+            None => TraceContext {
+                trace_id: fastrand::u128(1..),
+                span_id,
+                flags: 0,
+            },
+        }
+    }
+
+    pub fn trace_id_hex(&self) -> String {
+        format!("{:032x}", self.trace_id)
+    }
+
+    /// The `traceparent` to send upstream: our span as the parent.
+    pub fn header(&self) -> HeaderValue {
+        let mut s = String::with_capacity(55);
+        let _ = write!(
+            s,
+            "00-{:032x}-{:016x}-{:02x}",
+            self.trace_id, self.span_id, self.flags
+        );
+        HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+    }
+}
+
+/// Parses `00-<32 hex>-<16 hex>-<2 hex>` (future versions: the first four fields), rejecting
+/// all-zero IDs and upper-case hex as the spec requires.
+fn parse_traceparent(s: &str) -> Option<(u128, u8)> {
+    let mut parts = s.trim().split('-');
+    let version = parts.next()?;
+    let trace = parts.next()?;
+    let parent = parts.next()?;
+    let flags = parts.next()?;
+    let rest = parts.next();
+    let lower_hex = |x: &str, n: usize| {
+        x.len() == n && x.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
+    };
+    if !lower_hex(version, 2) || version == "ff" || (version == "00" && rest.is_some()) {
+        return None;
+    }
+    if !lower_hex(trace, 32) || !lower_hex(parent, 16) || !lower_hex(flags, 2) {
+        return None;
+    }
+    let trace_id = u128::from_str_radix(trace, 16).ok()?;
+    let parent_id = u64::from_str_radix(parent, 16).ok()?;
+    if trace_id == 0 || parent_id == 0 {
+        return None;
+    }
+    Some((trace_id, u8::from_str_radix(flags, 16).ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(name: &HeaderName, v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(name.clone(), HeaderValue::from_str(v).unwrap());
+        h
+    }
+
+    #[test]
+    fn request_id_kept_when_sane_else_generated() {
+        assert_eq!(request_id(&headers(&X_REQUEST_ID, "abc-123")), "abc-123");
+        let long = "a".repeat(129);
+        for bad in ["", "has space", "semi;colon", long.as_str()] {
+            let id = request_id(&headers(&X_REQUEST_ID, bad));
+            assert_ne!(id, bad);
+            assert_eq!(id.len(), 36, "{id:?}");
+        }
+        let a = new_request_id();
+        let b = new_request_id();
+        assert_ne!(a, b);
+        assert_eq!(&a.to_str().unwrap()[14..15], "7", "UUID version 7: {a:?}");
+    }
+
+    #[test]
+    fn traceparent_continued_or_started() {
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let t = TraceContext::from_headers(&headers(&TRACEPARENT, tp));
+        assert_eq!(t.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(t.flags, 1);
+        let out = t.header();
+        let out = out.to_str().unwrap();
+        assert!(out.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
+        assert!(!out.contains("00f067aa0ba902b7"), "our span replaces the parent");
+        assert!(out.ends_with("-01"));
+
+        for bad in [
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "garbage",
+        ] {
+            let t = TraceContext::from_headers(&headers(&TRACEPARENT, bad));
+            assert_ne!(t.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736", "{bad}");
+            assert_eq!(t.flags, 0);
+        }
+        // a future version with extra fields is accepted
+        let v1 = "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what";
+        let t = TraceContext::from_headers(&headers(&TRACEPARENT, v1));
+        assert_eq!(t.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
+    }
+}

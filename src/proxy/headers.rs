@@ -1,0 +1,198 @@
+//! Header rewriting at the proxy boundary: hop-by-hop removal (RFC 9110 §7.6.1, including
+//! every header named in `Connection`) and the forwarding headers (`X-Forwarded-For/-Proto/
+//! -Host`, `Via`), believing a client's own forwarding headers only from trusted proxies.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+
+/// The protocol a client asked to switch to, if this is an upgrade we pass through
+/// (WebSocket and the like; `h2c` is not, since we speak HTTP/2 ourselves).
+pub fn upgrade_protocol(h: &HeaderMap) -> Option<HeaderValue> {
+    let up = h.get(header::UPGRADE)?;
+    let connection_says_upgrade = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|v| v.to_str().unwrap_or("").split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    let is_h2c = up.to_str().is_ok_and(|s| s.trim().eq_ignore_ascii_case("h2c"));
+    (connection_says_upgrade && !is_h2c).then(|| up.clone())
+}
+
+/// Removes hop-by-hop headers. With `upgrade`, re-adds `Connection: upgrade` and the
+/// `Upgrade` value so the next hop sees the upgrade request or its acceptance.
+pub fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: Option<HeaderValue>) {
+    if h.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = h
+            .get_all(header::CONNECTION)
+            .iter()
+            .flat_map(|v| v.to_str().unwrap_or("").split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .collect();
+        for n in named {
+            h.remove(n);
+        }
+    }
+    for n in &HOP_BY_HOP {
+        h.remove(n);
+    }
+    // `TE: trailers` is the one TE value worth keeping: gRPC over HTTP/2 requires it.
+    if let Some(te) = h.get(header::TE) {
+        if !te.as_bytes().eq_ignore_ascii_case(b"trailers") {
+            h.remove(header::TE);
+        }
+    }
+    if let Some(up) = upgrade {
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        h.insert(header::UPGRADE, up);
+    }
+}
+
+/// What the gateway knows about the hop it received the request on.
+pub struct Hop<'a> {
+    pub peer: std::net::IpAddr,
+    pub trusted: bool,
+    pub proto: &'static str,
+    pub host: Option<&'a str>,
+    /// `1.0`, `1.1` or `2`: the client's protocol version, for `Via`.
+    pub version: &'static str,
+}
+
+/// Sets `X-Forwarded-For` (appended when the peer is trusted, replaced otherwise),
+/// `X-Forwarded-Proto`, `X-Forwarded-Host` (kept from a trusted peer, else ours) and `Via`.
+pub fn set_forwarding(h: &mut HeaderMap, hop: &Hop<'_>) {
+    let peer = hop.peer.to_string();
+    let xff = match (hop.trusted, h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok())) {
+        (true, Some(prev)) if !prev.trim().is_empty() => {
+            let joined: Vec<&str> = h
+                .get_all(&X_FORWARDED_FOR)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect();
+            format!("{}, {peer}", joined.join(", "))
+        }
+        _ => peer,
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        h.insert(X_FORWARDED_FOR, v);
+    }
+    if !hop.trusted || !h.contains_key(&X_FORWARDED_PROTO) {
+        h.insert(X_FORWARDED_PROTO, HeaderValue::from_static(hop.proto));
+    }
+    if !hop.trusted || !h.contains_key(&X_FORWARDED_HOST) {
+        match hop.host.and_then(|s| HeaderValue::from_str(s).ok()) {
+            Some(v) => {
+                h.insert(X_FORWARDED_HOST, v);
+            }
+            None => {
+                h.remove(&X_FORWARDED_HOST);
+            }
+        }
+    }
+    if !hop.trusted {
+        // We do not write RFC 7239 `Forwarded`; an untrusted client's copy would only mislead.
+        h.remove(&FORWARDED);
+    }
+    let via = format!("{} gatehouse", hop.version);
+    let via = match h.get(header::VIA).and_then(|v| v.to_str().ok()) {
+        Some(prev) => format!("{prev}, {via}"),
+        None => via,
+    };
+    if let Ok(v) = HeaderValue::from_str(&via) {
+        h.insert(header::VIA, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn strips_hop_by_hop_and_connection_named() {
+        let mut h = map(&[
+            ("connection", "keep-alive, x-secret"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret", "1"),
+            ("te", "gzip"),
+            ("transfer-encoding", "chunked"),
+            ("proxy-authorization", "Basic x"),
+            ("upgrade", "websocket"),
+            ("x-keep", "yes"),
+        ]);
+        strip_hop_by_hop(&mut h, None);
+        let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, vec!["x-keep"]);
+        let mut h = map(&[("te", "trailers")]);
+        strip_hop_by_hop(&mut h, None);
+        assert_eq!(h.get("te").unwrap(), "trailers");
+    }
+
+    #[test]
+    fn upgrade_is_kept_when_asked() {
+        let mut h = map(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
+        let up = upgrade_protocol(&h);
+        assert_eq!(up.as_ref().unwrap(), "websocket");
+        strip_hop_by_hop(&mut h, up);
+        assert_eq!(h.get("connection").unwrap(), "upgrade");
+        assert_eq!(h.get("upgrade").unwrap(), "websocket");
+        let h2c = map(&[("connection", "Upgrade, HTTP2-Settings"), ("upgrade", "h2c")]);
+        assert!(upgrade_protocol(&h2c).is_none());
+    }
+
+    #[test]
+    fn forwarding_trusted_and_untrusted() {
+        let hop = |trusted| Hop {
+            peer: "10.0.0.9".parse().unwrap(),
+            trusted,
+            proto: "http",
+            host: Some("api.example.com"),
+            version: "1.1",
+        };
+        let client = [
+            ("x-forwarded-for", "1.2.3.4"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "spoof.example"),
+            ("forwarded", "for=1.2.3.4"),
+            ("via", "1.1 edge"),
+        ];
+        let mut h = map(&client);
+        set_forwarding(&mut h, &hop(false));
+        assert_eq!(h.get("x-forwarded-for").unwrap(), "10.0.0.9");
+        assert_eq!(h.get("x-forwarded-proto").unwrap(), "http");
+        assert_eq!(h.get("x-forwarded-host").unwrap(), "api.example.com");
+        assert!(h.get("forwarded").is_none());
+        assert_eq!(h.get("via").unwrap(), "1.1 edge, 1.1 gatehouse");
+
+        let mut h = map(&client);
+        set_forwarding(&mut h, &hop(true));
+        assert_eq!(h.get("x-forwarded-for").unwrap(), "1.2.3.4, 10.0.0.9");
+        assert_eq!(h.get("x-forwarded-proto").unwrap(), "https");
+        assert_eq!(h.get("x-forwarded-host").unwrap(), "spoof.example");
+        assert_eq!(h.get("forwarded").unwrap(), "for=1.2.3.4");
+    }
+}

@@ -1,0 +1,282 @@
+//! The route table: host / path / method / header matching, compiled once per snapshot.
+//! Pure: no I/O. Most specific route wins (see [`Specificity`]); ties go to config order.
+//!
+//! Path prefixes match on segment boundaries: `/api` matches `/api` and `/api/x`, not `/apix`.
+//! Paths are matched as sent (percent-encoding is not decoded).
+
+use gatehouse_config::template::{parse_template, Segment};
+use gatehouse_config::Route as RouteConfig;
+use http::{HeaderMap, HeaderName, Method};
+use std::borrow::Cow;
+use std::sync::Arc;
+
+#[derive(Debug)]
+enum HostMatch {
+    Any,
+    Exact(String),
+    /// `*.example.com` stored as `.example.com`: matches any name ending in it.
+    Suffix(String),
+}
+
+#[derive(Debug)]
+enum PathMatch {
+    Any,
+    Exact(String),
+    Prefix(String),
+    Template(Vec<Segment>),
+}
+
+/// Where a matched route sends the request.
+#[derive(Debug, Clone)]
+pub enum Target {
+    Cluster(Arc<str>),
+    /// The cluster is named by this template parameter.
+    FromPath(String),
+}
+
+#[derive(Debug)]
+pub struct Route {
+    pub name: Arc<str>,
+    host: HostMatch,
+    path: PathMatch,
+    methods: Vec<Method>,
+    headers: Vec<(HeaderName, String)>,
+    pub target: Target,
+    pub strip_prefix: bool,
+}
+
+/// Ordering key, compared field by field, larger is more specific:
+/// host (exact > wildcard, longer suffix first > any), then path kind
+/// (exact > template > prefix > any), then the path's literal length, then the number of
+/// header matches, then whether methods are restricted.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord, Clone, Copy)]
+struct Specificity(u8, usize, u8, usize, usize, bool);
+
+impl Route {
+    fn specificity(&self) -> Specificity {
+        let (hk, hl) = match &self.host {
+            HostMatch::Exact(h) => (2, h.len()),
+            HostMatch::Suffix(s) => (1, s.len()),
+            HostMatch::Any => (0, 0),
+        };
+        let (pk, pl) = match &self.path {
+            PathMatch::Exact(p) => (3, p.len()),
+            PathMatch::Template(segs) => (
+                2,
+                segs.iter()
+                    .map(|s| match s {
+                        Segment::Literal(l) => l.len() + 1,
+                        _ => 0,
+                    })
+                    .sum(),
+            ),
+            PathMatch::Prefix(p) => (1, p.len()),
+            PathMatch::Any => (0, 0),
+        };
+        Specificity(hk, hl, pk, pl, self.headers.len(), !self.methods.is_empty())
+    }
+}
+
+/// The outcome of a match.
+#[derive(Debug)]
+pub struct Matched<'a> {
+    pub route: &'a Route,
+    /// Set for `cluster_from_path` routes: the cluster name taken from the path.
+    pub cluster_from_path: Option<&'a str>,
+    /// The path (without query) to send upstream.
+    pub upstream_path: Cow<'a, str>,
+}
+
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    routes: Vec<Route>,
+}
+
+impl RouteTable {
+    /// Compiles validated route configs. Validation has already rejected bad templates, so a
+    /// template that fails to parse here is treated as matching nothing.
+    pub fn new(configs: &[RouteConfig]) -> Self {
+        let mut routes: Vec<Route> = configs.iter().map(compile).collect();
+        // Stable sort keeps config order among equally specific routes.
+        routes.sort_by(|a, b| b.specificity().cmp(&a.specificity()));
+        RouteTable { routes }
+    }
+
+    pub fn routes(&self) -> &[Route] {
+        &self.routes
+    }
+
+    /// Finds the most specific route for a request. `host` may include a port.
+    pub fn find<'a>(
+        &'a self,
+        host: &str,
+        path: &'a str,
+        method: &Method,
+        headers: &HeaderMap,
+    ) -> Option<Matched<'a>> {
+        let host = strip_port(host);
+        for r in &self.routes {
+            if !host_matches(&r.host, host) {
+                continue;
+            }
+            if !r.methods.is_empty() && !r.methods.contains(method) {
+                continue;
+            }
+            if !r
+                .headers
+                .iter()
+                .all(|(n, v)| headers.get(n).is_some_and(|h| h.as_bytes() == v.as_bytes()))
+            {
+                continue;
+            }
+            if let Some(m) = path_match(r, path) {
+                return Some(m);
+            }
+        }
+        None
+    }
+}
+
+fn compile(c: &RouteConfig) -> Route {
+    let m = &c.matches;
+    let host = match &m.host {
+        None => HostMatch::Any,
+        Some(h) => match h.strip_prefix('*') {
+            Some(suffix) => HostMatch::Suffix(suffix.to_ascii_lowercase()),
+            None => HostMatch::Exact(h.to_ascii_lowercase()),
+        },
+    };
+    let path = if let Some(p) = &m.path {
+        PathMatch::Exact(p.clone())
+    } else if let Some(p) = &m.path_prefix {
+        PathMatch::Prefix(p.clone())
+    } else if let Some(t) = &m.path_template {
+        parse_template(t).map_or(PathMatch::Exact(String::new()), PathMatch::Template)
+    } else {
+        PathMatch::Any
+    };
+    Route {
+        name: c.name.as_str().into(),
+        host,
+        path,
+        methods: m
+            .methods
+            .iter()
+            .filter_map(|s| Method::from_bytes(s.as_bytes()).ok())
+            .collect(),
+        headers: m
+            .headers
+            .iter()
+            .filter_map(|(k, v)| Some((HeaderName::from_bytes(k.as_bytes()).ok()?, v.clone())))
+            .collect(),
+        target: match &c.cluster {
+            Some(name) => Target::Cluster(name.as_str().into()),
+            None => Target::FromPath(c.cluster_from_path.clone().unwrap_or_default()),
+        },
+        strip_prefix: c.strip_prefix,
+    }
+}
+
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.split_once(']').map_or(host, |(h, _)| &h[1..]);
+    }
+    match host.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    }
+}
+
+fn host_matches(m: &HostMatch, host: &str) -> bool {
+    match m {
+        HostMatch::Any => true,
+        HostMatch::Exact(h) => h.eq_ignore_ascii_case(host),
+        HostMatch::Suffix(s) => {
+            host.len() > s.len()
+                && host.is_char_boundary(host.len() - s.len())
+                && host[host.len() - s.len()..].eq_ignore_ascii_case(s)
+        }
+    }
+}
+
+fn path_match<'a>(r: &'a Route, path: &'a str) -> Option<Matched<'a>> {
+    let done = |upstream_path: Cow<'a, str>, cluster_from_path| Matched {
+        route: r,
+        cluster_from_path,
+        upstream_path,
+    };
+    match &r.path {
+        PathMatch::Any => Some(done(Cow::Borrowed(path), None)),
+        PathMatch::Exact(p) => (p == path).then(|| done(Cow::Borrowed(path), None)),
+        PathMatch::Prefix(p) => {
+            let rest = path.strip_prefix(p.as_str())?;
+            if !(rest.is_empty() || rest.starts_with('/') || p.ends_with('/')) {
+                return None;
+            }
+            if !r.strip_prefix {
+                return Some(done(Cow::Borrowed(path), None));
+            }
+            Some(done(rooted(rest), None))
+        }
+        PathMatch::Template(segs) => {
+            let mut rest = path.strip_prefix('/')?;
+            let mut cluster = None;
+            let wanted = match &r.target {
+                Target::FromPath(p) => Some(p.as_str()),
+                Target::Cluster(_) => None,
+            };
+            for (i, seg) in segs.iter().enumerate() {
+                if let Segment::CatchAll(_) = seg {
+                    let up = if r.strip_prefix { rooted_with_slash(rest) } else { Cow::Borrowed(path) };
+                    return Some(done(up, cluster));
+                }
+                let (part, tail) = match rest.split_once('/') {
+                    Some((a, b)) => (a, Some(b)),
+                    None => (rest, None),
+                };
+                match seg {
+                    Segment::Literal(l) if l != part => return None,
+                    Segment::Param(name) => {
+                        if part.is_empty() {
+                            return None;
+                        }
+                        if Some(name.as_str()) == wanted {
+                            cluster = Some(part);
+                        }
+                    }
+                    _ => {}
+                }
+                let last = i + 1 == segs.len();
+                match (tail, last) {
+                    (None, true) => {
+                        let up = if r.strip_prefix { Cow::Borrowed("/") } else { Cow::Borrowed(path) };
+                        return Some(done(up, cluster));
+                    }
+                    (Some(t), false) => rest = t,
+                    // A catch-all may still match an empty rest: "/a/{*rest}" matches "/a".
+                    (None, false) if matches!(segs[i + 1], Segment::CatchAll(_)) => {
+                        let up = if r.strip_prefix { Cow::Borrowed("/") } else { Cow::Borrowed(path) };
+                        return Some(done(up, cluster));
+                    }
+                    _ => return None,
+                }
+            }
+            None
+        }
+    }
+}
+
+fn rooted(rest: &str) -> Cow<'_, str> {
+    if rest.starts_with('/') {
+        Cow::Borrowed(rest)
+    } else {
+        Cow::Owned(format!("/{rest}"))
+    }
+}
+
+fn rooted_with_slash(rest: &str) -> Cow<'_, str> {
+    Cow::Owned(format!("/{rest}"))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,108 @@
+//! Talking to endpoints: a pooled client per endpoint (HTTP/1.1 keep-alive, or one multiplexed
+//! HTTP/2 connection when the cluster says `protocol: http2`), connect/idle timeouts, and a
+//! dedicated connection for upgrades (WebSocket), which leave the pool for good.
+//!
+//! The connector always dials the endpoint's address whatever the request's authority says,
+//! so the request URI can carry the client's `Host` as its authority: HTTP/2 upstreams then get
+//! the right `:authority`, and HTTP/1.1 ones the right `Host`.
+
+use crate::body::Body;
+use crate::error::{classify_upstream, ProxyError};
+use gatehouse_config::{Protocol, Timeouts};
+use http::{Request, Response, Uri};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::future::Future;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+/// Dials one fixed endpoint, ignoring the URI it is asked for.
+#[derive(Clone)]
+pub struct FixedConnector {
+    inner: HttpConnector,
+    target: Uri,
+}
+
+impl tower_service::Service<Uri> for FixedConnector {
+    type Response = <HttpConnector as tower_service::Service<Uri>>::Response;
+    type Error = <HttpConnector as tower_service::Service<Uri>>::Error;
+    type Future = <HttpConnector as tower_service::Service<Uri>>::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, _uri: Uri) -> Self::Future {
+        self.inner.call(self.target.clone())
+    }
+}
+
+/// A pooled client bound to one endpoint.
+#[derive(Clone)]
+pub struct UpstreamClient {
+    client: Client<FixedConnector, Body>,
+    address: String,
+    connect_timeout: Duration,
+}
+
+impl UpstreamClient {
+    pub fn new(address: &str, protocol: Protocol, timeouts: &Timeouts) -> Self {
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(timeouts.connect.0));
+        let target: Uri = format!("http://{address}/")
+            .parse()
+            .unwrap_or_else(|_| Uri::from_static("http://invalid.invalid/"));
+        let connector = FixedConnector {
+            inner: http,
+            target,
+        };
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(timeouts.idle.0)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .http2_only(protocol == Protocol::Http2)
+            .build(connector);
+        UpstreamClient {
+            client,
+            address: address.to_string(),
+            connect_timeout: timeouts.connect.0,
+        }
+    }
+
+    /// Sends a request over a pooled connection; resolves when the response head arrives.
+    pub fn send(
+        &self,
+        req: Request<Body>,
+    ) -> impl Future<Output = Result<Response<Incoming>, ProxyError>> + Send + 'static {
+        let fut = self.client.request(req);
+        async move { fut.await.map_err(|e| classify_upstream(&e)) }
+    }
+
+    /// Sends an upgrade request (HTTP/1.1 `Upgrade`) over a new connection of its own.
+    pub async fn send_upgrade(&self, req: Request<Body>) -> Result<Response<Incoming>, ProxyError> {
+        let stream = match tokio::time::timeout(
+            self.connect_timeout,
+            tokio::net::TcpStream::connect(self.address.as_str()),
+        )
+        .await
+        {
+            Err(_) => return Err(ProxyError::ConnectTimeout),
+            Ok(Err(_)) => return Err(ProxyError::ConnectRefused),
+            Ok(Ok(s)) => s,
+        };
+        let _ = stream.set_nodelay(true);
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|_| ProxyError::UpstreamReset)?;
+        tokio::spawn(async move {
+            let _ = conn.with_upgrades().await;
+        });
+        sender
+            .send_request(req)
+            .await
+            .map_err(|e| classify_upstream(&e))
+    }
+}
