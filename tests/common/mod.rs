@@ -1,6 +1,8 @@
 //! Shared helpers for the integration tests: config builders and clients.
 #![allow(dead_code)]
 
+pub mod binary;
+
 use std::net::SocketAddr;
 
 /// A config with one listener (`extra_listener` is appended under it, indented), one cluster
