@@ -85,7 +85,10 @@ async fn answer(
     let mut resp = Response::new(Full::new(Bytes::from(format!("{body}\n"))));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
-    h.insert("content-type", http::HeaderValue::from_static("application/json"));
+    h.insert(
+        "content-type",
+        http::HeaderValue::from_static("application/json"),
+    );
     if let Ok(v) = http::HeaderValue::from_str(&spec.name) {
         h.insert("x-backend", v);
     }

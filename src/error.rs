@@ -34,9 +34,7 @@ impl ProxyError {
             ProxyError::NoRoute | ProxyError::UnknownCluster(_) => StatusCode::NOT_FOUND,
             ProxyError::NoEligibleEndpoint => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::ConnectRefused | ProxyError::UpstreamReset => StatusCode::BAD_GATEWAY,
-            ProxyError::ConnectTimeout | ProxyError::RequestTimeout => {
-                StatusCode::GATEWAY_TIMEOUT
-            }
+            ProxyError::ConnectTimeout | ProxyError::RequestTimeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
         }
@@ -73,11 +71,15 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute => "no route matches this request".into(),
             ProxyError::UnknownCluster(c) => format!("no cluster named {c:?}"),
-            ProxyError::NoEligibleEndpoint => "no endpoint is available to serve this request".into(),
+            ProxyError::NoEligibleEndpoint => {
+                "no endpoint is available to serve this request".into()
+            }
             ProxyError::ConnectRefused => "the backend refused the connection".into(),
             ProxyError::ConnectTimeout => "timed out connecting to the backend".into(),
             ProxyError::RequestTimeout => "the backend did not answer in time".into(),
-            ProxyError::UpstreamReset => "the backend closed the connection before answering".into(),
+            ProxyError::UpstreamReset => {
+                "the backend closed the connection before answering".into()
+            }
             ProxyError::BodyTooLarge => "request body too large".into(),
             ProxyError::BadRequest(r) => format!("bad request: {r}"),
         }
@@ -96,7 +98,10 @@ pub fn local_reply(err: &ProxyError, request_id: &HeaderValue) -> Response<Body>
     let mut resp = Response::new(Body::full(Bytes::from(body.to_string())));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     h.insert(crate::observe::ids::X_REQUEST_ID, request_id.clone());
     resp
 }
@@ -117,9 +122,9 @@ pub fn classify_upstream(err: &(dyn std::error::Error + 'static)) -> ProxyError 
         if let Some(h) = e.downcast_ref::<hyper_util::client::legacy::Error>() {
             connect |= h.is_connect();
         }
-        let text = e.to_string();
-        if text.contains("timed out") || text.contains("timeout") {
-            if connect {
+        if connect {
+            let text = e.to_string();
+            if text.contains("timed out") || text.contains("timeout") {
                 return ProxyError::ConnectTimeout;
             }
         }

@@ -51,8 +51,9 @@ impl Gateway {
         let mut addrs = Vec::new();
         let mut accept_tasks = Vec::new();
         for l in &listeners {
-            let tcp = listener::bind(&l.address)
-                .with_context(|| format!("listener {:?}: cannot listen on {}", l.name, l.address))?;
+            let tcp = listener::bind(&l.address).with_context(|| {
+                format!("listener {:?}: cannot listen on {}", l.name, l.address)
+            })?;
             let addr = tcp.local_addr()?;
             addrs.push((l.name.clone(), addr));
             let accept = listener::AcceptLoop {
@@ -95,9 +96,13 @@ impl Gateway {
             let _ = t.await;
         }
         // Each connection task holds a sender; `recv` yields `None` once all are gone.
-        tokio::time::timeout(drain, self.conns_done.recv())
+        let drained = tokio::time::timeout(drain, self.conns_done.recv())
             .await
-            .is_ok()
+            .is_ok();
+        if let Some(log) = &self.runtime.access_log {
+            log.flush();
+        }
+        drained
     }
 }
 

@@ -68,7 +68,10 @@ fn main() -> ExitCode {
             listen,
             print_config,
         }) => (None, Box::pin(run_demo(listen, print_config)) as BoxedRun),
-        None => (None, Box::pin(run_demo("127.0.0.1:8080".into(), false)) as BoxedRun),
+        None => (
+            None,
+            Box::pin(run_demo("127.0.0.1:8080".into(), false)) as BoxedRun,
+        ),
         Some(Command::DemoBackend {
             listen,
             name,
@@ -94,14 +97,20 @@ fn main() -> ExitCode {
         ),
     };
     let rt = match threads {
-        Some(1) => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+        Some(1) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
         Some(n) => tokio::runtime::Builder::new_multi_thread()
             .worker_threads(n.max(1))
             .enable_all()
             .build(),
-        None => tokio::runtime::Builder::new_multi_thread().enable_all().build(),
+        None => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build(),
     };
-    let outcome = rt.context("cannot start the async runtime").and_then(|rt| rt.block_on(result));
+    let outcome = rt
+        .context("cannot start the async runtime")
+        .and_then(|rt| rt.block_on(result));
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -143,18 +152,26 @@ fn check(files: &[PathBuf]) -> ExitCode {
 }
 
 async fn run(path: PathBuf) -> anyhow::Result<()> {
-    let config = gatehouse_config::load_file(&path).map_err(|e| anyhow::anyhow!("invalid config:\n{e}"))?;
+    let config =
+        gatehouse_config::load_file(&path).map_err(|e| anyhow::anyhow!("invalid config:\n{e}"))?;
     serve(config).await
 }
 
 async fn serve(config: gatehouse_config::Config) -> anyhow::Result<()> {
     let drain = config.drain_timeout.0;
     let gw = gatehouse::Gateway::start(config, None).await?;
+    wait_and_drain(gw, drain).await
+}
+
+async fn wait_and_drain(gw: gatehouse::Gateway, drain: Duration) -> anyhow::Result<()> {
     for (name, addr) in gw.addrs() {
         tracing::info!(listener = %name, address = %addr, "listening");
     }
     gatehouse::shutdown_signal().await;
-    tracing::info!(drain_timeout_ms = drain.as_millis() as u64, "shutting down: draining in-flight requests");
+    tracing::info!(
+        drain_timeout_ms = drain.as_millis() as u64,
+        "shutting down: draining in-flight requests"
+    );
     if gw.shutdown(drain).await {
         tracing::info!("drained; exiting");
     } else {
@@ -173,7 +190,10 @@ async fn run_demo(listen: String, print_config: bool) -> anyhow::Result<()> {
             "  {:<6} http://{addr}{}",
             spec.name,
             if spec.fail_rate > 0.0 {
-                format!("   (fails {:.0} % of requests on purpose)", spec.fail_rate * 100.0)
+                format!(
+                    "   (fails {:.0} % of requests on purpose)",
+                    spec.fail_rate * 100.0
+                )
             } else {
                 String::new()
             }
@@ -187,11 +207,13 @@ async fn run_demo(listen: String, print_config: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     let config = gatehouse_config::load_str(&yaml, "<demo>").map_err(|e| anyhow::anyhow!("{e}"))?;
-    let g = format!("http://{listen}");
+    let drain = config.drain_timeout.0;
+    let gw = gatehouse::Gateway::start(config, None).await?;
+    let g = format!("http://{}", gw.addrs()[0].1);
     println!(
         "Gatehouse {} demo\n\nGateway: {g}\nDemo backends:\n{}\n\nTry:\n  curl -i {g}/api/products            # round robin over alpha, beta, gamma (gamma fails 30 %)\n  curl -i {g}/v1/proxy/stable/hello    # the cluster named in the path\n  curl -i {g}/v1/proxy/flaky/          # gamma alone\n  curl -i '{g}/api/slow?delay=2s'      # 504: the slow cluster's request timeout is 1s\n  curl -i {g}/nothing/here             # 404 JSON local reply\n  curl -i --http2-prior-knowledge {g}/api/products   # HTTP/2 (h2c)\n\nOne JSON access-log line per request follows on stdout. Ctrl-C stops (in-flight requests finish first).\n",
         env!("CARGO_PKG_VERSION"),
         lines.join("\n")
     );
-    serve(config).await
+    wait_and_drain(gw, drain).await
 }

@@ -31,7 +31,10 @@ pub struct ConnCtx {
 }
 
 /// Serves one request. Never fails: errors become local replies.
-pub async fn handle(ctx: Arc<ConnCtx>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+pub async fn handle(
+    ctx: Arc<ConnCtx>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
     let active = ctx.activity.begin();
     let start = Instant::now();
     let snap = ctx.runtime.snapshot();
@@ -208,7 +211,7 @@ async fn forward(
     } else {
         tokio::time::timeout(timeout, endpoint.client.send(upstream_req)).await
     };
-    if let Some(r) = rec.as_deref_mut() {
+    if let Some(r) = rec {
         r.upstream_duration = Some(sent.elapsed());
     }
     let mut resp = result.map_err(|_| ProxyError::RequestTimeout)??;

@@ -98,7 +98,7 @@ impl RouteTable {
     pub fn new(configs: &[RouteConfig]) -> Self {
         let mut routes: Vec<Route> = configs.iter().map(compile).collect();
         // Stable sort keeps config order among equally specific routes.
-        routes.sort_by(|a, b| b.specificity().cmp(&a.specificity()));
+        routes.sort_by_key(|r| std::cmp::Reverse(r.specificity()));
         RouteTable { routes }
     }
 
@@ -227,7 +227,11 @@ fn path_match<'a>(r: &'a Route, path: &'a str) -> Option<Matched<'a>> {
             };
             for (i, seg) in segs.iter().enumerate() {
                 if let Segment::CatchAll(_) = seg {
-                    let up = if r.strip_prefix { rooted_with_slash(rest) } else { Cow::Borrowed(path) };
+                    let up = if r.strip_prefix {
+                        rooted_with_slash(rest)
+                    } else {
+                        Cow::Borrowed(path)
+                    };
                     return Some(done(up, cluster));
                 }
                 let (part, tail) = match rest.split_once('/') {
@@ -249,13 +253,21 @@ fn path_match<'a>(r: &'a Route, path: &'a str) -> Option<Matched<'a>> {
                 let last = i + 1 == segs.len();
                 match (tail, last) {
                     (None, true) => {
-                        let up = if r.strip_prefix { Cow::Borrowed("/") } else { Cow::Borrowed(path) };
+                        let up = if r.strip_prefix {
+                            Cow::Borrowed("/")
+                        } else {
+                            Cow::Borrowed(path)
+                        };
                         return Some(done(up, cluster));
                     }
                     (Some(t), false) => rest = t,
                     // A catch-all may still match an empty rest: "/a/{*rest}" matches "/a".
                     (None, false) if matches!(segs[i + 1], Segment::CatchAll(_)) => {
-                        let up = if r.strip_prefix { Cow::Borrowed("/") } else { Cow::Borrowed(path) };
+                        let up = if r.strip_prefix {
+                            Cow::Borrowed("/")
+                        } else {
+                            Cow::Borrowed(path)
+                        };
                         return Some(done(up, cluster));
                     }
                     _ => return None,

@@ -1,5 +1,6 @@
 //! Local replies: every error the gateway answers itself is JSON with status, reason and the
 //! request ID; malformed and oversized requests get the right 4xx.
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 mod common;
 
@@ -15,7 +16,10 @@ async fn json_reply(resp: reqwest::Response, status: u16, reason: &str) {
     assert_eq!(body["status"], status, "{body}");
     assert_eq!(body["reason"], reason, "{body}");
     assert_eq!(body["request_id"], id.as_str(), "{body}");
-    assert!(body["error"].as_str().is_some_and(|e| !e.is_empty()), "{body}");
+    assert!(
+        body["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{body}"
+    );
 }
 
 #[tokio::test]
@@ -26,7 +30,12 @@ async fn no_route_is_404() {
         up.addr()
     );
     let gw = TestGateway::start(&yaml).await;
-    json_reply(client().get(gw.url("/nope")).send().await.unwrap(), 404, "no_route").await;
+    json_reply(
+        client().get(gw.url("/nope")).send().await.unwrap(),
+        404,
+        "no_route",
+    )
+    .await;
     assert_eq!(up.hits(), 0);
 }
 
@@ -35,7 +44,12 @@ async fn refused_connection_is_502() {
     let mut up = FakeUpstream::start("up").await;
     let gw = TestGateway::start(&one_cluster(&[up.addr()], "", "")).await;
     up.stop().await;
-    let resp = client().get(gw.url("/x")).header("x-request-id", "r502").send().await.unwrap();
+    let resp = client()
+        .get(gw.url("/x"))
+        .header("x-request-id", "r502")
+        .send()
+        .await
+        .unwrap();
     json_reply(resp, 502, "connect_refused").await;
     let line = gw.log_line("r502").await;
     assert_eq!(line["error"], "connect_refused");
@@ -45,9 +59,17 @@ async fn refused_connection_is_502() {
 #[tokio::test]
 async fn reset_before_response_is_502() {
     let up = FakeUpstream::start("up").await;
-    up.set(Behavior { mode: Mode::Drop, ..Behavior::default() });
+    up.set(Behavior {
+        mode: Mode::Drop,
+        ..Behavior::default()
+    });
     let gw = TestGateway::start(&one_cluster(&[up.addr()], "", "")).await;
-    json_reply(client().get(gw.url("/x")).send().await.unwrap(), 502, "upstream_reset").await;
+    json_reply(
+        client().get(gw.url("/x")).send().await.unwrap(),
+        502,
+        "upstream_reset",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -60,20 +82,41 @@ async fn no_eligible_endpoint_is_503() {
         .endpoint("backend", &up.addr().to_string())
         .expect("endpoint state");
     ep.set_drained(true);
-    json_reply(client().get(gw.url("/x")).send().await.unwrap(), 503, "no_eligible_endpoint").await;
+    json_reply(
+        client().get(gw.url("/x")).send().await.unwrap(),
+        503,
+        "no_eligible_endpoint",
+    )
+    .await;
     assert_eq!(up.hits(), 0);
     ep.set_drained(false);
-    assert_eq!(client().get(gw.url("/x")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        client().get(gw.url("/x")).send().await.unwrap().status(),
+        200
+    );
 }
 
 #[tokio::test]
 async fn slow_response_is_504() {
     let up = FakeUpstream::start("up").await;
     up.update(|b| b.delay = Duration::from_secs(3));
-    let gw = TestGateway::start(&one_cluster(&[up.addr()], "", "    timeouts: { request: 200ms }\n")).await;
+    let gw = TestGateway::start(&one_cluster(
+        &[up.addr()],
+        "",
+        "    timeouts: { request: 200ms }\n",
+    ))
+    .await;
     let start = std::time::Instant::now();
-    json_reply(client().get(gw.url("/slow")).send().await.unwrap(), 504, "request_timeout").await;
-    assert!(start.elapsed() < Duration::from_secs(3), "answered at the timeout, not after the backend");
+    json_reply(
+        client().get(gw.url("/slow")).send().await.unwrap(),
+        504,
+        "request_timeout",
+    )
+    .await;
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "answered at the timeout, not after the backend"
+    );
 }
 
 #[tokio::test]
@@ -82,8 +125,15 @@ async fn malformed_request_is_400() {
     let gw = TestGateway::start(&one_cluster(&[up.addr()], "", "")).await;
     let out = raw(gw.addr(), b"THIS IS NOT HTTP\r\n\r\n").await;
     assert!(out.starts_with("HTTP/1.1 400"), "{out:?}");
-    let out = raw(gw.addr(), b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 7\r\n\r\nhello").await;
-    assert!(out.starts_with("HTTP/1.1 400"), "conflicting lengths: {out:?}");
+    let out = raw(
+        gw.addr(),
+        b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 7\r\n\r\nhello",
+    )
+    .await;
+    assert!(
+        out.starts_with("HTTP/1.1 400"),
+        "conflicting lengths: {out:?}"
+    );
     assert_eq!(up.hits(), 0);
 }
 
@@ -96,11 +146,22 @@ async fn oversized_headers_are_431() {
         "",
     ))
     .await;
-    let big = format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(16 << 10));
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(16 << 10)
+    );
     let out = raw(gw.addr(), big.as_bytes()).await;
-    assert!(out.starts_with("HTTP/1.1 431"), "{:?}", &out[..out.len().min(80)]);
+    assert!(
+        out.starts_with("HTTP/1.1 431"),
+        "{:?}",
+        &out[..out.len().min(80)]
+    );
     let many: String = (0..20).map(|i| format!("X-H{i}: v\r\n")).collect();
-    let out = raw(gw.addr(), format!("GET / HTTP/1.1\r\nHost: x\r\n{many}\r\n").as_bytes()).await;
+    let out = raw(
+        gw.addr(),
+        format!("GET / HTTP/1.1\r\nHost: x\r\n{many}\r\n").as_bytes(),
+    )
+    .await;
     assert!(out.starts_with("HTTP/1.1 431"), "{out:?}");
     assert_eq!(up.hits(), 0);
 }
@@ -108,17 +169,45 @@ async fn oversized_headers_are_431() {
 #[tokio::test]
 async fn oversized_body_is_413() {
     let up = FakeUpstream::start("up").await;
-    up.set(Behavior { mode: Mode::Sink, ..Behavior::default() });
-    let gw = TestGateway::start(&one_cluster(&[up.addr()], "    limits: { max_body_bytes: 1KiB }", "")).await;
+    up.set(Behavior {
+        mode: Mode::Sink,
+        ..Behavior::default()
+    });
+    let gw = TestGateway::start(&one_cluster(
+        &[up.addr()],
+        "    limits: { max_body_bytes: 1KiB }",
+        "",
+    ))
+    .await;
     let c = client();
     // Declared too large: refused before the upstream is contacted.
-    json_reply(c.post(gw.url("/up")).body(vec![b'a'; 2048]).send().await.unwrap(), 413, "body_too_large").await;
+    json_reply(
+        c.post(gw.url("/up"))
+            .body(vec![b'a'; 2048])
+            .send()
+            .await
+            .unwrap(),
+        413,
+        "body_too_large",
+    )
+    .await;
     assert_eq!(up.hits(), 0);
     // Within the limit: passes.
-    let ok = c.post(gw.url("/up")).body(vec![b'a'; 1024]).send().await.unwrap();
+    let ok = c
+        .post(gw.url("/up"))
+        .body(vec![b'a'; 1024])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ok.text().await.unwrap(), "{\"received\":1024}");
     // Chunked, growing past the limit while streaming: cut off and answered 413.
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = (0..8).map(|_| Ok(vec![b'b'; 512])).collect();
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        (0..8).map(|_| Ok(vec![b'b'; 512])).collect();
     let body = reqwest::Body::wrap_stream(futures_util::stream::iter(chunks));
-    json_reply(c.post(gw.url("/up")).body(body).send().await.unwrap(), 413, "body_too_large").await;
+    json_reply(
+        c.post(gw.url("/up")).body(body).send().await.unwrap(),
+        413,
+        "body_too_large",
+    )
+    .await;
 }

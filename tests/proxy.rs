@@ -1,5 +1,6 @@
 //! Proxy transparency and header handling, as tables: what the client sends, what the
 //! upstream sees, what the upstream answers, what the client gets.
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 mod common;
 
@@ -30,11 +31,19 @@ const CASES: &[Case] = &[
         name: "plain GET passes path, query, method and end-to-end headers",
         method: "GET",
         path: "/a/b?x=1&y=%20",
-        send: &[("x-custom", "v"), ("accept", "application/json"), ("authorization", "Bearer t")],
+        send: &[
+            ("x-custom", "v"),
+            ("accept", "application/json"),
+            ("authorization", "Bearer t"),
+        ],
         body: "",
         upstream_headers: &[("x-resp", "r"), ("cache-control", "no-store")],
         upstream_status: 200,
-        seen: &[("x-custom", "v"), ("accept", "application/json"), ("authorization", "Bearer t")],
+        seen: &[
+            ("x-custom", "v"),
+            ("accept", "application/json"),
+            ("authorization", "Bearer t"),
+        ],
         not_seen: &[],
         status: 200,
         got: &[("x-resp", "r"), ("cache-control", "no-store")],
@@ -56,7 +65,14 @@ const CASES: &[Case] = &[
         upstream_headers: &[],
         upstream_status: 204,
         seen: &[],
-        not_seen: &["keep-alive", "x-private", "proxy-authorization", "te", "upgrade", "proxy-connection"],
+        not_seen: &[
+            "keep-alive",
+            "x-private",
+            "proxy-authorization",
+            "te",
+            "upgrade",
+            "proxy-connection",
+        ],
         status: 204,
         got: &[],
         not_got: &[],
@@ -108,7 +124,11 @@ const CASES: &[Case] = &[
         body: "",
         upstream_headers: &[],
         upstream_status: 200,
-        seen: &[("x-forwarded-for", "127.0.0.1"), ("x-forwarded-proto", "http"), ("via", "1.1 gatehouse")],
+        seen: &[
+            ("x-forwarded-for", "127.0.0.1"),
+            ("x-forwarded-proto", "http"),
+            ("via", "1.1 gatehouse"),
+        ],
         not_seen: &["forwarded"],
         status: 200,
         got: &[],
@@ -139,22 +159,48 @@ async fn transparency_table() {
         if !case.body.is_empty() {
             req = req.body(case.body);
         }
-        let resp = req.send().await.unwrap_or_else(|e| panic!("{}: {e}", case.name));
+        let resp = req
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", case.name));
         let seen = up.last_seen();
-        assert_eq!(seen.uri.path_and_query().unwrap().as_str(), case.path, "{}", case.name);
+        assert_eq!(
+            seen.uri.path_and_query().unwrap().as_str(),
+            case.path,
+            "{}",
+            case.name
+        );
         assert_eq!(seen.method.as_str(), case.method, "{}", case.name);
         for (k, v) in case.seen {
-            assert_eq!(seen.headers.get(*k).map(|v| v.to_str().unwrap()), Some(*v), "{}: upstream header {k}", case.name);
+            assert_eq!(
+                seen.headers.get(*k).map(|v| v.to_str().unwrap()),
+                Some(*v),
+                "{}: upstream header {k}",
+                case.name
+            );
         }
         for k in case.not_seen {
-            assert!(seen.headers.get(*k).is_none(), "{}: upstream must not see {k}", case.name);
+            assert!(
+                seen.headers.get(*k).is_none(),
+                "{}: upstream must not see {k}",
+                case.name
+            );
         }
         assert_eq!(resp.status().as_u16(), case.status, "{}", case.name);
         for (k, v) in case.got {
-            assert_eq!(resp.headers().get(*k).map(|v| v.to_str().unwrap()), Some(*v), "{}: response header {k}", case.name);
+            assert_eq!(
+                resp.headers().get(*k).map(|v| v.to_str().unwrap()),
+                Some(*v),
+                "{}: response header {k}",
+                case.name
+            );
         }
         for k in case.not_got {
-            assert!(resp.headers().get(*k).is_none(), "{}: client must not get {k}", case.name);
+            assert!(
+                resp.headers().get(*k).is_none(),
+                "{}: client must not get {k}",
+                case.name
+            );
         }
         assert!(resp.headers().contains_key("x-request-id"), "{}", case.name);
         if case.status != 204 {
@@ -222,8 +268,14 @@ async fn request_id_and_traceparent() {
     let h = up.last_seen().headers;
     assert_eq!(h["x-request-id"], "client-id-1");
     let sent_tp = h["traceparent"].to_str().unwrap();
-    assert!(sent_tp.starts_with("00-0af7651916cd43dd8448eb211c80319c-"), "{sent_tp}");
-    assert!(!sent_tp.contains("b7ad6b7169203331"), "the gateway's span becomes the parent");
+    assert!(
+        sent_tp.starts_with("00-0af7651916cd43dd8448eb211c80319c-"),
+        "{sent_tp}"
+    );
+    assert!(
+        !sent_tp.contains("b7ad6b7169203331"),
+        "the gateway's span becomes the parent"
+    );
     assert!(sent_tp.ends_with("-01"));
     let line = gw.log_line("client-id-1").await;
     assert_eq!(line["trace_id"], "0af7651916cd43dd8448eb211c80319c");
@@ -262,8 +314,22 @@ async fn access_log_line_has_every_field() {
         .unwrap();
     let l = gw.log_line("log-1").await;
     for field in [
-        "time", "request_id", "trace_id", "client", "method", "host", "path", "route", "cluster",
-        "endpoint", "status", "bytes_in", "bytes_out", "duration_ms", "upstream_ms", "error",
+        "time",
+        "request_id",
+        "trace_id",
+        "client",
+        "method",
+        "host",
+        "path",
+        "route",
+        "cluster",
+        "endpoint",
+        "status",
+        "bytes_in",
+        "bytes_out",
+        "duration_ms",
+        "upstream_ms",
+        "error",
     ] {
         assert!(l.get(field).is_some(), "missing {field} in {l}");
     }
@@ -298,11 +364,23 @@ async fn h2c_to_http2_backend() {
     let up = FakeUpstream::start("up").await;
     let gw = TestGateway::start(&one_cluster(&[up.addr()], "", "    protocol: http2\n")).await;
     for c in [client(), h2_client()] {
-        let resp = c.get(gw.url("/grpc-like")).header("te", "trailers").send().await.unwrap();
+        let resp = c
+            .get(gw.url("/grpc-like"))
+            .header("te", "trailers")
+            .send()
+            .await
+            .unwrap();
         assert_eq!(resp.status(), 200);
         let seen = up.last_seen();
-        assert_eq!(seen.version, Version::HTTP_2, "the cluster speaks HTTP/2 upstream");
-        assert_eq!(seen.uri.authority().unwrap().as_str(), gw.addr().to_string());
+        assert_eq!(
+            seen.version,
+            Version::HTTP_2,
+            "the cluster speaks HTTP/2 upstream"
+        );
+        assert_eq!(
+            seen.uri.authority().unwrap().as_str(),
+            gw.addr().to_string()
+        );
         assert_eq!(seen.headers["te"], "trailers");
     }
     assert_eq!(up.connections(), 1, "one multiplexed HTTP/2 connection");
@@ -314,8 +392,18 @@ async fn upstream_keep_alive_connections_are_reused() {
     let gw = TestGateway::start(&one_cluster(&[up.addr()], "", "")).await;
     let c = client();
     for _ in 0..20 {
-        c.get(gw.url("/ka")).send().await.unwrap().bytes().await.unwrap();
+        c.get(gw.url("/ka"))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
     }
     assert_eq!(up.hits(), 20);
-    assert_eq!(up.connections(), 1, "sequential requests reuse one pooled connection");
+    assert_eq!(
+        up.connections(),
+        1,
+        "sequential requests reuse one pooled connection"
+    );
 }

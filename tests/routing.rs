@@ -1,5 +1,6 @@
 //! Routing end to end: host / path / method / header matches pick the cluster, strip_prefix
 //! rewrites the path, `/v1/proxy/{service}` picks the cluster by name, round robin spreads.
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 mod common;
 
@@ -47,26 +48,65 @@ routes:
     let c = client();
     let who = |r: reqwest::Response| r.headers()["x-upstream"].to_str().unwrap().to_string();
 
-    let r = c.get(gw.url("/api/products/42?full=1")).send().await.unwrap();
+    let r = c
+        .get(gw.url("/api/products/42?full=1"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(who(r), "a");
-    assert_eq!(a.last_seen().uri.path_and_query().unwrap().as_str(), "/42?full=1");
-
-    assert_eq!(who(c.get(gw.url("/api/orders/1")).send().await.unwrap()), "b");
-    assert_eq!(b.last_seen().uri.path(), "/api/orders/1", "no strip_prefix: path unchanged");
-    assert_eq!(who(c.post(gw.url("/api/orders")).send().await.unwrap()), "a");
     assert_eq!(
-        who(c.get(gw.url("/api/orders")).header("x-version", "v2").send().await.unwrap()),
+        a.last_seen().uri.path_and_query().unwrap().as_str(),
+        "/42?full=1"
+    );
+
+    assert_eq!(
+        who(c.get(gw.url("/api/orders/1")).send().await.unwrap()),
+        "b"
+    );
+    assert_eq!(
+        b.last_seen().uri.path(),
+        "/api/orders/1",
+        "no strip_prefix: path unchanged"
+    );
+    assert_eq!(
+        who(c.post(gw.url("/api/orders")).send().await.unwrap()),
         "a"
     );
     assert_eq!(
-        who(c.get(gw.url("/anything")).header("host", "ops.internal.example").send().await.unwrap()),
+        who(c
+            .get(gw.url("/api/orders"))
+            .header("x-version", "v2")
+            .send()
+            .await
+            .unwrap()),
+        "a"
+    );
+    assert_eq!(
+        who(c
+            .get(gw.url("/anything"))
+            .header("host", "ops.internal.example")
+            .send()
+            .await
+            .unwrap()),
         "b"
     );
-    assert_eq!(who(c.get(gw.url("/users/7/profile")).send().await.unwrap()), "b");
-    assert_eq!(c.get(gw.url("/users/7")).send().await.unwrap().status(), 404);
+    assert_eq!(
+        who(c.get(gw.url("/users/7/profile")).send().await.unwrap()),
+        "b"
+    );
+    assert_eq!(
+        c.get(gw.url("/users/7")).send().await.unwrap().status(),
+        404
+    );
 
-    assert_eq!(who(c.get(gw.url("/v1/proxy/product")).send().await.unwrap()), "a");
-    assert_eq!(who(c.get(gw.url("/v1/proxy/orders")).send().await.unwrap()), "b");
+    assert_eq!(
+        who(c.get(gw.url("/v1/proxy/product")).send().await.unwrap()),
+        "a"
+    );
+    assert_eq!(
+        who(c.get(gw.url("/v1/proxy/orders")).send().await.unwrap()),
+        "b"
+    );
     let r = c.get(gw.url("/v1/proxy/payments")).send().await.unwrap();
     assert_eq!(r.status(), 404);
     let body: serde_json::Value = r.json().await.unwrap();

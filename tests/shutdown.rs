@@ -1,5 +1,6 @@
 //! Graceful shutdown: stop accepting, let in-flight requests finish, then exit 0; give up at
 //! the drain timeout.
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 mod common;
 
@@ -16,13 +17,19 @@ async fn in_flight_request_finishes_during_drain() {
     let addr = gw.addr();
     let url = gw.url("/slow");
     let inflight = tokio::spawn(async move { client().get(url).send().await.map(|r| r.status()) });
-    eventually("the request to reach the upstream", Duration::from_secs(5), || async {
-        (up.hits() == 1).then_some(())
-    })
+    eventually(
+        "the request to reach the upstream",
+        Duration::from_secs(5),
+        || async { (up.hits() == 1).then_some(()) },
+    )
     .await;
     let drained = gw.shutdown(Duration::from_secs(10)).await;
     assert!(drained, "all connections finished within the drain timeout");
-    assert_eq!(inflight.await.unwrap().unwrap(), 200, "the in-flight request completed");
+    assert_eq!(
+        inflight.await.unwrap().unwrap(),
+        200,
+        "the in-flight request completed"
+    );
     assert!(
         tokio::net::TcpStream::connect(addr).await.is_err(),
         "no longer accepting connections"
@@ -36,9 +43,11 @@ async fn drain_gives_up_at_its_timeout() {
     let gw = TestGateway::start(&one_cluster(&[up.addr()], "", "")).await;
     let url = gw.url("/stuck");
     let _inflight = tokio::spawn(async move { client().get(url).send().await.map(|r| r.status()) });
-    eventually("the request to reach the upstream", Duration::from_secs(5), || async {
-        (up.hits() == 1).then_some(())
-    })
+    eventually(
+        "the request to reach the upstream",
+        Duration::from_secs(5),
+        || async { (up.hits() == 1).then_some(()) },
+    )
     .await;
     let start = Instant::now();
     assert!(!gw.shutdown(Duration::from_millis(200)).await);
@@ -53,18 +62,27 @@ async fn sigterm_drains_then_exits_zero() {
     let mut gw = Running::start(&yaml, &[]);
     let url = format!("http://{}/slow", gw.addr);
     let inflight = tokio::spawn(async move { client().get(url).send().await.map(|r| r.status()) });
-    eventually("the request to reach the upstream", Duration::from_secs(10), || async {
-        (up.hits() == 1).then_some(())
-    })
+    eventually(
+        "the request to reach the upstream",
+        Duration::from_secs(10),
+        || async { (up.hits() == 1).then_some(()) },
+    )
     .await;
     gw.signal("TERM");
-    assert_eq!(inflight.await.unwrap().unwrap(), 200, "in-flight request finished after SIGTERM");
+    assert_eq!(
+        inflight.await.unwrap().unwrap(),
+        200,
+        "in-flight request finished after SIGTERM"
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     let status = loop {
         if let Some(s) = gw.child.try_wait().unwrap() {
             break s;
         }
-        assert!(Instant::now() < deadline, "the gateway did not exit after SIGTERM");
+        assert!(
+            Instant::now() < deadline,
+            "the gateway did not exit after SIGTERM"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
     assert!(status.success(), "{status:?}");

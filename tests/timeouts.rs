@@ -1,5 +1,6 @@
 //! Every timeout, observed on real sockets: upstream connect, upstream request, idle pooled
 //! upstream connection, client header read, idle client keep-alive.
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 mod common;
 
@@ -9,9 +10,19 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A loopback listener whose accept queue is full, so new connects hang (SYNs are dropped).
-fn black_hole() -> (socket2::Socket, Vec<std::net::TcpStream>, std::net::SocketAddr) {
+fn black_hole() -> (
+    socket2::Socket,
+    Vec<std::net::TcpStream>,
+    std::net::SocketAddr,
+) {
     let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    s.bind(&"127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap().into()).unwrap();
+    s.bind(
+        &"127.0.0.1:0"
+            .parse::<std::net::SocketAddr>()
+            .unwrap()
+            .into(),
+    )
+    .unwrap();
     s.listen(0).unwrap();
     let addr = s.local_addr().unwrap().as_socket().unwrap();
     let mut fillers = Vec::new();
@@ -28,62 +39,119 @@ fn black_hole() -> (socket2::Socket, Vec<std::net::TcpStream>, std::net::SocketA
 #[tokio::test]
 async fn connect_timeout_is_504() {
     let (_hole, _fillers, addr) = black_hole();
-    let gw = TestGateway::start(&one_cluster(&[addr], "", "    timeouts: { connect: 200ms }\n")).await;
+    let gw = TestGateway::start(&one_cluster(
+        &[addr],
+        "",
+        "    timeouts: { connect: 200ms }\n",
+    ))
+    .await;
     let start = Instant::now();
     let resp = client().get(gw.url("/x")).send().await.unwrap();
     assert_eq!(resp.status(), 504);
     let body: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(body["reason"], "connect_timeout", "{body}");
-    assert!(start.elapsed() < Duration::from_secs(4), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        start.elapsed()
+    );
 }
 
 #[tokio::test]
 async fn request_timeout_counts_until_response_head() {
     let up = FakeUpstream::start("up").await;
     up.update(|b| b.delay = Duration::from_millis(400));
-    let gw = TestGateway::start(&one_cluster(&[up.addr()], "", "    timeouts: { request: 150ms }\n")).await;
-    assert_eq!(client().get(gw.url("/x")).send().await.unwrap().status(), 504);
+    let gw = TestGateway::start(&one_cluster(
+        &[up.addr()],
+        "",
+        "    timeouts: { request: 150ms }\n",
+    ))
+    .await;
+    assert_eq!(
+        client().get(gw.url("/x")).send().await.unwrap().status(),
+        504
+    );
     up.update(|b| b.delay = Duration::ZERO);
-    assert_eq!(client().get(gw.url("/x")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        client().get(gw.url("/x")).send().await.unwrap().status(),
+        200
+    );
 }
 
 #[tokio::test]
 async fn idle_pooled_upstream_connection_is_closed() {
     let up = FakeUpstream::start("up").await;
-    let gw = TestGateway::start(&one_cluster(&[up.addr()], "", "    timeouts: { idle: 200ms }\n")).await;
-    client().get(gw.url("/x")).send().await.unwrap().bytes().await.unwrap();
+    let gw = TestGateway::start(&one_cluster(
+        &[up.addr()],
+        "",
+        "    timeouts: { idle: 200ms }\n",
+    ))
+    .await;
+    client()
+        .get(gw.url("/x"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
     assert_eq!(up.open_connections(), 1);
-    eventually("the pooled connection to close", Duration::from_secs(5), || async {
-        (up.open_connections() == 0).then_some(())
-    })
+    eventually(
+        "the pooled connection to close",
+        Duration::from_secs(5),
+        || async { (up.open_connections() == 0).then_some(()) },
+    )
     .await;
 }
 
 #[tokio::test]
 async fn client_header_read_timeout_closes_the_connection() {
     let up = FakeUpstream::start("up").await;
-    let gw = TestGateway::start(&one_cluster(&[up.addr()], "    limits: { header_read_timeout: 200ms }", "")).await;
+    let gw = TestGateway::start(&one_cluster(
+        &[up.addr()],
+        "    limits: { header_read_timeout: 200ms }",
+        "",
+    ))
+    .await;
     let mut s = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
     s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap(); // never finished
     let start = Instant::now();
     let mut buf = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
-    assert!(read.is_ok(), "the gateway closed the slow client's connection");
-    assert!(start.elapsed() >= Duration::from_millis(150), "{:?}", start.elapsed());
+    assert!(
+        read.is_ok(),
+        "the gateway closed the slow client's connection"
+    );
+    assert!(
+        start.elapsed() >= Duration::from_millis(150),
+        "{:?}",
+        start.elapsed()
+    );
     assert_eq!(up.hits(), 0);
 }
 
 #[tokio::test]
 async fn idle_keep_alive_client_connection_is_closed() {
     let up = FakeUpstream::start("up").await;
-    let gw = TestGateway::start(&one_cluster(&[up.addr()], "    limits: { idle_timeout: 300ms }", "")).await;
+    let gw = TestGateway::start(&one_cluster(
+        &[up.addr()],
+        "    limits: { idle_timeout: 300ms }",
+        "",
+    ))
+    .await;
     let mut s = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
-    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
     let start = Instant::now();
     let mut buf = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
     assert!(read.is_ok(), "the idle connection was closed");
     let text = String::from_utf8_lossy(&buf);
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
-    assert!(start.elapsed() >= Duration::from_millis(250), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        start.elapsed()
+    );
 }

@@ -1,4 +1,5 @@
 //! WebSocket passes through after the backend's 101, both directions, until either side closes.
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 mod common;
 
@@ -12,7 +13,9 @@ async fn websocket_echo_through_the_gateway() {
     let up = FakeUpstream::start("ws").await;
     let gw = TestGateway::start(&one_cluster(&[up.addr()], "", "")).await;
     let url = format!("ws://{}/chat", gw.addr());
-    let (mut ws, resp) = tokio_tungstenite::connect_async(url).await.expect("upgrade through gateway");
+    let (mut ws, resp) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("upgrade through gateway");
     assert_eq!(resp.status(), 101);
     assert!(resp.headers().contains_key("x-request-id"));
     for i in 0..50 {
@@ -21,8 +24,13 @@ async fn websocket_echo_through_the_gateway() {
         let got = ws.next().await.unwrap().unwrap();
         assert_eq!(got, Message::text(text));
     }
-    ws.send(Message::binary(vec![0u8, 1, 2, 255])).await.unwrap();
-    assert_eq!(ws.next().await.unwrap().unwrap(), Message::binary(vec![0u8, 1, 2, 255]));
+    ws.send(Message::binary(vec![0u8, 1, 2, 255]))
+        .await
+        .unwrap();
+    assert_eq!(
+        ws.next().await.unwrap().unwrap(),
+        Message::binary(vec![0u8, 1, 2, 255])
+    );
     let seen = up.last_seen();
     assert_eq!(seen.headers["upgrade"], "websocket");
     assert!(seen.headers.contains_key("sec-websocket-key"));
@@ -40,9 +48,14 @@ async fn websocket_echo_through_the_gateway() {
 async fn non_websocket_traffic_continues_after_an_upgrade() {
     let up = FakeUpstream::start("ws").await;
     let gw = TestGateway::start(&one_cluster(&[up.addr()], "", "")).await;
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/a", gw.addr())).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/a", gw.addr()))
+        .await
+        .unwrap();
     let resp = common::client().get(gw.url("/plain")).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     ws.send(Message::text("still open")).await.unwrap();
-    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("still open"));
+    assert_eq!(
+        ws.next().await.unwrap().unwrap(),
+        Message::text("still open")
+    );
 }

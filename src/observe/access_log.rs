@@ -1,22 +1,47 @@
 //! One JSON line per request. Records are built on the request path and written when the
-//! response body ends (so bytes and duration are final). Lines go through a bounded channel to
-//! a writer thread: the event loop never blocks on stdout; when the channel is full a line is
-//! dropped and counted rather than stalling traffic.
+//! response body ends (so bytes and duration are final). Lines are appended to a shared
+//! buffer that a writer thread drains every 50 ms, or sooner once 64 KiB are waiting: waking
+//! a thread per line cost more CPU than the proxying itself. The event loop never blocks on
+//! stdout; past 8 MiB waiting, lines are dropped and counted rather than stalling traffic.
 
 use http::{HeaderValue, Method};
 use serde::Serialize;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime};
+
+const WAKE_AT: usize = 64 << 10;
+const MAX_PENDING: usize = 8 << 20;
+const FLUSH_EVERY: Duration = Duration::from_millis(50);
+
+struct Shared {
+    pending: Mutex<Vec<u8>>,
+    wake: Condvar,
+    out: Mutex<Box<dyn Write + Send>>,
+    dropped: AtomicU64,
+}
+
+impl Shared {
+    /// Writes whatever is pending. Called by the writer thread and by [`AccessLogSink::flush`].
+    fn drain(&self) {
+        let batch = {
+            let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            std::mem::take(&mut *p)
+        };
+        if !batch.is_empty() {
+            let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
+            let _ = out.write_all(&batch);
+            let _ = out.flush();
+        }
+    }
+}
 
 /// Where access-log lines go. Cheap to clone.
 #[derive(Clone)]
 pub struct AccessLogSink {
-    tx: SyncSender<Vec<u8>>,
-    dropped: Arc<AtomicU64>,
+    shared: Arc<Shared>,
 }
 
 impl AccessLogSink {
@@ -27,38 +52,56 @@ impl AccessLogSink {
 
     /// Lines to any writer (tests capture them this way).
     pub fn to_writer(out: Box<dyn Write + Send>) -> Self {
-        let (tx, rx) = sync_channel::<Vec<u8>>(65_536);
+        let shared = Arc::new(Shared {
+            pending: Mutex::new(Vec::with_capacity(WAKE_AT * 2)),
+            wake: Condvar::new(),
+            out: Mutex::new(out),
+            dropped: AtomicU64::new(0),
+        });
+        // The thread holds only a weak reference, so it ends once every sink is gone.
+        let weak = Arc::downgrade(&shared);
         let spawned = std::thread::Builder::new()
             .name("gatehouse-access-log".into())
-            .spawn(move || {
-                let mut out = std::io::BufWriter::with_capacity(64 << 10, out);
-                while let Ok(line) = rx.recv() {
-                    let _ = out.write_all(&line);
-                    // Batch whatever else is queued, then flush once.
-                    while let Ok(line) = rx.try_recv() {
-                        let _ = out.write_all(&line);
-                    }
-                    let _ = out.flush();
+            .spawn(move || loop {
+                let Some(shared) = weak.upgrade() else { break };
+                {
+                    let p = shared.pending.lock().unwrap_or_else(|e| e.into_inner());
+                    let _ = shared.wake.wait_timeout(p, FLUSH_EVERY);
                 }
+                shared.drain();
             });
         if let Err(e) = spawned {
-            tracing::error!(error = %e, "cannot start the access log writer; access log disabled");
+            tracing::error!(error = %e, "cannot start the access log writer; lines are written on flush only");
         }
-        AccessLogSink {
-            tx,
-            dropped: Arc::new(AtomicU64::new(0)),
+        AccessLogSink { shared }
+    }
+
+    fn send(&self, line: &Line<'_>) {
+        let mut p = self.shared.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if p.len() >= MAX_PENDING {
+            drop(p);
+            self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let before = p.len();
+        if serde_json::to_writer(&mut *p, line).is_ok() {
+            p.push(b'\n');
+        } else {
+            p.truncate(before);
+        }
+        if p.len() >= WAKE_AT && before < WAKE_AT {
+            self.shared.wake.notify_one();
         }
     }
 
-    fn send(&self, line: Vec<u8>) {
-        if let Err(TrySendError::Full(_)) = self.tx.try_send(line) {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-        }
+    /// Writes every pending line now (on shutdown).
+    pub fn flush(&self) {
+        self.shared.drain();
     }
 
     /// Lines dropped because the writer could not keep up.
     pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        self.shared.dropped.load(Ordering::Relaxed)
     }
 }
 
@@ -130,10 +173,6 @@ impl AccessRecord {
             upstream_ms: self.upstream_duration.map(ms),
             error: self.error,
         };
-        let mut buf = Vec::with_capacity(384);
-        if serde_json::to_writer(&mut buf, &line).is_ok() {
-            buf.push(b'\n');
-            self.sink.send(buf);
-        }
+        self.sink.send(&line);
     }
 }

@@ -29,7 +29,9 @@ pub fn upgrade_protocol(h: &HeaderMap) -> Option<HeaderValue> {
         .iter()
         .flat_map(|v| v.to_str().unwrap_or("").split(','))
         .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
-    let is_h2c = up.to_str().is_ok_and(|s| s.trim().eq_ignore_ascii_case("h2c"));
+    let is_h2c = up
+        .to_str()
+        .is_ok_and(|s| s.trim().eq_ignore_ascii_case("h2c"));
     (connection_says_upgrade && !is_h2c).then(|| up.clone())
 }
 
@@ -76,7 +78,10 @@ pub struct Hop<'a> {
 /// `X-Forwarded-Proto`, `X-Forwarded-Host` (kept from a trusted peer, else ours) and `Via`.
 pub fn set_forwarding(h: &mut HeaderMap, hop: &Hop<'_>) {
     let peer = hop.peer.to_string();
-    let xff = match (hop.trusted, h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok())) {
+    let xff = match (
+        hop.trusted,
+        h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()),
+    ) {
         (true, Some(prev)) if !prev.trim().is_empty() => {
             let joined: Vec<&str> = h
                 .get_all(&X_FORWARDED_FOR)
@@ -160,7 +165,10 @@ mod tests {
         strip_hop_by_hop(&mut h, up);
         assert_eq!(h.get("connection").unwrap(), "upgrade");
         assert_eq!(h.get("upgrade").unwrap(), "websocket");
-        let h2c = map(&[("connection", "Upgrade, HTTP2-Settings"), ("upgrade", "h2c")]);
+        let h2c = map(&[
+            ("connection", "Upgrade, HTTP2-Settings"),
+            ("upgrade", "h2c"),
+        ]);
         assert!(upgrade_protocol(&h2c).is_none());
     }
 

@@ -47,13 +47,33 @@ fn most_specific_wins_then_order() {
     let name = |h: &str, p: &str| find(&t, h, p).map(|x| x.0);
     assert_eq!(name("x", "/api/users/me").as_deref(), Some("exact"));
     assert_eq!(name("x", "/api/users/42").as_deref(), Some("tmpl"));
-    assert_eq!(name("x", "/api/users/42/orders").as_deref(), Some("prefix-api-users"));
+    assert_eq!(
+        name("x", "/api/users/42/orders").as_deref(),
+        Some("prefix-api-users")
+    );
     assert_eq!(name("x", "/api/other").as_deref(), Some("prefix-api"));
-    assert_eq!(name("x", "/apix").as_deref(), Some("any"), "prefix is segment-aware");
-    assert_eq!(name("api.example.com", "/api").as_deref(), Some("host-exact"));
-    assert_eq!(name("API.Example.com:8080", "/z").as_deref(), Some("host-exact"));
-    assert_eq!(name("w.example.com", "/api/users/me").as_deref(), Some("host-wild"));
-    assert_eq!(name("example.com", "/q").as_deref(), Some("any"), "wildcard needs a label");
+    assert_eq!(
+        name("x", "/apix").as_deref(),
+        Some("any"),
+        "prefix is segment-aware"
+    );
+    assert_eq!(
+        name("api.example.com", "/api").as_deref(),
+        Some("host-exact")
+    );
+    assert_eq!(
+        name("API.Example.com:8080", "/z").as_deref(),
+        Some("host-exact")
+    );
+    assert_eq!(
+        name("w.example.com", "/api/users/me").as_deref(),
+        Some("host-wild")
+    );
+    assert_eq!(
+        name("example.com", "/q").as_deref(),
+        Some("any"),
+        "wildcard needs a label"
+    );
     assert_eq!(name("x", "/dup/1").as_deref(), Some("first-of-equal"));
 }
 
@@ -67,12 +87,22 @@ fn methods_and_headers() {
 "#,
     );
     let mut h = HeaderMap::new();
-    assert_eq!(find_m(&t, "h", "/m", &Method::POST, &h).unwrap().0, "fallback");
+    assert_eq!(
+        find_m(&t, "h", "/m", &Method::POST, &h).unwrap().0,
+        "fallback"
+    );
     assert_eq!(find_m(&t, "h", "/m", &Method::GET, &h).unwrap().0, "get");
     h.insert("x-version", "v2".parse().unwrap());
-    assert_eq!(find_m(&t, "h", "/m", &Method::GET, &h).unwrap().0, "v2", "headers outrank methods");
+    assert_eq!(
+        find_m(&t, "h", "/m", &Method::GET, &h).unwrap().0,
+        "v2",
+        "headers outrank methods"
+    );
     h.insert("x-version", "v3".parse().unwrap());
-    assert_eq!(find_m(&t, "h", "/m", &Method::POST, &h).unwrap().0, "fallback");
+    assert_eq!(
+        find_m(&t, "h", "/m", &Method::POST, &h).unwrap().0,
+        "fallback"
+    );
 }
 
 #[test]
@@ -88,7 +118,11 @@ fn strip_prefix_and_templates() {
     assert_eq!(find(&t, "h", "/api/products/7").unwrap().1, "/7");
     assert_eq!(
         find(&t, "h", "/v1/proxy/product").unwrap(),
-        ("svc".into(), "/v1/proxy/product".into(), Some("product".into()))
+        (
+            "svc".into(),
+            "/v1/proxy/product".into(),
+            Some("product".into())
+        )
     );
     assert!(find(&t, "h", "/v1/proxy/").is_none());
     assert!(find(&t, "h", "/v1/proxy/product/extra").is_none());

@@ -43,7 +43,11 @@ impl Running {
             .expect("the gateway logged its listen address")
             .parse()
             .unwrap();
-        Running { child, addr, _dir: dir }
+        Running {
+            child,
+            addr,
+            _dir: dir,
+        }
     }
 
     pub fn pid(&self) -> u32 {

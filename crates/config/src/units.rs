@@ -45,7 +45,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "s" => 1.0,
         "m" => 60.0,
         "h" => 3600.0,
-        _ => return Err(format!("invalid duration {t:?}: unit must be ms, s, m or h")),
+        _ => {
+            return Err(format!(
+                "invalid duration {t:?}: unit must be ms, s, m or h"
+            ))
+        }
     };
     let secs = n * scale;
     if !secs.is_finite() || secs > 10.0 * 365.0 * 86400.0 {
@@ -89,7 +93,11 @@ pub fn parse_bytes(text: &str) -> Result<u64, String> {
         "KB" | "kB" => 1_000,
         "MB" => 1_000_000,
         "GB" => 1_000_000_000,
-        _ => return Err(format!("invalid size {t:?}: unit must be B, KiB, MiB or GiB")),
+        _ => {
+            return Err(format!(
+                "invalid size {t:?}: unit must be B, KiB, MiB or GiB"
+            ))
+        }
     };
     n.checked_mul(mult)
         .ok_or_else(|| format!("invalid size {t:?}: too large"))

@@ -14,21 +14,36 @@ pub fn validate(c: &Config) -> Vec<Problem> {
     let mut p = |path: String, msg: String| v.push((path, msg));
 
     if c.listeners.is_empty() {
-        p("listeners".into(), "at least one listener is required".into());
+        p(
+            "listeners".into(),
+            "at least one listener is required".into(),
+        );
     }
     let mut names = HashSet::new();
     let mut addrs = HashSet::new();
     for (i, l) in c.listeners.iter().enumerate() {
         let at = format!("listeners[{i}]");
-        check_name(&mut p, &format!("{at}.name"), &l.name, &mut names, "listener");
+        check_name(
+            &mut p,
+            &format!("{at}.name"),
+            &l.name,
+            &mut names,
+            "listener",
+        );
         match l.address.parse::<SocketAddr>() {
             Ok(a) if a.port() != 0 && !addrs.insert(a) => {
-                p(format!("{at}.address"), format!("address {a} is used by another listener"));
+                p(
+                    format!("{at}.address"),
+                    format!("address {a} is used by another listener"),
+                );
             }
             Ok(_) => {}
             Err(_) => p(
                 format!("{at}.address"),
-                format!("invalid address {:?}: expected IP:port, like 127.0.0.1:8080", l.address),
+                format!(
+                    "invalid address {:?}: expected IP:port, like 127.0.0.1:8080",
+                    l.address
+                ),
             ),
         }
         for (j, t) in l.trusted_proxies.iter().enumerate() {
@@ -47,14 +62,20 @@ pub fn validate(c: &Config) -> Vec<Problem> {
             );
         }
         if lim.max_headers == 0 {
-            p(format!("{at}.limits.max_headers"), "must be at least 1".into());
+            p(
+                format!("{at}.limits.max_headers"),
+                "must be at least 1".into(),
+            );
         }
         for (field, d) in [
             ("header_read_timeout", lim.header_read_timeout),
             ("idle_timeout", lim.idle_timeout),
         ] {
             if d.0.is_zero() {
-                p(format!("{at}.limits.{field}"), "must be greater than 0".into());
+                p(
+                    format!("{at}.limits.{field}"),
+                    "must be greater than 0".into(),
+                );
             }
         }
     }
@@ -62,7 +83,10 @@ pub fn validate(c: &Config) -> Vec<Problem> {
         if a.address.parse::<SocketAddr>().is_err() {
             p(
                 "admin.address".into(),
-                format!("invalid address {:?}: expected IP:port, like 127.0.0.1:9901", a.address),
+                format!(
+                    "invalid address {:?}: expected IP:port, like 127.0.0.1:9901",
+                    a.address
+                ),
             );
         }
     }
@@ -70,9 +94,18 @@ pub fn validate(c: &Config) -> Vec<Problem> {
     let mut cluster_names = HashSet::new();
     for (i, cl) in c.clusters.iter().enumerate() {
         let at = format!("clusters[{i}]");
-        check_name(&mut p, &format!("{at}.name"), &cl.name, &mut cluster_names, "cluster");
+        check_name(
+            &mut p,
+            &format!("{at}.name"),
+            &cl.name,
+            &mut cluster_names,
+            "cluster",
+        );
         if cl.endpoints.is_empty() {
-            p(format!("{at}.endpoints"), "a cluster needs at least one endpoint".into());
+            p(
+                format!("{at}.endpoints"),
+                "a cluster needs at least one endpoint".into(),
+            );
         }
         let mut seen = HashSet::new();
         for (j, e) in cl.endpoints.iter().enumerate() {
@@ -80,10 +113,16 @@ pub fn validate(c: &Config) -> Vec<Problem> {
             if let Err(msg) = check_host_port(&e.address) {
                 p(format!("{ep}.address"), msg);
             } else if !seen.insert(e.address.as_str()) {
-                p(format!("{ep}.address"), format!("endpoint {} is listed twice", e.address));
+                p(
+                    format!("{ep}.address"),
+                    format!("endpoint {} is listed twice", e.address),
+                );
             }
             if e.weight == 0 {
-                p(format!("{ep}.weight"), "invalid value 0: expected a positive integer".into());
+                p(
+                    format!("{ep}.weight"),
+                    "invalid value 0: expected a positive integer".into(),
+                );
             }
         }
         for (field, d) in [
@@ -92,7 +131,10 @@ pub fn validate(c: &Config) -> Vec<Problem> {
             ("idle", cl.timeouts.idle),
         ] {
             if d.0.is_zero() {
-                p(format!("{at}.timeouts.{field}"), "must be greater than 0".into());
+                p(
+                    format!("{at}.timeouts.{field}"),
+                    "must be greater than 0".into(),
+                );
             }
         }
     }
@@ -101,7 +143,13 @@ pub fn validate(c: &Config) -> Vec<Problem> {
     let mut route_names = HashSet::new();
     for (i, r) in c.routes.iter().enumerate() {
         let at = format!("routes[{i}]");
-        check_name(&mut p, &format!("{at}.name"), &r.name, &mut route_names, "route");
+        check_name(
+            &mut p,
+            &format!("{at}.name"),
+            &r.name,
+            &mut route_names,
+            "route",
+        );
         validate_route(&mut p, &at, r, &known);
     }
     v
@@ -109,7 +157,11 @@ pub fn validate(c: &Config) -> Vec<Problem> {
 
 fn validate_route(p: &mut impl FnMut(String, String), at: &str, r: &Route, known: &[&str]) {
     let m = &r.matches;
-    let kinds = [m.path.is_some(), m.path_prefix.is_some(), m.path_template.is_some()];
+    let kinds = [
+        m.path.is_some(),
+        m.path_prefix.is_some(),
+        m.path_template.is_some(),
+    ];
     if kinds.iter().filter(|k| **k).count() > 1 {
         p(
             format!("{at}.match"),
@@ -119,7 +171,10 @@ fn validate_route(p: &mut impl FnMut(String, String), at: &str, r: &Route, known
     for (field, val) in [("path", &m.path), ("path_prefix", &m.path_prefix)] {
         if let Some(v) = val {
             if !v.starts_with('/') {
-                p(format!("{at}.match.{field}"), format!("{v:?} must start with '/'"));
+                p(
+                    format!("{at}.match.{field}"),
+                    format!("{v:?} must start with '/'"),
+                );
             }
         }
     }
@@ -134,11 +189,15 @@ fn validate_route(p: &mut impl FnMut(String, String), at: &str, r: &Route, known
         let bare = h.strip_prefix("*.").unwrap_or(h);
         if bare.is_empty()
             || bare.contains('*')
-            || !bare.chars().all(|c| c.is_ascii_alphanumeric() || "-.:".contains(c))
+            || !bare
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-.:".contains(c))
         {
             p(
                 format!("{at}.match.host"),
-                format!("invalid host {h:?}: expected a name like api.example.com or *.example.com"),
+                format!(
+                    "invalid host {h:?}: expected a name like api.example.com or *.example.com"
+                ),
             );
         }
     }
@@ -171,7 +230,10 @@ fn validate_route(p: &mut impl FnMut(String, String), at: &str, r: &Route, known
             let hint = did_you_mean(c, known)
                 .map(|s| format!(" (did you mean {s:?}?)"))
                 .unwrap_or_default();
-            p(format!("{at}.cluster"), format!("no cluster named {c:?}{hint}"));
+            p(
+                format!("{at}.cluster"),
+                format!("no cluster named {c:?}{hint}"),
+            );
         }
         (None, Some(param)) if !params.iter().any(|x| x == param) => p(
             format!("{at}.cluster_from_path"),
@@ -188,7 +250,8 @@ fn validate_route(p: &mut impl FnMut(String, String), at: &str, r: &Route, known
     if let Some(t) = &m.path_template {
         if r.strip_prefix {
             if let Ok(segs) = parse_template(t) {
-                if !matches!(segs.last(), Some(Segment::CatchAll(_))) && r.cluster_from_path.is_none()
+                if !matches!(segs.last(), Some(Segment::CatchAll(_)))
+                    && r.cluster_from_path.is_none()
                 {
                     // Stripping a whole template would leave nothing to forward but "/".
                     p(
@@ -223,8 +286,10 @@ fn check_name(
 }
 
 fn http_token(s: &str) -> Option<&str> {
-    (!s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c)))
-        .then_some(s)
+    (!s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c)))
+    .then_some(s)
 }
 
 /// `host:port` with a numeric port; the host may be an IP, `[v6]` or a DNS name.

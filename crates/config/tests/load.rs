@@ -41,7 +41,11 @@ fn type_error_names_file_line_column_and_path() {
     let e = &e.0[0];
     assert_eq!(e.path, "clusters[0].endpoints[1].weight");
     assert_eq!((e.line, e.col), (10, 17), "{e}");
-    assert!(e.to_string().starts_with("gw.yaml:10:17: clusters[0].endpoints[1].weight: "), "{e}");
+    assert!(
+        e.to_string()
+            .starts_with("gw.yaml:10:17: clusters[0].endpoints[1].weight: "),
+        "{e}"
+    );
     assert!(e.message.contains("heavy"), "{e}");
 }
 
@@ -50,7 +54,10 @@ fn unknown_key_is_an_error() {
     let bad = GOOD.replace("    timeouts:", "    timeout:");
     let e = load_str(&bad, "gw.yaml").unwrap_err();
     assert!(e.0[0].message.contains("timeout"), "{}", e);
-    assert_eq!((e.0[0].line, e.0[0].path.as_str()), (11, "clusters[0].timeout"));
+    assert_eq!(
+        (e.0[0].line, e.0[0].path.as_str()),
+        (11, "clusters[0].timeout")
+    );
 }
 
 #[test]
@@ -63,7 +70,12 @@ fn semantic_errors_are_all_reported_with_positions() {
     let lines: Vec<String> = e.0.iter().map(ToString::to_string).collect();
     assert_eq!(lines.len(), 3, "{lines:#?}");
     assert!(lines.contains(&"gw.yaml:9:9: clusters[0].endpoints[1].address: endpoint 127.0.0.1:9001 is listed twice".to_string()), "{lines:#?}");
-    assert!(lines.iter().any(|l| l.starts_with("gw.yaml:11:17: clusters[0].timeouts.connect: ")), "{lines:#?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("gw.yaml:11:17: clusters[0].timeouts.connect: ")),
+        "{lines:#?}"
+    );
     assert!(lines.contains(&"gw.yaml:15:5: routes[0].cluster: no cluster named \"product\" (did you mean \"products\"?)".to_string()), "{lines:#?}");
 }
 
@@ -80,5 +92,8 @@ fn route_rules() {
         "cluster_from_path: svc\n    strip_prefix: true",
     );
     let e = load_str(&bad, "gw.yaml").unwrap_err();
-    assert!(e.0.iter().any(|x| x.path == "routes[1].cluster_from_path"), "{e}");
+    assert!(
+        e.0.iter().any(|x| x.path == "routes[1].cluster_from_path"),
+        "{e}"
+    );
 }

@@ -88,7 +88,9 @@ pub struct FakeUpstream {
 impl FakeUpstream {
     /// Starts a fake named `name` on a free loopback port.
     pub async fn start(name: &str) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind fake upstream");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind fake upstream");
         let shared = Arc::new(Shared {
             name: name.to_string(),
             behavior: Mutex::new(Behavior::default()),
@@ -114,7 +116,9 @@ impl FakeUpstream {
         tasks.spawn(async move {
             let mut conns = JoinSet::new();
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 shared.accepted.fetch_add(1, Ordering::SeqCst);
                 shared.open.fetch_add(1, Ordering::SeqCst);
                 let shared = shared.clone();
@@ -185,7 +189,9 @@ impl FakeUpstream {
     /// Listens again on the same port.
     pub async fn restart(&mut self) {
         self.stop().await;
-        let listener = TcpListener::bind(self.addr).await.expect("rebind fake upstream");
+        let listener = TcpListener::bind(self.addr)
+            .await
+            .expect("rebind fake upstream");
         self.serve(listener);
     }
 }
@@ -199,10 +205,15 @@ impl Drop for FakeUpstream {
 }
 
 fn full(b: impl Into<Bytes>) -> Body {
-    Full::new(b.into()).map_err(|e: Infallible| match e {}).boxed()
+    Full::new(b.into())
+        .map_err(|e: Infallible| match e {})
+        .boxed()
 }
 
-async fn handle(shared: Arc<Shared>, mut req: Request<Incoming>) -> Result<Response<Body>, BoxError> {
+async fn handle(
+    shared: Arc<Shared>,
+    mut req: Request<Incoming>,
+) -> Result<Response<Body>, BoxError> {
     shared.hits.fetch_add(1, Ordering::SeqCst);
     shared.seen.lock().expect("lock").push(Seen {
         method: req.method().clone(),
@@ -237,7 +248,10 @@ async fn handle(shared: Arc<Shared>, mut req: Request<Incoming>) -> Result<Respo
                 async move {
                     (left > 0).then(|| {
                         let n = left.min(chunk.len() as u64);
-                        (Ok::<_, BoxError>(Frame::data(chunk.slice(..n as usize))), left - n)
+                        (
+                            Ok::<_, BoxError>(Frame::data(chunk.slice(..n as usize))),
+                            left - n,
+                        )
                     })
                 }
             });
@@ -275,7 +289,9 @@ fn websocket(req: &mut Request<Incoming>) -> Result<Response<Body>, BoxError> {
         .to_vec();
     let on_upgrade = hyper::upgrade::on(req);
     tokio::spawn(async move {
-        let Ok(upgraded) = on_upgrade.await else { return };
+        let Ok(upgraded) = on_upgrade.await else {
+            return;
+        };
         let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
             TokioIo::new(upgraded),
             tokio_tungstenite::tungstenite::protocol::Role::Server,

@@ -31,9 +31,12 @@ impl TestGateway {
     pub async fn start(yaml: &str) -> Self {
         let config = gatehouse_config::load_str(yaml, "<test>").unwrap_or_else(|e| panic!("{e}"));
         let log = Capture::default();
-        let gw = Gateway::start(config, Some(AccessLogSink::to_writer(Box::new(log.clone()))))
-            .await
-            .expect("gateway starts");
+        let gw = Gateway::start(
+            config,
+            Some(AccessLogSink::to_writer(Box::new(log.clone()))),
+        )
+        .await
+        .expect("gateway starts");
         TestGateway { gw: Some(gw), log }
     }
 

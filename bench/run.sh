@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Runs the shared benchmark harness with Gatehouse as extra rows (access log on and off),
+# results under target/bench/<timestamp>. Extra arguments are passed as the proxy list.
+#   ROUNDS, DURATION, SCENARIOS: see ../shared/bench/run.sh
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+harness=${BENCH_HARNESS:-$root/../shared/bench/run.sh}
+cargo build --release --manifest-path "$root/Cargo.toml"
+for pkg in nginx haproxy caddy wrk curl h2load; do
+  command -v "$pkg" >/dev/null || missing=1
+done
+if [ -n "${missing:-}" ]; then
+  apt-get install -y nginx haproxy caddy wrk curl nghttp2-client iproute2 util-linux python3
+fi
+export OUTDIR=${OUTDIR:-$root/target/bench/$(date +%Y%m%d-%H%M%S)}
+export GATEWAY_CMD="$root/bench/gatehouse-gw.sh"
+proxies=("$@")
+[ ${#proxies[@]} -gt 0 ] || proxies=(direct nginx haproxy caddy gatehouse)
+# The harness knows one gateway row per run; the log-off row is a second invocation into the
+# same OUTDIR so that summarize.py sees both.
+GATEWAY_NAME=gatehouse "$harness" "${proxies[@]}"
+if [ -z "${NO_NOLOG_ROW:-}" ]; then
+  GATEHOUSE_ACCESS_LOG=off GATEWAY_NAME=gatehouse-nolog "$harness" gatehouse-nolog
+fi
+python3 "$(dirname "$harness")/summarize.py" "$OUTDIR/results.tsv" "$OUTDIR"
+echo "summary: $OUTDIR/summary.md"
