@@ -14,8 +14,12 @@ fn config(routes: usize, endpoints: usize) -> gatehouse_config::Config {
     let mut y = format!("listeners: [{{name: l, address: '127.0.0.1:0'}}]\nclusters:\n  - name: c\n    endpoints:\n{eps}routes:\n");
     for i in 0..routes {
         y += &format!("  - {{name: r{i}, match: {{path_prefix: /svc{i}/api}}, cluster: c}}\n");
-        y += &format!("  - {{name: t{i}, match: {{path_template: '/svc{i}/users/{{id}}'}}, cluster: c}}\n");
-        y += &format!("  - {{name: h{i}, match: {{host: 'h{i}.example.com', path_prefix: /}}, cluster: c}}\n");
+        y += &format!(
+            "  - {{name: t{i}, match: {{path_template: '/svc{i}/users/{{id}}'}}, cluster: c}}\n"
+        );
+        y += &format!(
+            "  - {{name: h{i}, match: {{host: 'h{i}.example.com', path_prefix: /}}, cluster: c}}\n"
+        );
     }
     gatehouse_config::load_str(&y, "bench").expect("valid bench config")
 }
@@ -27,21 +31,27 @@ fn route_match(c: &mut Criterion) {
         let headers = HeaderMap::new();
         let last = n - 1;
         let path = format!("/svc{last}/users/42");
-        c.bench_function(&format!("route_match/{}_routes/last_template", n * 3), |b| {
-            b.iter(|| {
-                black_box(table.find(
-                    black_box("api.example.com"),
-                    black_box(&path),
-                    &Method::GET,
-                    &headers,
-                ))
-            })
-        });
+        c.bench_function(
+            &format!("route_match/{}_routes/last_template", n * 3),
+            |b| {
+                b.iter(|| {
+                    black_box(table.find(
+                        black_box("api.example.com"),
+                        black_box(&path),
+                        &Method::GET,
+                        &headers,
+                    ))
+                })
+            },
+        );
     }
 }
 
 fn pick(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
     let _guard = rt.enter();
     for n in [3usize, 10, 100] {
         let runtime = gatehouse::runtime::Runtime::new(config(1, n), None);
@@ -55,11 +65,15 @@ fn pick(c: &mut Criterion) {
 
 fn ids(c: &mut Criterion) {
     let empty = HeaderMap::new();
-    c.bench_function("ids/request_id_generate", |b| b.iter(|| black_box(request_id(&empty))));
+    c.bench_function("ids/request_id_generate", |b| {
+        b.iter(|| black_box(request_id(&empty)))
+    });
     let mut h = HeaderMap::new();
     h.insert(
         "traceparent",
-        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".parse().expect("hv"),
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+            .parse()
+            .expect("hv"),
     );
     c.bench_function("ids/traceparent_continue", |b| {
         b.iter(|| black_box(TraceContext::from_headers(&h).header()))

@@ -18,7 +18,10 @@ fn main() {
         .split(',')
         .map(str::to_string)
         .collect();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async move {
         let mut http = HttpConnector::new();
         http.set_nodelay(true);
@@ -33,7 +36,11 @@ fn main() {
             tokio::spawn(async move {
                 let svc = service_fn(move |mut req: hyper::Request<Incoming>| {
                     let i = next.fetch_add(1, Ordering::Relaxed) % ups.len();
-                    let pq = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_string();
+                    let pq = req
+                        .uri()
+                        .path_and_query()
+                        .map_or("/", |p| p.as_str())
+                        .to_string();
                     *req.uri_mut() = format!("http://{}{pq}", ups[i]).parse().unwrap();
                     client.request(req)
                 });

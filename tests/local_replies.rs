@@ -211,3 +211,16 @@ async fn oversized_body_is_413() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_restarted_backend_is_reachable_again() {
+    let mut up = FakeUpstream::start("up").await;
+    let gw = TestGateway::start(&one_cluster(&[up.addr()], "", "")).await;
+    let c = client();
+    assert_eq!(c.get(gw.url("/a")).send().await.unwrap().status(), 200);
+    up.stop().await;
+    assert_eq!(c.get(gw.url("/b")).send().await.unwrap().status(), 502);
+    up.restart().await;
+    assert_eq!(c.get(gw.url("/c")).send().await.unwrap().status(), 200);
+    assert_eq!(up.hits(), 2);
+}

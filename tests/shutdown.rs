@@ -6,7 +6,7 @@ mod common;
 
 use common::binary::Running;
 use common::{client, one_cluster};
-use gatehouse_testkit::{eventually, FakeUpstream, TestGateway};
+use gatehouse_testkit::{FakeUpstream, TestGateway};
 use std::time::{Duration, Instant};
 
 #[tokio::test]
@@ -17,12 +17,7 @@ async fn in_flight_request_finishes_during_drain() {
     let addr = gw.addr();
     let url = gw.url("/slow");
     let inflight = tokio::spawn(async move { client().get(url).send().await.map(|r| r.status()) });
-    eventually(
-        "the request to reach the upstream",
-        Duration::from_secs(5),
-        || async { (up.hits() == 1).then_some(()) },
-    )
-    .await;
+    up.wait_hits(1).await;
     let drained = gw.shutdown(Duration::from_secs(10)).await;
     assert!(drained, "all connections finished within the drain timeout");
     assert_eq!(
@@ -43,12 +38,7 @@ async fn drain_gives_up_at_its_timeout() {
     let gw = TestGateway::start(&one_cluster(&[up.addr()], "", "")).await;
     let url = gw.url("/stuck");
     let _inflight = tokio::spawn(async move { client().get(url).send().await.map(|r| r.status()) });
-    eventually(
-        "the request to reach the upstream",
-        Duration::from_secs(5),
-        || async { (up.hits() == 1).then_some(()) },
-    )
-    .await;
+    up.wait_hits(1).await;
     let start = Instant::now();
     assert!(!gw.shutdown(Duration::from_millis(200)).await);
     assert!(start.elapsed() < Duration::from_secs(5));
@@ -62,12 +52,7 @@ async fn sigterm_drains_then_exits_zero() {
     let mut gw = Running::start(&yaml, &[]);
     let url = format!("http://{}/slow", gw.addr);
     let inflight = tokio::spawn(async move { client().get(url).send().await.map(|r| r.status()) });
-    eventually(
-        "the request to reach the upstream",
-        Duration::from_secs(10),
-        || async { (up.hits() == 1).then_some(()) },
-    )
-    .await;
+    up.wait_hits(1).await;
     gw.signal("TERM");
     assert_eq!(
         inflight.await.unwrap().unwrap(),

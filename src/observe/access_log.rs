@@ -77,7 +77,11 @@ impl AccessLogSink {
     }
 
     fn send(&self, line: &Line<'_>) {
-        let mut p = self.shared.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let mut p = self
+            .shared
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         if p.len() >= MAX_PENDING {
             drop(p);
             self.shared.dropped.fetch_add(1, Ordering::Relaxed);

@@ -158,6 +158,16 @@ impl FakeUpstream {
         self.shared.hits.load(Ordering::SeqCst)
     }
 
+    /// Waits (up to 10 s) until the fake has seen at least `n` requests.
+    pub async fn wait_hits(&self, n: u64) {
+        crate::eventually(
+            &format!("{} to see {n} requests", self.shared.name),
+            Duration::from_secs(10),
+            || async { (self.hits() >= n).then_some(()) },
+        )
+        .await;
+    }
+
     /// TCP connections accepted since start.
     pub fn connections(&self) -> u64 {
         self.shared.accepted.load(Ordering::SeqCst)
