@@ -2,6 +2,7 @@
 //! its balancer, its upstream clients and its timeouts.
 
 pub mod balance;
+pub mod breaker;
 pub mod endpoint;
 
 use crate::upstream::UpstreamClient;

@@ -5,6 +5,7 @@
 //! [`position::PositionIndex`]. `gatehouse check` and every (re)load use [`load_str`], so they
 //! can never disagree. No tokio, no hyper, no network.
 
+pub mod policy;
 pub mod position;
 pub mod schema;
 pub mod template;
@@ -12,7 +13,7 @@ pub mod units;
 pub mod validate;
 
 pub use schema::*;
-pub use units::{ByteSize, Dur};
+pub use units::{ByteSize, Dur, Percent, Window};
 
 use position::{Pos, PositionIndex};
 use std::fmt;

@@ -2,7 +2,7 @@
 //! Values here are as written; `validate` checks what serde cannot (references, ranges, syntax
 //! of addresses and paths) before anything is built from them.
 
-use crate::units::{ByteSize, Dur};
+use crate::units::{ByteSize, Dur, Percent, Window};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -106,6 +106,159 @@ pub struct Cluster {
     pub endpoints: Vec<Endpoint>,
     #[serde(default)]
     pub timeouts: Timeouts,
+    #[serde(default)]
+    pub health_check: HealthCheck,
+    #[serde(default)]
+    pub circuit_breaker: CircuitBreaker,
+    #[serde(default)]
+    pub outlier_detection: OutlierDetection,
+    /// A new or recovered endpoint's weight ramps from 10 % to 100 % over this (default 30s;
+    /// `0s` turns slow start off).
+    #[serde(default = "defaults::slow_start")]
+    pub slow_start: Dur,
+    #[serde(default)]
+    pub retries: Retries,
+}
+
+/// Active health checking. HTTP when `path` is set, else a TCP connect.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq, Hash)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthCheck {
+    /// `false` turns active checks off (endpoints are then always HEALTHY to them).
+    pub enabled: bool,
+    /// HTTP GET this path; unset means a TCP connect check.
+    pub path: Option<String>,
+    /// Statuses that pass (default: any 2xx). Entries are codes or ranges like `200-399`.
+    pub expected_statuses: Vec<String>,
+    pub interval: Dur,
+    pub timeout: Dur,
+    /// Each interval is stretched by up to this share at random, so probes don't align.
+    pub jitter: Percent,
+    /// Passing probes in a row that make a DOWN endpoint HEALTHY again.
+    pub healthy_threshold: u32,
+    /// Failing probes in a row that make an endpoint DOWN.
+    pub unhealthy_threshold: u32,
+    /// A passing probe slower than this marks the endpoint DEGRADED.
+    pub degraded_latency: Option<Dur>,
+    /// A response header that marks the endpoint DEGRADED when present with value `degraded`.
+    pub degraded_header: Option<String>,
+}
+
+impl Default for HealthCheck {
+    fn default() -> Self {
+        HealthCheck {
+            enabled: true,
+            path: None,
+            expected_statuses: Vec::new(),
+            interval: Dur::secs(5),
+            timeout: Dur::secs(1),
+            jitter: Percent(0.1),
+            healthy_threshold: 2,
+            unhealthy_threshold: 3,
+            degraded_latency: None,
+            degraded_header: Some("x-health".into()),
+        }
+    }
+}
+
+/// The per-endpoint circuit breaker (also the outlier detector: an OPEN breaker ejects).
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Hash)]
+#[serde(deny_unknown_fields, default)]
+pub struct CircuitBreaker {
+    pub enabled: bool,
+    /// Failures in a row that open the breaker (0 = rule off).
+    pub consecutive_failures: u32,
+    /// Share of failed calls in the window that opens it (with `minimum_calls`).
+    pub failure_rate: Option<Percent>,
+    /// A call slower than this counts as slow.
+    pub slow_call_duration: Dur,
+    /// Share of slow calls in the window that opens it (with `minimum_calls`).
+    pub slow_call_rate: Option<Percent>,
+    pub window: Window,
+    pub minimum_calls: u32,
+    pub open_duration: Dur,
+    pub max_open_duration: Dur,
+    pub half_open_calls: u32,
+    /// A half-open probe that has not finished after this counts as failed.
+    pub probe_timeout: Dur,
+}
+
+impl Default for CircuitBreaker {
+    fn default() -> Self {
+        CircuitBreaker {
+            enabled: true,
+            consecutive_failures: 5,
+            failure_rate: Some(Percent(0.5)),
+            slow_call_duration: Dur::secs(2),
+            slow_call_rate: None,
+            window: Window::Calls(20),
+            minimum_calls: 10,
+            open_duration: Dur::secs(10),
+            max_open_duration: Dur::secs(300),
+            half_open_calls: 1,
+            probe_timeout: Dur::secs(5),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Hash)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutlierDetection {
+    /// At most this share of the cluster is ejected (breaker OPEN) at once; at least one may be.
+    pub max_ejection_percent: Percent,
+    /// When fewer than this share pass active health checks, active health is ignored.
+    pub panic_threshold: Percent,
+    /// A DEGRADED endpoint's weight is multiplied by this.
+    pub degraded_weight: Percent,
+}
+
+impl Default for OutlierDetection {
+    fn default() -> Self {
+        OutlierDetection {
+            max_ejection_percent: Percent(0.5),
+            panic_threshold: Percent(0.5),
+            degraded_weight: Percent(0.5),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq, Hash)]
+#[serde(deny_unknown_fields, default)]
+pub struct Retries {
+    /// Retries after the first try (0 turns retries off).
+    pub attempts: u32,
+    /// Each try's own timeout, within the request timeout.
+    pub per_try_timeout: Option<Dur>,
+    /// `connect_failure`, `reset`, `timeout`, or status codes.
+    pub on: Vec<String>,
+    /// Retries allowed as a share of requests over the last 10 s.
+    pub budget: Percent,
+    /// Retries per second always allowed, however little traffic there is.
+    pub min_retries_per_second: u32,
+    /// Base of the jittered exponential backoff between tries.
+    pub backoff: Dur,
+    /// Request bodies up to this size are buffered so that they can be sent again.
+    pub max_body_bytes: ByteSize,
+}
+
+impl Default for Retries {
+    fn default() -> Self {
+        Retries {
+            attempts: 2,
+            per_try_timeout: None,
+            on: vec![
+                "connect_failure".into(),
+                "reset".into(),
+                "502".into(),
+                "503".into(),
+                "504".into(),
+            ],
+            budget: Percent(0.2),
+            min_retries_per_second: 3,
+            backoff: Dur::millis(25),
+            max_body_bytes: ByteSize(64 << 10),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -152,6 +305,9 @@ pub struct Route {
     /// Remove the matched prefix (or the template's matched part) before forwarding.
     #[serde(default)]
     pub strip_prefix: bool,
+    /// Allow retries of non-idempotent methods (POST, PATCH) on this route.
+    #[serde(default)]
+    pub retry_non_idempotent: bool,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -176,6 +332,9 @@ mod defaults {
         1
     }
     pub fn drain_timeout() -> Dur {
+        Dur::secs(30)
+    }
+    pub fn slow_start() -> Dur {
         Dur::secs(30)
     }
 }

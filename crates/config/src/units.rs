@@ -75,7 +75,7 @@ impl<'de> Deserialize<'de> for Dur {
 }
 
 /// A size in bytes: an integer, or a number with `B`, `KiB`, `MiB`, `GiB` (or `KB`, `MB`, `GB`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ByteSize(pub u64);
 
 pub fn parse_bytes(text: &str) -> Result<u64, String> {
@@ -127,6 +127,89 @@ impl<'de> Deserialize<'de> for ByteSize {
     }
 }
 
+/// A share written as `50%` (or a number between 0 and 1).
+#[derive(Clone, Copy, Debug, PartialEq, PartialOrd)]
+pub struct Percent(pub f64);
+
+impl Eq for Percent {}
+
+impl std::hash::Hash for Percent {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.0.to_bits().hash(h);
+    }
+}
+
+pub fn parse_percent(text: &str) -> Result<f64, String> {
+    let t = text.trim();
+    let v = match t.strip_suffix('%') {
+        Some(n) => n.trim().parse::<f64>().map(|p| p / 100.0),
+        None => t.parse::<f64>(),
+    }
+    .map_err(|_| format!("invalid share {t:?}: expected a percentage like 50%"))?;
+    if !(0.0..=1.0).contains(&v) {
+        return Err(format!("invalid share {t:?}: must be between 0% and 100%"));
+    }
+    Ok(v)
+}
+
+impl<'de> Deserialize<'de> for Percent {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Percent;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a percentage like 50%")
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Percent, E> {
+                parse_percent(&v.to_string()).map(Percent).map_err(E::custom)
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Percent, E> {
+                parse_percent(&v.to_string()).map(Percent).map_err(E::custom)
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Percent, E> {
+                parse_percent(v).map(Percent).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A sliding window: the last N calls (`20`) or the last span of time (`10s`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Window {
+    Calls(u32),
+    Time(Duration),
+}
+
+impl<'de> Deserialize<'de> for Window {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Window;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a number of calls (20) or a duration (10s)")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Window, E> {
+                u32::try_from(v)
+                    .ok()
+                    .filter(|v| (1..=10_000).contains(v))
+                    .map(Window::Calls)
+                    .ok_or_else(|| E::custom("a call-count window must be 1 to 10000"))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Window, E> {
+                self.visit_u64(u64::try_from(v).map_err(|_| E::custom("must be positive"))?)
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Window, E> {
+                if let Ok(n) = v.trim().parse::<u64>() {
+                    return self.visit_u64(n);
+                }
+                parse_duration(v).map(Window::Time).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -142,6 +225,14 @@ mod tests {
         assert!(parse_duration("5d").is_err());
         assert!(parse_duration("s").is_err());
         assert!(parse_duration("99999999999h").is_err());
+    }
+
+    #[test]
+    fn percents() {
+        assert_eq!(parse_percent("50%"), Ok(0.5));
+        assert_eq!(parse_percent("0.2"), Ok(0.2));
+        assert!(parse_percent("150%").is_err());
+        assert!(parse_percent("lots").is_err());
     }
 
     #[test]

@@ -155,6 +155,75 @@ pub fn validate(c: &Config) -> Vec<Problem> {
     v
 }
 
+fn validate_resilience(p: &mut impl FnMut(String, String), at: &str, cl: &crate::schema::Cluster) {
+    let hc = &cl.health_check;
+    let h = format!("{at}.health_check");
+    for (field, d) in [("interval", hc.interval), ("timeout", hc.timeout)] {
+        if d.0.is_zero() {
+            p(format!("{h}.{field}"), "must be greater than 0".into());
+        }
+    }
+    if hc.timeout > hc.interval {
+        p(format!("{h}.timeout"), format!("must not exceed the interval ({})", hc.interval));
+    }
+    for (field, v) in [
+        ("healthy_threshold", hc.healthy_threshold),
+        ("unhealthy_threshold", hc.unhealthy_threshold),
+    ] {
+        if v == 0 {
+            p(format!("{h}.{field}"), "must be at least 1".into());
+        }
+    }
+    if let Some(path) = &hc.path {
+        if !path.starts_with('/') {
+            p(format!("{h}.path"), format!("{path:?} must start with '/'"));
+        }
+    }
+    if let Err(e) = crate::policy::parse_statuses(&hc.expected_statuses) {
+        p(format!("{h}.expected_statuses"), e);
+    }
+    let cb = &cl.circuit_breaker;
+    let b = format!("{at}.circuit_breaker");
+    if cb.half_open_calls == 0 {
+        p(format!("{b}.half_open_calls"), "must be at least 1".into());
+    }
+    if cb.minimum_calls == 0 {
+        p(format!("{b}.minimum_calls"), "must be at least 1".into());
+    }
+    for (field, d) in [
+        ("open_duration", cb.open_duration),
+        ("slow_call_duration", cb.slow_call_duration),
+        ("probe_timeout", cb.probe_timeout),
+    ] {
+        if d.0.is_zero() {
+            p(format!("{b}.{field}"), "must be greater than 0".into());
+        }
+    }
+    if cb.max_open_duration < cb.open_duration {
+        p(
+            format!("{b}.max_open_duration"),
+            format!("must be at least open_duration ({})", cb.open_duration),
+        );
+    }
+    if let crate::units::Window::Time(d) = cb.window {
+        if d.is_zero() {
+            p(format!("{b}.window"), "must be greater than 0".into());
+        }
+    }
+    let r = &cl.retries;
+    if r.attempts > 10 {
+        p(format!("{at}.retries.attempts"), "at most 10 retries".into());
+    }
+    if r.per_try_timeout.is_some_and(|d| d.0.is_zero()) {
+        p(format!("{at}.retries.per_try_timeout"), "must be greater than 0".into());
+    }
+    for (j, cond) in r.on.iter().enumerate() {
+        if let Err(e) = crate::policy::parse_retry_on(cond) {
+            p(format!("{at}.retries.on[{j}]"), e);
+        }
+    }
+}
+
 fn validate_route(p: &mut impl FnMut(String, String), at: &str, r: &Route, known: &[&str]) {
     let m = &r.matches;
     let kinds = [
