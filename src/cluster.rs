@@ -1,15 +1,23 @@
 //! A cluster as one snapshot sees it: its endpoints (runtime state shared across snapshots),
-//! its balancer, its upstream clients and its timeouts.
+//! its balancer, its upstream clients, timeouts and self-healing settings — and the pick that
+//! applies eligibility, the panic threshold, the breaker's admission and slow start.
 
 pub mod balance;
 pub mod breaker;
+pub mod budget;
 pub mod endpoint;
+pub mod health;
 
+use crate::observe::events::Events;
 use crate::upstream::UpstreamClient;
 use balance::Balancer;
-use endpoint::EndpointState;
-use gatehouse_config::{Protocol, Timeouts};
-use std::sync::Arc;
+use budget::RetryBudget;
+use endpoint::{Admission, EndpointState, Health};
+use gatehouse_config::policy::RetryOn;
+use gatehouse_config::{CircuitBreaker, OutlierDetection, Protocol, Retries, Timeouts};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// An endpoint in this snapshot: shared runtime state plus this snapshot's tunables.
 pub struct EndpointRef {
@@ -18,19 +26,118 @@ pub struct EndpointRef {
     pub client: UpstreamClient,
 }
 
+/// Cluster-wide runtime state that outlives snapshots (keyed by cluster name).
+pub struct ClusterState {
+    pub budget: Mutex<RetryBudget>,
+}
+
+impl Default for ClusterState {
+    fn default() -> Self {
+        ClusterState {
+            budget: Mutex::new(RetryBudget::new(Instant::now())),
+        }
+    }
+}
+
 pub struct Cluster {
     pub name: Arc<str>,
     pub protocol: Protocol,
     pub endpoints: Vec<EndpointRef>,
     pub balancer: Balancer,
     pub timeouts: Timeouts,
+    pub breaker: CircuitBreaker,
+    pub outlier: OutlierDetection,
+    pub retries: Retries,
+    pub retry_on: Vec<RetryOn>,
+    pub health_checks: bool,
+    pub slow_start: Duration,
+    pub state: Arc<ClusterState>,
+}
+
+/// The endpoint chosen for one try.
+pub struct Picked<'a> {
+    pub index: usize,
+    pub endpoint: &'a EndpointRef,
+    pub admission: Admission,
 }
 
 impl Cluster {
-    /// Picks an eligible endpoint, or `None` when none may take a request now.
-    pub fn pick(&self) -> Option<&EndpointRef> {
-        self.balancer
-            .pick(&self.endpoints)
-            .and_then(|i| self.endpoints.get(i))
+    /// Picks an endpoint for one try, skipping `exclude` (endpoints a retry already tried).
+    ///
+    /// Eligible = not drained, not DOWN (unless fewer than `panic_threshold` of the cluster
+    /// pass health checks: then health is ignored), and admitted by its breaker (an OPEN one
+    /// refuses, a HALF-OPEN one admits only its probes). Slow start and DEGRADED lower an
+    /// endpoint's share: a candidate is taken with probability equal to its weight factor.
+    pub fn pick(&self, now: Instant, exclude: &[usize], events: &Events) -> Option<Picked<'_>> {
+        let n = self.endpoints.len();
+        if n == 0 {
+            return None;
+        }
+        let up = self
+            .endpoints
+            .iter()
+            .filter(|e| e.state.health() != Health::Down)
+            .count();
+        let panic = (up as f64) < self.outlier.panic_threshold.0 * n as f64;
+        let mut fallback: Option<usize> = None;
+        for i in self.balancer.order(n) {
+            if exclude.contains(&i) {
+                continue;
+            }
+            let e = &self.endpoints[i];
+            let s = &e.state;
+            if s.is_drained() || (!panic && s.health() == Health::Down) {
+                continue;
+            }
+            let Some(admission) = s.admit(&self.breaker, now, events) else {
+                continue;
+            };
+            if admission == Admission::Probe {
+                return Some(Picked {
+                    index: i,
+                    endpoint: e,
+                    admission,
+                });
+            }
+            let mut factor = s.slow_start_factor(now);
+            if s.health() == Health::Degraded {
+                factor *= self.outlier.degraded_weight.0;
+            }
+            if factor < 1.0 && fastrand::f64() >= factor {
+                fallback.get_or_insert(i);
+                continue;
+            }
+            return Some(Picked {
+                index: i,
+                endpoint: e,
+                admission,
+            });
+        }
+        fallback.map(|i| Picked {
+            index: i,
+            endpoint: &self.endpoints[i],
+            admission: Admission::Normal,
+        })
+    }
+
+    /// May one more endpoint be ejected now (`max_ejection_percent`, at least one)?
+    pub fn may_eject(&self) -> bool {
+        let n = self.endpoints.len();
+        let ejected = self
+            .endpoints
+            .iter()
+            .filter(|e| e.state.breaker_state() != breaker::State::Closed)
+            .count();
+        let max = ((self.outlier.max_ejection_percent.0 * n as f64).floor() as usize).max(1);
+        ejected < max
+    }
+
+    /// When the earliest OPEN breaker half-opens (for `Retry-After` on a 503).
+    pub fn retry_after(&self, now: Instant) -> Duration {
+        self.endpoints
+            .iter()
+            .filter_map(|e| e.state.retry_after(now))
+            .min()
+            .unwrap_or(Duration::from_secs(1))
     }
 }

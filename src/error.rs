@@ -12,8 +12,9 @@ pub enum ProxyError {
     NoRoute,
     /// A `cluster_from_path` route named a cluster that does not exist.
     UnknownCluster(String),
-    /// The cluster has no endpoint that may take a request now.
-    NoEligibleEndpoint,
+    /// The cluster has no endpoint that may take a request now; `retry_after` is the time until
+    /// the earliest open breaker half-opens.
+    NoEligibleEndpoint { retry_after: std::time::Duration },
     /// The endpoint refused the TCP connection (or it could not be resolved).
     ConnectRefused,
     /// The TCP connect did not finish within the cluster's connect timeout.
@@ -32,7 +33,7 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::NoRoute | ProxyError::UnknownCluster(_) => StatusCode::NOT_FOUND,
-            ProxyError::NoEligibleEndpoint => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::NoEligibleEndpoint { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::ConnectRefused | ProxyError::UpstreamReset => StatusCode::BAD_GATEWAY,
             ProxyError::ConnectTimeout | ProxyError::RequestTimeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -45,7 +46,7 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute => "no_route",
             ProxyError::UnknownCluster(_) => "unknown_cluster",
-            ProxyError::NoEligibleEndpoint => "no_eligible_endpoint",
+            ProxyError::NoEligibleEndpoint { .. } => "no_eligible_endpoint",
             ProxyError::ConnectRefused => "connect_refused",
             ProxyError::ConnectTimeout => "connect_timeout",
             ProxyError::RequestTimeout => "request_timeout",
@@ -63,7 +64,7 @@ impl ProxyError {
             ProxyError::ConnectRefused
                 | ProxyError::ConnectTimeout
                 | ProxyError::UpstreamReset
-                | ProxyError::NoEligibleEndpoint
+                | ProxyError::NoEligibleEndpoint { .. }
         )
     }
 
@@ -71,7 +72,7 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute => "no route matches this request".into(),
             ProxyError::UnknownCluster(c) => format!("no cluster named {c:?}"),
-            ProxyError::NoEligibleEndpoint => {
+            ProxyError::NoEligibleEndpoint { .. } => {
                 "no endpoint is available to serve this request".into()
             }
             ProxyError::ConnectRefused => "the backend refused the connection".into(),
@@ -103,6 +104,10 @@ pub fn local_reply(err: &ProxyError, request_id: &HeaderValue) -> Response<Body>
         HeaderValue::from_static("application/json"),
     );
     h.insert(crate::observe::ids::X_REQUEST_ID, request_id.clone());
+    if let ProxyError::NoEligibleEndpoint { retry_after } = err {
+        let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+        h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
     resp
 }
 

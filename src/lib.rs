@@ -99,6 +99,7 @@ impl Gateway {
         let drained = tokio::time::timeout(drain, self.conns_done.recv())
             .await
             .is_ok();
+        self.runtime.stop();
         if let Some(log) = &self.runtime.access_log {
             log.flush();
         }

@@ -1,5 +1,6 @@
 //! Observability: request IDs and W3C trace context (`ids`), the JSON access log
-//! (`access_log`). Metrics and the event stream join here in later work.
+//! (`access_log`), state-transition events (`events`). Metrics join here later.
 
 pub mod access_log;
+pub mod events;
 pub mod ids;

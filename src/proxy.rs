@@ -3,6 +3,7 @@
 //! failure is a [`ProxyError`] turned into a local reply in one place; every request leaves
 //! one access-log line when its response body ends.
 
+pub mod attempt;
 pub mod headers;
 
 use crate::body::Body;
@@ -12,7 +13,9 @@ use crate::listener::ListenerSettings;
 use crate::observe::access_log::AccessRecord;
 use crate::observe::ids::{self, TraceContext, TRACEPARENT, X_REQUEST_ID};
 use crate::runtime::{Runtime, Snapshot};
+use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response, StatusCode, Uri, Version};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
@@ -58,6 +61,7 @@ pub async fn handle(
             bytes_in: None,
             bytes_out: 0,
             upstream_duration: None,
+            retries: 0,
             error: None,
         })
     });
@@ -128,6 +132,7 @@ async fn forward(
     if let Some(r) = rec.as_deref_mut() {
         r.cluster = Some(cluster.name.clone());
     }
+    let matched_allows_non_idempotent = matched.route.retry_non_idempotent;
 
     let max_body = ctx.listener.max_body_bytes;
     let declared = req
@@ -138,33 +143,22 @@ async fn forward(
         return Err(ProxyError::BodyTooLarge);
     }
 
-    let endpoint = cluster.pick().ok_or(ProxyError::NoEligibleEndpoint)?;
-    if let Some(r) = rec.as_deref_mut() {
-        r.endpoint = Some(endpoint.state.address.clone());
-    }
-    let in_flight = endpoint.state.start_request();
-
-    // Build the upstream request from the client's.
+    // Build the upstream request head from the client's.
     let upgrade = if req.version() == Version::HTTP_11 {
         headers::upgrade_protocol(req.headers())
     } else {
         None
     };
     let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
-    let authority = if host.is_empty() {
-        endpoint.state.address.to_string()
-    } else {
-        host.clone()
-    };
     let uri = Uri::builder()
         .scheme("http")
-        .authority(authority.as_str())
+        .authority(if host.is_empty() { "gatehouse.invalid" } else { host.as_str() })
         .path_and_query(path_and_query.as_str())
         .build()
         .or_else(|_| {
             Uri::builder()
                 .scheme("http")
-                .authority(endpoint.state.address.as_ref())
+                .authority("gatehouse.invalid")
                 .path_and_query(path_and_query.as_str())
                 .build()
         })
@@ -176,6 +170,7 @@ async fn forward(
         gatehouse_config::Protocol::Http1 => Version::HTTP_11,
         gatehouse_config::Protocol::Http2 => Version::HTTP_2,
     };
+    parts.extensions = http::Extensions::new();
     headers::strip_hop_by_hop(&mut parts.headers, upgrade.clone());
     headers::set_forwarding(
         &mut parts.headers,
@@ -194,34 +189,88 @@ async fn forward(
     parts.headers.insert(X_REQUEST_ID, request_id.clone());
     parts.headers.insert(TRACEPARENT, trace.header());
 
-    let mut body = Body::stream(body).with_limit(max_body);
-    if http_body::Body::size_hint(&body).upper() != Some(0) {
-        let counter = Arc::new(AtomicU64::new(0));
-        body = body.with_counter(counter.clone());
-        if let Some(r) = rec.as_deref_mut() {
-            r.bytes_in = Some(counter);
-        }
+    // The body: buffered when small enough to be sent again by a retry, else streamed once.
+    let counter = Arc::new(AtomicU64::new(0));
+    if let Some(r) = rec.as_deref_mut() {
+        r.bytes_in = Some(counter.clone());
     }
-    let upstream_req = Request::from_parts(parts, body);
-
-    let sent = Instant::now();
-    let timeout = cluster.timeouts.request.0;
-    let result = if upgrade.is_some() {
-        tokio::time::timeout(timeout, endpoint.client.send_upgrade(upstream_req)).await
+    let streamed = Body::stream(body).with_limit(max_body).with_counter(counter);
+    let empty = http_body::Body::size_hint(&streamed).exact() == Some(0);
+    let retries_on = cluster.retries.attempts > 0 && upgrade.is_none();
+    let body = if empty {
+        attempt::ReqBody::Replayable(Bytes::new())
+    } else if retries_on && declared.is_some_and(|n| n <= cluster.retries.max_body_bytes.0) {
+        match streamed.collect().await {
+            Ok(b) => attempt::ReqBody::Replayable(b.to_bytes()),
+            Err(e) => return Err(crate::error::classify_upstream(e.as_ref())),
+        }
     } else {
-        tokio::time::timeout(timeout, endpoint.client.send(upstream_req)).await
+        attempt::ReqBody::Once(streamed)
     };
+
+    if let (Some(up), Some(client_up)) = (upgrade, client_upgrade) {
+        return forward_upgrade(ctx, cluster, parts, body, up, client_up, rec).await;
+    }
+
+    let mut tries = attempt::Tries::default();
+    let result = attempt::run(
+        cluster,
+        parts,
+        body,
+        matched_allows_non_idempotent,
+        &ctx.runtime.events,
+        &mut tries,
+    )
+    .await;
     if let Some(r) = rec {
+        r.endpoint = tries.last_endpoint.clone();
+        r.retries = tries.retries;
+        r.upstream_duration = (!tries.upstream.is_zero()).then_some(tries.upstream);
+    }
+    let answer = result?;
+    let mut resp = answer.response;
+    headers::strip_hop_by_hop(resp.headers_mut(), None);
+    Ok(resp.map(|b| Body::stream(b).with_hold(Box::new(answer.in_flight))))
+}
+
+/// An upgrade (WebSocket): one try over a dedicated connection, then bytes both ways.
+async fn forward_upgrade(
+    ctx: &ConnCtx,
+    cluster: &Cluster,
+    parts: http::request::Parts,
+    body: attempt::ReqBody,
+    upgrade: HeaderValue,
+    client_upgrade: hyper::upgrade::OnUpgrade,
+    rec: Option<&mut AccessRecord>,
+) -> Result<Response<Body>, ProxyError> {
+    let now = tokio::time::Instant::now();
+    let picked = cluster
+        .pick(now, &[], &ctx.runtime.events)
+        .ok_or_else(|| ProxyError::NoEligibleEndpoint {
+            retry_after: cluster.retry_after(now),
+        })?;
+    let ep = picked.endpoint;
+    let in_flight = ep.state.start_request();
+    let body = match body {
+        attempt::ReqBody::Replayable(b) => Body::full(b),
+        attempt::ReqBody::Once(b) => b,
+    };
+    let sent = Instant::now();
+    let result = tokio::time::timeout(
+        cluster.timeouts.request.0,
+        ep.client.send_upgrade(Request::from_parts(parts, body)),
+    )
+    .await
+    .unwrap_or(Err(ProxyError::RequestTimeout));
+    if let Some(r) = rec {
+        r.endpoint = Some(ep.state.address.clone());
         r.upstream_duration = Some(sent.elapsed());
     }
-    let mut resp = result.map_err(|_| ProxyError::RequestTimeout)??;
-
-    let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
-    let resp_upgrade = if switching { upgrade } else { None };
-    if let (true, Some(client_up)) = (switching, client_upgrade) {
+    let mut resp = result?;
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         let upstream_up = hyper::upgrade::on(&mut resp);
-        tokio::spawn(tunnel(client_up, upstream_up, in_flight));
-        headers::strip_hop_by_hop(resp.headers_mut(), resp_upgrade);
+        tokio::spawn(tunnel(client_upgrade, upstream_up, in_flight));
+        headers::strip_hop_by_hop(resp.headers_mut(), Some(upgrade));
         return Ok(resp.map(|_| Body::empty()));
     }
     headers::strip_hop_by_hop(resp.headers_mut(), None);

@@ -43,6 +43,7 @@ pub struct Route {
     headers: Vec<(HeaderName, String)>,
     pub target: Target,
     pub strip_prefix: bool,
+    pub retry_non_idempotent: bool,
 }
 
 /// Ordering key, compared field by field, larger is more specific:
@@ -174,6 +175,7 @@ fn compile(c: &RouteConfig) -> Route {
             None => Target::FromPath(c.cluster_from_path.clone().unwrap_or_default()),
         },
         strip_prefix: c.strip_prefix,
+        retry_non_idempotent: c.retry_non_idempotent,
     }
 }
 

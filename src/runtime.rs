@@ -4,12 +4,14 @@
 
 use crate::cluster::balance::Balancer;
 use crate::cluster::endpoint::EndpointState;
-use crate::cluster::{Cluster, EndpointRef};
+use crate::cluster::{Cluster, ClusterState, EndpointRef};
 use crate::observe::access_log::AccessLogSink;
+use crate::observe::events::Events;
 use crate::route::RouteTable;
 use crate::upstream::UpstreamClient;
 use arc_swap::ArcSwap;
-use gatehouse_config::{Config, Protocol, Timeouts};
+use gatehouse_config::{Config, HealthCheck, Protocol, Timeouts};
+use tokio::task::AbortHandle;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -25,16 +27,42 @@ pub struct Snapshot {
 type EndpointKey = (Arc<str>, Arc<str>);
 type ClientKey = (Arc<str>, Arc<str>, Protocol, Timeouts);
 
+/// What a health-check task is started with; a change restarts the task.
+type HealthSettings = (HealthCheck, std::time::Duration, Timeouts, Protocol);
+
+/// A running health-check task and the settings it was started with.
+struct HealthTask {
+    settings: HealthSettings,
+    handle: AbortHandle,
+}
+
+/// A health-check task a new snapshot wants.
+struct WantedTask {
+    key: EndpointKey,
+    settings: HealthSettings,
+    state: Arc<EndpointState>,
+    client: UpstreamClient,
+}
+
 pub struct Runtime {
     current: ArcSwap<Snapshot>,
     generation: AtomicU64,
     endpoints: Mutex<HashMap<EndpointKey, Arc<EndpointState>>>,
     clients: Mutex<HashMap<ClientKey, UpstreamClient>>,
+    clusters: Mutex<HashMap<Arc<str>, Arc<ClusterState>>>,
+    health_tasks: Mutex<HashMap<EndpointKey, HealthTask>>,
     pub access_log: Option<AccessLogSink>,
+    pub events: Events,
 }
 
 impl Runtime {
+    /// Builds the runtime and its first snapshot. Must run inside a tokio runtime (health
+    /// checks are spawned).
     pub fn new(config: Config, access_log: Option<AccessLogSink>) -> Arc<Self> {
+        Self::with_events(config, access_log, Events::default())
+    }
+
+    pub fn with_events(config: Config, access_log: Option<AccessLogSink>, events: Events) -> Arc<Self> {
         let rt = Arc::new(Runtime {
             current: ArcSwap::from_pointee(Snapshot {
                 generation: 0,
@@ -45,7 +73,10 @@ impl Runtime {
             generation: AtomicU64::new(0),
             endpoints: Mutex::new(HashMap::new()),
             clients: Mutex::new(HashMap::new()),
+            clusters: Mutex::new(HashMap::new()),
+            health_tasks: Mutex::new(HashMap::new()),
             access_log,
+            events,
         });
         rt.apply(config);
         rt
@@ -60,10 +91,13 @@ impl Runtime {
     /// Runtime state of endpoints whose identity is unchanged is carried over.
     pub fn apply(&self, config: Config) -> u64 {
         let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        let first = generation == 1;
         let mut clusters = HashMap::new();
+        let mut wanted_tasks = Vec::new();
         {
             let mut eps = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
             let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+            let mut cstates = self.clusters.lock().unwrap_or_else(|p| p.into_inner());
             for c in &config.clusters {
                 let name: Arc<str> = c.name.as_str().into();
                 let endpoints = c
@@ -71,10 +105,17 @@ impl Runtime {
                     .iter()
                     .map(|e| {
                         let addr: Arc<str> = e.address.as_str().into();
+                        let key = (name.clone(), addr.clone());
                         let state = eps
-                            .entry((name.clone(), addr.clone()))
+                            .entry(key.clone())
                             .or_insert_with(|| {
-                                Arc::new(EndpointState::new(name.clone(), addr.clone()))
+                                let s = EndpointState::new(name.clone(), addr.clone(), &c.circuit_breaker);
+                                // New endpoints of a running gateway ramp up; the first
+                                // snapshot's all start together, so ramping them means nothing.
+                                if !first {
+                                    s.start_ramp(c.slow_start.0);
+                                }
+                                Arc::new(s)
                             })
                             .clone();
                         let client = clients
@@ -83,6 +124,14 @@ impl Runtime {
                                 UpstreamClient::new(&e.address, c.protocol, &c.timeouts)
                             })
                             .clone();
+                        if c.health_check.enabled {
+                            wanted_tasks.push(WantedTask {
+                                key,
+                                settings: (c.health_check.clone(), c.slow_start.0, c.timeouts, c.protocol),
+                                state: state.clone(),
+                                client: client.clone(),
+                            });
+                        }
                         EndpointRef {
                             state,
                             weight: e.weight,
@@ -90,6 +139,7 @@ impl Runtime {
                         }
                     })
                     .collect();
+                let cstate = cstates.entry(name.clone()).or_default().clone();
                 clusters.insert(
                     name.clone(),
                     Arc::new(Cluster {
@@ -98,6 +148,18 @@ impl Runtime {
                         endpoints,
                         balancer: Balancer::new(c.lb),
                         timeouts: c.timeouts,
+                        breaker: c.circuit_breaker,
+                        outlier: c.outlier_detection,
+                        retries: c.retries.clone(),
+                        retry_on: c
+                            .retries
+                            .on
+                            .iter()
+                            .filter_map(|r| gatehouse_config::policy::parse_retry_on(r).ok())
+                            .collect(),
+                        health_checks: c.health_check.enabled,
+                        slow_start: c.slow_start.0,
+                        state: cstate,
                     }),
                 );
             }
@@ -109,12 +171,66 @@ impl Runtime {
             clusters,
         };
         self.current.store(Arc::new(snapshot));
+        self.reconcile_health_tasks(wanted_tasks);
         generation
+    }
+
+    /// Keeps health-check tasks whose settings did not change, restarts changed ones, stops
+    /// removed ones.
+    fn reconcile_health_tasks(&self, wanted: Vec<WantedTask>) {
+        let mut tasks = self.health_tasks.lock().unwrap_or_else(|p| p.into_inner());
+        let mut next = HashMap::new();
+        for w in wanted {
+            match tasks.remove(&w.key) {
+                Some(old) if old.settings == w.settings => {
+                    next.insert(w.key, old);
+                }
+                old => {
+                    if let Some(old) = old {
+                        old.handle.abort();
+                    }
+                    let (hc, slow_start, _, _) = w.settings.clone();
+                    let handle = tokio::spawn(crate::cluster::health::run(
+                        hc,
+                        slow_start,
+                        w.state,
+                        w.client,
+                        self.events.clone(),
+                    ))
+                    .abort_handle();
+                    next.insert(
+                        w.key,
+                        HealthTask {
+                            settings: w.settings,
+                            handle,
+                        },
+                    );
+                }
+            }
+        }
+        for (_, old) in tasks.drain() {
+            old.handle.abort();
+        }
+        *tasks = next;
+    }
+
+    /// Stops background tasks (health checks).
+    pub fn stop(&self) {
+        let mut tasks = self.health_tasks.lock().unwrap_or_else(|p| p.into_inner());
+        for (_, t) in tasks.drain() {
+            t.handle.abort();
+        }
     }
 
     /// The runtime state of one endpoint, if any snapshot created it.
     pub fn endpoint(&self, cluster: &str, address: &str) -> Option<Arc<EndpointState>> {
         let eps = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
         eps.get(&(Arc::from(cluster), Arc::from(address))).cloned()
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.stop();
     }
 }

@@ -2,7 +2,6 @@
 //! it never decides health. An enum rather than a trait object: the set is closed and the
 //! hot path stays free of dynamic dispatch.
 
-use super::EndpointRef;
 use gatehouse_config::LbPolicy;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -17,30 +16,24 @@ impl Balancer {
         }
     }
 
-    /// Index of the endpoint to use, among the eligible ones.
-    pub fn pick(&self, endpoints: &[EndpointRef]) -> Option<usize> {
+    /// The order in which to consider `n` endpoints for one pick; the caller takes the first
+    /// eligible one, so ineligible endpoints' share passes to the next in order.
+    pub fn order(&self, n: usize) -> impl Iterator<Item = usize> {
         match self {
-            Balancer::RoundRobin(rr) => rr.pick(endpoints),
+            Balancer::RoundRobin(rr) => rr.order(n),
         }
     }
 }
 
-/// Plain round robin over eligible endpoints: one atomic add per pick; ineligible endpoints
-/// are skipped by probing forward, so their share goes to the next eligible one.
+/// Plain round robin: one atomic add per pick, then the endpoints in rotation from there.
 #[derive(Default)]
 pub struct RoundRobin {
     next: AtomicUsize,
 }
 
 impl RoundRobin {
-    pub fn pick(&self, endpoints: &[EndpointRef]) -> Option<usize> {
-        let n = endpoints.len();
-        if n == 0 {
-            return None;
-        }
+    pub fn order(&self, n: usize) -> impl Iterator<Item = usize> {
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        (0..n)
-            .map(|k| (start + k) % n)
-            .find(|&i| endpoints[i].state.eligible())
+        (0..n).map(move |k| (start.wrapping_add(k)) % n.max(1))
     }
 }

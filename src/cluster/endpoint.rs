@@ -1,35 +1,116 @@
 //! Per-endpoint runtime state, keyed by (cluster, address) in the runtime registry so that it
-//! outlives config snapshots. Holds no tunables (weights live in the snapshot). Health and
-//! breaker state join here with the self-healing work; for now: operator state and in-flight.
+//! outlives config snapshots. Holds no tunables (weights and thresholds live in the snapshot
+//! and are passed in). Health is set by active checks, the breaker by request outcomes, drain
+//! by the operator; the balancer only reads `eligible` / `weight_factor` and asks `admit`.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use super::breaker::{Admit, Breaker, Call, State as BreakerState, Transition};
+use crate::observe::events::Events;
+use gatehouse_config::CircuitBreaker;
+use serde_json::json;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+use tokio::time::Instant;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Health {
+    Healthy,
+    Degraded,
+    Down,
+}
+
+impl Health {
+    fn from_u8(v: u8) -> Self {
+        match v {
+            1 => Health::Degraded,
+            2 => Health::Down,
+            _ => Health::Healthy,
+        }
+    }
+}
+
+/// Milliseconds on tokio's clock since the first call (so paused-time tests work).
+fn clock_ms(now: Instant) -> u64 {
+    static BASE: OnceLock<Instant> = OnceLock::new();
+    let base = *BASE.get_or_init(Instant::now);
+    now.saturating_duration_since(base).as_millis() as u64 + 1
+}
+
+const NO_RAMP: u64 = 0;
+
+/// The slow-start weight factor: 10 % at `since`, rising linearly to 100 % at `since + window`.
+pub fn slow_start_factor(elapsed: Duration, window: Duration) -> f64 {
+    if window.is_zero() || elapsed >= window {
+        return 1.0;
+    }
+    0.1 + 0.9 * elapsed.as_secs_f64() / window.as_secs_f64()
+}
 
 pub struct EndpointState {
     pub cluster: Arc<str>,
     pub address: Arc<str>,
     drained: AtomicBool,
     in_flight: AtomicU64,
+    health: AtomicU8,
+    /// Mirror of the breaker's state, read without the lock on the hot path.
+    breaker_state: AtomicU8,
+    breaker: Mutex<Breaker>,
+    /// When the current slow-start ramp began (`clock_ms`), or `NO_RAMP`.
+    ramp_from: AtomicU64,
+    ramp_window_ms: AtomicU64,
+}
+
+/// How the endpoint was admitted for one call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admission {
+    Normal,
+    Probe,
 }
 
 impl EndpointState {
-    pub fn new(cluster: Arc<str>, address: Arc<str>) -> Self {
+    pub fn new(cluster: Arc<str>, address: Arc<str>, breaker: &CircuitBreaker) -> Self {
         EndpointState {
             cluster,
             address,
             drained: AtomicBool::new(false),
             in_flight: AtomicU64::new(0),
+            health: AtomicU8::new(0),
+            breaker_state: AtomicU8::new(0),
+            breaker: Mutex::new(Breaker::new(breaker)),
+            ramp_from: AtomicU64::new(NO_RAMP),
+            ramp_window_ms: AtomicU64::new(0),
         }
     }
 
-    /// May this endpoint receive a new request now?
-    pub fn eligible(&self) -> bool {
-        !self.drained.load(Ordering::Relaxed)
+    pub fn health(&self) -> Health {
+        Health::from_u8(self.health.load(Ordering::Relaxed))
     }
 
-    /// Operator drain: no new requests; in-flight ones finish.
-    pub fn set_drained(&self, drained: bool) {
-        self.drained.store(drained, Ordering::Relaxed);
+    /// Sets the health; returns the previous one. Coming back from DOWN starts slow start.
+    pub fn set_health(&self, h: Health, slow_start: Duration) -> Health {
+        let prev = Health::from_u8(self.health.swap(h as u8, Ordering::Relaxed));
+        if prev == Health::Down && h != Health::Down {
+            self.start_ramp(slow_start);
+        }
+        prev
+    }
+
+    pub fn breaker_state(&self) -> BreakerState {
+        match self.breaker_state.load(Ordering::Relaxed) {
+            1 => BreakerState::Open,
+            2 => BreakerState::HalfOpen,
+            _ => BreakerState::Closed,
+        }
+    }
+
+    pub fn is_drained(&self) -> bool {
+        self.drained.load(Ordering::Relaxed)
+    }
+
+    /// Operator drain: no new requests; in-flight ones finish. Returns whether it changed.
+    pub fn set_drained(&self, drained: bool) -> bool {
+        self.drained.swap(drained, Ordering::Relaxed) != drained
     }
 
     pub fn in_flight(&self) -> u64 {
@@ -41,6 +122,134 @@ impl EndpointState {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlight(self.clone())
     }
+
+    /// Starts (or restarts) the slow-start ramp now.
+    pub fn start_ramp(&self, window: Duration) {
+        if window.is_zero() {
+            return;
+        }
+        self.ramp_window_ms
+            .store(window.as_millis() as u64, Ordering::Relaxed);
+        self.ramp_from.store(clock_ms(Instant::now()), Ordering::Relaxed);
+    }
+
+    /// The slow-start factor now (1.0 when not ramping).
+    pub fn slow_start_factor(&self, now: Instant) -> f64 {
+        let from = self.ramp_from.load(Ordering::Relaxed);
+        if from == NO_RAMP {
+            return 1.0;
+        }
+        let elapsed = Duration::from_millis(clock_ms(now).saturating_sub(from));
+        let window = Duration::from_millis(self.ramp_window_ms.load(Ordering::Relaxed));
+        slow_start_factor(elapsed, window)
+    }
+
+    /// Ends a finished ramp with a `slow_start_done` event (called from the probe loop).
+    pub fn check_slow_start_done(&self, events: &Events) {
+        let from = self.ramp_from.load(Ordering::Relaxed);
+        if from != NO_RAMP
+            && self.slow_start_factor(Instant::now()) >= 1.0
+            && self
+                .ramp_from
+                .compare_exchange(from, NO_RAMP, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            events.emit("slow_start_done", &self.cluster, Some(&self.address), json!({}));
+        }
+    }
+
+    /// Asks the breaker for one call. Cheap when CLOSED (no lock).
+    pub fn admit(&self, cfg: &CircuitBreaker, now: Instant, events: &Events) -> Option<Admission> {
+        if !cfg.enabled || self.breaker_state() == BreakerState::Closed {
+            return Some(Admission::Normal);
+        }
+        let (admit, transition) = {
+            let mut b = self.breaker.lock().unwrap_or_else(|e| e.into_inner());
+            let r = b.admit(cfg, now);
+            self.mirror(&b);
+            r
+        };
+        if let Some(t) = transition {
+            self.announce(&t, events);
+        }
+        match admit {
+            Admit::Yes => Some(Admission::Normal),
+            Admit::Probe => Some(Admission::Probe),
+            Admit::No => None,
+        }
+    }
+
+    /// Records a finished call's outcome. Returns the transition, if any, after announcing it.
+    pub fn record(
+        &self,
+        cfg: &CircuitBreaker,
+        now: Instant,
+        call: Call,
+        admission: Admission,
+        may_trip: bool,
+        events: &Events,
+    ) -> Option<Transition> {
+        let t = {
+            let mut b = self.breaker.lock().unwrap_or_else(|e| e.into_inner());
+            let t = b.record(cfg, now, call, admission == Admission::Probe, may_trip);
+            self.mirror(&b);
+            t
+        }?;
+        self.announce(&t, events);
+        Some(t)
+    }
+
+    pub fn cancel_probe(&self) {
+        let mut b = self.breaker.lock().unwrap_or_else(|e| e.into_inner());
+        b.cancel_probe();
+    }
+
+    /// Operator override.
+    pub fn force_breaker(&self, cfg: &CircuitBreaker, open: bool, events: &Events) {
+        let t = {
+            let mut b = self.breaker.lock().unwrap_or_else(|e| e.into_inner());
+            let t = b.force(cfg, Instant::now(), open);
+            self.mirror(&b);
+            t
+        };
+        self.announce(&t, events);
+    }
+
+    /// Time until the breaker half-opens, when OPEN.
+    pub fn retry_after(&self, now: Instant) -> Option<Duration> {
+        if self.breaker_state() != BreakerState::Open {
+            return None;
+        }
+        self.breaker
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retry_after(now)
+    }
+
+    fn mirror(&self, b: &Breaker) {
+        let v = match b.state() {
+            BreakerState::Closed => 0,
+            BreakerState::Open => 1,
+            BreakerState::HalfOpen => 2,
+        };
+        self.breaker_state.store(v, Ordering::Relaxed);
+    }
+
+    fn announce(&self, t: &Transition, events: &Events) {
+        let (name, fields) = match t {
+            Transition::Opened {
+                reason,
+                failures,
+                open_for,
+            } => (
+                "circuit_opened",
+                json!({"reason": reason, "failures": failures, "open_for_ms": open_for.as_millis() as u64}),
+            ),
+            Transition::HalfOpened => ("circuit_half_opened", json!({})),
+            Transition::Closed => ("circuit_closed", json!({})),
+        };
+        events.emit(name, &self.cluster, Some(&self.address), fields);
+    }
 }
 
 pub struct InFlight(Arc<EndpointState>);
@@ -48,5 +257,38 @@ pub struct InFlight(Arc<EndpointState>);
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slow_start_ramps_from_ten_to_hundred_percent() {
+        let w = Duration::from_secs(30);
+        let f = |s: u64| slow_start_factor(Duration::from_secs(s), w);
+        assert!((f(0) - 0.1).abs() < 1e-9);
+        assert!((f(15) - 0.55).abs() < 1e-9);
+        assert!((f(30) - 1.0).abs() < 1e-9);
+        assert!((f(60) - 1.0).abs() < 1e-9);
+        assert!((slow_start_factor(Duration::ZERO, Duration::ZERO) - 1.0).abs() < 1e-9);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ramp_follows_the_clock() {
+        let s = EndpointState::new("c".into(), "a".into(), &CircuitBreaker::default());
+        assert!((s.slow_start_factor(Instant::now()) - 1.0).abs() < 1e-9);
+        s.set_health(Health::Down, Duration::from_secs(10));
+        s.set_health(Health::Healthy, Duration::from_secs(10));
+        assert!((s.slow_start_factor(Instant::now()) - 0.1).abs() < 0.01);
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert!((s.slow_start_factor(Instant::now()) - 0.55).abs() < 0.01);
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let events = Events::new(false);
+        let mut rx = events.subscribe();
+        s.check_slow_start_done(&events);
+        assert_eq!(rx.try_recv().unwrap()["event"], "slow_start_done");
+        assert!((s.slow_start_factor(Instant::now()) - 1.0).abs() < 1e-9);
     }
 }

@@ -127,6 +127,7 @@ pub struct AccessRecord {
     pub bytes_in: Option<Arc<AtomicU64>>,
     pub bytes_out: u64,
     pub upstream_duration: Option<Duration>,
+    pub retries: u32,
     pub error: Option<&'static str>,
 }
 
@@ -147,6 +148,7 @@ struct Line<'a> {
     bytes_out: u64,
     duration_ms: f64,
     upstream_ms: Option<f64>,
+    retries: u32,
     error: Option<&'a str>,
 }
 
@@ -175,6 +177,7 @@ impl AccessRecord {
             bytes_out: self.bytes_out,
             duration_ms: ms(self.start.elapsed()),
             upstream_ms: self.upstream_duration.map(ms),
+            retries: self.retries,
             error: self.error,
         };
         self.sink.send(&line);

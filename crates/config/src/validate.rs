@@ -137,6 +137,7 @@ pub fn validate(c: &Config) -> Vec<Problem> {
                 );
             }
         }
+        validate_resilience(&mut p, &at, cl);
     }
 
     let known: Vec<&str> = c.clusters.iter().map(|c| c.name.as_str()).collect();

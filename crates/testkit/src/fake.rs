@@ -47,6 +47,8 @@ pub struct Behavior {
     pub body: Bytes,
     pub headers: Vec<(String, String)>,
     pub mode: Mode,
+    /// Status overrides for exact paths (e.g. a failing `/healthz` while traffic succeeds).
+    pub path_status: Vec<(String, u16)>,
 }
 
 impl Default for Behavior {
@@ -57,6 +59,7 @@ impl Default for Behavior {
             body: Bytes::new(),
             headers: Vec::new(),
             mode: Mode::Normal,
+            path_status: Vec::new(),
         }
     }
 }
@@ -232,6 +235,7 @@ async fn handle(
         headers: req.headers().clone(),
     });
     let b = shared.behavior.lock().expect("lock").clone();
+    let req_path = req.uri().path().to_string();
     if !b.delay.is_zero() {
         tokio::time::sleep(b.delay).await;
     }
@@ -270,8 +274,14 @@ async fn handle(
         Mode::Normal if b.body.is_empty() => full(format!("{{\"upstream\":\"{}\"}}", shared.name)),
         Mode::Normal => full(b.body.clone()),
     };
+    let path = req_path;
+    let status = b
+        .path_status
+        .iter()
+        .find(|(p, _)| *p == path)
+        .map_or(b.status, |(_, s)| *s);
     let mut resp = Response::new(body);
-    *resp.status_mut() = StatusCode::from_u16(b.status).unwrap_or(StatusCode::OK);
+    *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
     let h = resp.headers_mut();
     h.insert("x-upstream", shared.name.parse().expect("header value"));
     for (k, v) in &b.headers {

@@ -1,0 +1,201 @@
+//! The try loop: pick an endpoint → send with a per-try timeout → record the outcome on the
+//! endpoint's breaker → retry on another endpoint when the condition, the method, the body and
+//! the cluster's retry budget all allow, after a jittered backoff.
+
+use crate::body::Body;
+use crate::cluster::breaker::Call;
+use crate::cluster::endpoint::{Admission, EndpointState, InFlight};
+use crate::cluster::Cluster;
+use crate::error::ProxyError;
+use crate::observe::events::Events;
+use bytes::Bytes;
+use gatehouse_config::policy::RetryOn;
+use http::request::Parts;
+use http::{Method, Request, Response};
+use hyper::body::Incoming;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// The request body as the try loop sees it.
+pub enum ReqBody {
+    /// Buffered (or empty): can be sent again.
+    Replayable(Bytes),
+    /// Streamed: only one try.
+    Once(Body),
+}
+
+/// A finished exchange: the response, the endpoint that gave it, and its in-flight guard.
+pub struct Answer {
+    pub response: Response<Incoming>,
+    pub endpoint: Arc<str>,
+    pub in_flight: InFlight,
+}
+
+/// What the loop reports besides its result.
+#[derive(Default)]
+pub struct Tries {
+    pub retries: u32,
+    pub last_endpoint: Option<Arc<str>>,
+    pub upstream: Duration,
+}
+
+/// Marks a half-open probe that ended without an outcome (the client went away) so that its
+/// slot is freed.
+struct ProbeGuard {
+    state: Arc<EndpointState>,
+    armed: bool,
+}
+
+impl Drop for ProbeGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            self.state.cancel_probe();
+        }
+    }
+}
+
+fn idempotent(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+fn condition(r: &Result<Response<Incoming>, ProxyError>) -> Option<RetryOn> {
+    match r {
+        Ok(resp) => Some(RetryOn::Status(resp.status().as_u16())),
+        Err(ProxyError::ConnectRefused | ProxyError::ConnectTimeout) => Some(RetryOn::ConnectFailure),
+        Err(ProxyError::UpstreamReset) => Some(RetryOn::Reset),
+        Err(ProxyError::RequestTimeout) => Some(RetryOn::Timeout),
+        Err(_) => None,
+    }
+}
+
+/// Runs the tries for one request. `head` is the upstream request head, already rewritten.
+pub async fn run(
+    cluster: &Cluster,
+    head: Parts,
+    body: ReqBody,
+    allow_non_idempotent: bool,
+    events: &Events,
+    tries: &mut Tries,
+) -> Result<Answer, ProxyError> {
+    let started = Instant::now();
+    let deadline = started + cluster.timeouts.request.0;
+    let per_try = cluster
+        .retries
+        .per_try_timeout
+        .map_or(cluster.timeouts.request.0, |d| d.0);
+    let may_retry_method = idempotent(&head.method) || allow_non_idempotent;
+    cluster
+        .state
+        .budget
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .record_request(started);
+    let mut body = Some(body);
+    let mut tried: Vec<usize> = Vec::new();
+    // The previous try's result, answered if no other endpoint is left to retry on.
+    let mut last: Option<Result<Answer, ProxyError>> = None;
+    loop {
+        let now = Instant::now();
+        let Some(picked) = cluster.pick(now, &tried, events) else {
+            return last.unwrap_or_else(|| {
+                Err(ProxyError::NoEligibleEndpoint {
+                    retry_after: cluster.retry_after(now),
+                })
+            });
+        };
+        tried.push(picked.index);
+        let ep = picked.endpoint;
+        tries.last_endpoint = Some(ep.state.address.clone());
+        let mut guard = ProbeGuard {
+            state: ep.state.clone(),
+            armed: picked.admission == Admission::Probe,
+        };
+        let in_flight = ep.state.start_request();
+
+        let (req_body, replay) = match body.take() {
+            Some(ReqBody::Replayable(b)) => (Body::full(b.clone()), Some(ReqBody::Replayable(b))),
+            Some(ReqBody::Once(b)) => (b, None),
+            None => (Body::empty(), None),
+        };
+        let can_replay = replay.is_some();
+        body = replay;
+        let mut req = Request::new(req_body);
+        *req.method_mut() = head.method.clone();
+        *req.uri_mut() = head.uri.clone();
+        *req.version_mut() = head.version;
+        *req.headers_mut() = head.headers.clone();
+
+        let budget_left = deadline.saturating_duration_since(now);
+        let sent = Instant::now();
+        let result = match tokio::time::timeout(per_try.min(budget_left), ep.client.send(req)).await {
+            Ok(r) => r,
+            Err(_) => Err(ProxyError::RequestTimeout),
+        };
+        let took = sent.elapsed();
+        tries.upstream += took;
+
+        // Record the outcome on the endpoint (errors that are not the endpoint's fault aren't).
+        let call = match &result {
+            Ok(resp) => Some(Call {
+                failed: resp.status().is_server_error(),
+                slow: took >= cluster.breaker.slow_call_duration.0,
+            }),
+            Err(e) if e.retryable() || *e == ProxyError::RequestTimeout => Some(Call {
+                failed: true,
+                slow: took >= cluster.breaker.slow_call_duration.0,
+            }),
+            Err(_) => None,
+        };
+        if let Some(call) = call {
+            guard.armed = false;
+            let may_trip = !(call.failed || call.slow) || cluster.may_eject();
+            let t = ep.state.record(
+                &cluster.breaker,
+                Instant::now(),
+                call,
+                picked.admission,
+                may_trip,
+                events,
+            );
+            if t == Some(crate::cluster::breaker::Transition::Closed) {
+                // Back in rotation: ramp its share up rather than hand it a full share at once.
+                ep.state.start_ramp(cluster.slow_start);
+            }
+        }
+
+        let retry = tries.retries < cluster.retries.attempts
+            && may_retry_method
+            && can_replay
+            && condition(&result).is_some_and(|c| cluster.retry_on.contains(&c))
+            && Instant::now() < deadline
+            && cluster
+                .state
+                .budget
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .try_spend(
+                    Instant::now(),
+                    cluster.retries.budget.0,
+                    cluster.retries.min_retries_per_second,
+                );
+        let result = result.map(|response| Answer {
+            response,
+            endpoint: ep.state.address.clone(),
+            in_flight,
+        });
+        if !retry {
+            return result;
+        }
+        last = Some(result);
+        tries.retries += 1;
+        let base = cluster.retries.backoff.0;
+        let exp = base.saturating_mul(1 << (tries.retries - 1).min(10)).min(Duration::from_secs(1));
+        let wait = exp.mul_f64(0.5 + 0.5 * fastrand::f64());
+        let wait = wait.min(deadline.saturating_duration_since(Instant::now()));
+        tokio::time::sleep(wait).await;
+    }
+}
