@@ -57,8 +57,15 @@ fn pick(c: &mut Criterion) {
         let runtime = gatehouse::runtime::Runtime::new(config(1, n), None);
         let snap = runtime.snapshot();
         let cluster = snap.clusters.get("c").expect("cluster").clone();
+        let events = gatehouse::observe::events::Events::new(false);
         c.bench_function(&format!("pick/round_robin/{n}_endpoints"), |b| {
-            b.iter(|| black_box(cluster.pick().map(|e| e.weight)))
+            b.iter(|| {
+                black_box(
+                    cluster
+                        .pick(tokio::time::Instant::now(), &[], &events)
+                        .map(|p| p.index),
+                )
+            })
         });
     }
 }

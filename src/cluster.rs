@@ -80,7 +80,7 @@ impl Cluster {
             .count();
         let panic = (up as f64) < self.outlier.panic_threshold.0 * n as f64;
         let mut fallback: Option<usize> = None;
-        for i in self.balancer.order(n) {
+        for i in self.balancer.order(n, exclude.first().copied()) {
             if exclude.contains(&i) {
                 continue;
             }

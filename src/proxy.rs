@@ -152,7 +152,11 @@ async fn forward(
     let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
     let uri = Uri::builder()
         .scheme("http")
-        .authority(if host.is_empty() { "gatehouse.invalid" } else { host.as_str() })
+        .authority(if host.is_empty() {
+            "gatehouse.invalid"
+        } else {
+            host.as_str()
+        })
         .path_and_query(path_and_query.as_str())
         .build()
         .or_else(|_| {
@@ -194,7 +198,9 @@ async fn forward(
     if let Some(r) = rec.as_deref_mut() {
         r.bytes_in = Some(counter.clone());
     }
-    let streamed = Body::stream(body).with_limit(max_body).with_counter(counter);
+    let streamed = Body::stream(body)
+        .with_limit(max_body)
+        .with_counter(counter);
     let empty = http_body::Body::size_hint(&streamed).exact() == Some(0);
     let retries_on = cluster.retries.attempts > 0 && upgrade.is_none();
     let body = if empty {
@@ -244,11 +250,11 @@ async fn forward_upgrade(
     rec: Option<&mut AccessRecord>,
 ) -> Result<Response<Body>, ProxyError> {
     let now = tokio::time::Instant::now();
-    let picked = cluster
-        .pick(now, &[], &ctx.runtime.events)
-        .ok_or_else(|| ProxyError::NoEligibleEndpoint {
+    let picked = cluster.pick(now, &[], &ctx.runtime.events).ok_or_else(|| {
+        ProxyError::NoEligibleEndpoint {
             retry_after: cluster.retry_after(now),
-        })?;
+        }
+    })?;
     let ep = picked.endpoint;
     let in_flight = ep.state.start_request();
     let body = match body {

@@ -11,10 +11,10 @@ use crate::route::RouteTable;
 use crate::upstream::UpstreamClient;
 use arc_swap::ArcSwap;
 use gatehouse_config::{Config, HealthCheck, Protocol, Timeouts};
-use tokio::task::AbortHandle;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use tokio::task::AbortHandle;
 
 /// One immutable, validated, compiled version of the config.
 pub struct Snapshot {
@@ -62,7 +62,11 @@ impl Runtime {
         Self::with_events(config, access_log, Events::default())
     }
 
-    pub fn with_events(config: Config, access_log: Option<AccessLogSink>, events: Events) -> Arc<Self> {
+    pub fn with_events(
+        config: Config,
+        access_log: Option<AccessLogSink>,
+        events: Events,
+    ) -> Arc<Self> {
         let rt = Arc::new(Runtime {
             current: ArcSwap::from_pointee(Snapshot {
                 generation: 0,
@@ -109,7 +113,11 @@ impl Runtime {
                         let state = eps
                             .entry(key.clone())
                             .or_insert_with(|| {
-                                let s = EndpointState::new(name.clone(), addr.clone(), &c.circuit_breaker);
+                                let s = EndpointState::new(
+                                    name.clone(),
+                                    addr.clone(),
+                                    &c.circuit_breaker,
+                                );
                                 // New endpoints of a running gateway ramp up; the first
                                 // snapshot's all start together, so ramping them means nothing.
                                 if !first {
@@ -127,7 +135,12 @@ impl Runtime {
                         if c.health_check.enabled {
                             wanted_tasks.push(WantedTask {
                                 key,
-                                settings: (c.health_check.clone(), c.slow_start.0, c.timeouts, c.protocol),
+                                settings: (
+                                    c.health_check.clone(),
+                                    c.slow_start.0,
+                                    c.timeouts,
+                                    c.protocol,
+                                ),
                                 state: state.clone(),
                                 client: client.clone(),
                             });

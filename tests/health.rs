@@ -1,6 +1,7 @@
 //! Self-healing end to end with FakeUpstreams: ejection by the circuit breaker, limited
 //! half-open probes, recovery, slow start, active checks finding a killed backend, the panic
 //! threshold, degraded endpoints, and 503 + Retry-After when nothing is left.
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 mod common;
 
@@ -30,7 +31,10 @@ async fn spread(gw: &TestGateway, n: usize) -> HashMap<String, usize> {
     out
 }
 
-async fn next_event(rx: &mut tokio::sync::broadcast::Receiver<std::sync::Arc<serde_json::Value>>, name: &str) -> serde_json::Value {
+async fn next_event(
+    rx: &mut tokio::sync::broadcast::Receiver<std::sync::Arc<serde_json::Value>>,
+    name: &str,
+) -> serde_json::Value {
     let wait = async {
         loop {
             let e = rx.recv().await.unwrap();
@@ -48,7 +52,11 @@ const NO_ACTIVE: &str = "    health_check: { enabled: false }\n";
 
 #[tokio::test]
 async fn failing_backend_is_ejected_probed_once_and_recovers() {
-    let (a, b, c) = (FakeUpstream::start("a").await, FakeUpstream::start("b").await, FakeUpstream::start("c").await);
+    let (a, b, c) = (
+        FakeUpstream::start("a").await,
+        FakeUpstream::start("b").await,
+        FakeUpstream::start("c").await,
+    );
     let gw = gateway(
         &[&a, &b, &c],
         &format!("{NO_ACTIVE}    retries: {{ attempts: 0 }}\n    slow_start: 0s\n    circuit_breaker: {{ consecutive_failures: 3, open_duration: 400ms, half_open_calls: 1 }}\n"),
@@ -69,14 +77,20 @@ async fn failing_backend_is_ejected_probed_once_and_recovers() {
 
     // While OPEN: no traffic to b at all.
     let got = spread(&gw, 10).await;
-    assert_eq!(got.get("a").copied().unwrap_or(0) + got.get("c").copied().unwrap_or(0), 10);
+    assert_eq!(
+        got.get("a").copied().unwrap_or(0) + got.get("c").copied().unwrap_or(0),
+        10
+    );
     assert_eq!(b.hits(), 3);
 
     // After the open duration exactly one probe reaches b; it fails; b is OPEN again for 800ms.
     tokio::time::sleep(Duration::from_millis(450)).await;
     let got = spread(&gw, 10).await;
     assert_eq!(b.hits(), 4, "one half-open probe: {got:?}");
-    assert_eq!(next_event(&mut events, "circuit_half_opened").await["endpoint"], b.addr().to_string());
+    assert_eq!(
+        next_event(&mut events, "circuit_half_opened").await["endpoint"],
+        b.addr().to_string()
+    );
     let e = next_event(&mut events, "circuit_opened").await;
     assert_eq!(e["reason"], "half_open_probe_failed");
     assert_eq!(e["open_for_ms"], 800, "the open duration doubles");
@@ -101,7 +115,11 @@ async fn all_endpoints_open_gives_503_with_retry_after() {
     spread(&gw, 2).await;
     let r = client().get(gw.url("/x")).send().await.unwrap();
     assert_eq!(r.status(), 503);
-    let retry_after: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let retry_after: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((6..=7).contains(&retry_after), "{retry_after}");
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["reason"], "no_eligible_endpoint");
@@ -110,7 +128,11 @@ async fn all_endpoints_open_gives_503_with_retry_after() {
 
 #[tokio::test]
 async fn max_ejection_percent_keeps_part_of_the_cluster() {
-    let ups = [FakeUpstream::start("a").await, FakeUpstream::start("b").await, FakeUpstream::start("c").await];
+    let ups = [
+        FakeUpstream::start("a").await,
+        FakeUpstream::start("b").await,
+        FakeUpstream::start("c").await,
+    ];
     for u in &ups {
         u.update(|x| x.status = 500);
     }
@@ -125,7 +147,9 @@ async fn max_ejection_percent_keeps_part_of_the_cluster() {
     let open = ups
         .iter()
         .filter(|u| {
-            rt.endpoint("backend", &u.addr().to_string()).unwrap().breaker_state()
+            rt.endpoint("backend", &u.addr().to_string())
+                .unwrap()
+                .breaker_state()
                 != gatehouse::cluster::breaker::State::Closed
         })
         .count();
@@ -144,7 +168,10 @@ async fn active_checks_find_a_killed_backend_and_its_return() {
     let mut events = gw.gateway().runtime().events.subscribe();
     b.stop().await;
     let e = next_event(&mut events, "health_changed").await;
-    assert_eq!((e["endpoint"].as_str().unwrap(), e["to"].as_str().unwrap()), (b.addr().to_string().as_str(), "DOWN"));
+    assert_eq!(
+        (e["endpoint"].as_str().unwrap(), e["to"].as_str().unwrap()),
+        (b.addr().to_string().as_str(), "DOWN")
+    );
     assert_eq!(e["from"], "HEALTHY");
     // DOWN endpoints get no traffic: every request succeeds on a.
     let got = spread(&gw, 20).await;
@@ -158,28 +185,61 @@ async fn active_checks_find_a_killed_backend_and_its_return() {
 
 #[tokio::test]
 async fn panic_threshold_ignores_a_broken_health_check() {
-    let ups = [FakeUpstream::start("a").await, FakeUpstream::start("b").await, FakeUpstream::start("c").await];
+    let ups = [
+        FakeUpstream::start("a").await,
+        FakeUpstream::start("b").await,
+        FakeUpstream::start("c").await,
+    ];
     // b and c fail their health check but serve traffic fine.
     for u in &ups[1..] {
         u.update(|x| x.path_status = vec![("/healthz".into(), 503)]);
     }
     let refs: Vec<&FakeUpstream> = ups.iter().collect();
     let hc = "    health_check: { path: /healthz, interval: 100ms, timeout: 100ms, jitter: 0%, unhealthy_threshold: 1 }\n    slow_start: 0s\n";
-    let gw = gateway(&refs, &format!("{hc}    outlier_detection: {{ panic_threshold: 50% }}\n")).await;
+    let gw = gateway(
+        &refs,
+        &format!("{hc}    outlier_detection: {{ panic_threshold: 50% }}\n"),
+    )
+    .await;
     let rt = gw.gateway().runtime().clone();
-    let down = |u: &FakeUpstream| rt.endpoint("backend", &u.addr().to_string()).unwrap().health() == gatehouse::cluster::endpoint::Health::Down;
-    eventually("b and c DOWN", Duration::from_secs(5), || async { (down(&ups[1]) && down(&ups[2])).then_some(()) }).await;
+    let down = |u: &FakeUpstream| {
+        rt.endpoint("backend", &u.addr().to_string())
+            .unwrap()
+            .health()
+            == gatehouse::cluster::endpoint::Health::Down
+    };
+    eventually("b and c DOWN", Duration::from_secs(5), || async {
+        (down(&ups[1]) && down(&ups[2])).then_some(())
+    })
+    .await;
     // 1 of 3 passes (33 % < 50 %): panic mode balances over all three.
     let got = spread(&gw, 30).await;
-    assert_eq!((got.get("a"), got.get("b"), got.get("c")), (Some(&10), Some(&10), Some(&10)), "{got:?}");
+    assert_eq!(
+        (got.get("a"), got.get("b"), got.get("c")),
+        (Some(&10), Some(&10), Some(&10)),
+        "{got:?}"
+    );
 
     // With the threshold at 30 %, 33 % passing is enough: only a gets traffic.
-    let gw2 = gateway(&refs, &format!("{hc}    outlier_detection: {{ panic_threshold: 30% }}\n")).await;
+    let gw2 = gateway(
+        &refs,
+        &format!("{hc}    outlier_detection: {{ panic_threshold: 30% }}\n"),
+    )
+    .await;
     let rt2 = gw2.gateway().runtime().clone();
-    eventually("b and c DOWN in the second gateway", Duration::from_secs(5), || async {
-        let d = |u: &FakeUpstream| rt2.endpoint("backend", &u.addr().to_string()).unwrap().health() == gatehouse::cluster::endpoint::Health::Down;
-        (d(&ups[1]) && d(&ups[2])).then_some(())
-    })
+    eventually(
+        "b and c DOWN in the second gateway",
+        Duration::from_secs(5),
+        || async {
+            let d = |u: &FakeUpstream| {
+                rt2.endpoint("backend", &u.addr().to_string())
+                    .unwrap()
+                    .health()
+                    == gatehouse::cluster::endpoint::Health::Down
+            };
+            (d(&ups[1]) && d(&ups[2])).then_some(())
+        },
+    )
     .await;
     let got = spread(&gw2, 30).await;
     assert_eq!(got.get("a"), Some(&30), "{got:?}");
@@ -224,7 +284,11 @@ async fn slow_start_ramps_a_recovered_endpoint() {
     next_event(&mut events, "circuit_closed").await;
     let early = spread(&gw, 300).await;
     let early_share = early.get("b").copied().unwrap_or(0) as f64 / 300.0;
-    let ep = gw.gateway().runtime().endpoint("backend", &b.addr().to_string()).unwrap();
+    let ep = gw
+        .gateway()
+        .runtime()
+        .endpoint("backend", &b.addr().to_string())
+        .unwrap();
     eventually("slow start to finish", Duration::from_secs(10), || async {
         (ep.slow_start_factor(tokio::time::Instant::now()) >= 1.0).then_some(())
     })
@@ -232,6 +296,9 @@ async fn slow_start_ramps_a_recovered_endpoint() {
     let late = spread(&gw, 300).await;
     let late_share = late.get("b").copied().unwrap_or(0) as f64 / 300.0;
     assert!(early_share < 0.35, "early {early_share}: {early:?}");
-    assert!((0.45..=0.55).contains(&late_share), "late {late_share}: {late:?}");
+    assert!(
+        (0.45..=0.55).contains(&late_share),
+        "late {late_share}: {late:?}"
+    );
     assert!(late_share > early_share + 0.1);
 }

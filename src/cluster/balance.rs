@@ -17,10 +17,12 @@ impl Balancer {
     }
 
     /// The order in which to consider `n` endpoints for one pick; the caller takes the first
-    /// eligible one, so ineligible endpoints' share passes to the next in order.
-    pub fn order(&self, n: usize) -> impl Iterator<Item = usize> {
+    /// eligible one, so ineligible endpoints' share passes to the next in order. A retry passes
+    /// the index of its first try (`after`) and continues the rotation from there, so retries
+    /// don't shift which endpoint the next request starts on.
+    pub fn order(&self, n: usize, after: Option<usize>) -> impl Iterator<Item = usize> {
         match self {
-            Balancer::RoundRobin(rr) => rr.order(n),
+            Balancer::RoundRobin(rr) => rr.order(n, after),
         }
     }
 }
@@ -32,8 +34,11 @@ pub struct RoundRobin {
 }
 
 impl RoundRobin {
-    pub fn order(&self, n: usize) -> impl Iterator<Item = usize> {
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
+    pub fn order(&self, n: usize, after: Option<usize>) -> impl Iterator<Item = usize> {
+        let start = match after {
+            Some(i) => i.wrapping_add(1),
+            None => self.next.fetch_add(1, Ordering::Relaxed),
+        };
         (0..n).map(move |k| (start.wrapping_add(k)) % n.max(1))
     }
 }

@@ -306,7 +306,23 @@ impl Breaker {
         }
     }
 
-    fn trip(&mut self, cfg: &Config, now: Instant, reason: &'static str, failures: u32) -> Transition {
+    /// Closes the breaker when it is not CLOSED (active health checks saw the endpoint come
+    /// back). Returns whether it changed.
+    pub fn reset(&mut self) -> bool {
+        if self.state == State::Closed {
+            return false;
+        }
+        self.close();
+        true
+    }
+
+    fn trip(
+        &mut self,
+        cfg: &Config,
+        now: Instant,
+        reason: &'static str,
+        failures: u32,
+    ) -> Transition {
         self.trips += 1;
         let factor = 1u32 << (self.trips - 1).min(20);
         let open_for = cfg

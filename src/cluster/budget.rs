@@ -92,6 +92,9 @@ mod tests {
         let spent = (0..100).filter(|_| b.try_spend(t0, 0.2, 1)).count();
         assert_eq!(spent, 10);
         assert!(!b.try_spend(t0 + Duration::from_secs(9), 0.2, 1));
-        assert!(b.try_spend(t0 + Duration::from_secs(10), 0.2, 1), "the first second left the window");
+        assert!(
+            b.try_spend(t0 + Duration::from_secs(10), 0.2, 1),
+            "the first second left the window"
+        );
     }
 }

@@ -87,11 +87,28 @@ impl EndpointState {
         Health::from_u8(self.health.load(Ordering::Relaxed))
     }
 
-    /// Sets the health; returns the previous one. Coming back from DOWN starts slow start.
-    pub fn set_health(&self, h: Health, slow_start: Duration) -> Health {
+    /// Sets the health; returns the previous one. Coming back from DOWN starts slow start and
+    /// closes an open breaker: the endpoint was unreachable and active checks now reach it
+    /// (as Envoy's `successful_active_health_check_uneject_host`). Only the DOWN → up edge does
+    /// this, since a passing TCP check says nothing about the 5xx that may have opened it.
+    pub fn set_health(&self, h: Health, slow_start: Duration, events: &Events) -> Health {
         let prev = Health::from_u8(self.health.swap(h as u8, Ordering::Relaxed));
         if prev == Health::Down && h != Health::Down {
             self.start_ramp(slow_start);
+            let reset = {
+                let mut b = self.breaker.lock().unwrap_or_else(|e| e.into_inner());
+                let changed = b.reset();
+                self.mirror(&b);
+                changed
+            };
+            if reset {
+                events.emit(
+                    "circuit_closed",
+                    &self.cluster,
+                    Some(&self.address),
+                    json!({"reason": "active_health_check"}),
+                );
+            }
         }
         prev
     }
@@ -130,7 +147,8 @@ impl EndpointState {
         }
         self.ramp_window_ms
             .store(window.as_millis() as u64, Ordering::Relaxed);
-        self.ramp_from.store(clock_ms(Instant::now()), Ordering::Relaxed);
+        self.ramp_from
+            .store(clock_ms(Instant::now()), Ordering::Relaxed);
     }
 
     /// The slow-start factor now (1.0 when not ramping).
@@ -154,7 +172,12 @@ impl EndpointState {
                 .compare_exchange(from, NO_RAMP, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
         {
-            events.emit("slow_start_done", &self.cluster, Some(&self.address), json!({}));
+            events.emit(
+                "slow_start_done",
+                &self.cluster,
+                Some(&self.address),
+                json!({}),
+            );
         }
     }
 
@@ -279,13 +302,13 @@ mod tests {
     async fn ramp_follows_the_clock() {
         let s = EndpointState::new("c".into(), "a".into(), &CircuitBreaker::default());
         assert!((s.slow_start_factor(Instant::now()) - 1.0).abs() < 1e-9);
-        s.set_health(Health::Down, Duration::from_secs(10));
-        s.set_health(Health::Healthy, Duration::from_secs(10));
+        let events = Events::new(false);
+        s.set_health(Health::Down, Duration::from_secs(10), &events);
+        s.set_health(Health::Healthy, Duration::from_secs(10), &events);
         assert!((s.slow_start_factor(Instant::now()) - 0.1).abs() < 0.01);
         tokio::time::advance(Duration::from_secs(5)).await;
         assert!((s.slow_start_factor(Instant::now()) - 0.55).abs() < 0.01);
         tokio::time::advance(Duration::from_secs(5)).await;
-        let events = Events::new(false);
         let mut rx = events.subscribe();
         s.check_slow_start_done(&events);
         assert_eq!(rx.try_recv().unwrap()["event"], "slow_start_done");

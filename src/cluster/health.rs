@@ -51,7 +51,11 @@ impl Tracker {
             Probe::Pass { degraded } => {
                 self.fails = 0;
                 self.passes = self.passes.saturating_add(1);
-                let up = if degraded { Health::Degraded } else { Health::Healthy };
+                let up = if degraded {
+                    Health::Degraded
+                } else {
+                    Health::Healthy
+                };
                 match self.state {
                     Health::Down if self.passes >= cfg.healthy_threshold => up,
                     Health::Down => Health::Down,
@@ -79,7 +83,9 @@ impl Tracker {
 pub async fn probe(cfg: &HealthCheck, address: &str, client: &UpstreamClient) -> Probe {
     let started = Instant::now();
     let result = match &cfg.path {
-        None => match tokio::time::timeout(cfg.timeout.0, tokio::net::TcpStream::connect(address)).await {
+        None => match tokio::time::timeout(cfg.timeout.0, tokio::net::TcpStream::connect(address))
+            .await
+        {
             Ok(Ok(_)) => Probe::Pass { degraded: false },
             Ok(Err(_)) => Probe::Fail("connect_failed"),
             Err(_) => Probe::Fail("timeout"),
@@ -111,7 +117,9 @@ pub async fn probe(cfg: &HealthCheck, address: &str, client: &UpstreamClient) ->
     };
     match result {
         Probe::Pass { degraded: false }
-            if cfg.degraded_latency.is_some_and(|d| started.elapsed() > d.0) =>
+            if cfg
+                .degraded_latency
+                .is_some_and(|d| started.elapsed() > d.0) =>
         {
             Probe::Pass { degraded: true }
         }
@@ -139,7 +147,7 @@ pub async fn run(
         tokio::time::sleep(cfg.interval.0 + jitter).await;
         let p = probe(&cfg, &state.address, &client).await;
         if let Some(next) = tracker.observe(&cfg, p) {
-            let prev = state.set_health(next, slow_start);
+            let prev = state.set_health(next, slow_start, &events);
             let reason = match p {
                 Probe::Fail(r) => r,
                 Probe::Pass { degraded: true } => "degraded",
@@ -185,7 +193,11 @@ mod tests {
         assert_eq!(t.observe(&c, FAIL), Some(Health::Down));
         assert_eq!(t.observe(&c, FAIL), None);
         assert_eq!(t.observe(&c, PASS), None, "one pass is not enough to rise");
-        assert_eq!(t.observe(&c, FAIL), None, "and a fail resets the rise count");
+        assert_eq!(
+            t.observe(&c, FAIL),
+            None,
+            "and a fail resets the rise count"
+        );
         assert_eq!(t.observe(&c, PASS), None);
         assert_eq!(t.observe(&c, PASS), Some(Health::Healthy));
     }
@@ -194,12 +206,18 @@ mod tests {
     fn degraded_comes_and_goes_with_passing_probes() {
         let c = cfg();
         let mut t = Tracker::default();
-        assert_eq!(t.observe(&c, Probe::Pass { degraded: true }), Some(Health::Degraded));
+        assert_eq!(
+            t.observe(&c, Probe::Pass { degraded: true }),
+            Some(Health::Degraded)
+        );
         assert_eq!(t.observe(&c, Probe::Pass { degraded: true }), None);
         assert_eq!(t.observe(&c, PASS), Some(Health::Healthy));
         // From DOWN, rising into DEGRADED still needs the healthy threshold.
         let mut t = Tracker::starting_at(Health::Down);
         assert_eq!(t.observe(&c, Probe::Pass { degraded: true }), None);
-        assert_eq!(t.observe(&c, Probe::Pass { degraded: true }), Some(Health::Degraded));
+        assert_eq!(
+            t.observe(&c, Probe::Pass { degraded: true }),
+            Some(Health::Degraded)
+        );
     }
 }

@@ -65,7 +65,9 @@ fn idempotent(m: &Method) -> bool {
 fn condition(r: &Result<Response<Incoming>, ProxyError>) -> Option<RetryOn> {
     match r {
         Ok(resp) => Some(RetryOn::Status(resp.status().as_u16())),
-        Err(ProxyError::ConnectRefused | ProxyError::ConnectTimeout) => Some(RetryOn::ConnectFailure),
+        Err(ProxyError::ConnectRefused | ProxyError::ConnectTimeout) => {
+            Some(RetryOn::ConnectFailure)
+        }
         Err(ProxyError::UpstreamReset) => Some(RetryOn::Reset),
         Err(ProxyError::RequestTimeout) => Some(RetryOn::Timeout),
         Err(_) => None,
@@ -131,7 +133,8 @@ pub async fn run(
 
         let budget_left = deadline.saturating_duration_since(now);
         let sent = Instant::now();
-        let result = match tokio::time::timeout(per_try.min(budget_left), ep.client.send(req)).await {
+        let result = match tokio::time::timeout(per_try.min(budget_left), ep.client.send(req)).await
+        {
             Ok(r) => r,
             Err(_) => Err(ProxyError::RequestTimeout),
         };
@@ -193,7 +196,9 @@ pub async fn run(
         last = Some(result);
         tries.retries += 1;
         let base = cluster.retries.backoff.0;
-        let exp = base.saturating_mul(1 << (tries.retries - 1).min(10)).min(Duration::from_secs(1));
+        let exp = base
+            .saturating_mul(1 << (tries.retries - 1).min(10))
+            .min(Duration::from_secs(1));
         let wait = exp.mul_f64(0.5 + 0.5 * fastrand::f64());
         let wait = wait.min(deadline.saturating_duration_since(Instant::now()));
         tokio::time::sleep(wait).await;

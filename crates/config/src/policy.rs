@@ -8,7 +8,9 @@ pub fn parse_statuses(list: &[String]) -> Result<Vec<(u16, u16)>, String> {
     }
     list.iter()
         .map(|s| {
-            let bad = || format!("invalid status {s:?}: expected a code like 200 or a range like 200-399");
+            let bad = || {
+                format!("invalid status {s:?}: expected a code like 200 or a range like 200-399")
+            };
             let (a, b) = match s.split_once('-') {
                 Some((a, b)) => (a.trim(), b.trim()),
                 None => (s.trim(), s.trim()),

@@ -161,10 +161,14 @@ impl<'de> Deserialize<'de> for Percent {
                 f.write_str("a percentage like 50%")
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<Percent, E> {
-                parse_percent(&v.to_string()).map(Percent).map_err(E::custom)
+                parse_percent(&v.to_string())
+                    .map(Percent)
+                    .map_err(E::custom)
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Percent, E> {
-                parse_percent(&v.to_string()).map(Percent).map_err(E::custom)
+                parse_percent(&v.to_string())
+                    .map(Percent)
+                    .map_err(E::custom)
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Percent, E> {
                 parse_percent(v).map(Percent).map_err(E::custom)

@@ -165,7 +165,10 @@ fn validate_resilience(p: &mut impl FnMut(String, String), at: &str, cl: &crate:
         }
     }
     if hc.timeout > hc.interval {
-        p(format!("{h}.timeout"), format!("must not exceed the interval ({})", hc.interval));
+        p(
+            format!("{h}.timeout"),
+            format!("must not exceed the interval ({})", hc.interval),
+        );
     }
     for (field, v) in [
         ("healthy_threshold", hc.healthy_threshold),
@@ -213,10 +216,16 @@ fn validate_resilience(p: &mut impl FnMut(String, String), at: &str, cl: &crate:
     }
     let r = &cl.retries;
     if r.attempts > 10 {
-        p(format!("{at}.retries.attempts"), "at most 10 retries".into());
+        p(
+            format!("{at}.retries.attempts"),
+            "at most 10 retries".into(),
+        );
     }
     if r.per_try_timeout.is_some_and(|d| d.0.is_zero()) {
-        p(format!("{at}.retries.per_try_timeout"), "must be greater than 0".into());
+        p(
+            format!("{at}.retries.per_try_timeout"),
+            "must be greater than 0".into(),
+        );
     }
     for (j, cond) in r.on.iter().enumerate() {
         if let Err(e) = crate::policy::parse_retry_on(cond) {

@@ -3,9 +3,18 @@
 use super::*;
 use gatehouse_config::{Dur, Percent};
 
-const OK: Call = Call { failed: false, slow: false };
-const FAIL: Call = Call { failed: true, slow: false };
-const SLOW: Call = Call { failed: false, slow: true };
+const OK: Call = Call {
+    failed: false,
+    slow: false,
+};
+const FAIL: Call = Call {
+    failed: true,
+    slow: false,
+};
+const SLOW: Call = Call {
+    failed: false,
+    slow: true,
+};
 
 fn cfg() -> Config {
     Config {
@@ -35,7 +44,11 @@ fn feed(b: &mut Breaker, c: &Config, now: Instant, calls: &[Call]) -> Option<Tra
 }
 
 fn opened(reason: &'static str, failures: u32, secs: u64) -> Option<Transition> {
-    Some(Transition::Opened { reason, failures, open_for: Duration::from_secs(secs) })
+    Some(Transition::Opened {
+        reason,
+        failures,
+        open_for: Duration::from_secs(secs),
+    })
 }
 
 #[test]
@@ -45,7 +58,10 @@ fn consecutive_failures_trip_at_exactly_the_threshold() {
     let t0 = Instant::now();
     assert_eq!(feed(&mut b, &c, t0, &[FAIL, FAIL]), None);
     assert_eq!(b.state(), State::Closed);
-    assert_eq!(feed(&mut b, &c, t0, &[FAIL]), opened("consecutive_failures", 3, 10));
+    assert_eq!(
+        feed(&mut b, &c, t0, &[FAIL]),
+        opened("consecutive_failures", 3, 10)
+    );
     assert_eq!(b.state(), State::Open);
     assert_eq!(b.admit(&c, t0).0, Admit::No);
 }
@@ -96,7 +112,10 @@ fn slow_call_rate_trips() {
     let t0 = Instant::now();
     assert_eq!(feed(&mut b, &c, t0, &[SLOW, SLOW, SLOW, OK]), None);
     // The fifth call reaches minimum_calls with 4/5 = 80 % slow: trips.
-    assert_eq!(feed(&mut b, &c, t0, &[SLOW]), opened("slow_call_rate", 0, 10));
+    assert_eq!(
+        feed(&mut b, &c, t0, &[SLOW]),
+        opened("slow_call_rate", 0, 10)
+    );
 }
 
 #[test]
@@ -125,10 +144,16 @@ fn open_half_opens_after_its_duration_and_admits_only_the_probes() {
     let mut b = Breaker::new(&c);
     let t0 = Instant::now();
     feed(&mut b, &c, t0, &[FAIL, FAIL, FAIL]);
-    assert_eq!(b.retry_after(t0 + Duration::from_secs(4)), Some(Duration::from_secs(6)));
+    assert_eq!(
+        b.retry_after(t0 + Duration::from_secs(4)),
+        Some(Duration::from_secs(6))
+    );
     assert_eq!(b.admit(&c, t0 + Duration::from_millis(9_999)).0, Admit::No);
     let t1 = t0 + Duration::from_secs(10);
-    assert_eq!(b.admit(&c, t1), (Admit::Probe, Some(Transition::HalfOpened)));
+    assert_eq!(
+        b.admit(&c, t1),
+        (Admit::Probe, Some(Transition::HalfOpened))
+    );
     assert_eq!(b.admit(&c, t1), (Admit::Probe, None));
     assert_eq!(b.admit(&c, t1), (Admit::No, None), "half_open_calls = 2");
     assert_eq!(b.state(), State::HalfOpen);
@@ -147,7 +172,10 @@ fn all_probes_succeeding_closes_and_resets() {
     assert_eq!(b.record(&c, t1, OK, true, true), Some(Transition::Closed));
     assert_eq!(b.state(), State::Closed);
     // The backoff reset too: the next trip opens for the base duration again.
-    assert_eq!(feed(&mut b, &c, t1, &[FAIL, FAIL, FAIL]), opened("consecutive_failures", 3, 10));
+    assert_eq!(
+        feed(&mut b, &c, t1, &[FAIL, FAIL, FAIL]),
+        opened("consecutive_failures", 3, 10)
+    );
 }
 
 #[test]
@@ -215,7 +243,10 @@ fn no_trip_when_the_cluster_may_not_eject() {
     }
     assert_eq!(b.state(), State::Closed);
     // Allowed again: the next failure trips (the count kept going).
-    assert_eq!(b.record(&c, t0, FAIL, false, true), opened("consecutive_failures", 6, 10));
+    assert_eq!(
+        b.record(&c, t0, FAIL, false, true),
+        opened("consecutive_failures", 6, 10)
+    );
 }
 
 #[test]
@@ -235,7 +266,14 @@ fn forced_open_and_closed() {
     let c = cfg();
     let mut b = Breaker::new(&c);
     let t0 = Instant::now();
-    assert_eq!(b.force(&c, t0, true), Transition::Opened { reason: "forced", failures: 0, open_for: Duration::from_secs(10) });
+    assert_eq!(
+        b.force(&c, t0, true),
+        Transition::Opened {
+            reason: "forced",
+            failures: 0,
+            open_for: Duration::from_secs(10)
+        }
+    );
     assert_eq!(b.admit(&c, t0).0, Admit::No);
     assert_eq!(b.force(&c, t0, false), Transition::Closed);
     assert_eq!(b.admit(&c, t0).0, Admit::Yes);
