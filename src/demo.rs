@@ -123,6 +123,9 @@ listeners:
 
 clusters:
   - name: products          # all three backends; gamma fails 30 % of requests
+    health_check: { path: /healthz, interval: 2s }
+    circuit_breaker: { consecutive_failures: 3, failure_rate: 25%, minimum_calls: 8, open_duration: 5s }
+    slow_start: 10s
     endpoints:
       - address: {alpha}
       - address: {beta}
@@ -131,7 +134,9 @@ clusters:
     endpoints:
       - address: {alpha}
       - address: {beta}
-  - name: flaky             # gamma alone
+  - name: flaky             # gamma alone, no retries: watch its breaker open and half-open
+    retries: { attempts: 0 }
+    circuit_breaker: { consecutive_failures: 3, open_duration: 5s }
     endpoints:
       - address: {gamma}
   - name: slow              # short request timeout: try ?delay=2s for a 504

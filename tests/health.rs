@@ -302,3 +302,26 @@ async fn slow_start_ramps_a_recovered_endpoint() {
     );
     assert!(late_share > early_share + 0.1);
 }
+
+#[tokio::test]
+async fn slow_probes_mark_an_endpoint_degraded() {
+    let a = FakeUpstream::start("a").await;
+    a.update(|x| x.delay = Duration::from_millis(120));
+    let gw = gateway(
+        &[&a],
+        "    health_check: { path: /healthz, interval: 300ms, timeout: 300ms, jitter: 0%, degraded_latency: 50ms }\n",
+    )
+    .await;
+    let mut events = gw.gateway().runtime().events.subscribe();
+    let e = next_event(&mut events, "health_changed").await;
+    assert_eq!(
+        (e["to"].as_str(), e["reason"].as_str()),
+        (Some("DEGRADED"), Some("degraded"))
+    );
+    a.update(|x| x.delay = Duration::ZERO);
+    let e = next_event(&mut events, "health_changed").await;
+    assert_eq!(
+        (e["from"].as_str(), e["to"].as_str()),
+        (Some("DEGRADED"), Some("HEALTHY"))
+    );
+}

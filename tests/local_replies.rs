@@ -81,7 +81,10 @@ async fn no_eligible_endpoint_is_503() {
         .runtime()
         .endpoint("backend", &up.addr().to_string())
         .expect("endpoint state");
-    ep.set_drained(true);
+    let events = &gw.gateway().runtime().events;
+    let mut rx = events.subscribe();
+    ep.set_drained(true, events);
+    assert_eq!(rx.try_recv().unwrap()["event"], "endpoint_drained");
     json_reply(
         client().get(gw.url("/x")).send().await.unwrap(),
         503,
@@ -89,7 +92,7 @@ async fn no_eligible_endpoint_is_503() {
     )
     .await;
     assert_eq!(up.hits(), 0);
-    ep.set_drained(false);
+    ep.set_drained(false, events);
     assert_eq!(
         client().get(gw.url("/x")).send().await.unwrap().status(),
         200

@@ -125,9 +125,24 @@ impl EndpointState {
         self.drained.load(Ordering::Relaxed)
     }
 
-    /// Operator drain: no new requests; in-flight ones finish. Returns whether it changed.
-    pub fn set_drained(&self, drained: bool) -> bool {
-        self.drained.swap(drained, Ordering::Relaxed) != drained
+    /// Operator drain: no new requests; in-flight ones finish. Announces `endpoint_drained` /
+    /// `endpoint_enabled` when it changes; returns whether it changed.
+    pub fn set_drained(&self, drained: bool, events: &Events) -> bool {
+        let changed = self.drained.swap(drained, Ordering::Relaxed) != drained;
+        if changed {
+            let name = if drained {
+                "endpoint_drained"
+            } else {
+                "endpoint_enabled"
+            };
+            events.emit(
+                name,
+                &self.cluster,
+                Some(&self.address),
+                json!({"in_flight": self.in_flight()}),
+            );
+        }
+        changed
     }
 
     pub fn in_flight(&self) -> u64 {

@@ -43,6 +43,14 @@ fn feed(b: &mut Breaker, c: &Config, now: Instant, calls: &[Call]) -> Option<Tra
     last
 }
 
+/// A breaker that just tripped on three consecutive failures at `t0`.
+fn tripped(c: &Config) -> (Breaker, Instant) {
+    let mut b = Breaker::new(c);
+    let t0 = Instant::now();
+    feed(&mut b, c, t0, &[FAIL, FAIL, FAIL]);
+    (b, t0)
+}
+
 fn opened(reason: &'static str, failures: u32, secs: u64) -> Option<Transition> {
     Some(Transition::Opened {
         reason,
@@ -141,9 +149,7 @@ fn time_window_forgets_old_calls() {
 #[test]
 fn open_half_opens_after_its_duration_and_admits_only_the_probes() {
     let c = cfg();
-    let mut b = Breaker::new(&c);
-    let t0 = Instant::now();
-    feed(&mut b, &c, t0, &[FAIL, FAIL, FAIL]);
+    let (mut b, t0) = tripped(&c);
     assert_eq!(
         b.retry_after(t0 + Duration::from_secs(4)),
         Some(Duration::from_secs(6))
@@ -162,9 +168,7 @@ fn open_half_opens_after_its_duration_and_admits_only_the_probes() {
 #[test]
 fn all_probes_succeeding_closes_and_resets() {
     let c = cfg();
-    let mut b = Breaker::new(&c);
-    let t0 = Instant::now();
-    feed(&mut b, &c, t0, &[FAIL, FAIL, FAIL]);
+    let (mut b, t0) = tripped(&c);
     let t1 = t0 + Duration::from_secs(10);
     b.admit(&c, t1);
     b.admit(&c, t1);
@@ -197,9 +201,7 @@ fn a_failed_probe_reopens_with_doubled_duration_up_to_the_cap() {
 #[test]
 fn a_lost_probe_reopens_after_the_probe_timeout() {
     let c = cfg();
-    let mut b = Breaker::new(&c);
-    let t0 = Instant::now();
-    feed(&mut b, &c, t0, &[FAIL, FAIL, FAIL]);
+    let (mut b, t0) = tripped(&c);
     let t1 = t0 + Duration::from_secs(10);
     assert_eq!(b.admit(&c, t1).0, Admit::Probe);
     assert_eq!(b.admit(&c, t1).0, Admit::Probe);
@@ -212,9 +214,7 @@ fn a_lost_probe_reopens_after_the_probe_timeout() {
 #[test]
 fn a_cancelled_probe_frees_its_slot() {
     let c = cfg();
-    let mut b = Breaker::new(&c);
-    let t0 = Instant::now();
-    feed(&mut b, &c, t0, &[FAIL, FAIL, FAIL]);
+    let (mut b, t0) = tripped(&c);
     let t1 = t0 + Duration::from_secs(10);
     b.admit(&c, t1);
     b.admit(&c, t1);
@@ -225,9 +225,7 @@ fn a_cancelled_probe_frees_its_slot() {
 #[test]
 fn late_outcomes_while_open_are_ignored() {
     let c = cfg();
-    let mut b = Breaker::new(&c);
-    let t0 = Instant::now();
-    feed(&mut b, &c, t0, &[FAIL, FAIL, FAIL]);
+    let (mut b, t0) = tripped(&c);
     assert_eq!(b.record(&c, t0, OK, false, true), None);
     assert_eq!(b.record(&c, t0, FAIL, false, true), None);
     assert_eq!(b.state(), State::Open);
