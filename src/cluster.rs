@@ -62,13 +62,19 @@ pub struct Picked<'a> {
 }
 
 impl Cluster {
-    /// Picks an endpoint for one try, skipping `exclude` (endpoints a retry already tried).
+    /// Picks an endpoint for one try, skipping `tried` (endpoints earlier tries used).
     ///
     /// Eligible = not drained, not DOWN (unless fewer than `panic_threshold` of the cluster
     /// pass health checks: then health is ignored), and admitted by its breaker (an OPEN one
-    /// refuses, a HALF-OPEN one admits only its probes). Slow start and DEGRADED lower an
-    /// endpoint's share: a candidate is taken with probability equal to its weight factor.
-    pub fn pick(&self, now: Instant, exclude: &[usize], events: &Events) -> Option<Picked<'_>> {
+    /// refuses, a HALF-OPEN one admits only its probes). The policy chooses among the usable
+    /// endpoints; if the chosen one's breaker refuses, it is skipped and the policy asked again.
+    pub fn pick(
+        &self,
+        now: Instant,
+        tried: &[usize],
+        key: Option<u64>,
+        events: &Events,
+    ) -> Option<Picked<'_>> {
         let n = self.endpoints.len();
         if n == 0 {
             return None;
@@ -79,45 +85,29 @@ impl Cluster {
             .filter(|e| e.state.health() != Health::Down)
             .count();
         let panic = (up as f64) < self.outlier.panic_threshold.0 * n as f64;
-        let mut fallback: Option<usize> = None;
-        for i in self.balancer.order(n, exclude.first().copied()) {
-            if exclude.contains(&i) {
-                continue;
-            }
-            let e = &self.endpoints[i];
-            let s = &e.state;
-            if s.is_drained() || (!panic && s.health() == Health::Down) {
-                continue;
-            }
-            let Some(admission) = s.admit(&self.breaker, now, events) else {
-                continue;
+        let mut skip: Vec<usize> = tried.to_vec();
+        for _ in 0..n {
+            let candidates = balance::Candidates {
+                endpoints: &self.endpoints,
+                now,
+                panic,
+                skip: &skip,
+                degraded_weight: self.outlier.degraded_weight.0,
             };
-            if admission == Admission::Probe {
-                return Some(Picked {
-                    index: i,
-                    endpoint: e,
-                    admission,
-                });
+            let i = self.balancer.choose(&candidates, tried.first().copied(), key)?;
+            let e = &self.endpoints[i];
+            match e.state.admit(&self.breaker, now, events) {
+                Some(admission) => {
+                    return Some(Picked {
+                        index: i,
+                        endpoint: e,
+                        admission,
+                    })
+                }
+                None => skip.push(i),
             }
-            let mut factor = s.slow_start_factor(now);
-            if s.health() == Health::Degraded {
-                factor *= self.outlier.degraded_weight.0;
-            }
-            if factor < 1.0 && fastrand::f64() >= factor {
-                fallback.get_or_insert(i);
-                continue;
-            }
-            return Some(Picked {
-                index: i,
-                endpoint: e,
-                admission,
-            });
         }
-        fallback.map(|i| Picked {
-            index: i,
-            endpoint: &self.endpoints[i],
-            admission: Admission::Normal,
-        })
+        None
     }
 
     /// May one more endpoint be ejected now (`max_ejection_percent`, at least one)?

@@ -8,6 +8,7 @@ pub mod headers;
 
 use crate::body::Body;
 use crate::cluster::Cluster;
+use gatehouse_config::policy::HashOn;
 use crate::error::{local_reply, ProxyError};
 use crate::listener::ListenerSettings;
 use crate::observe::access_log::AccessRecord;
@@ -133,6 +134,11 @@ async fn forward(
         r.cluster = Some(cluster.name.clone());
     }
     let matched_allows_non_idempotent = matched.route.retry_non_idempotent;
+    let key = cluster
+        .balancer
+        .hash_on()
+        .and_then(|h| hash_key(h, &req, ctx))
+        .map(|k| crate::cluster::balance::key_hash(&k));
 
     let max_body = ctx.listener.max_body_bytes;
     let declared = req
@@ -224,6 +230,7 @@ async fn forward(
         parts,
         body,
         matched_allows_non_idempotent,
+        key,
         &ctx.runtime.events,
         &mut tries,
     )
@@ -250,7 +257,7 @@ async fn forward_upgrade(
     rec: Option<&mut AccessRecord>,
 ) -> Result<Response<Body>, ProxyError> {
     let now = tokio::time::Instant::now();
-    let picked = cluster.pick(now, &[], &ctx.runtime.events).ok_or_else(|| {
+    let picked = cluster.pick(now, &[], None, &ctx.runtime.events).ok_or_else(|| {
         ProxyError::NoEligibleEndpoint {
             retry_after: cluster.retry_after(now),
         }
@@ -281,6 +288,41 @@ async fn forward_upgrade(
     }
     headers::strip_hop_by_hop(resp.headers_mut(), None);
     Ok(resp.map(|b| Body::stream(b).with_hold(Box::new(in_flight))))
+}
+
+/// The bytes a hashing policy hashes for this request, if the request has them.
+fn hash_key<B>(on: &HashOn, req: &Request<B>, ctx: &ConnCtx) -> Option<Vec<u8>> {
+    let h = req.headers();
+    match on {
+        HashOn::Header(name) => h.get(name.as_str()).map(|v| v.as_bytes().to_vec()),
+        HashOn::Cookie(name) => h
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .find_map(|kv| {
+                let (k, v) = kv.trim().split_once('=')?;
+                (k == name).then(|| v.as_bytes().to_vec())
+            }),
+        HashOn::ClientIp => Some(client_ip(ctx, h).to_string().into_bytes()),
+        HashOn::Path => Some(req.uri().path().as_bytes().to_vec()),
+    }
+}
+
+/// The client's address: the first `X-Forwarded-For` entry when the peer is a trusted proxy,
+/// else the peer.
+pub fn client_ip(ctx: &ConnCtx, h: &http::HeaderMap) -> std::net::IpAddr {
+    if ctx.trusted_peer {
+        if let Some(ip) = h
+            .get(&headers::X_FORWARDED_FOR)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .and_then(|v| v.trim().parse().ok())
+        {
+            return ip;
+        }
+    }
+    ctx.peer.ip()
 }
 
 fn version_str(v: Version) -> &'static str {

@@ -104,7 +104,7 @@ impl Runtime {
             let mut cstates = self.clusters.lock().unwrap_or_else(|p| p.into_inner());
             for c in &config.clusters {
                 let name: Arc<str> = c.name.as_str().into();
-                let endpoints = c
+                let endpoints: Vec<EndpointRef> = c
                     .endpoints
                     .iter()
                     .map(|e| {
@@ -153,13 +153,18 @@ impl Runtime {
                     })
                     .collect();
                 let cstate = cstates.entry(name.clone()).or_default().clone();
+                let hash_on = c
+                    .hash_on
+                    .as_deref()
+                    .and_then(|h| gatehouse_config::policy::parse_hash_on(h).ok());
+                let balancer = Balancer::new(c.lb, hash_on.as_ref(), &endpoints);
                 clusters.insert(
                     name.clone(),
                     Arc::new(Cluster {
                         name,
                         protocol: c.protocol,
                         endpoints,
-                        balancer: Balancer::new(c.lb),
+                        balancer,
                         timeouts: c.timeouts,
                         breaker: c.circuit_breaker,
                         outlier: c.outlier_detection,

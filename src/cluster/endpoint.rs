@@ -59,7 +59,15 @@ pub struct EndpointState {
     /// When the current slow-start ramp began (`clock_ms`), or `NO_RAMP`.
     ramp_from: AtomicU64,
     ramp_window_ms: AtomicU64,
+    /// While OPEN: when it may half-open (`clock_ms`), so policies skip it without the lock.
+    open_until: AtomicU64,
+    /// Peak-EWMA of response-head latency in ns (f64 bits), and when it was last updated.
+    ewma_ns: AtomicU64,
+    ewma_at: AtomicU64,
 }
+
+/// How fast the latency estimate decays (Linkerd's default).
+const EWMA_TAU_MS: f64 = 10_000.0;
 
 /// How the endpoint was admitted for one call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,6 +88,9 @@ impl EndpointState {
             breaker: Mutex::new(Breaker::new(breaker)),
             ramp_from: AtomicU64::new(NO_RAMP),
             ramp_window_ms: AtomicU64::new(0),
+            open_until: AtomicU64::new(0),
+            ewma_ns: AtomicU64::new(0f64.to_bits()),
+            ewma_at: AtomicU64::new(0),
         }
     }
 
@@ -196,6 +207,41 @@ impl EndpointState {
         }
     }
 
+    /// Feeds one latency sample: a higher one is taken at once (peak), a lower one is blended in
+    /// with a weight that grows with the time since the last sample.
+    pub fn observe_latency(&self, rtt: Duration, now: Instant) {
+        let sample = rtt.as_nanos() as f64;
+        let now_ms = clock_ms(now);
+        let prev = self.decayed_ewma(now_ms);
+        let next = if sample >= prev {
+            sample
+        } else {
+            let elapsed = now_ms.saturating_sub(self.ewma_at.load(Ordering::Relaxed)) as f64;
+            let w = (-elapsed / EWMA_TAU_MS).exp();
+            prev * w + sample * (1.0 - w)
+        };
+        self.ewma_ns.store(next.to_bits(), Ordering::Relaxed);
+        self.ewma_at.store(now_ms, Ordering::Relaxed);
+    }
+
+    /// The latency estimate now (ns), decayed towards zero while no sample arrives, so that an
+    /// endpoint once slow and then left alone is tried again.
+    pub fn latency_ewma(&self, now: Instant) -> f64 {
+        self.decayed_ewma(clock_ms(now))
+    }
+
+    fn decayed_ewma(&self, now_ms: u64) -> f64 {
+        let v = f64::from_bits(self.ewma_ns.load(Ordering::Relaxed));
+        let elapsed = now_ms.saturating_sub(self.ewma_at.load(Ordering::Relaxed)) as f64;
+        v * (-elapsed / EWMA_TAU_MS).exp()
+    }
+
+    /// True while the breaker is OPEN and not yet due to half-open: no point asking it.
+    pub fn open_and_waiting(&self, now: Instant) -> bool {
+        self.breaker_state() == BreakerState::Open
+            && clock_ms(now) < self.open_until.load(Ordering::Relaxed)
+    }
+
     /// Asks the breaker for one call. Cheap when CLOSED (no lock).
     pub fn admit(&self, cfg: &CircuitBreaker, now: Instant, events: &Events) -> Option<Admission> {
         if !cfg.enabled || self.breaker_state() == BreakerState::Closed {
@@ -265,6 +311,10 @@ impl EndpointState {
     }
 
     fn mirror(&self, b: &Breaker) {
+        if let Some(wait) = b.retry_after(Instant::now()) {
+            self.open_until
+                .store(clock_ms(Instant::now() + wait), Ordering::Relaxed);
+        }
         let v = match b.state() {
             BreakerState::Closed => 0,
             BreakerState::Open => 1,

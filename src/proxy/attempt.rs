@@ -80,6 +80,7 @@ pub async fn run(
     head: Parts,
     body: ReqBody,
     allow_non_idempotent: bool,
+    key: Option<u64>,
     events: &Events,
     tries: &mut Tries,
 ) -> Result<Answer, ProxyError> {
@@ -102,7 +103,7 @@ pub async fn run(
     let mut last: Option<Result<Answer, ProxyError>> = None;
     loop {
         let now = Instant::now();
-        let Some(picked) = cluster.pick(now, &tried, events) else {
+        let Some(picked) = cluster.pick(now, &tried, key, events) else {
             return last.unwrap_or_else(|| {
                 Err(ProxyError::NoEligibleEndpoint {
                     retry_after: cluster.retry_after(now),
@@ -140,6 +141,9 @@ pub async fn run(
         };
         let took = sent.elapsed();
         tries.upstream += took;
+        if matches!(result, Ok(_) | Err(ProxyError::RequestTimeout)) {
+            ep.state.observe_latency(took, Instant::now());
+        }
 
         // Record the outcome on the endpoint (errors that are not the endpoint's fault aren't).
         let call = match &result {

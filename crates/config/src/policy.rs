@@ -54,6 +54,36 @@ pub fn parse_retry_on(s: &str) -> Result<RetryOn, String> {
     }
 }
 
+/// What a consistent-hashing policy hashes.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum HashOn {
+    /// A request header's value (name lower-cased).
+    Header(String),
+    /// A cookie's value.
+    Cookie(String),
+    /// The client's IP (from a trusted proxy's `X-Forwarded-For`, else the peer).
+    ClientIp,
+    /// The request path (without the query).
+    Path,
+}
+
+pub fn parse_hash_on(s: &str) -> Result<HashOn, String> {
+    let bad = || format!("invalid hash_on {s:?}: expected header:NAME, cookie:NAME, client_ip or path");
+    match s.trim() {
+        "client_ip" => Ok(HashOn::ClientIp),
+        "path" => Ok(HashOn::Path),
+        other => match other.split_once(':') {
+            Some(("header", name)) if is_token(name) => Ok(HashOn::Header(name.to_ascii_lowercase())),
+            Some(("cookie", name)) if is_token(name) => Ok(HashOn::Cookie(name.to_string())),
+            _ => Err(bad()),
+        },
+    }
+}
+
+fn is_token(s: &str) -> bool {
+    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -70,5 +100,10 @@ mod tests {
         assert_eq!(parse_retry_on("503"), Ok(RetryOn::Status(503)));
         assert_eq!(parse_retry_on("reset"), Ok(RetryOn::Reset));
         assert!(parse_retry_on("sometimes").is_err());
+        assert_eq!(parse_hash_on("header:X-User"), Ok(HashOn::Header("x-user".into())));
+        assert_eq!(parse_hash_on("cookie:session"), Ok(HashOn::Cookie("session".into())));
+        assert_eq!(parse_hash_on("client_ip"), Ok(HashOn::ClientIp));
+        assert!(parse_hash_on("header:").is_err());
+        assert!(parse_hash_on("body").is_err());
     }
 }

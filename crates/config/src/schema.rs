@@ -88,11 +88,30 @@ pub enum Protocol {
     Http2,
 }
 
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "snake_case")]
 pub enum LbPolicy {
+    /// Each endpoint in turn (weights ignored except for slow start and DEGRADED).
     #[default]
     RoundRobin,
+    /// NGINX's smooth weighted round robin over effective weights.
+    WeightedRoundRobin,
+    /// Fewest requests in flight: power of two choices, normalised by weight.
+    LeastRequest,
+    /// Power of two choices over peak-EWMA latency × (in flight + 1) (Linkerd's algorithm).
+    P2cEwma,
+    /// Consistent hashing on a ring with virtual nodes, keyed by `hash_on`.
+    RingHash,
+    /// Maglev consistent hashing (a 65537-entry lookup table), keyed by `hash_on`.
+    Maglev,
+    /// Uniformly at random, weighted.
+    Random,
+}
+
+impl LbPolicy {
+    pub fn is_hashing(self) -> bool {
+        matches!(self, LbPolicy::RingHash | LbPolicy::Maglev)
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -103,6 +122,10 @@ pub struct Cluster {
     pub protocol: Protocol,
     #[serde(default)]
     pub lb: LbPolicy,
+    /// What `ring_hash` and `maglev` hash: `header:NAME`, `cookie:NAME`, `client_ip` or `path`.
+    /// A request without that key is balanced round robin.
+    #[serde(default)]
+    pub hash_on: Option<String>,
     pub endpoints: Vec<Endpoint>,
     #[serde(default)]
     pub timeouts: Timeouts,

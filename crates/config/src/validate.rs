@@ -157,6 +157,22 @@ pub fn validate(c: &Config) -> Vec<Problem> {
 }
 
 fn validate_resilience(p: &mut impl FnMut(String, String), at: &str, cl: &crate::schema::Cluster) {
+    match (&cl.hash_on, cl.lb.is_hashing()) {
+        (Some(h), true) => {
+            if let Err(e) = crate::policy::parse_hash_on(h) {
+                p(format!("{at}.hash_on"), e);
+            }
+        }
+        (None, true) => p(
+            format!("{at}.lb"),
+            "ring_hash and maglev need hash_on (header:NAME, cookie:NAME, client_ip or path)".into(),
+        ),
+        (Some(_), false) => p(
+            format!("{at}.hash_on"),
+            "hash_on is only used by lb: ring_hash or maglev".into(),
+        ),
+        (None, false) => {}
+    }
     let hc = &cl.health_check;
     let h = format!("{at}.health_check");
     for (field, d) in [("interval", hc.interval), ("timeout", hc.timeout)] {
