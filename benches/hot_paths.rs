@@ -53,19 +53,52 @@ fn pick(c: &mut Criterion) {
         .build()
         .expect("rt");
     let _guard = rt.enter();
-    for n in [3usize, 10, 100] {
-        let runtime = gatehouse::runtime::Runtime::new(config(1, n), None);
-        let snap = runtime.snapshot();
-        let cluster = snap.clusters.get("c").expect("cluster").clone();
-        let events = gatehouse::observe::events::Events::new(false);
-        c.bench_function(&format!("pick/round_robin/{n}_endpoints"), |b| {
-            b.iter(|| {
-                black_box(
-                    cluster
-                        .pick(tokio::time::Instant::now(), &[], &events)
-                        .map(|p| p.index),
-                )
-            })
+    let events = gatehouse::observe::events::Events::new(false);
+    for policy in [
+        "round_robin",
+        "weighted_round_robin",
+        "least_request",
+        "p2c_ewma",
+        "ring_hash",
+        "maglev",
+        "random",
+    ] {
+        for n in [3usize, 10, 100] {
+            let mut cfg = config(1, n);
+            cfg.clusters[0].lb = serde_saphyr::from_str(policy).expect("policy");
+            if cfg.clusters[0].lb.is_hashing() {
+                cfg.clusters[0].hash_on = Some("path".into());
+            }
+            for (i, e) in cfg.clusters[0].endpoints.iter_mut().enumerate() {
+                e.weight = 1 + (i % 3) as u32;
+            }
+            let runtime = gatehouse::runtime::Runtime::new(cfg, None);
+            let snap = runtime.snapshot();
+            let cluster = snap.clusters.get("c").expect("cluster").clone();
+            let mut k = 0u64;
+            c.bench_function(&format!("pick/{policy}/{n}_endpoints"), |b| {
+                b.iter(|| {
+                    k = k.wrapping_add(0x9E37_79B9_7F4A_7C15);
+                    black_box(
+                        cluster
+                            .pick(tokio::time::Instant::now(), &[], Some(k), &events)
+                            .map(|p| p.index),
+                    )
+                })
+            });
+        }
+    }
+}
+
+fn ring_build(c: &mut Criterion) {
+    for n in [10usize, 100] {
+        let addrs: Vec<String> = (0..n).map(|i| format!("10.0.0.{i}:80")).collect();
+        let eps: Vec<(&str, u32)> = addrs.iter().map(|a| (a.as_str(), 1)).collect();
+        c.bench_function(&format!("build/ring_hash/{n}_endpoints"), |b| {
+            b.iter(|| black_box(gatehouse::cluster::balance::Ring::new(&eps)))
+        });
+        c.bench_function(&format!("build/maglev/{n}_endpoints"), |b| {
+            b.iter(|| black_box(gatehouse::cluster::balance::Maglev::new(&eps)))
         });
     }
 }
@@ -87,5 +120,5 @@ fn ids(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, route_match, pick, ids);
+criterion_group!(benches, route_match, pick, ring_build, ids);
 criterion_main!(benches);

@@ -15,6 +15,7 @@ use budget::RetryBudget;
 use endpoint::{Admission, EndpointState, Health};
 use gatehouse_config::policy::RetryOn;
 use gatehouse_config::{CircuitBreaker, OutlierDetection, Protocol, Retries, Timeouts};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -52,6 +53,8 @@ pub struct Cluster {
     pub health_checks: bool,
     pub slow_start: Duration,
     pub state: Arc<ClusterState>,
+    /// (health epoch << 1) | panic, see `panic()`.
+    pub panic_cache: AtomicU64,
 }
 
 /// The endpoint chosen for one try.
@@ -79,12 +82,7 @@ impl Cluster {
         if n == 0 {
             return None;
         }
-        let up = self
-            .endpoints
-            .iter()
-            .filter(|e| e.state.health() != Health::Down)
-            .count();
-        let panic = (up as f64) < self.outlier.panic_threshold.0 * n as f64;
+        let panic = self.panic();
         let mut skip: Vec<usize> = tried.to_vec();
         for _ in 0..n {
             let candidates = balance::Candidates {
@@ -108,6 +106,26 @@ impl Cluster {
             }
         }
         None
+    }
+
+    /// Whether fewer than `panic_threshold` of the endpoints pass health checks. Cached until
+    /// the next health transition anywhere (`health_epoch`): health changes are rare, picks
+    /// are not.
+    fn panic(&self) -> bool {
+        let epoch = endpoint::health_epoch();
+        let cached = self.panic_cache.load(Ordering::Acquire);
+        if cached >> 1 == epoch {
+            return cached & 1 == 1;
+        }
+        let up = self
+            .endpoints
+            .iter()
+            .filter(|e| e.state.health() != Health::Down)
+            .count();
+        let panic = (up as f64) < self.outlier.panic_threshold.0 * self.endpoints.len() as f64;
+        self.panic_cache
+            .store(epoch << 1 | u64::from(panic), Ordering::Release);
+        panic
     }
 
     /// May one more endpoint be ejected now (`max_ejection_percent`, at least one)?

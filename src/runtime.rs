@@ -178,6 +178,7 @@ impl Runtime {
                         health_checks: c.health_check.enabled,
                         slow_start: c.slow_start.0,
                         state: cstate,
+                        panic_cache: std::sync::atomic::AtomicU64::new(0),
                     }),
                 );
             }

@@ -67,7 +67,7 @@ impl Candidates<'_> {
 
 pub enum Policy {
     RoundRobin,
-    Weighted(Mutex<Vec<f64>>),
+    Weighted(Weighted),
     LeastRequest,
     P2cEwma,
     Ring(Ring, HashOn),
@@ -91,7 +91,7 @@ impl Balancer {
         let hash_on = hash_on.cloned().unwrap_or(HashOn::Path);
         let policy = match policy {
             LbPolicy::RoundRobin => Policy::RoundRobin,
-            LbPolicy::WeightedRoundRobin => Policy::Weighted(Mutex::new(vec![0.0; endpoints.len()])),
+            LbPolicy::WeightedRoundRobin => Policy::Weighted(Weighted::new(endpoints)),
             LbPolicy::LeastRequest => Policy::LeastRequest,
             LbPolicy::P2cEwma => Policy::P2cEwma,
             LbPolicy::RingHash => Policy::Ring(Ring::new(&weighted), hash_on),
@@ -124,10 +124,7 @@ impl Balancer {
         }
         match &self.policy {
             Policy::RoundRobin => self.round_robin(c, first_try),
-            Policy::Weighted(current) => {
-                let mut cur = current.lock().unwrap_or_else(|e| e.into_inner());
-                smooth_weighted(c, &mut cur)
-            }
+            Policy::Weighted(w) => w.choose(c),
             Policy::LeastRequest => p2c(c, |i| (c.endpoints[i].state.in_flight() + 1) as f64),
             Policy::P2cEwma => p2c(c, |i| {
                 let s = &c.endpoints[i].state;
@@ -170,16 +167,62 @@ impl Balancer {
     }
 }
 
-/// NGINX's smooth weighted round robin: every usable endpoint's current weight grows by its
-/// effective weight; the largest wins and pays back the total. No bursts to heavy endpoints.
-fn smooth_weighted(c: &Candidates, cur: &mut [f64]) -> Option<usize> {
+/// NGINX's smooth weighted round robin. With static weights its sequence is periodic (period =
+/// the sum of weights), so it is computed once per snapshot and the common pick is one atomic
+/// add. A slot whose endpoint is unusable or ramping up (slow start, DEGRADED) is given by the
+/// same algorithm run live over the usable endpoints' effective weights, so shares stay
+/// proportional whatever is out.
+pub struct Weighted {
+    sequence: Vec<u32>,
+    next: AtomicUsize,
+    live: Mutex<Vec<f64>>,
+}
+
+/// Longest precomputed sequence; larger weight sums always use the live algorithm.
+const MAX_SEQUENCE: u64 = 1 << 16;
+
+impl Weighted {
+    fn new(endpoints: &[EndpointRef]) -> Self {
+        let total: u64 = endpoints.iter().map(|e| u64::from(e.weight)).sum();
+        let mut sequence = Vec::new();
+        if total <= MAX_SEQUENCE {
+            let mut cur = vec![0.0; endpoints.len()];
+            let weights: Vec<f64> = endpoints.iter().map(|e| f64::from(e.weight)).collect();
+            for _ in 0..total {
+                if let Some(i) = smooth_step(&mut cur, |i| Some(weights[i])) {
+                    sequence.push(i as u32);
+                }
+            }
+        }
+        Weighted {
+            sequence,
+            next: AtomicUsize::new(0),
+            live: Mutex::new(vec![0.0; endpoints.len()]),
+        }
+    }
+
+    fn choose(&self, c: &Candidates) -> Option<usize> {
+        if !self.sequence.is_empty() {
+            let k = self.next.fetch_add(1, Ordering::Relaxed) % self.sequence.len();
+            let i = self.sequence[k] as usize;
+            if c.usable(i) && c.factor(i) >= 1.0 {
+                return Some(i);
+            }
+        }
+        let mut cur = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        smooth_step(&mut cur, |i| c.usable(i).then(|| c.weight(i)))
+    }
+}
+
+/// One step of NGINX's smooth weighted round robin: every endpoint with a weight adds it to its
+/// current weight; the largest wins and pays back the total. No bursts to heavy endpoints.
+fn smooth_step(cur: &mut [f64], weight: impl Fn(usize) -> Option<f64>) -> Option<usize> {
     let mut total = 0.0;
     let mut best: Option<usize> = None;
-    for i in 0..c.endpoints.len().min(cur.len()) {
-        if !c.usable(i) {
+    for i in 0..cur.len() {
+        let Some(w) = weight(i) else {
             continue;
-        }
-        let w = c.weight(i);
+        };
         cur[i] += w;
         total += w;
         if best.is_none_or(|b| cur[i] > cur[b]) {

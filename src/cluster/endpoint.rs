@@ -39,6 +39,14 @@ fn clock_ms(now: Instant) -> u64 {
 
 const NO_RAMP: u64 = 0;
 
+/// Bumped on every health transition anywhere, so clusters can cache what they derive from
+/// health (the panic decision) and recompute only after a change.
+static HEALTH_EPOCH: AtomicU64 = AtomicU64::new(1);
+
+pub fn health_epoch() -> u64 {
+    HEALTH_EPOCH.load(Ordering::Acquire)
+}
+
 /// The slow-start weight factor: 10 % at `since`, rising linearly to 100 % at `since + window`.
 pub fn slow_start_factor(elapsed: Duration, window: Duration) -> f64 {
     if window.is_zero() || elapsed >= window {
@@ -104,6 +112,9 @@ impl EndpointState {
     /// this, since a passing TCP check says nothing about the 5xx that may have opened it.
     pub fn set_health(&self, h: Health, slow_start: Duration, events: &Events) -> Health {
         let prev = Health::from_u8(self.health.swap(h as u8, Ordering::Relaxed));
+        if prev != h {
+            HEALTH_EPOCH.fetch_add(1, Ordering::AcqRel);
+        }
         if prev == Health::Down && h != Health::Down {
             self.start_ramp(slow_start);
             let reset = {

@@ -54,6 +54,7 @@ fn weighted_round_robin_skips_unusable_endpoints() {
     let b = Balancer::new(LbPolicy::WeightedRoundRobin, None, &e);
     e[0].state.set_drained(true, &crate::observe::events::Events::new(false));
     let c = counts(&b, &e, 100);
+    assert_eq!(c[0], 0);
     assert_eq!(c, [0, 50, 50]);
 }
 
