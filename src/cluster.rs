@@ -92,7 +92,9 @@ impl Cluster {
                 skip: &skip,
                 degraded_weight: self.outlier.degraded_weight.0,
             };
-            let i = self.balancer.choose(&candidates, tried.first().copied(), key)?;
+            let i = self
+                .balancer
+                .choose(&candidates, tried.first().copied(), key)?;
             let e = &self.endpoints[i];
             match e.state.admit(&self.breaker, now, events) {
                 Some(admission) => {

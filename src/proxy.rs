@@ -8,13 +8,13 @@ pub mod headers;
 
 use crate::body::Body;
 use crate::cluster::Cluster;
-use gatehouse_config::policy::HashOn;
 use crate::error::{local_reply, ProxyError};
 use crate::listener::ListenerSettings;
 use crate::observe::access_log::AccessRecord;
 use crate::observe::ids::{self, TraceContext, TRACEPARENT, X_REQUEST_ID};
 use crate::runtime::{Runtime, Snapshot};
 use bytes::Bytes;
+use gatehouse_config::policy::HashOn;
 use http::{header, HeaderValue, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -257,11 +257,11 @@ async fn forward_upgrade(
     rec: Option<&mut AccessRecord>,
 ) -> Result<Response<Body>, ProxyError> {
     let now = tokio::time::Instant::now();
-    let picked = cluster.pick(now, &[], None, &ctx.runtime.events).ok_or_else(|| {
-        ProxyError::NoEligibleEndpoint {
+    let picked = cluster
+        .pick(now, &[], None, &ctx.runtime.events)
+        .ok_or_else(|| ProxyError::NoEligibleEndpoint {
             retry_after: cluster.retry_after(now),
-        }
-    })?;
+        })?;
     let ep = picked.endpoint;
     let in_flight = ep.state.start_request();
     let body = match body {

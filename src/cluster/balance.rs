@@ -97,7 +97,10 @@ impl Balancer {
             LbPolicy::RingHash => Policy::Ring(Ring::new(&weighted), hash_on),
             LbPolicy::Maglev => Policy::Maglev(Maglev::new(&weighted), hash_on),
             LbPolicy::Random => Policy::Random {
-                max_weight: endpoints.iter().map(|e| f64::from(e.weight)).fold(1.0, f64::max),
+                max_weight: endpoints
+                    .iter()
+                    .map(|e| f64::from(e.weight))
+                    .fold(1.0, f64::max),
             },
         };
         Balancer {
@@ -117,7 +120,12 @@ impl Balancer {
     /// Chooses an endpoint among the usable ones. `first_try` is the endpoint this request's
     /// first try went to (retries continue round robin from there); `key` is the request's
     /// hash for hashing policies (none: round robin).
-    pub fn choose(&self, c: &Candidates, first_try: Option<usize>, key: Option<u64>) -> Option<usize> {
+    pub fn choose(
+        &self,
+        c: &Candidates,
+        first_try: Option<usize>,
+        key: Option<u64>,
+    ) -> Option<usize> {
         let n = c.endpoints.len();
         if n == 0 {
             return None;

@@ -68,12 +68,15 @@ pub enum HashOn {
 }
 
 pub fn parse_hash_on(s: &str) -> Result<HashOn, String> {
-    let bad = || format!("invalid hash_on {s:?}: expected header:NAME, cookie:NAME, client_ip or path");
+    let bad =
+        || format!("invalid hash_on {s:?}: expected header:NAME, cookie:NAME, client_ip or path");
     match s.trim() {
         "client_ip" => Ok(HashOn::ClientIp),
         "path" => Ok(HashOn::Path),
         other => match other.split_once(':') {
-            Some(("header", name)) if is_token(name) => Ok(HashOn::Header(name.to_ascii_lowercase())),
+            Some(("header", name)) if is_token(name) => {
+                Ok(HashOn::Header(name.to_ascii_lowercase()))
+            }
             Some(("cookie", name)) if is_token(name) => Ok(HashOn::Cookie(name.to_string())),
             _ => Err(bad()),
         },
@@ -81,7 +84,9 @@ pub fn parse_hash_on(s: &str) -> Result<HashOn, String> {
 }
 
 fn is_token(s: &str) -> bool {
-    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c))
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c))
 }
 
 #[cfg(test)]
@@ -100,8 +105,14 @@ mod tests {
         assert_eq!(parse_retry_on("503"), Ok(RetryOn::Status(503)));
         assert_eq!(parse_retry_on("reset"), Ok(RetryOn::Reset));
         assert!(parse_retry_on("sometimes").is_err());
-        assert_eq!(parse_hash_on("header:X-User"), Ok(HashOn::Header("x-user".into())));
-        assert_eq!(parse_hash_on("cookie:session"), Ok(HashOn::Cookie("session".into())));
+        assert_eq!(
+            parse_hash_on("header:X-User"),
+            Ok(HashOn::Header("x-user".into()))
+        );
+        assert_eq!(
+            parse_hash_on("cookie:session"),
+            Ok(HashOn::Cookie("session".into()))
+        );
         assert_eq!(parse_hash_on("client_ip"), Ok(HashOn::ClientIp));
         assert!(parse_hash_on("header:").is_err());
         assert!(parse_hash_on("body").is_err());

@@ -165,7 +165,8 @@ fn validate_resilience(p: &mut impl FnMut(String, String), at: &str, cl: &crate:
         }
         (None, true) => p(
             format!("{at}.lb"),
-            "ring_hash and maglev need hash_on (header:NAME, cookie:NAME, client_ip or path)".into(),
+            "ring_hash and maglev need hash_on (header:NAME, cookie:NAME, client_ip or path)"
+                .into(),
         ),
         (Some(_), false) => p(
             format!("{at}.hash_on"),

@@ -69,7 +69,8 @@ impl Maglev {
             .iter()
             .map(|(addr, _)| {
                 let offset = (xxh3_64_with_seed(addr.as_bytes(), 0xA5A5) % m as u64) as usize;
-                let skip = (xxh3_64_with_seed(addr.as_bytes(), 0x5A5A) % (m as u64 - 1)) as usize + 1;
+                let skip =
+                    (xxh3_64_with_seed(addr.as_bytes(), 0x5A5A) % (m as u64 - 1)) as usize + 1;
                 (offset, skip)
             })
             .collect();

@@ -15,7 +15,11 @@ fn eps(weights: &[u32]) -> Vec<EndpointRef> {
         .map(|(i, w)| {
             let addr = format!("10.0.0.{i}:80");
             EndpointRef {
-                state: Arc::new(EndpointState::new("c".into(), addr.as_str().into(), &CircuitBreaker::default())),
+                state: Arc::new(EndpointState::new(
+                    "c".into(),
+                    addr.as_str().into(),
+                    &CircuitBreaker::default(),
+                )),
                 weight: *w,
                 client: UpstreamClient::new(&addr, Protocol::Http1, &Timeouts::default()),
             }
@@ -24,7 +28,13 @@ fn eps(weights: &[u32]) -> Vec<EndpointRef> {
 }
 
 fn cands<'a>(e: &'a [EndpointRef], skip: &'a [usize]) -> Candidates<'a> {
-    Candidates { endpoints: e, now: Instant::now(), panic: false, skip, degraded_weight: 0.5 }
+    Candidates {
+        endpoints: e,
+        now: Instant::now(),
+        panic: false,
+        skip,
+        degraded_weight: 0.5,
+    }
 }
 
 fn counts(b: &Balancer, e: &[EndpointRef], n: usize) -> Vec<usize> {
@@ -39,12 +49,16 @@ fn counts(b: &Balancer, e: &[EndpointRef], n: usize) -> Vec<usize> {
 fn smooth_weighted_round_robin_exact_sequences() {
     let e = eps(&[5, 1, 1]);
     let b = Balancer::new(LbPolicy::WeightedRoundRobin, None, &e);
-    let seq: Vec<usize> = (0..14).map(|_| b.choose(&cands(&e, &[]), None, None).unwrap()).collect();
+    let seq: Vec<usize> = (0..14)
+        .map(|_| b.choose(&cands(&e, &[]), None, None).unwrap())
+        .collect();
     // NGINX's documented sequence for 5:1:1 is a a b a c a a, repeating: no burst of five a's.
     assert_eq!(seq, [0, 0, 1, 0, 2, 0, 0, 0, 0, 1, 0, 2, 0, 0]);
     let e = eps(&[2, 1]);
     let b = Balancer::new(LbPolicy::WeightedRoundRobin, None, &e);
-    let seq: Vec<usize> = (0..6).map(|_| b.choose(&cands(&e, &[]), None, None).unwrap()).collect();
+    let seq: Vec<usize> = (0..6)
+        .map(|_| b.choose(&cands(&e, &[]), None, None).unwrap())
+        .collect();
     assert_eq!(seq, [0, 1, 0, 0, 1, 0]);
 }
 
@@ -52,7 +66,8 @@ fn smooth_weighted_round_robin_exact_sequences() {
 fn weighted_round_robin_skips_unusable_endpoints() {
     let e = eps(&[5, 1, 1]);
     let b = Balancer::new(LbPolicy::WeightedRoundRobin, None, &e);
-    e[0].state.set_drained(true, &crate::observe::events::Events::new(false));
+    e[0].state
+        .set_drained(true, &crate::observe::events::Events::new(false));
     let c = counts(&b, &e, 100);
     assert_eq!(c[0], 0);
     assert_eq!(c, [0, 50, 50]);
@@ -70,10 +85,16 @@ fn least_request_prefers_idle_endpoints() {
     let e = eps(&[1, 1]);
     let b = Balancer::new(LbPolicy::LeastRequest, None, &e);
     let _busy: Vec<_> = (0..5).map(|_| e[0].state.start_request()).collect();
-    assert_eq!(counts(&b, &e, 200), [0, 200], "with two endpoints P2C always compares both");
+    assert_eq!(
+        counts(&b, &e, 200),
+        [0, 200],
+        "with two endpoints P2C always compares both"
+    );
     let e = eps(&[1, 1, 1]);
     let b = Balancer::new(LbPolicy::LeastRequest, None, &e);
-    let _busy: Vec<_> = (0..5).flat_map(|_| [e[0].state.start_request(), e[1].state.start_request()]).collect();
+    let _busy: Vec<_> = (0..5)
+        .flat_map(|_| [e[0].state.start_request(), e[1].state.start_request()])
+        .collect();
     let c = counts(&b, &e, 3000);
     // The idle one wins whenever it is one of the two choices: 2/3 of the time.
     assert!(c[2] > 1800, "{c:?}");
@@ -102,7 +123,8 @@ async fn p2c_ewma_avoids_the_slow_endpoint_and_retries_it_later() {
     drop(_busy);
     // Left alone, the slow one's estimate decays and it is tried again.
     tokio::time::advance(Duration::from_secs(60)).await;
-    e[1].state.observe_latency(Duration::from_millis(1), Instant::now());
+    e[1].state
+        .observe_latency(Duration::from_millis(1), Instant::now());
     assert!(counts(&b, &e, 10)[0] == 10, "{:?}", counts(&b, &e, 10));
 }
 
@@ -117,7 +139,10 @@ fn random_follows_weights() {
 
 fn owners(b: &Balancer, e: &[EndpointRef], keys: u64, skip: &[usize]) -> Vec<usize> {
     (0..keys)
-        .map(|k| b.choose(&cands(e, skip), None, Some(key_hash(&k.to_le_bytes()))).unwrap())
+        .map(|k| {
+            b.choose(&cands(e, skip), None, Some(key_hash(&k.to_le_bytes())))
+                .unwrap()
+        })
         .collect()
 }
 
@@ -129,7 +154,12 @@ fn moved_on_removal(policy: LbPolicy, n: usize, gone: usize) -> (f64, usize) {
         .into_iter()
         .map(|i| e[i].state.address.to_string())
         .collect();
-    let e2: Vec<EndpointRef> = e.into_iter().enumerate().filter(|(i, _)| *i != gone).map(|(_, x)| x).collect();
+    let e2: Vec<EndpointRef> = e
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| *i != gone)
+        .map(|(_, x)| x)
+        .collect();
     let b2 = Balancer::new(policy, Some(&HashOn::Path), &e2);
     let after: Vec<String> = owners(&b2, &e2, 20_000, &[])
         .into_iter()
@@ -149,7 +179,11 @@ fn moved_on_removal(policy: LbPolicy, n: usize, gone: usize) -> (f64, usize) {
 fn ring_hash_remaps_about_one_nth_when_an_endpoint_leaves() {
     for n in [5, 10] {
         let (moved, others) = moved_on_removal(LbPolicy::RingHash, n, 3);
-        eprintln!("ring_hash: {n} endpoints, one removed: {:.1} % of keys moved (ideal {:.1} %)", moved * 100.0, 100.0 / n as f64);
+        eprintln!(
+            "ring_hash: {n} endpoints, one removed: {:.1} % of keys moved (ideal {:.1} %)",
+            moved * 100.0,
+            100.0 / n as f64
+        );
         assert!(moved <= 1.5 / n as f64, "{moved}");
         assert_eq!(others, 0, "only the removed endpoint's keys move");
     }
@@ -159,7 +193,11 @@ fn ring_hash_remaps_about_one_nth_when_an_endpoint_leaves() {
 fn maglev_remaps_about_one_nth_when_an_endpoint_leaves() {
     for n in [5, 10] {
         let (moved, others) = moved_on_removal(LbPolicy::Maglev, n, 3);
-        eprintln!("maglev: {n} endpoints, one removed: {:.1} % of keys moved (ideal {:.1} %)", moved * 100.0, 100.0 / n as f64);
+        eprintln!(
+            "maglev: {n} endpoints, one removed: {:.1} % of keys moved (ideal {:.1} %)",
+            moved * 100.0,
+            100.0 / n as f64
+        );
         assert!(moved <= 1.5 / n as f64, "{moved}");
         assert!((others as f64) < 0.02 * 20_000.0, "{others}");
     }
@@ -176,7 +214,10 @@ fn hashing_is_sticky_spread_and_routes_around_unusable_endpoints() {
         for i in &first {
             *spread.entry(*i).or_insert(0) += 1;
         }
-        assert!(spread.values().all(|c| (700..1300).contains(c)), "{policy:?}: {spread:?}");
+        assert!(
+            spread.values().all(|c| (700..1300).contains(c)),
+            "{policy:?}: {spread:?}"
+        );
         // Endpoint 1 unusable (tried, open...): its keys go elsewhere, nobody else's move.
         let without = owners(&b, &e, 4000, &[1]);
         for (a, b2) in first.iter().zip(&without) {
@@ -187,7 +228,9 @@ fn hashing_is_sticky_spread_and_routes_around_unusable_endpoints() {
             }
         }
         // No key: round robin.
-        let rr: Vec<usize> = (0..4).map(|_| b.choose(&cands(&e, &[]), None, None).unwrap()).collect();
+        let rr: Vec<usize> = (0..4)
+            .map(|_| b.choose(&cands(&e, &[]), None, None).unwrap())
+            .collect();
         let mut sorted = rr.clone();
         sorted.sort_unstable();
         assert_eq!(sorted, [0, 1, 2, 3], "{policy:?}: {rr:?}");
@@ -208,9 +251,19 @@ fn every_policy_skips_tried_endpoints() {
         let e = eps(&[1, 2, 3]);
         let b = Balancer::new(policy, Some(&HashOn::Path), &e);
         for k in 0..50u64 {
-            let i = b.choose(&cands(&e, &[0, 2]), Some(0), Some(key_hash(&k.to_le_bytes()))).unwrap();
+            let i = b
+                .choose(
+                    &cands(&e, &[0, 2]),
+                    Some(0),
+                    Some(key_hash(&k.to_le_bytes())),
+                )
+                .unwrap();
             assert_eq!(i, 1, "{policy:?}");
         }
-        assert_eq!(b.choose(&cands(&e, &[0, 1, 2]), Some(0), Some(1)), None, "{policy:?}");
+        assert_eq!(
+            b.choose(&cands(&e, &[0, 1, 2]), Some(0), Some(1)),
+            None,
+            "{policy:?}"
+        );
     }
 }
