@@ -176,30 +176,20 @@ fn moved_on_removal(policy: LbPolicy, n: usize, gone: usize) -> (f64, usize) {
 }
 
 #[test]
-fn ring_hash_remaps_about_one_nth_when_an_endpoint_leaves() {
-    for n in [5, 10] {
-        let (moved, others) = moved_on_removal(LbPolicy::RingHash, n, 3);
-        eprintln!(
-            "ring_hash: {n} endpoints, one removed: {:.1} % of keys moved (ideal {:.1} %)",
-            moved * 100.0,
-            100.0 / n as f64
-        );
-        assert!(moved <= 1.5 / n as f64, "{moved}");
-        assert_eq!(others, 0, "only the removed endpoint's keys move");
-    }
-}
-
-#[test]
-fn maglev_remaps_about_one_nth_when_an_endpoint_leaves() {
-    for n in [5, 10] {
-        let (moved, others) = moved_on_removal(LbPolicy::Maglev, n, 3);
-        eprintln!(
-            "maglev: {n} endpoints, one removed: {:.1} % of keys moved (ideal {:.1} %)",
-            moved * 100.0,
-            100.0 / n as f64
-        );
-        assert!(moved <= 1.5 / n as f64, "{moved}");
-        assert!((others as f64) < 0.02 * 20_000.0, "{others}");
+fn consistent_hashing_remaps_about_one_nth_when_an_endpoint_leaves() {
+    // (policy, keys of staying endpoints allowed to move): the ring moves none of them;
+    // Maglev's table rebuild moves a few.
+    for (policy, others_allowed) in [(LbPolicy::RingHash, 0), (LbPolicy::Maglev, 400)] {
+        for n in [5, 10] {
+            let (moved, others) = moved_on_removal(policy, n, 3);
+            eprintln!(
+                "{policy:?}: {n} endpoints, one removed: {:.1} % of keys moved (ideal {:.1} %)",
+                moved * 100.0,
+                100.0 / n as f64
+            );
+            assert!(moved <= 1.5 / n as f64, "{policy:?}: {moved}");
+            assert!(others <= others_allowed, "{policy:?}: {others}");
+        }
     }
 }
 
