@@ -9,6 +9,7 @@ pub mod body;
 pub mod cluster;
 pub mod demo;
 pub mod error;
+pub mod filter;
 pub mod listener;
 pub mod observe;
 pub mod proxy;

@@ -9,8 +9,10 @@ pub mod policy;
 pub mod position;
 pub mod schema;
 pub mod template;
+pub mod traffic;
 pub mod units;
 pub mod validate;
+pub mod validate_traffic;
 
 pub use schema::*;
 pub use units::{ByteSize, Dur, Percent, Window};
@@ -90,7 +92,7 @@ pub fn load_str(text: &str, source: &str) -> Result<Config, ConfigErrors> {
     let mut options = serde_saphyr::Options::default();
     options.strict_booleans = true;
     options.with_snippet = false;
-    let config: Config = match serde_saphyr::from_str_with_options(text, options) {
+    let mut config: Config = match serde_saphyr::from_str_with_options(text, options) {
         Ok(c) => c,
         Err(e) => {
             let pos = e.location().map(|l| Pos {
@@ -108,6 +110,7 @@ pub fn load_str(text: &str, source: &str) -> Result<Config, ConfigErrors> {
             return Err(ConfigErrors(vec![at(path, message, pos)]));
         }
     };
+    validate_traffic::apply_env_overrides(&mut config);
     let problems = validate::validate(&config);
     if problems.is_empty() {
         Ok(config)

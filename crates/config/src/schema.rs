@@ -22,6 +22,14 @@ pub struct Config {
     /// Where the JSON access log goes (default stdout).
     #[serde(default)]
     pub access_log: AccessLog,
+    #[serde(default)]
+    pub consumers: Vec<crate::traffic::Consumer>,
+    #[serde(default)]
+    pub rate_limits: Vec<crate::traffic::RateLimit>,
+    #[serde(default)]
+    pub redis: Option<crate::traffic::Redis>,
+    #[serde(default)]
+    pub jwt_issuers: Vec<crate::traffic::JwtIssuer>,
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -331,6 +339,9 @@ pub struct Route {
     /// Allow retries of non-idempotent methods (POST, PATCH) on this route.
     #[serde(default)]
     pub retry_non_idempotent: bool,
+    /// Run in order on the request (auth, rate limits).
+    #[serde(default)]
+    pub filters: Vec<crate::traffic::Filter>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]

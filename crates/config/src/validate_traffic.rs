@@ -1,0 +1,145 @@
+//! Validation of consumers, rate limits, Redis, JWT issuers and route filters.
+
+use crate::schema::Config;
+use crate::traffic::{parse_limit_key, parse_rate, Algorithm, Filter, Store};
+use crate::validate::did_you_mean;
+use std::collections::HashSet;
+
+/// Applies `rate_env` overrides from the environment (before validation, so an override is
+/// validated like a written rate). Returns the fields that were overridden.
+pub fn apply_env_overrides(c: &mut Config) -> Vec<String> {
+    let mut applied = Vec::new();
+    for (i, rl) in c.rate_limits.iter_mut().enumerate() {
+        if let Some(var) = &rl.rate_env {
+            if let Ok(v) = std::env::var(var) {
+                rl.rate = v;
+                applied.push(format!("rate_limits[{i}].rate"));
+            }
+        }
+    }
+    applied
+}
+
+pub fn validate_traffic(c: &Config, p: &mut impl FnMut(String, String)) {
+    let mut names = HashSet::new();
+    let mut digests = HashSet::new();
+    for (i, con) in c.consumers.iter().enumerate() {
+        let at = format!("consumers[{i}]");
+        if con.name.is_empty() || !names.insert(con.name.as_str()) {
+            p(format!("{at}.name"), format!("consumer name {:?} is empty or used twice", con.name));
+        }
+        for (j, k) in con.api_keys.iter().enumerate() {
+            let ok = k
+                .strip_prefix("sha256:")
+                .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()));
+            if !ok {
+                p(
+                    format!("{at}.api_keys[{j}]"),
+                    "expected sha256:<64 hex digits> (print one with `gatehouse hash-key KEY`)".into(),
+                );
+            } else if !digests.insert(k.to_ascii_lowercase()) {
+                p(format!("{at}.api_keys[{j}]"), "this key is listed twice".into());
+            }
+        }
+    }
+
+    let mut rl_names = HashSet::new();
+    for (i, rl) in c.rate_limits.iter().enumerate() {
+        let at = format!("rate_limits[{i}]");
+        if rl.name.is_empty() || !rl_names.insert(rl.name.as_str()) {
+            p(format!("{at}.name"), format!("rate limit name {:?} is empty or used twice", rl.name));
+        }
+        if let Err(e) = parse_rate(&rl.rate) {
+            let field = if rl.rate_env.as_ref().is_some_and(|v| std::env::var(v).is_ok()) {
+                format!("{at}.rate_env")
+            } else {
+                format!("{at}.rate")
+            };
+            p(field, e);
+        }
+        if let Err(e) = parse_limit_key(&rl.key) {
+            p(format!("{at}.key"), e);
+        }
+        if rl.burst == Some(0) {
+            p(format!("{at}.burst"), "must be at least 1".into());
+        }
+        if rl.max_keys == 0 {
+            p(format!("{at}.max_keys"), "must be at least 1".into());
+        }
+        if rl.store == Store::Redis {
+            if c.redis.is_none() {
+                p(format!("{at}.store"), "store: redis needs a top-level redis section".into());
+            }
+            if rl.algorithm == Algorithm::LeakyBucket {
+                p(
+                    format!("{at}.algorithm"),
+                    "leaky_bucket delays requests locally and cannot use store: redis (use token_bucket or sliding_window)".into(),
+                );
+            }
+        }
+    }
+    if let Some(r) = &c.redis {
+        if !(r.url.starts_with("redis://") || r.url.starts_with("rediss://")) {
+            p("redis.url".into(), format!("invalid url {:?}: expected redis://host:port", r.url));
+        }
+        if r.timeout.0.is_zero() {
+            p("redis.timeout".into(), "must be greater than 0".into());
+        }
+    }
+
+    let mut issuers = HashSet::new();
+    for (i, j) in c.jwt_issuers.iter().enumerate() {
+        let at = format!("jwt_issuers[{i}]");
+        if j.name.is_empty() || !issuers.insert(j.name.as_str()) {
+            p(format!("{at}.name"), format!("issuer name {:?} is empty or used twice", j.name));
+        }
+        if j.algorithms.is_empty() {
+            p(format!("{at}.algorithms"), "list at least one of HS256, RS256, ES256".into());
+        }
+        for (k, a) in j.algorithms.iter().enumerate() {
+            match a.as_str() {
+                "HS256" if j.secret_env.is_none() => p(
+                    format!("{at}.algorithms[{k}]"),
+                    "HS256 needs secret_env (the variable holding the shared secret)".into(),
+                ),
+                "RS256" | "ES256" if j.key_file.is_none() && j.keys_file.is_none() => p(
+                    format!("{at}.algorithms[{k}]"),
+                    format!("{a} needs key_file (PEM) or keys_file (JWKS)"),
+                ),
+                "HS256" | "RS256" | "ES256" => {}
+                other => p(
+                    format!("{at}.algorithms[{k}]"),
+                    format!("unsupported algorithm {other:?}: use HS256, RS256 or ES256"),
+                ),
+            }
+        }
+    }
+
+    let rl_known: Vec<&str> = c.rate_limits.iter().map(|r| r.name.as_str()).collect();
+    let iss_known: Vec<&str> = c.jwt_issuers.iter().map(|r| r.name.as_str()).collect();
+    for (i, r) in c.routes.iter().enumerate() {
+        for (j, f) in r.filters.iter().enumerate() {
+            let at = format!("routes[{i}].filters[{j}]");
+            match f {
+                Filter::RateLimit(name) if !rl_known.contains(&name.as_str()) => {
+                    let hint = did_you_mean(name, &rl_known)
+                        .map(|s| format!(" (did you mean {s:?}?)"))
+                        .unwrap_or_default();
+                    p(format!("{at}.rate_limit"), format!("no rate limit named {name:?}{hint}"));
+                }
+                Filter::RateLimit(_) => {}
+                Filter::Auth(a) => match (&a.api_key, &a.jwt) {
+                    (Some(_), Some(_)) | (None, None) => p(
+                        format!("{at}.auth"),
+                        "use exactly one of api_key and jwt".into(),
+                    ),
+                    (None, Some(jwt)) if !iss_known.contains(&jwt.issuer.as_str()) => p(
+                        format!("{at}.auth.jwt.issuer"),
+                        format!("no jwt issuer named {:?}", jwt.issuer),
+                    ),
+                    _ => {}
+                },
+            }
+        }
+    }
+}
