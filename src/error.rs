@@ -27,6 +27,12 @@ pub enum ProxyError {
     BodyTooLarge,
     /// The client's request could not be forwarded as sent.
     BadRequest(&'static str),
+    /// Credentials missing or not valid (401).
+    Unauthorized(&'static str),
+    /// Credentials valid in form but not accepted (403).
+    Forbidden(&'static str),
+    /// A rate limit refused the request (429).
+    RateLimited { retry_after: std::time::Duration },
 }
 
 impl ProxyError {
@@ -38,6 +44,9 @@ impl ProxyError {
             ProxyError::ConnectTimeout | ProxyError::RequestTimeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ProxyError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ProxyError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -52,7 +61,8 @@ impl ProxyError {
             ProxyError::RequestTimeout => "request_timeout",
             ProxyError::UpstreamReset => "upstream_reset",
             ProxyError::BodyTooLarge => "body_too_large",
-            ProxyError::BadRequest(r) => r,
+            ProxyError::BadRequest(r) | ProxyError::Unauthorized(r) | ProxyError::Forbidden(r) => r,
+            ProxyError::RateLimited { .. } => "rate_limited",
         }
     }
 
@@ -83,6 +93,9 @@ impl ProxyError {
             }
             ProxyError::BodyTooLarge => "request body too large".into(),
             ProxyError::BadRequest(r) => format!("bad request: {r}"),
+            ProxyError::Unauthorized(_) => "authentication required".into(),
+            ProxyError::Forbidden(_) => "credentials not accepted".into(),
+            ProxyError::RateLimited { .. } => "rate limit exceeded".into(),
         }
     }
 }
@@ -104,9 +117,19 @@ pub fn local_reply(err: &ProxyError, request_id: &HeaderValue) -> Response<Body>
         HeaderValue::from_static("application/json"),
     );
     h.insert(crate::observe::ids::X_REQUEST_ID, request_id.clone());
-    if let ProxyError::NoEligibleEndpoint { retry_after } = err {
-        let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
-        h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    match err {
+        ProxyError::NoEligibleEndpoint { retry_after }
+        | ProxyError::RateLimited { retry_after } => {
+            let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+            h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        ProxyError::Unauthorized(r) if r.contains("token") || r.contains("algorithm") => {
+            h.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer error=\"invalid_token\""),
+            );
+        }
+        _ => {}
     }
     resp
 }

@@ -1,4 +1,57 @@
-//! Route filters, run in order on the request: authentication and rate limiting. An enum of
-//! built-in filters, not plugins.
+//! Route filters, run in order on the request before an endpoint is picked: authentication
+//! (API key or JWT) and rate limiting. An enum of built-in filters, not plugins. Filters may
+//! remove credentials from the request and add headers to whatever response goes back.
 
+pub mod api_key;
+pub mod jwt;
 pub mod limit;
+
+use crate::error::ProxyError;
+use crate::proxy::ConnCtx;
+use http::HeaderMap;
+use limit::Limiter;
+use serde_json::{Map, Value};
+use std::sync::Arc;
+
+pub enum Filter {
+    ApiKey(Arc<api_key::ApiKeyAuth>),
+    Jwt(Arc<jwt::JwtAuth>),
+    RateLimit(Arc<Limiter>),
+}
+
+/// Who the request is, once an auth filter has run.
+#[derive(Default)]
+pub struct Identity {
+    pub consumer: Option<Arc<str>>,
+    pub claims: Option<Map<String, Value>>,
+}
+
+/// Runs `filters` in order. `response_headers` collects headers for the response (rate-limit
+/// headers go on every response of a limited route, local replies included).
+pub async fn run(
+    filters: &[Filter],
+    parts: &mut http::request::Parts,
+    ctx: &ConnCtx,
+    route: &str,
+    identity: &mut Identity,
+    response_headers: &mut HeaderMap,
+) -> Result<(), ProxyError> {
+    for f in filters {
+        match f {
+            Filter::ApiKey(a) => identity.consumer = Some(a.authenticate(parts)?),
+            Filter::Jwt(j) => {
+                let v = j.authenticate(parts)?;
+                identity.consumer = v.consumer;
+                identity.claims = Some(v.claims);
+            }
+            Filter::RateLimit(l) => {
+                let key = l.key_for(parts, ctx, route, identity);
+                let delay = l.check(&key, response_headers).await?;
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+    }
+    Ok(())
+}

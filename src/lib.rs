@@ -6,6 +6,7 @@
 //! turns failures into local replies, and [`observe`] logs it.
 
 pub mod body;
+pub mod clock;
 pub mod cluster;
 pub mod demo;
 pub mod error;

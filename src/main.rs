@@ -40,6 +40,11 @@ enum Command {
         #[arg(long)]
         print_config: bool,
     },
+    /// Print the `sha256:...` digest of an API key, for a consumer's `api_keys`.
+    HashKey {
+        /// The key (read from standard input when omitted).
+        key: Option<String>,
+    },
     /// Run one demo backend that answers with its name.
     DemoBackend {
         #[arg(long)]
@@ -60,6 +65,15 @@ fn main() -> ExitCode {
     init_tracing();
     let (threads, result) = match cli.command {
         Some(Command::Check { files }) => return check(&files),
+        Some(Command::HashKey { key }) => {
+            let key = key.unwrap_or_else(|| {
+                let mut line = String::new();
+                let _ = std::io::stdin().read_line(&mut line);
+                line.trim_end_matches(['\r', '\n']).to_string()
+            });
+            println!("{}", gatehouse::filter::api_key::digest_string(&key));
+            return ExitCode::SUCCESS;
+        }
         Some(Command::Run {
             config,
             worker_threads,

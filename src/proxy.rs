@@ -58,6 +58,7 @@ pub async fn handle(
             route: None,
             cluster: None,
             endpoint: None,
+            consumer: None,
             status: 0,
             bytes_in: None,
             bytes_out: 0,
@@ -66,7 +67,17 @@ pub async fn handle(
             error: None,
         })
     });
-    let result = forward(&ctx, &snap, req, &request_id, &trace, rec.as_deref_mut()).await;
+    let mut extra = http::HeaderMap::new();
+    let result = forward(
+        &ctx,
+        &snap,
+        req,
+        &request_id,
+        &trace,
+        &mut extra,
+        rec.as_deref_mut(),
+    )
+    .await;
     let mut resp = match result {
         Ok(r) => r,
         Err(e) => {
@@ -77,6 +88,11 @@ pub async fn handle(
         }
     };
     resp.headers_mut().insert(X_REQUEST_ID, request_id);
+    for (name, value) in extra {
+        if let Some(name) = name {
+            resp.headers_mut().append(name, value);
+        }
+    }
     let status = resp.status().as_u16();
     Ok(resp.map(|b| {
         let b = b.with_hold(Box::new(active));
@@ -104,6 +120,7 @@ async fn forward(
     mut req: Request<Incoming>,
     request_id: &HeaderValue,
     trace: &TraceContext,
+    response_headers: &mut http::HeaderMap,
     mut rec: Option<&mut AccessRecord>,
 ) -> Result<Response<Body>, ProxyError> {
     let host = request_host(&req).unwrap_or_default().to_string();
@@ -126,7 +143,7 @@ async fn forward(
         }
     }
     .ok_or(ProxyError::NoRoute)?;
-    let path_and_query = match req.uri().query() {
+    let mut path_and_query = match req.uri().query() {
         Some(q) => format!("{}?{q}", matched.upstream_path),
         None => matched.upstream_path.to_string(),
     };
@@ -134,6 +151,37 @@ async fn forward(
         r.cluster = Some(cluster.name.clone());
     }
     let matched_allows_non_idempotent = matched.route.retry_non_idempotent;
+    let route = matched.route;
+
+    // Route filters: authentication and rate limits, in order.
+    let filters = snap
+        .route_filters
+        .get(route.index)
+        .map_or(&[][..], Vec::as_slice);
+    if !filters.is_empty() {
+        let mut identity = crate::filter::Identity::default();
+        let (mut parts, body) = req.into_parts();
+        let outcome = crate::filter::run(
+            filters,
+            &mut parts,
+            ctx,
+            &route.name,
+            &mut identity,
+            response_headers,
+        )
+        .await;
+        req = Request::from_parts(parts, body);
+        if let Some(r) = rec.as_deref_mut() {
+            r.consumer = identity.consumer.clone();
+        }
+        outcome?;
+        // An auth filter may have removed a credential from the query string.
+        let path_only = path_and_query.split('?').next().unwrap_or("/").to_string();
+        path_and_query = match req.uri().query() {
+            Some(q) => format!("{path_only}?{q}"),
+            None => path_only,
+        };
+    }
     let key = cluster
         .balancer
         .hash_on()

@@ -37,6 +37,8 @@ pub enum Target {
 #[derive(Debug)]
 pub struct Route {
     pub name: Arc<str>,
+    /// Position in the config's `routes` (the snapshot keeps per-route filters by it).
+    pub index: usize,
     host: HostMatch,
     path: PathMatch,
     methods: Vec<Method>,
@@ -80,12 +82,12 @@ impl Route {
 
 /// The outcome of a match.
 #[derive(Debug)]
-pub struct Matched<'a> {
-    pub route: &'a Route,
+pub struct Matched<'t, 'p> {
+    pub route: &'t Route,
     /// Set for `cluster_from_path` routes: the cluster name taken from the path.
-    pub cluster_from_path: Option<&'a str>,
+    pub cluster_from_path: Option<&'p str>,
     /// The path (without query) to send upstream.
-    pub upstream_path: Cow<'a, str>,
+    pub upstream_path: Cow<'p, str>,
 }
 
 #[derive(Debug, Default)]
@@ -97,7 +99,11 @@ impl RouteTable {
     /// Compiles validated route configs. Validation has already rejected bad templates, so a
     /// template that fails to parse here is treated as matching nothing.
     pub fn new(configs: &[RouteConfig]) -> Self {
-        let mut routes: Vec<Route> = configs.iter().map(compile).collect();
+        let mut routes: Vec<Route> = configs
+            .iter()
+            .enumerate()
+            .map(|(i, c)| compile(i, c))
+            .collect();
         // Stable sort keeps config order among equally specific routes.
         routes.sort_by_key(|r| std::cmp::Reverse(r.specificity()));
         RouteTable { routes }
@@ -108,13 +114,13 @@ impl RouteTable {
     }
 
     /// Finds the most specific route for a request. `host` may include a port.
-    pub fn find<'a>(
-        &'a self,
+    pub fn find<'t, 'p>(
+        &'t self,
         host: &str,
-        path: &'a str,
+        path: &'p str,
         method: &Method,
         headers: &HeaderMap,
-    ) -> Option<Matched<'a>> {
+    ) -> Option<Matched<'t, 'p>> {
         let host = strip_port(host);
         for r in &self.routes {
             if !host_matches(&r.host, host) {
@@ -138,7 +144,7 @@ impl RouteTable {
     }
 }
 
-fn compile(c: &RouteConfig) -> Route {
+fn compile(index: usize, c: &RouteConfig) -> Route {
     let m = &c.matches;
     let host = match &m.host {
         None => HostMatch::Any,
@@ -158,6 +164,7 @@ fn compile(c: &RouteConfig) -> Route {
     };
     Route {
         name: c.name.as_str().into(),
+        index,
         host,
         path,
         methods: m
@@ -201,8 +208,8 @@ fn host_matches(m: &HostMatch, host: &str) -> bool {
     }
 }
 
-fn path_match<'a>(r: &'a Route, path: &'a str) -> Option<Matched<'a>> {
-    let done = |upstream_path: Cow<'a, str>, cluster_from_path| Matched {
+fn path_match<'t, 'p>(r: &'t Route, path: &'p str) -> Option<Matched<'t, 'p>> {
+    let done = |upstream_path: Cow<'p, str>, cluster_from_path| Matched {
         route: r,
         cluster_from_path,
         upstream_path,

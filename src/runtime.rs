@@ -5,11 +5,14 @@
 use crate::cluster::balance::Balancer;
 use crate::cluster::endpoint::EndpointState;
 use crate::cluster::{Cluster, ClusterState, EndpointRef};
+use crate::filter::limit::{redis_store::RedisStore, Limiter, LocalStore};
+use crate::filter::{api_key::ApiKeyAuth, jwt::JwtAuth, Filter};
 use crate::observe::access_log::AccessLogSink;
 use crate::observe::events::Events;
 use crate::route::RouteTable;
 use crate::upstream::UpstreamClient;
 use arc_swap::ArcSwap;
+use gatehouse_config::traffic::Filter as FilterConfig;
 use gatehouse_config::{Config, HealthCheck, Protocol, Timeouts};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,6 +25,10 @@ pub struct Snapshot {
     pub config: Arc<Config>,
     pub routes: RouteTable,
     pub clusters: HashMap<Arc<str>, Arc<Cluster>>,
+    /// Each route's filters, by the route's position in the config.
+    pub route_filters: Vec<Vec<Filter>>,
+    /// Every rate-limit policy, by name.
+    pub limiters: HashMap<Arc<str>, Arc<Limiter>>,
 }
 
 type EndpointKey = (Arc<str>, Arc<str>);
@@ -51,6 +58,9 @@ pub struct Runtime {
     clients: Mutex<HashMap<ClientKey, UpstreamClient>>,
     clusters: Mutex<HashMap<Arc<str>, Arc<ClusterState>>>,
     health_tasks: Mutex<HashMap<EndpointKey, HealthTask>>,
+    limiter_state: Mutex<HashMap<Arc<str>, Arc<LocalStore>>>,
+    redis: Mutex<Option<(gatehouse_config::traffic::Redis, Arc<RedisStore>)>>,
+    sweeper: Mutex<Option<AbortHandle>>,
     pub access_log: Option<AccessLogSink>,
     pub events: Events,
 }
@@ -73,16 +83,37 @@ impl Runtime {
                 config: Arc::new(config.clone()),
                 routes: RouteTable::default(),
                 clusters: HashMap::new(),
+                route_filters: Vec::new(),
+                limiters: HashMap::new(),
             }),
             generation: AtomicU64::new(0),
             endpoints: Mutex::new(HashMap::new()),
             clients: Mutex::new(HashMap::new()),
             clusters: Mutex::new(HashMap::new()),
             health_tasks: Mutex::new(HashMap::new()),
+            limiter_state: Mutex::new(HashMap::new()),
+            redis: Mutex::new(None),
+            sweeper: Mutex::new(None),
             access_log,
             events,
         });
         rt.apply(config);
+        // Forget idle rate-limit keys every 10 s so memory follows active clients.
+        let weak = Arc::downgrade(&rt);
+        let sweeper = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let Some(rt) = weak.upgrade() else { break };
+                let snap = rt.snapshot();
+                let now = crate::clock::now_us(tokio::time::Instant::now());
+                for l in snap.limiters.values() {
+                    l.local.sweep(&l.params, now);
+                }
+            }
+        });
+        *rt.sweeper.lock().unwrap_or_else(|p| p.into_inner()) = Some(sweeper.abort_handle());
         rt
     }
 
@@ -183,8 +214,21 @@ impl Runtime {
                 );
             }
         }
+        let limiters = self.build_limiters(&config);
+        let route_filters = config
+            .routes
+            .iter()
+            .map(|r| {
+                r.filters
+                    .iter()
+                    .filter_map(|f| build_filter(f, &config, &limiters))
+                    .collect()
+            })
+            .collect();
         let snapshot = Snapshot {
             generation,
+            route_filters,
+            limiters,
             routes: RouteTable::new(&config.routes),
             config: Arc::new(config),
             clusters,
@@ -233,8 +277,44 @@ impl Runtime {
         *tasks = next;
     }
 
-    /// Stops background tasks (health checks).
+    /// Rate-limit policies for a snapshot; their local state is kept by policy name.
+    fn build_limiters(&self, config: &Config) -> HashMap<Arc<str>, Arc<Limiter>> {
+        let redis = self.redis_store(config);
+        let mut states = self.limiter_state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = HashMap::new();
+        for rl in &config.rate_limits {
+            let name: Arc<str> = rl.name.as_str().into();
+            let local = states.entry(name.clone()).or_default().clone();
+            out.insert(name, Arc::new(Limiter::new(rl, local, redis.clone())));
+        }
+        states.retain(|k, _| out.contains_key(k));
+        out
+    }
+
+    /// The Redis store, kept (with its connection) while the `redis` section is unchanged.
+    fn redis_store(&self, config: &Config) -> Option<Arc<RedisStore>> {
+        let cfg = config.redis.as_ref()?;
+        let mut cur = self.redis.lock().unwrap_or_else(|p| p.into_inner());
+        match cur.as_ref() {
+            Some((c, store)) if c == cfg => Some(store.clone()),
+            _ => {
+                let store = Arc::new(RedisStore::new(cfg));
+                *cur = Some((cfg.clone(), store.clone()));
+                Some(store)
+            }
+        }
+    }
+
+    /// Stops background tasks (health checks, the limiter sweeper).
     pub fn stop(&self) {
+        if let Some(s) = self
+            .sweeper
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            s.abort();
+        }
         let mut tasks = self.health_tasks.lock().unwrap_or_else(|p| p.into_inner());
         for (_, t) in tasks.drain() {
             t.handle.abort();
@@ -251,5 +331,28 @@ impl Runtime {
 impl Drop for Runtime {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+fn build_filter(
+    f: &FilterConfig,
+    config: &Config,
+    limiters: &HashMap<Arc<str>, Arc<Limiter>>,
+) -> Option<Filter> {
+    match f {
+        FilterConfig::RateLimit(name) => {
+            limiters.get(name.as_str()).cloned().map(Filter::RateLimit)
+        }
+        FilterConfig::Auth(a) => {
+            if let Some(k) = &a.api_key {
+                return Some(Filter::ApiKey(Arc::new(ApiKeyAuth::new(
+                    k,
+                    &config.consumers,
+                ))));
+            }
+            let j = a.jwt.as_ref()?;
+            let issuer = config.jwt_issuers.iter().find(|i| i.name == j.issuer)?;
+            Some(Filter::Jwt(Arc::new(JwtAuth::new(issuer, j.forward))))
+        }
     }
 }

@@ -8,7 +8,7 @@ use crate::observe::events::Events;
 use gatehouse_config::CircuitBreaker;
 use serde_json::json;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -30,12 +30,7 @@ impl Health {
     }
 }
 
-/// Milliseconds on tokio's clock since the first call (so paused-time tests work).
-fn clock_ms(now: Instant) -> u64 {
-    static BASE: OnceLock<Instant> = OnceLock::new();
-    let base = *BASE.get_or_init(Instant::now);
-    now.saturating_duration_since(base).as_millis() as u64 + 1
-}
+use crate::clock::now_ms as clock_ms;
 
 const NO_RAMP: u64 = 0;
 

@@ -79,3 +79,164 @@ impl LocalStore {
         self.len() == 0
     }
 }
+
+use crate::error::ProxyError;
+use crate::proxy::ConnCtx;
+use gatehouse_config::traffic::{parse_limit_key, parse_rate, LimitKey, OnRedisError, RateLimit};
+use http::{HeaderMap, HeaderName, HeaderValue};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+pub const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+
+/// A rate-limit policy as one snapshot uses it.
+pub struct Limiter {
+    pub name: Arc<str>,
+    pub params: Params,
+    key: LimitKey,
+    headers: bool,
+    max_keys: usize,
+    pub local: Arc<LocalStore>,
+    pub redis: Option<Arc<redis_store::RedisStore>>,
+    on_redis_error: OnRedisError,
+    policy_header: Option<HeaderValue>,
+}
+
+impl Limiter {
+    pub fn new(
+        cfg: &RateLimit,
+        local: Arc<LocalStore>,
+        redis: Option<Arc<redis_store::RedisStore>>,
+    ) -> Self {
+        let rate = parse_rate(&cfg.rate).unwrap_or(gatehouse_config::traffic::Rate {
+            count: 1,
+            per: Duration::from_secs(1),
+        });
+        let params = Params::new(cfg.algorithm, rate, cfg.burst);
+        let policy_header = HeaderValue::from_str(&format!(
+            "\"{}\";q={};w={}",
+            cfg.name,
+            rate.count,
+            rate.per.as_secs().max(1)
+        ))
+        .ok();
+        Limiter {
+            name: cfg.name.as_str().into(),
+            params,
+            key: parse_limit_key(&cfg.key).unwrap_or(LimitKey::ClientIp),
+            headers: cfg.headers,
+            max_keys: cfg.max_keys,
+            local,
+            redis: if cfg.store == gatehouse_config::traffic::Store::Redis {
+                redis
+            } else {
+                None
+            },
+            on_redis_error: cfg.on_redis_error,
+            policy_header,
+        }
+    }
+
+    /// The key this request is counted under. Requests without the configured key (no
+    /// consumer, header or claim) are counted per client IP.
+    pub fn key_for(
+        &self,
+        parts: &http::request::Parts,
+        ctx: &ConnCtx,
+        route: &str,
+        who: &super::Identity,
+    ) -> Vec<u8> {
+        let tagged = |tag: u8, v: &[u8]| {
+            let mut k = Vec::with_capacity(v.len() + 1);
+            k.push(tag);
+            k.extend_from_slice(v);
+            k
+        };
+        let by_ip = || tagged(b'i', &ip_key(crate::proxy::client_ip(ctx, &parts.headers)));
+        match &self.key {
+            LimitKey::ClientIp => by_ip(),
+            LimitKey::Route => tagged(b'r', route.as_bytes()),
+            LimitKey::Consumer => who
+                .consumer
+                .as_ref()
+                .map_or_else(by_ip, |c| tagged(b'c', c.as_bytes())),
+            LimitKey::Header(h) => parts
+                .headers
+                .get(h.as_str())
+                .map_or_else(by_ip, |v| tagged(b'h', v.as_bytes())),
+            LimitKey::Claim(c) => who
+                .claims
+                .as_ref()
+                .and_then(|m| m.get(c))
+                .map(|v| match v {
+                    serde_json::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                })
+                .map_or_else(by_ip, |v| tagged(b'j', v.as_bytes())),
+        }
+    }
+
+    /// Checks one request; on success returns how long to hold it (leaky bucket), on refusal a
+    /// 429 error. Adds the rate-limit headers to `out`.
+    pub async fn check(&self, key: &[u8], out: &mut HeaderMap) -> Result<Duration, ProxyError> {
+        let now = crate::clock::now_us(tokio::time::Instant::now());
+        let decision = match &self.redis {
+            Some(r) => match r.check(&self.name, &self.params, key).await {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::warn!(policy = %self.name, error = %e, "redis rate limit check failed");
+                    match self.on_redis_error {
+                        OnRedisError::FailOpen => {
+                            self.local.check(&self.params, self.max_keys, key, now)
+                        }
+                        OnRedisError::FailClosed => Decision::Reject {
+                            retry_after_us: 1_000_000,
+                            reset_us: 1_000_000,
+                        },
+                    }
+                }
+            },
+            None => self.local.check(&self.params, self.max_keys, key, now),
+        };
+        let secs = |us: u64| us.div_ceil(1_000_000);
+        let (remaining, reset) = match decision {
+            Decision::Allow {
+                remaining,
+                reset_us,
+                ..
+            } => (remaining, reset_us),
+            Decision::Reject { reset_us, .. } => (0, reset_us),
+        };
+        if self.headers {
+            if let Some(p) = &self.policy_header {
+                out.append(RATELIMIT_POLICY, p.clone());
+            }
+            if let Ok(v) = HeaderValue::from_str(&format!(
+                "\"{}\";r={};t={}",
+                self.name,
+                remaining,
+                secs(reset)
+            )) {
+                out.append(RATELIMIT, v);
+            }
+        }
+        match decision {
+            Decision::Allow { delay_us, .. } => Ok(Duration::from_micros(delay_us)),
+            Decision::Reject { retry_after_us, .. } => Err(ProxyError::RateLimited {
+                retry_after: Duration::from_secs(secs(retry_after_us).max(1)),
+            }),
+        }
+    }
+}
+
+/// The bytes an IP is limited under: IPv4 as is, IPv6 grouped by its /64 (one subscriber).
+fn ip_key(ip: IpAddr) -> Vec<u8> {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => v4.octets().to_vec(),
+        IpAddr::V6(v6) => v6.octets()[..8].to_vec(),
+    }
+}
+
+pub mod redis_store;

@@ -123,6 +123,7 @@ pub struct AccessRecord {
     pub route: Option<Arc<str>>,
     pub cluster: Option<Arc<str>>,
     pub endpoint: Option<Arc<str>>,
+    pub consumer: Option<Arc<str>>,
     pub status: u16,
     pub bytes_in: Option<Arc<AtomicU64>>,
     pub bytes_out: u64,
@@ -143,6 +144,7 @@ struct Line<'a> {
     route: Option<&'a str>,
     cluster: Option<&'a str>,
     endpoint: Option<&'a str>,
+    consumer: Option<&'a str>,
     status: u16,
     bytes_in: u64,
     bytes_out: u64,
@@ -169,6 +171,7 @@ impl AccessRecord {
             route: self.route.as_deref(),
             cluster: self.cluster.as_deref(),
             endpoint: self.endpoint.as_deref(),
+            consumer: self.consumer.as_deref(),
             status: self.status,
             bytes_in: self
                 .bytes_in

@@ -170,7 +170,10 @@ impl Rate {
 pub fn parse_rate(s: &str) -> Result<Rate, String> {
     let t = s.trim();
     let bad = || format!("invalid rate {t:?}: expected N/s, N/m or N/h (or N-S, N-M, N-H)");
-    let (n, unit) = t.split_once('/').or_else(|| t.split_once('-')).ok_or_else(bad)?;
+    let (n, unit) = t
+        .split_once('/')
+        .or_else(|| t.split_once('-'))
+        .ok_or_else(bad)?;
     let count: u32 = n.trim().parse().map_err(|_| bad())?;
     let per = match unit.trim().to_ascii_lowercase().as_str() {
         "s" => Duration::from_secs(1),
@@ -244,8 +247,20 @@ mod tests {
 
     #[test]
     fn rates_in_both_forms() {
-        assert_eq!(parse_rate("100/m"), Ok(Rate { count: 100, per: Duration::from_secs(60) }));
-        assert_eq!(parse_rate("100-M"), Ok(Rate { count: 100, per: Duration::from_secs(60) }));
+        assert_eq!(
+            parse_rate("100/m"),
+            Ok(Rate {
+                count: 100,
+                per: Duration::from_secs(60)
+            })
+        );
+        assert_eq!(
+            parse_rate("100-M"),
+            Ok(Rate {
+                count: 100,
+                per: Duration::from_secs(60)
+            })
+        );
         assert_eq!(parse_rate("5/s").map(|r| r.per_second()), Ok(5.0));
         assert!(parse_rate("0/s").is_err());
         assert!(parse_rate("100/d").is_err());
@@ -254,8 +269,14 @@ mod tests {
 
     #[test]
     fn keys() {
-        assert_eq!(parse_limit_key("header:X-Tenant"), Ok(LimitKey::Header("x-tenant".into())));
-        assert_eq!(parse_limit_key("claim:sub"), Ok(LimitKey::Claim("sub".into())));
+        assert_eq!(
+            parse_limit_key("header:X-Tenant"),
+            Ok(LimitKey::Header("x-tenant".into()))
+        );
+        assert_eq!(
+            parse_limit_key("claim:sub"),
+            Ok(LimitKey::Claim("sub".into()))
+        );
         assert!(parse_limit_key("cookie:x").is_err());
     }
 }

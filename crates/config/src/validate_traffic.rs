@@ -26,7 +26,10 @@ pub fn validate_traffic(c: &Config, p: &mut impl FnMut(String, String)) {
     for (i, con) in c.consumers.iter().enumerate() {
         let at = format!("consumers[{i}]");
         if con.name.is_empty() || !names.insert(con.name.as_str()) {
-            p(format!("{at}.name"), format!("consumer name {:?} is empty or used twice", con.name));
+            p(
+                format!("{at}.name"),
+                format!("consumer name {:?} is empty or used twice", con.name),
+            );
         }
         for (j, k) in con.api_keys.iter().enumerate() {
             let ok = k
@@ -35,10 +38,14 @@ pub fn validate_traffic(c: &Config, p: &mut impl FnMut(String, String)) {
             if !ok {
                 p(
                     format!("{at}.api_keys[{j}]"),
-                    "expected sha256:<64 hex digits> (print one with `gatehouse hash-key KEY`)".into(),
+                    "expected sha256:<64 hex digits> (print one with `gatehouse hash-key KEY`)"
+                        .into(),
                 );
             } else if !digests.insert(k.to_ascii_lowercase()) {
-                p(format!("{at}.api_keys[{j}]"), "this key is listed twice".into());
+                p(
+                    format!("{at}.api_keys[{j}]"),
+                    "this key is listed twice".into(),
+                );
             }
         }
     }
@@ -47,10 +54,17 @@ pub fn validate_traffic(c: &Config, p: &mut impl FnMut(String, String)) {
     for (i, rl) in c.rate_limits.iter().enumerate() {
         let at = format!("rate_limits[{i}]");
         if rl.name.is_empty() || !rl_names.insert(rl.name.as_str()) {
-            p(format!("{at}.name"), format!("rate limit name {:?} is empty or used twice", rl.name));
+            p(
+                format!("{at}.name"),
+                format!("rate limit name {:?} is empty or used twice", rl.name),
+            );
         }
         if let Err(e) = parse_rate(&rl.rate) {
-            let field = if rl.rate_env.as_ref().is_some_and(|v| std::env::var(v).is_ok()) {
+            let field = if rl
+                .rate_env
+                .as_ref()
+                .is_some_and(|v| std::env::var(v).is_ok())
+            {
                 format!("{at}.rate_env")
             } else {
                 format!("{at}.rate")
@@ -68,7 +82,10 @@ pub fn validate_traffic(c: &Config, p: &mut impl FnMut(String, String)) {
         }
         if rl.store == Store::Redis {
             if c.redis.is_none() {
-                p(format!("{at}.store"), "store: redis needs a top-level redis section".into());
+                p(
+                    format!("{at}.store"),
+                    "store: redis needs a top-level redis section".into(),
+                );
             }
             if rl.algorithm == Algorithm::LeakyBucket {
                 p(
@@ -80,7 +97,10 @@ pub fn validate_traffic(c: &Config, p: &mut impl FnMut(String, String)) {
     }
     if let Some(r) = &c.redis {
         if !(r.url.starts_with("redis://") || r.url.starts_with("rediss://")) {
-            p("redis.url".into(), format!("invalid url {:?}: expected redis://host:port", r.url));
+            p(
+                "redis.url".into(),
+                format!("invalid url {:?}: expected redis://host:port", r.url),
+            );
         }
         if r.timeout.0.is_zero() {
             p("redis.timeout".into(), "must be greater than 0".into());
@@ -91,10 +111,16 @@ pub fn validate_traffic(c: &Config, p: &mut impl FnMut(String, String)) {
     for (i, j) in c.jwt_issuers.iter().enumerate() {
         let at = format!("jwt_issuers[{i}]");
         if j.name.is_empty() || !issuers.insert(j.name.as_str()) {
-            p(format!("{at}.name"), format!("issuer name {:?} is empty or used twice", j.name));
+            p(
+                format!("{at}.name"),
+                format!("issuer name {:?} is empty or used twice", j.name),
+            );
         }
         if j.algorithms.is_empty() {
-            p(format!("{at}.algorithms"), "list at least one of HS256, RS256, ES256".into());
+            p(
+                format!("{at}.algorithms"),
+                "list at least one of HS256, RS256, ES256".into(),
+            );
         }
         for (k, a) in j.algorithms.iter().enumerate() {
             match a.as_str() {
@@ -125,7 +151,10 @@ pub fn validate_traffic(c: &Config, p: &mut impl FnMut(String, String)) {
                     let hint = did_you_mean(name, &rl_known)
                         .map(|s| format!(" (did you mean {s:?}?)"))
                         .unwrap_or_default();
-                    p(format!("{at}.rate_limit"), format!("no rate limit named {name:?}{hint}"));
+                    p(
+                        format!("{at}.rate_limit"),
+                        format!("no rate limit named {name:?}{hint}"),
+                    );
                 }
                 Filter::RateLimit(_) => {}
                 Filter::Auth(a) => match (&a.api_key, &a.jwt) {

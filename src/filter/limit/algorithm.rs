@@ -44,8 +44,15 @@ pub struct State {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Decision {
     /// Go ahead (after waiting `delay_us`, for the leaky bucket's queue).
-    Allow { remaining: u64, reset_us: u64, delay_us: u64 },
-    Reject { retry_after_us: u64, reset_us: u64 },
+    Allow {
+        remaining: u64,
+        reset_us: u64,
+        delay_us: u64,
+    },
+    Reject {
+        retry_after_us: u64,
+        reset_us: u64,
+    },
 }
 
 impl Decision {

@@ -6,7 +6,14 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 fn params(algorithm: Algorithm, count: u32, per_ms: u64, burst: u32) -> Params {
-    Params::new(algorithm, Rate { count, per: Duration::from_millis(per_ms) }, Some(burst))
+    Params::new(
+        algorithm,
+        Rate {
+            count,
+            per: Duration::from_millis(per_ms),
+        },
+        Some(burst),
+    )
 }
 
 /// A literal token bucket: `capacity` tokens, one token's worth of refill per interval,
@@ -124,8 +131,21 @@ fn token_bucket_burst_then_rate_with_retry_after() {
     let p = params(Algorithm::TokenBucket, 10, 1000, 3); // 10/s, burst 3
     let d = run(&p, &[0, 0, 0, 0]);
     assert!(d[..3].iter().all(Decision::allowed));
-    assert_eq!(d[3], Decision::Reject { retry_after_us: 100_000, reset_us: 300_000 });
-    assert_eq!(d[0], Decision::Allow { remaining: 2, reset_us: 100_000, delay_us: 0 });
+    assert_eq!(
+        d[3],
+        Decision::Reject {
+            retry_after_us: 100_000,
+            reset_us: 300_000
+        }
+    );
+    assert_eq!(
+        d[0],
+        Decision::Allow {
+            remaining: 2,
+            reset_us: 100_000,
+            delay_us: 0
+        }
+    );
 }
 
 #[test]
@@ -151,7 +171,9 @@ fn sliding_window_weights_the_previous_window() {
     }
     assert!(!check(&p, &mut s, 900_000).allowed());
     // At 1.5 s the previous window (10) weighs 50 %: 5 more fit.
-    let ok = (0..10).filter(|_| check(&p, &mut s, 1_500_000).allowed()).count();
+    let ok = (0..10)
+        .filter(|_| check(&p, &mut s, 1_500_000).allowed())
+        .count();
     assert_eq!(ok, 5);
 }
 
