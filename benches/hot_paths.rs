@@ -103,6 +103,36 @@ fn ring_build(c: &mut Criterion) {
     }
 }
 
+fn limiter(c: &mut Criterion) {
+    use gatehouse::filter::limit::{algorithm::Params, LocalStore};
+    use gatehouse_config::traffic::{Algorithm, Rate};
+    for (name, alg) in [
+        ("token_bucket", Algorithm::TokenBucket),
+        ("leaky_bucket", Algorithm::LeakyBucket),
+        ("sliding_window", Algorithm::SlidingWindow),
+    ] {
+        let p = Params::new(
+            alg,
+            Rate {
+                count: 1_000_000,
+                per: std::time::Duration::from_secs(1),
+            },
+            Some(1_000_000),
+        );
+        let store = LocalStore::default();
+        let keys: Vec<[u8; 4]> = (0u32..1000).map(u32::to_be_bytes).collect();
+        let mut now = 1u64;
+        let mut i = 0usize;
+        c.bench_function(&format!("limiter/{name}/local_check"), |b| {
+            b.iter(|| {
+                now += 1;
+                i = (i + 1) % keys.len();
+                black_box(store.check(&p, 1_000_000, &keys[i], now))
+            })
+        });
+    }
+}
+
 fn ids(c: &mut Criterion) {
     let empty = HeaderMap::new();
     c.bench_function("ids/request_id_generate", |b| {
@@ -120,5 +150,5 @@ fn ids(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, route_match, pick, ring_build, ids);
+criterion_group!(benches, route_match, pick, ring_build, limiter, ids);
 criterion_main!(benches);

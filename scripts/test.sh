@@ -5,12 +5,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# What the tests need beyond cargo. Nothing yet; Redis and Chromium join with the features
-# that use them, installed here from Debian's packages when missing.
+# What the tests need beyond cargo, from Debian's packages when missing:
+# redis-server (shared rate limits are tested against a real Redis).
 need_apt=()
-for tool in curl; do
-  command -v "$tool" >/dev/null 2>&1 || need_apt+=("$tool")
-done
+command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 if [ ${#need_apt[@]} -gt 0 ]; then
   sudo_cmd=""; [ "$(id -u)" = 0 ] || sudo_cmd="sudo"
   $sudo_cmd apt-get update -qq

@@ -40,7 +40,8 @@ impl LocalStore {
         if let Some(s) = map.get_mut(&h) {
             return algorithm::check(p, s, now_us);
         }
-        let cap = max_keys.div_ceil(SHARDS).max(1);
+        // 10 % slack per shard: keys never spread perfectly evenly over the shards.
+        let cap = (max_keys.div_ceil(SHARDS) * 11 / 10).max(1);
         if map.len() >= cap {
             map.retain(|_, s| !algorithm::idle(p, s, now_us));
         }

@@ -1,12 +1,15 @@
 //! Test helpers for Gatehouse: [`FakeUpstream`] (a scriptable in-process backend on
-//! `127.0.0.1:0`), [`TestGateway`] (the real gateway in-process on ephemeral ports) and
-//! [`eventually`] (poll until a deadline instead of sleeping).
+//! `127.0.0.1:0`), [`TestGateway`] (the real gateway in-process on ephemeral ports),
+//! [`RedisServer`] (a real redis-server on a free port) and [`eventually`] (poll until a
+//! deadline instead of sleeping).
 
 mod fake;
 mod gateway;
+mod redis;
 
 pub use fake::{Behavior, FakeUpstream, Mode, Seen};
 pub use gateway::TestGateway;
+pub use redis::RedisServer;
 
 use std::future::Future;
 use std::time::Duration;

@@ -30,15 +30,15 @@ impl Params {
     }
 }
 
-/// Per-key state: two numbers and a time, whatever the algorithm.
+/// Per-key state, 16 bytes whatever the algorithm (a million keys must stay small).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct State {
     /// token: theoretical arrival time; leaky: when the queue empties; sliding: previous count.
     a: u64,
     /// sliding: current count.
-    b: u64,
-    /// sliding: start of the current window.
-    t: u64,
+    b: u32,
+    /// sliding: index of the current window (time / window length).
+    t: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,7 +73,7 @@ pub fn check(p: &Params, s: &mut State, now: u64) -> Decision {
 pub fn idle(p: &Params, s: &State, now: u64) -> bool {
     match p.algorithm {
         Algorithm::TokenBucket | Algorithm::LeakyBucket => s.a <= now,
-        Algorithm::SlidingWindow => now >= s.t.saturating_add(2 * p.window_us),
+        Algorithm::SlidingWindow => now / p.window_us >= u64::from(s.t) + 2,
     }
 }
 
@@ -113,23 +113,27 @@ fn leaky(p: &Params, s: &mut State, now: u64) -> Decision {
 
 fn sliding(p: &Params, s: &mut State, now: u64) -> Decision {
     let w = p.window_us;
-    let start = now - now % w;
-    if start != s.t {
-        (s.a, s.b) = if start == s.t + w { (s.b, 0) } else { (0, 0) };
-        s.t = start;
+    let index = (now / w) as u32;
+    if index != s.t {
+        (s.a, s.b) = if index == s.t.wrapping_add(1) {
+            (u64::from(s.b), 0)
+        } else {
+            (0, 0)
+        };
+        s.t = index;
     }
-    let into = now - start;
+    let into = now % w;
     // estimate × w = prev × (w - into) + cur × w; allow when estimate + 1 <= limit.
     let weighted = u128::from(s.a) * u128::from(w - into) + u128::from(s.b) * u128::from(w);
     let needed = u128::from(p.limit) * u128::from(w);
     if weighted + u128::from(w) > needed {
         // When does it drop enough? Either the previous window's weight fades, or (if the
         // current window alone is full) the next window starts.
-        let retry = if s.b + 1 > p.limit || s.a == 0 {
+        let retry = if u64::from(s.b) + 1 > p.limit || s.a == 0 {
             w - into
         } else {
             let excess = weighted + u128::from(w) - needed;
-            ((excess + u128::from(s.a) - 1) / u128::from(s.a)) as u64
+            excess.div_ceil(u128::from(s.a)) as u64
         };
         return Decision::Reject {
             retry_after_us: retry.min(w - into).max(1),

@@ -1,15 +1,127 @@
-//! Shared limits through Redis (filled in below).
+//! Shared limits through Redis: one atomic Lua script per check (GCRA for the token bucket, a
+//! two-key sliding-window counter), both reading Redis `TIME`, so the gateways' clocks don't
+//! matter. One connection manager per `redis` section reconnects by itself; every check has the
+//! section's deadline (default 20 ms). The caller decides what an error means
+//! (`on_redis_error`).
 
 use super::algorithm::{Decision, Params};
+use gatehouse_config::traffic::{Algorithm, Redis as Config};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use std::time::Duration;
+use tokio::sync::OnceCell;
 
-pub struct RedisStore;
+/// GCRA: KEYS[1]; ARGV = interval µs, burst. Returns {allowed, remaining | retry µs, reset µs}.
+const GCRA: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = tonumber(ARGV[1])
+local tolerance = interval * (tonumber(ARGV[2]) - 1)
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then tat = now end
+if tat - now > tolerance then
+  return {0, tat - now - tolerance, tat - now}
+end
+local new_tat = tat + interval
+redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1000)
+return {1, math.floor((now + tolerance + interval - new_tat) / interval), new_tat - now}
+"#;
+
+/// Sliding window: KEYS[1] prefix; ARGV = window µs, limit. Same return shape.
+const SLIDING: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local w = tonumber(ARGV[1])
+local limit = tonumber(ARGV[2])
+local start = now - (now % w)
+local cur_key = KEYS[1] .. ':' .. string.format('%.0f', start)
+local prev_key = KEYS[1] .. ':' .. string.format('%.0f', start - w)
+local cur = tonumber(redis.call('GET', cur_key) or '0')
+local prev = tonumber(redis.call('GET', prev_key) or '0')
+local into = now - start
+local weighted = prev * (w - into) + cur * w
+if weighted + w > limit * w then
+  return {0, w - into, w - into}
+end
+redis.call('INCR', cur_key)
+redis.call('PEXPIRE', cur_key, math.ceil(2 * w / 1000) + 1000)
+return {1, limit - math.ceil((weighted + w) / w), w - into}
+"#;
+
+pub struct RedisStore {
+    url: String,
+    timeout: Duration,
+    conn: OnceCell<ConnectionManager>,
+    gcra: redis::Script,
+    sliding: redis::Script,
+}
 
 impl RedisStore {
-    pub fn new(_cfg: &gatehouse_config::traffic::Redis) -> Self {
-        RedisStore
+    pub fn new(cfg: &Config) -> Self {
+        RedisStore {
+            url: cfg.url.clone(),
+            timeout: cfg.timeout.0,
+            conn: OnceCell::new(),
+            gcra: redis::Script::new(GCRA),
+            sliding: redis::Script::new(SLIDING),
+        }
     }
 
-    pub async fn check(&self, _policy: &str, _p: &Params, _key: &[u8]) -> Result<Decision, String> {
-        Err("redis store not available".into())
+    /// The connection manager, made on first use (Redis may be down when the gateway starts).
+    async fn connection(&self) -> Result<ConnectionManager, String> {
+        let cm = self
+            .conn
+            .get_or_try_init(|| async {
+                let client = redis::Client::open(self.url.as_str()).map_err(|e| e.to_string())?;
+                let cfg = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(self.timeout.max(Duration::from_millis(100))))
+                    .set_response_timeout(Some(self.timeout))
+                    .set_number_of_retries(1)
+                    .set_max_delay(Duration::from_millis(500));
+                ConnectionManager::new_with_config(client, cfg)
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+            .await?;
+        Ok(cm.clone())
+    }
+
+    /// One atomic check for `key` under `policy`.
+    pub async fn check(&self, policy: &str, p: &Params, key: &[u8]) -> Result<Decision, String> {
+        let mut redis_key = Vec::with_capacity(16 + policy.len() + key.len());
+        redis_key.extend_from_slice(b"gatehouse:rl:");
+        redis_key.extend_from_slice(policy.as_bytes());
+        redis_key.push(b':');
+        redis_key.extend_from_slice(key);
+        let work = async {
+            let mut conn = self.connection().await?;
+            let (script, a, b) = match p.algorithm {
+                Algorithm::SlidingWindow => (&self.sliding, p.window_us, p.limit),
+                _ => (&self.gcra, p.interval_us, p.burst),
+            };
+            let r: (i64, i64, i64) = script
+                .key(redis_key)
+                .arg(a)
+                .arg(b)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>(r)
+        };
+        let (allowed, x, reset) = tokio::time::timeout(self.timeout, work)
+            .await
+            .map_err(|_| format!("no answer within {:?}", self.timeout))??;
+        let reset_us = reset.max(0) as u64;
+        Ok(if allowed == 1 {
+            Decision::Allow {
+                remaining: x.max(0) as u64,
+                reset_us,
+                delay_us: 0,
+            }
+        } else {
+            Decision::Reject {
+                retry_after_us: x.max(1) as u64,
+                reset_us,
+            }
+        })
     }
 }
