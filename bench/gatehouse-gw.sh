@@ -2,6 +2,8 @@
 # GATEWAY_CMD for ../shared/bench/run.sh: writes a Gatehouse config from the harness contract
 # (LISTEN_ADDR, UPSTREAMS) and runs the release binary on one worker thread.
 #   GATEHOUSE_ACCESS_LOG=stdout|off   (default stdout: the access log is part of the product)
+#   GATEHOUSE_BENCH_LIMIT=local|redis (optional: a rate limit on every request, high enough never to
+#                                      refuse; redis needs GATEHOUSE_BENCH_REDIS_URL)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 bin=${GATEHOUSE_BIN:-$here/../target/release/gatehouse}
@@ -14,6 +16,13 @@ cfg=$(mktemp /tmp/gatehouse-bench.XXXXXX)
   echo "    endpoints:"
   IFS=, read -ra ups <<< "$UPSTREAMS"
   for u in "${ups[@]}"; do echo "      - address: $u"; done
-  echo "routes: [{name: all, cluster: backends}]"
+  case "${GATEHOUSE_BENCH_LIMIT:-}" in
+    local) echo "rate_limits: [{name: bench, rate: 100000000/s, key: client_ip}]"
+           echo "routes: [{name: all, cluster: backends, filters: [rate_limit: bench]}]" ;;
+    redis) echo "redis: {url: '${GATEHOUSE_BENCH_REDIS_URL}', timeout: 20ms}"
+           echo "rate_limits: [{name: bench, rate: 100000000/s, key: client_ip, store: redis}]"
+           echo "routes: [{name: all, cluster: backends, filters: [rate_limit: bench]}]" ;;
+    *) echo "routes: [{name: all, cluster: backends}]" ;;
+  esac
 } > "$cfg"
 exec "$bin" run -c "$cfg" --worker-threads 1
