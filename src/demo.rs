@@ -107,10 +107,11 @@ pub fn demo_backends() -> Vec<BackendSpec> {
 
 /// The demo config, with the gateway on `listen` and the backends at `backends`
 /// (alpha, beta, gamma in that order).
-pub fn demo_config(listen: &str, backends: &[SocketAddr]) -> String {
+pub fn demo_config(listen: &str, admin: &str, backends: &[SocketAddr]) -> String {
     let b = |i: usize| backends.get(i).map(ToString::to_string).unwrap_or_default();
     DEMO_TEMPLATE
         .replace("{listen}", listen)
+        .replace("{admin}", admin)
         .replace("{alpha}", &b(0))
         .replace("{beta}", &b(1))
         .replace("{gamma}", &b(2))
@@ -120,6 +121,9 @@ const DEMO_TEMPLATE: &str = r#"# The embedded demo config (printed by `gatehouse
 listeners:
   - name: public
     address: {listen}
+
+admin:
+  address: {admin}
 
 clusters:
   - name: products          # all three backends; gamma fails 30 % of requests

@@ -5,6 +5,7 @@
 //! [`route`] matches it, [`cluster`] picks an endpoint, [`upstream`] forwards it, [`error`]
 //! turns failures into local replies, and [`observe`] logs it.
 
+pub mod admin;
 pub mod body;
 pub mod clock;
 pub mod cluster;
@@ -14,6 +15,7 @@ pub mod filter;
 pub mod listener;
 pub mod observe;
 pub mod proxy;
+pub mod reload;
 pub mod route;
 pub mod runtime;
 pub mod upstream;
@@ -31,76 +33,140 @@ use tokio::task::JoinHandle;
 /// A running gateway: its listeners are bound and serving.
 pub struct Gateway {
     runtime: Arc<Runtime>,
-    addrs: Vec<(String, SocketAddr)>,
-    shutdown: watch::Sender<bool>,
+    listeners: Arc<listener::Listeners>,
+    admin: Option<(SocketAddr, watch::Sender<bool>, JoinHandle<()>)>,
+    reloader: Option<Arc<reload::Reloader>>,
+    _watcher: Option<notify::RecommendedWatcher>,
     conns_done: mpsc::Receiver<()>,
-    accept_tasks: Vec<JoinHandle<()>>,
 }
 
 impl Gateway {
     /// Binds every listener of a validated config and starts serving. `access_log` overrides
     /// where access-log lines go (tests capture them); `None` follows the config.
     pub async fn start(config: Config, access_log: Option<AccessLogSink>) -> anyhow::Result<Self> {
+        Self::start_inner(config, access_log, None).await
+    }
+
+    /// Starts from a config file and reloads it when it changes, on SIGHUP (see
+    /// [`Gateway::reload`]) and on `POST /reload`.
+    pub async fn start_file(
+        path: &std::path::Path,
+        access_log: Option<AccessLogSink>,
+    ) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let config = gatehouse_config::load_str(&text, &path.display().to_string())
+            .map_err(|e| anyhow::anyhow!("invalid config:\n{e}"))?;
+        Self::start_inner(config, access_log, Some((path.to_path_buf(), text))).await
+    }
+
+    async fn start_inner(
+        config: Config,
+        access_log: Option<AccessLogSink>,
+        file: Option<(std::path::PathBuf, String)>,
+    ) -> anyhow::Result<Self> {
         let sink = match (access_log, config.access_log) {
             (Some(s), _) => Some(s),
             (None, gatehouse_config::AccessLog::Stdout) => Some(AccessLogSink::stdout()),
             (None, gatehouse_config::AccessLog::Off) => None,
         };
-        let listeners = config.listeners.clone();
+        let admin_cfg = config.admin.clone();
+        let listener_cfgs = config.listeners.clone();
+        let admin_token = admin_cfg
+            .as_ref()
+            .map(admin::token_for)
+            .transpose()?
+            .flatten();
         let runtime = Runtime::new(config, sink);
-        let (shutdown, shutdown_rx) = watch::channel(false);
         let (conns_tx, conns_done) = mpsc::channel::<()>(1);
-        let mut addrs = Vec::new();
-        let mut accept_tasks = Vec::new();
-        for l in &listeners {
-            let tcp = listener::bind(&l.address).with_context(|| {
-                format!("listener {:?}: cannot listen on {}", l.name, l.address)
-            })?;
-            let addr = tcp.local_addr()?;
-            addrs.push((l.name.clone(), addr));
-            let accept = listener::AcceptLoop {
-                listener: tcp,
-                settings: Arc::new(listener::ListenerSettings::new(l)),
-                runtime: runtime.clone(),
-                shutdown: shutdown_rx.clone(),
-                conns: conns_tx.clone(),
-            };
-            accept_tasks.push(tokio::spawn(accept.run()));
+        let listeners = Arc::new(listener::Listeners::new(runtime.clone(), conns_tx));
+        let errors = listeners.reconcile(&listener_cfgs);
+        if let Some(e) = errors.first() {
+            listeners.stop_all().await;
+            runtime.stop();
+            anyhow::bail!("{e}");
         }
+        let reloader = file.map(|(path, text)| {
+            Arc::new(reload::Reloader::new(
+                path,
+                runtime.clone(),
+                listeners.clone(),
+                Some(text),
+            ))
+        });
+        let watcher = reloader.clone().and_then(reload::watch);
+        let admin = match admin_cfg {
+            None => None,
+            Some(a) => {
+                let tcp = listener::bind(&a.address)
+                    .with_context(|| format!("admin: cannot listen on {}", a.address))?;
+                let addr = tcp.local_addr()?;
+                let (stop, stop_rx) = watch::channel(false);
+                let state = admin::AdminState {
+                    runtime: runtime.clone(),
+                    events: runtime.events.clone(),
+                    token: admin_token,
+                    started: tokio::time::Instant::now(),
+                    reload: reloader.clone(),
+                };
+                tracing::info!(address = %addr, "admin listening");
+                Some((addr, stop, tokio::spawn(admin::serve(tcp, state, stop_rx))))
+            }
+        };
         Ok(Gateway {
             runtime,
-            addrs,
-            shutdown,
+            listeners,
+            admin,
+            reloader,
+            _watcher: watcher,
             conns_done,
-            accept_tasks,
         })
     }
 
     /// The bound address of the listener named `name`.
     pub fn addr(&self, name: &str) -> Option<SocketAddr> {
-        self.addrs.iter().find(|(n, _)| n == name).map(|(_, a)| *a)
+        self.addrs()
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, a)| a)
     }
 
     /// Every listener's name and bound address, in config order.
-    pub fn addrs(&self) -> &[(String, SocketAddr)] {
-        &self.addrs
+    pub fn addrs(&self) -> Vec<(String, SocketAddr)> {
+        self.listeners.addrs()
+    }
+
+    /// The admin listener's address, when there is one.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(|a| a.0)
     }
 
     pub fn runtime(&self) -> &Arc<Runtime> {
         &self.runtime
     }
 
+    /// Reloads the config file (when started from one). On error nothing changes.
+    pub async fn reload(&self, source: &str) -> Result<u64, Vec<String>> {
+        match &self.reloader {
+            Some(r) => r.reload(source).await,
+            None => Err(vec![
+                "this gateway was not started from a config file".into()
+            ]),
+        }
+    }
+
     /// Stops accepting, lets in-flight requests finish for up to `drain`, then returns.
     /// Returns `true` when every connection finished in time.
-    pub async fn shutdown(mut self, drain: Duration) -> bool {
-        let _ = self.shutdown.send(true);
-        for t in self.accept_tasks.drain(..) {
-            let _ = t.await;
+    pub async fn shutdown(self, drain: Duration) -> bool {
+        self.listeners.stop_all().await;
+        if let Some((_, stop, task)) = self.admin {
+            let _ = stop.send(true);
+            task.abort();
         }
+        let mut conns_done = self.conns_done;
+        drop(self.listeners);
         // Each connection task holds a sender; `recv` yields `None` once all are gone.
-        let drained = tokio::time::timeout(drain, self.conns_done.recv())
-            .await
-            .is_ok();
+        let drained = tokio::time::timeout(drain, conns_done.recv()).await.is_ok();
         self.runtime.stop();
         if let Some(log) = &self.runtime.access_log {
             log.flush();

@@ -122,7 +122,8 @@ impl Drop for ActivityGuard {
 /// Everything an accept loop needs.
 pub struct AcceptLoop {
     pub listener: TcpListener,
-    pub settings: Arc<ListenerSettings>,
+    /// Swapped by a reload; each connection uses the settings current when it was accepted.
+    pub settings: Arc<arc_swap::ArcSwap<ListenerSettings>>,
     pub runtime: Arc<Runtime>,
     pub shutdown: watch::Receiver<bool>,
     /// Each connection holds a clone; drain completes when all are dropped.
@@ -141,7 +142,7 @@ impl AcceptLoop {
                         tokio::spawn(serve_connection(
                             stream,
                             peer,
-                            self.settings.clone(),
+                            self.settings.load_full(),
                             self.runtime.clone(),
                             self.shutdown.clone(),
                             self.conns.clone(),
@@ -149,13 +150,13 @@ impl AcceptLoop {
                     }
                     Err(e) => {
                         // Out of file descriptors and the like: back off briefly instead of spinning.
-                        tracing::warn!(listener = %self.settings.name, error = %e, "accept failed");
+                        tracing::warn!(listener = %self.settings.load().name, error = %e, "accept failed");
                         tokio::time::sleep(Duration::from_millis(20)).await;
                     }
                 },
             }
         }
-        tracing::info!(listener = %self.settings.name, "listener stopped accepting");
+        tracing::info!(listener = %self.settings.load().name, "listener stopped accepting");
     }
 }
 
@@ -200,6 +201,120 @@ async fn serve_connection(
                     None => check_at = Instant::now() + idle,
                 }
             }
+        }
+    }
+}
+
+/// The running listeners, reconciled by name on every (re)load: new ones start, removed ones
+/// stop accepting and drain, an address change restarts one, other changes apply to new
+/// connections.
+pub struct Listeners {
+    running: std::sync::Mutex<Vec<Running>>,
+    runtime: Arc<Runtime>,
+    conns: mpsc::Sender<()>,
+}
+
+struct Running {
+    config: ListenerConfig,
+    addr: SocketAddr,
+    settings: Arc<arc_swap::ArcSwap<ListenerSettings>>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Listeners {
+    pub fn new(runtime: Arc<Runtime>, conns: mpsc::Sender<()>) -> Self {
+        Listeners {
+            running: std::sync::Mutex::new(Vec::new()),
+            runtime,
+            conns,
+        }
+    }
+
+    fn start(&self, cfg: &ListenerConfig) -> std::io::Result<Running> {
+        let tcp = bind(&cfg.address)?;
+        let addr = tcp.local_addr()?;
+        let settings = Arc::new(arc_swap::ArcSwap::from_pointee(ListenerSettings::new(cfg)));
+        let (stop, stop_rx) = watch::channel(false);
+        let accept = AcceptLoop {
+            listener: tcp,
+            settings: settings.clone(),
+            runtime: self.runtime.clone(),
+            shutdown: stop_rx,
+            conns: self.conns.clone(),
+        };
+        tracing::info!(listener = %cfg.name, address = %addr, "listening");
+        Ok(Running {
+            config: cfg.clone(),
+            addr,
+            settings,
+            stop,
+            task: tokio::spawn(accept.run()),
+        })
+    }
+
+    /// Makes the running listeners match `configs`. Binding errors are returned after the
+    /// listeners that could start have started.
+    pub fn reconcile(&self, configs: &[ListenerConfig]) -> Vec<String> {
+        let mut errors = Vec::new();
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let mut next = Vec::new();
+        let mut old: Vec<Running> = std::mem::take(&mut *running);
+        for cfg in configs {
+            match old.iter().position(|r| r.config.name == cfg.name) {
+                Some(i) if old[i].config.address == cfg.address => {
+                    let mut r = old.swap_remove(i);
+                    if r.config != *cfg {
+                        r.settings.store(Arc::new(ListenerSettings::new(cfg)));
+                        r.config = cfg.clone();
+                    }
+                    next.push(r);
+                }
+                found => {
+                    if let Some(i) = found {
+                        let r = old.swap_remove(i);
+                        let _ = r.stop.send(true);
+                    }
+                    match self.start(cfg) {
+                        Ok(r) => next.push(r),
+                        Err(e) => errors.push(format!(
+                            "listener {:?}: cannot listen on {}: {e}",
+                            cfg.name, cfg.address
+                        )),
+                    }
+                }
+            }
+        }
+        for r in old {
+            tracing::info!(listener = %r.config.name, "listener removed: draining its connections");
+            let _ = r.stop.send(true);
+        }
+        *running = next;
+        errors
+    }
+
+    pub fn addrs(&self) -> Vec<(String, SocketAddr)> {
+        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        running
+            .iter()
+            .map(|r| (r.config.name.clone(), r.addr))
+            .collect()
+    }
+
+    /// Stops every listener; their connections get graceful shutdown.
+    pub async fn stop_all(&self) {
+        let tasks: Vec<_> = {
+            let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+            running
+                .drain(..)
+                .map(|r| {
+                    let _ = r.stop.send(true);
+                    r.task
+                })
+                .collect()
+        };
+        for t in tasks {
+            let _ = t.await;
         }
     }
 }

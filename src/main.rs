@@ -36,6 +36,9 @@ enum Command {
         /// Where the gateway listens.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: String,
+        /// Where the admin API listens.
+        #[arg(long, default_value = "127.0.0.1:9901")]
+        admin: String,
         /// Print the demo config and exit.
         #[arg(long)]
         print_config: bool,
@@ -80,11 +83,19 @@ fn main() -> ExitCode {
         }) => (worker_threads, Box::pin(run(config)) as BoxedRun),
         Some(Command::Demo {
             listen,
+            admin,
             print_config,
-        }) => (None, Box::pin(run_demo(listen, print_config)) as BoxedRun),
+        }) => (
+            None,
+            Box::pin(run_demo(listen, admin, print_config)) as BoxedRun,
+        ),
         None => (
             None,
-            Box::pin(run_demo("127.0.0.1:8080".into(), false)) as BoxedRun,
+            Box::pin(run_demo(
+                "127.0.0.1:8080".into(),
+                "127.0.0.1:9901".into(),
+                false,
+            )) as BoxedRun,
         ),
         Some(Command::DemoBackend {
             listen,
@@ -166,22 +177,29 @@ fn check(files: &[PathBuf]) -> ExitCode {
 }
 
 async fn run(path: PathBuf) -> anyhow::Result<()> {
-    let config =
-        gatehouse_config::load_file(&path).map_err(|e| anyhow::anyhow!("invalid config:\n{e}"))?;
-    serve(config).await
+    let gw = gatehouse::Gateway::start_file(&path, None).await?;
+    wait_and_drain(gw).await
 }
 
-async fn serve(config: gatehouse_config::Config) -> anyhow::Result<()> {
-    let drain = config.drain_timeout.0;
-    let gw = gatehouse::Gateway::start(config, None).await?;
-    wait_and_drain(gw, drain).await
-}
-
-async fn wait_and_drain(gw: gatehouse::Gateway, drain: Duration) -> anyhow::Result<()> {
-    for (name, addr) in gw.addrs() {
-        tracing::info!(listener = %name, address = %addr, "listening");
+/// Serves until SIGTERM/SIGINT, reloading on SIGHUP, then drains.
+async fn wait_and_drain(gw: gatehouse::Gateway) -> anyhow::Result<()> {
+    let stop = gatehouse::shutdown_signal();
+    tokio::pin!(stop);
+    #[cfg(unix)]
+    {
+        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        loop {
+            tokio::select! {
+                _ = &mut stop => break,
+                _ = hangup.recv() => {
+                    let _ = gw.reload("sighup").await;
+                }
+            }
+        }
     }
-    gatehouse::shutdown_signal().await;
+    #[cfg(not(unix))]
+    (&mut stop).await;
+    let drain = gw.runtime().snapshot().config.drain_timeout.0;
     tracing::info!(
         drain_timeout_ms = drain.as_millis() as u64,
         "shutting down: draining in-flight requests"
@@ -194,7 +212,7 @@ async fn wait_and_drain(gw: gatehouse::Gateway, drain: Duration) -> anyhow::Resu
     Ok(())
 }
 
-async fn run_demo(listen: String, print_config: bool) -> anyhow::Result<()> {
+async fn run_demo(listen: String, admin: String, print_config: bool) -> anyhow::Result<()> {
     let mut addrs = Vec::new();
     let mut lines = Vec::new();
     for spec in demo::demo_backends() {
@@ -215,19 +233,22 @@ async fn run_demo(listen: String, print_config: bool) -> anyhow::Result<()> {
         addrs.push(addr);
         tokio::spawn(demo::serve_backend(l, spec));
     }
-    let yaml = demo::demo_config(&listen, &addrs);
+    let yaml = demo::demo_config(&listen, &admin, &addrs);
     if print_config {
         print!("{yaml}");
         return Ok(());
     }
     let config = gatehouse_config::load_str(&yaml, "<demo>").map_err(|e| anyhow::anyhow!("{e}"))?;
-    let drain = config.drain_timeout.0;
     let gw = gatehouse::Gateway::start(config, None).await?;
     let g = format!("http://{}", gw.addrs()[0].1);
+    let a = gw
+        .admin_addr()
+        .map(|a| format!("http://{a}"))
+        .unwrap_or_default();
     println!(
-        "Gatehouse {} demo\n\nGateway: {g}\nDemo backends:\n{}\n\nTry:\n  curl -i {g}/api/products            # round robin over alpha, beta, gamma (gamma fails 30 %)\n  curl -i {g}/v1/proxy/stable/hello    # the cluster named in the path\n  curl -i {g}/v1/proxy/flaky/          # gamma alone\n  curl -i '{g}/api/slow?delay=2s'      # 504: the slow cluster's request timeout is 1s\n  curl -i {g}/nothing/here             # 404 JSON local reply\n  curl -i --http2-prior-knowledge {g}/api/products   # HTTP/2 (h2c)\n\nOne JSON access-log line per request follows on stdout. Ctrl-C stops (in-flight requests finish first).\n",
+        "Gatehouse {} demo\n\nGateway: {g}\nDemo backends:\n{}\n\nTry:\n  curl -i {g}/api/products            # round robin over alpha, beta, gamma (gamma fails 30 %)\n  curl -i {g}/v1/proxy/stable/hello    # the cluster named in the path\n  curl -i {g}/v1/proxy/flaky/          # gamma alone\n  curl -i '{g}/api/slow?delay=2s'      # 504: the slow cluster's request timeout is 1s\n  curl -i {g}/nothing/here             # 404 JSON local reply\n  curl -i --http2-prior-knowledge {g}/api/products   # HTTP/2 (h2c)\n\nAdmin API: {a}\n  curl -s {a}/clusters/products      # every endpoint's health, breaker, weights, latency\n  curl -sN {a}/events                # live state transitions (server-sent events)\n  curl -s -X POST {a}/clusters/flaky/endpoints/<gamma address>/breaker -d '{{\"state\":\"open\"}}' -H 'content-type: application/json'\n\nOne JSON access-log line per request follows on stdout. Ctrl-C stops (in-flight requests finish first).\n",
         env!("CARGO_PKG_VERSION"),
         lines.join("\n")
     );
-    wait_and_drain(gw, drain).await
+    wait_and_drain(gw).await
 }

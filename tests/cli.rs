@@ -112,7 +112,14 @@ fn run_refuses_an_invalid_config() {
 
 #[test]
 fn demo_config_is_valid() {
-    let out = gatehouse(&["demo", "--listen", "127.0.0.1:0", "--print-config"]);
+    let out = gatehouse(&[
+        "demo",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin",
+        "127.0.0.1:0",
+        "--print-config",
+    ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let yaml = text(&out.stdout);
     let cfg = gatehouse_config::load_str(&yaml, "<demo>").unwrap_or_else(|e| panic!("{e}\n{yaml}"));
@@ -140,7 +147,7 @@ fn read_line_starting(child: &mut std::process::Child, prefix: &str) -> String {
 #[tokio::test]
 async fn the_demo_serves_through_its_backends() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
-        .args(["demo", "--listen", "127.0.0.1:0"])
+        .args(["demo", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()

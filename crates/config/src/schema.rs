@@ -3,10 +3,10 @@
 //! of addresses and paths) before anything is built from them.
 
 use crate::units::{ByteSize, Dur, Percent, Window};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub listeners: Vec<Listener>,
@@ -32,7 +32,7 @@ pub struct Config {
     pub jwt_issuers: Vec<crate::traffic::JwtIssuer>,
 }
 
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum AccessLog {
     #[default]
@@ -40,7 +40,7 @@ pub enum AccessLog {
     Off,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Listener {
     pub name: String,
@@ -53,7 +53,7 @@ pub struct Listener {
     pub limits: Limits,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// Largest request head (request line + headers) accepted; larger gets 431 (default 64KiB).
@@ -80,7 +80,7 @@ impl Default for Limits {
     }
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Admin {
     pub address: String,
@@ -88,7 +88,7 @@ pub struct Admin {
     pub token_env: Option<String>,
 }
 
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "snake_case")]
 pub enum Protocol {
     #[default]
@@ -96,7 +96,7 @@ pub enum Protocol {
     Http2,
 }
 
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "snake_case")]
 pub enum LbPolicy {
     /// Each endpoint in turn (weights ignored except for slow start and DEGRADED).
@@ -122,7 +122,7 @@ impl LbPolicy {
     }
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Cluster {
     pub name: String,
@@ -152,7 +152,7 @@ pub struct Cluster {
 }
 
 /// Active health checking. HTTP when `path` is set, else a TCP connect.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, Hash)]
 #[serde(deny_unknown_fields, default)]
 pub struct HealthCheck {
     /// `false` turns active checks off (endpoints are then always HEALTHY to them).
@@ -193,7 +193,7 @@ impl Default for HealthCheck {
 }
 
 /// The per-endpoint circuit breaker (also the outlier detector: an OPEN breaker ejects).
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Hash)]
 #[serde(deny_unknown_fields, default)]
 pub struct CircuitBreaker {
     pub enabled: bool,
@@ -232,7 +232,7 @@ impl Default for CircuitBreaker {
     }
 }
 
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Hash)]
 #[serde(deny_unknown_fields, default)]
 pub struct OutlierDetection {
     /// At most this share of the cluster is ejected (breaker OPEN) at once; at least one may be.
@@ -253,7 +253,7 @@ impl Default for OutlierDetection {
     }
 }
 
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, Hash)]
 #[serde(deny_unknown_fields, default)]
 pub struct Retries {
     /// Retries after the first try (0 turns retries off).
@@ -292,7 +292,7 @@ impl Default for Retries {
     }
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Endpoint {
     /// `host:port`; with `address` and the cluster's name this is the endpoint's identity.
@@ -301,7 +301,7 @@ pub struct Endpoint {
     pub weight: u32,
 }
 
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Hash)]
 #[serde(deny_unknown_fields, default)]
 pub struct Timeouts {
     /// TCP connect to an endpoint (default 5s).
@@ -322,7 +322,7 @@ impl Default for Timeouts {
     }
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Route {
     pub name: String,
@@ -344,7 +344,7 @@ pub struct Route {
     pub filters: Vec<crate::traffic::Filter>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteMatch {
     pub path: Option<String>,

@@ -2,10 +2,10 @@
 //! and the route filters that use them.
 
 use crate::units::Dur;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Consumer {
     pub name: String,
@@ -14,7 +14,7 @@ pub struct Consumer {
     pub api_keys: Vec<String>,
 }
 
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "snake_case")]
 pub enum Algorithm {
     /// `rate` refills, `burst` is the bucket size.
@@ -25,7 +25,7 @@ pub enum Algorithm {
     SlidingWindow,
 }
 
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "snake_case")]
 pub enum Store {
     #[default]
@@ -33,7 +33,7 @@ pub enum Store {
     Redis,
 }
 
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "snake_case")]
 pub enum OnRedisError {
     /// Fall back to this instance's local limiter.
@@ -43,7 +43,7 @@ pub enum OnRedisError {
     FailClosed,
 }
 
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, Hash)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimit {
     pub name: String,
@@ -72,7 +72,7 @@ pub struct RateLimit {
     pub max_keys: usize,
 }
 
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, Hash)]
 #[serde(deny_unknown_fields)]
 pub struct Redis {
     /// `redis://host:port/db`
@@ -82,7 +82,7 @@ pub struct Redis {
     pub timeout: Dur,
 }
 
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, Hash)]
 #[serde(deny_unknown_fields)]
 pub struct JwtIssuer {
     pub name: String,
@@ -112,7 +112,7 @@ pub struct JwtIssuer {
 }
 
 /// A step of per-request processing on a route, run in order.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Filter {
     Auth(Auth),
@@ -120,7 +120,7 @@ pub enum Filter {
     RateLimit(String),
 }
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq, Hash)]
 #[serde(deny_unknown_fields)]
 pub struct Auth {
     #[serde(default)]
@@ -129,7 +129,7 @@ pub struct Auth {
     pub jwt: Option<JwtAuth>,
 }
 
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, Hash)]
 #[serde(deny_unknown_fields)]
 pub struct ApiKeyAuth {
     /// Header carrying the key (default `x-api-key`).
@@ -143,7 +143,7 @@ pub struct ApiKeyAuth {
     pub forward: bool,
 }
 
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, Hash)]
 #[serde(deny_unknown_fields)]
 pub struct JwtAuth {
     pub issuer: String,

@@ -1,0 +1,233 @@
+//! Admin API handlers: JSON views of the current snapshot and runtime state, and operator
+//! actions that go through the same runtime methods the data plane uses.
+
+use super::AdminState;
+use crate::cluster::Cluster;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use std::convert::Infallible;
+use tokio::time::Instant;
+use tokio_stream::wrappers::BroadcastStream;
+
+fn not_found(what: String) -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        Json(json!({"error": what, "status": 404})),
+    )
+        .into_response()
+}
+
+pub async fn status(State(s): State<AdminState>) -> Json<Value> {
+    let snap = s.runtime.snapshot();
+    Json(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_seconds": s.started.elapsed().as_secs(),
+        "generation": snap.generation,
+    }))
+}
+
+pub async fn ready(State(s): State<AdminState>) -> Response {
+    let snap = s.runtime.snapshot();
+    // Ready when every cluster has at least one endpoint that is not DOWN.
+    let unready: Vec<&str> = snap
+        .clusters
+        .values()
+        .filter(|c| {
+            c.endpoints
+                .iter()
+                .all(|e| e.state.health() == crate::cluster::endpoint::Health::Down)
+        })
+        .map(|c| c.name.as_ref())
+        .collect();
+    let code = if unready.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        code,
+        Json(json!({"ready": unready.is_empty(), "clusters_without_endpoints": unready})),
+    )
+        .into_response()
+}
+
+pub async fn config(State(s): State<AdminState>) -> Json<Value> {
+    let snap = s.runtime.snapshot();
+    let reload = s.reload.as_ref().map(|r| r.report());
+    Json(json!({
+        "generation": snap.generation,
+        "config": crate::reload::redacted(&snap.config),
+        "last_reload": reload,
+    }))
+}
+
+pub async fn routes(State(s): State<AdminState>) -> Json<Value> {
+    let snap = s.runtime.snapshot();
+    let routes: Vec<Value> = snap
+        .config
+        .routes
+        .iter()
+        .map(|r| {
+            json!({
+                "name": r.name,
+                "match": {
+                    "host": r.matches.host, "path": r.matches.path, "path_prefix": r.matches.path_prefix,
+                    "path_template": r.matches.path_template, "methods": r.matches.methods, "headers": r.matches.headers,
+                },
+                "cluster": r.cluster, "cluster_from_path": r.cluster_from_path, "strip_prefix": r.strip_prefix,
+                "filters": r.filters.len(),
+            })
+        })
+        .collect();
+    Json(json!({"generation": snap.generation, "routes": routes}))
+}
+
+fn cluster_view(c: &Cluster) -> Value {
+    let now = Instant::now();
+    let endpoints: Vec<Value> = c
+        .endpoints
+        .iter()
+        .map(|e| {
+            let s = &e.state;
+            let factor = s.slow_start_factor(now);
+            json!({
+                "address": s.address.as_ref(),
+                "health": s.health(),
+                "breaker": s.breaker_state(),
+                "drained": s.is_drained(),
+                "weight": e.weight,
+                "effective_weight": f64::from(e.weight) * factor,
+                "slow_start_progress": factor,
+                "in_flight": s.in_flight(),
+                "latency_ewma_ms": s.latency_ewma(now) / 1e6,
+                "retry_after_ms": s.retry_after(now).map(|d| d.as_millis() as u64),
+            })
+        })
+        .collect();
+    json!({"name": c.name.as_ref(), "endpoints": endpoints})
+}
+
+pub async fn clusters(State(s): State<AdminState>) -> Json<Value> {
+    let snap = s.runtime.snapshot();
+    let mut names: Vec<&std::sync::Arc<str>> = snap.clusters.keys().collect();
+    names.sort();
+    let list: Vec<Value> = names
+        .iter()
+        .map(|n| cluster_view(&snap.clusters[*n]))
+        .collect();
+    Json(json!({"generation": snap.generation, "clusters": list}))
+}
+
+pub async fn cluster(State(s): State<AdminState>, Path(name): Path<String>) -> Response {
+    let snap = s.runtime.snapshot();
+    match snap.clusters.get(name.as_str()) {
+        Some(c) => Json(cluster_view(c)).into_response(),
+        None => not_found(format!("no cluster named {name:?}")),
+    }
+}
+
+fn endpoint_action(
+    s: &AdminState,
+    name: &str,
+    addr: &str,
+    f: impl FnOnce(&Cluster, &crate::cluster::endpoint::EndpointState),
+) -> Response {
+    let snap = s.runtime.snapshot();
+    let Some(c) = snap.clusters.get(name) else {
+        return not_found(format!("no cluster named {name:?}"));
+    };
+    let Some(e) = c
+        .endpoints
+        .iter()
+        .find(|e| e.state.address.as_ref() == addr)
+    else {
+        return not_found(format!("no endpoint {addr:?} in cluster {name:?}"));
+    };
+    f(c, &e.state);
+    Json(cluster_view(c)).into_response()
+}
+
+pub async fn drain(
+    State(s): State<AdminState>,
+    Path((name, addr)): Path<(String, String)>,
+) -> Response {
+    endpoint_action(&s, &name, &addr, |_, e| {
+        e.set_drained(true, &s.events);
+    })
+}
+
+pub async fn enable(
+    State(s): State<AdminState>,
+    Path((name, addr)): Path<(String, String)>,
+) -> Response {
+    endpoint_action(&s, &name, &addr, |_, e| {
+        e.set_drained(false, &s.events);
+    })
+}
+
+#[derive(serde::Deserialize)]
+pub struct BreakerBody {
+    state: String,
+}
+
+pub async fn breaker(
+    State(s): State<AdminState>,
+    Path((name, addr)): Path<(String, String)>,
+    Json(body): Json<BreakerBody>,
+) -> Response {
+    let open = match body.state.as_str() {
+        "open" => true,
+        "closed" => false,
+        other => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"error": format!("state must be \"open\" or \"closed\", not {other:?}"), "status": 400})),
+            )
+                .into_response()
+        }
+    };
+    endpoint_action(&s, &name, &addr, |c, e| {
+        e.force_breaker(&c.breaker, open, &s.events)
+    })
+}
+
+pub async fn reload(State(s): State<AdminState>) -> Response {
+    let Some(r) = &s.reload else {
+        return (
+            StatusCode::CONFLICT,
+            Json(
+                json!({"error": "this gateway was not started from a config file", "status": 409}),
+            ),
+        )
+            .into_response();
+    };
+    match r.reload("admin").await {
+        Ok(generation) => Json(json!({"result": "ok", "generation": generation})).into_response(),
+        Err(errors) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({"result": "error", "errors": errors, "generation": s.runtime.snapshot().generation})),
+        )
+            .into_response(),
+    }
+}
+
+/// Server-sent events: every state transition as it happens.
+pub async fn events(
+    State(s): State<AdminState>,
+) -> Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>> {
+    let stream = BroadcastStream::new(s.events.subscribe()).filter_map(|m| async move {
+        let v = m.ok()?;
+        let name = v
+            .get("event")
+            .and_then(Value::as_str)
+            .unwrap_or("event")
+            .to_string();
+        Some(Ok(Event::default().event(name).data(v.to_string())))
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}

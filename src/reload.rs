@@ -1,0 +1,185 @@
+//! Hot reload: a config source (file change, SIGHUP, `POST /reload`) → read and validate with the
+//! same code as `gatehouse check` → on any error keep running the old snapshot, log every error
+//! with its position, count it, show it in `GET /config` → else reconcile listeners, build and
+//! swap the snapshot (runtime state of unchanged identities carries over) and announce it.
+
+use crate::listener::Listeners;
+use crate::runtime::Runtime;
+use gatehouse_config::Config;
+use serde::Serialize;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Report {
+    pub source: String,
+    pub at: Option<String>,
+    pub result: Option<&'static str>,
+    pub errors: Vec<String>,
+    pub successes: u64,
+    pub failures: u64,
+}
+
+pub struct Reloader {
+    path: PathBuf,
+    runtime: Arc<Runtime>,
+    listeners: Arc<Listeners>,
+    /// One reload at a time, in the order asked.
+    serial: tokio::sync::Mutex<()>,
+    report: Mutex<Report>,
+    last_text: Mutex<Option<String>>,
+}
+
+impl Reloader {
+    pub fn new(
+        path: PathBuf,
+        runtime: Arc<Runtime>,
+        listeners: Arc<Listeners>,
+        loaded_text: Option<String>,
+    ) -> Self {
+        Reloader {
+            path,
+            runtime,
+            listeners,
+            serial: tokio::sync::Mutex::new(()),
+            report: Mutex::new(Report::default()),
+            last_text: Mutex::new(loaded_text),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn report(&self) -> Report {
+        self.report
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Reloads only if the file's text changed since the last load (file watching sees many
+    /// events per save). Returns whether a reload ran.
+    pub async fn reload_if_changed(&self, source: &str) -> bool {
+        let text = std::fs::read_to_string(&self.path).ok();
+        let same = *self.last_text.lock().unwrap_or_else(|e| e.into_inner()) == text;
+        if same || text.is_none() {
+            return false;
+        }
+        let _ = self.reload(source).await;
+        true
+    }
+
+    /// Reads, validates and applies the file. On error nothing changes.
+    pub async fn reload(&self, source: &str) -> Result<u64, Vec<String>> {
+        let _one = self.serial.lock().await;
+        let name = self.path.display().to_string();
+        let text = std::fs::read_to_string(&self.path);
+        let result = match &text {
+            Ok(t) => gatehouse_config::load_str(t, &name)
+                .map_err(|e| e.0.iter().map(ToString::to_string).collect()),
+            Err(e) => Err(vec![format!("{name}: cannot read file: {e}")]),
+        };
+        let now = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+        match result {
+            Ok(config) => {
+                let listener_errors = self.listeners.reconcile(&config.listeners);
+                let generation = self.runtime.apply(config);
+                *self.last_text.lock().unwrap_or_else(|e| e.into_inner()) = text.ok();
+                let mut r = self.report.lock().unwrap_or_else(|e| e.into_inner());
+                r.source = source.into();
+                r.at = Some(now);
+                r.result = Some("ok");
+                r.errors = listener_errors.clone();
+                r.successes += 1;
+                drop(r);
+                for e in &listener_errors {
+                    tracing::error!(error = %e, "reload: listener not started");
+                }
+                tracing::info!(generation, source, "config reloaded");
+                self.runtime.events.emit(
+                    "config_reloaded",
+                    "",
+                    None,
+                    json!({"generation": generation, "source": source}),
+                );
+                Ok(generation)
+            }
+            Err(errors) => {
+                for e in &errors {
+                    tracing::error!(error = %e, source, "config reload refused; the running config stays");
+                }
+                let mut r = self.report.lock().unwrap_or_else(|e| e.into_inner());
+                r.source = source.into();
+                r.at = Some(now);
+                r.result = Some("error");
+                r.errors = errors.clone();
+                r.failures += 1;
+                drop(r);
+                self.runtime.events.emit(
+                    "config_reload_failed",
+                    "",
+                    None,
+                    json!({"errors": errors.len(), "source": source, "first_error": errors.first()}),
+                );
+                Err(errors)
+            }
+        }
+    }
+}
+
+/// The effective config as JSON with secrets redacted (API-key digests, Redis passwords).
+pub fn redacted(c: &Config) -> Value {
+    let mut v = serde_json::to_value(c).unwrap_or(Value::Null);
+    if let Some(consumers) = v.get_mut("consumers").and_then(Value::as_array_mut) {
+        for c in consumers {
+            if let Some(keys) = c.get_mut("api_keys").and_then(Value::as_array_mut) {
+                for k in keys.iter_mut() {
+                    *k = json!("sha256:<redacted>");
+                }
+            }
+        }
+    }
+    if let Some(url) = v.pointer_mut("/redis/url") {
+        if let Some(s) = url.as_str() {
+            if let Some((scheme, rest)) = s.split_once("://") {
+                if let Some((_, host)) = rest.split_once('@') {
+                    *url = json!(format!("{scheme}://<redacted>@{host}"));
+                }
+            }
+        }
+    }
+    v
+}
+
+/// Watches the config file's directory (editors save by rename, Kubernetes swaps a symlink) and
+/// reloads when the file's text changes.
+pub fn watch(reloader: Arc<Reloader>) -> Option<notify::RecommendedWatcher> {
+    use notify::{RecursiveMode, Watcher};
+    let dir = reloader
+        .path()
+        .parent()
+        .map(Path::to_path_buf)
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or_else(|| PathBuf::from("."));
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(16);
+    let mut watcher = notify::recommended_watcher(move |_res: notify::Result<notify::Event>| {
+        let _ = tx.try_send(());
+    })
+    .ok()?;
+    if let Err(e) = watcher.watch(&dir, RecursiveMode::NonRecursive) {
+        tracing::warn!(dir = %dir.display(), error = %e, "cannot watch the config directory; reload with SIGHUP or POST /reload");
+        return None;
+    }
+    tokio::spawn(async move {
+        while rx.recv().await.is_some() {
+            // Let a burst of events (write, rename, chmod) settle, then look once.
+            tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+            while rx.try_recv().is_ok() {}
+            reloader.reload_if_changed("file").await;
+        }
+    });
+    Some(watcher)
+}
