@@ -41,7 +41,9 @@ impl Events {
                 .into(),
         );
         m.insert("event".into(), name.into());
-        m.insert("cluster".into(), cluster.into());
+        if !cluster.is_empty() {
+            m.insert("cluster".into(), cluster.into());
+        }
         if let Some(e) = endpoint {
             m.insert("endpoint".into(), e.into());
         }

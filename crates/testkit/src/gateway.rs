@@ -40,6 +40,23 @@ impl TestGateway {
         TestGateway { gw: Some(gw), log }
     }
 
+    /// Starts from a config file, as `gatehouse run -c FILE` does (so reloads work).
+    pub async fn start_file(path: &std::path::Path) -> Self {
+        let log = Capture::default();
+        let gw = Gateway::start_file(path, Some(AccessLogSink::to_writer(Box::new(log.clone()))))
+            .await
+            .expect("gateway starts");
+        TestGateway { gw: Some(gw), log }
+    }
+
+    /// `http://ADMIN{path}`.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!(
+            "http://{}{path}",
+            self.gw().admin_addr().expect("an admin listener")
+        )
+    }
+
     fn gw(&self) -> &Gateway {
         self.gw.as_ref().expect("gateway running")
     }
