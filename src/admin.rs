@@ -66,6 +66,7 @@ pub fn router(state: AdminState) -> Router {
         )
         .route("/reload", post(handlers::reload))
         .route("/events", get(handlers::events))
+        .route("/metrics", get(handlers::metrics))
         .layer(middleware::from_fn_with_state(state.clone(), auth))
         .route(
             "/healthz",

@@ -22,6 +22,7 @@ use tokio::time::Instant;
 
 /// An endpoint in this snapshot: shared runtime state plus this snapshot's tunables.
 pub struct EndpointRef {
+    pub metrics: crate::observe::metrics::EndpointMetrics,
     pub state: Arc<EndpointState>,
     pub weight: u32,
     pub client: UpstreamClient,
@@ -55,6 +56,23 @@ pub struct Cluster {
     pub state: Arc<ClusterState>,
     /// (health epoch << 1) | panic, see `panic()`.
     pub panic_cache: AtomicU64,
+    pub retry_counters: RetryCounters,
+}
+
+/// Metric handles for a cluster's retries.
+pub struct RetryCounters {
+    pub sent: prometheus_client::metrics::counter::Counter,
+    pub refused_by_budget: prometheus_client::metrics::counter::Counter,
+}
+
+impl RetryCounters {
+    pub fn new(m: &crate::observe::metrics::Metrics, cluster: &str) -> Self {
+        let l = vec![("cluster", cluster.to_string())];
+        RetryCounters {
+            sent: m.retries.get_or_create(&l).clone(),
+            refused_by_budget: m.retry_budget_exhausted.get_or_create(&l).clone(),
+        }
+    }
 }
 
 /// The endpoint chosen for one try.

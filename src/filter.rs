@@ -16,7 +16,13 @@ use std::sync::Arc;
 pub enum Filter {
     ApiKey(Arc<api_key::ApiKeyAuth>),
     Jwt(Arc<jwt::JwtAuth>),
-    RateLimit(Arc<Limiter>),
+    RateLimit(Arc<Limiter>, LimitCounters),
+}
+
+/// A rate-limit filter's decision counters for its route, resolved when the snapshot is built.
+pub struct LimitCounters {
+    pub allowed: prometheus_client::metrics::counter::Counter,
+    pub limited: prometheus_client::metrics::counter::Counter,
 }
 
 /// Who the request is, once an auth filter has run.
@@ -36,17 +42,39 @@ pub async fn run(
     identity: &mut Identity,
     response_headers: &mut HeaderMap,
 ) -> Result<(), ProxyError> {
+    let auth_failed = |e: ProxyError| {
+        ctx.runtime
+            .metrics
+            .auth_failures
+            .get_or_create(&vec![
+                ("route", route.to_string()),
+                ("reason", e.reason().to_string()),
+            ])
+            .inc();
+        e
+    };
     for f in filters {
         match f {
-            Filter::ApiKey(a) => identity.consumer = Some(a.authenticate(parts)?),
+            Filter::ApiKey(a) => {
+                identity.consumer = Some(a.authenticate(parts).map_err(auth_failed)?)
+            }
             Filter::Jwt(j) => {
-                let v = j.authenticate(parts)?;
+                let v = j.authenticate(parts).map_err(auth_failed)?;
                 identity.consumer = v.consumer;
                 identity.claims = Some(v.claims);
             }
-            Filter::RateLimit(l) => {
+            Filter::RateLimit(l, counters) => {
                 let key = l.key_for(parts, ctx, route, identity);
-                let delay = l.check(&key, response_headers).await?;
+                let delay = match l.check(&key, response_headers).await {
+                    Ok(d) => {
+                        counters.allowed.inc();
+                        d
+                    }
+                    Err(e) => {
+                        counters.limited.inc();
+                        return Err(e);
+                    }
+                };
                 if !delay.is_zero() {
                     tokio::time::sleep(delay).await;
                 }

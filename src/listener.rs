@@ -169,6 +169,8 @@ async fn serve_connection(
     _conn_token: mpsc::Sender<()>,
 ) {
     let activity = Arc::new(Activity::new());
+    let connections = runtime.metrics.connections.clone();
+    connections.inc();
     let ctx = Arc::new(ConnCtx {
         runtime,
         trusted_peer: settings.trusts(peer),
@@ -203,6 +205,7 @@ async fn serve_connection(
             }
         }
     }
+    connections.dec();
 }
 
 /// The running listeners, reconciled by name on every (re)load: new ones start, removed ones

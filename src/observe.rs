@@ -4,3 +4,4 @@
 pub mod access_log;
 pub mod events;
 pub mod ids;
+pub mod metrics;

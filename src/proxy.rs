@@ -67,7 +67,11 @@ pub async fn handle(
             error: None,
         })
     });
+    let metrics = &ctx.runtime.metrics;
+    metrics.in_flight.inc();
+    let in_flight_gauge = InFlightGauge(metrics.in_flight.clone());
     let mut extra = http::HeaderMap::new();
+    let mut route_index = None;
     let result = forward(
         &ctx,
         &snap,
@@ -75,6 +79,7 @@ pub async fn handle(
         &request_id,
         &trace,
         &mut extra,
+        &mut route_index,
         rec.as_deref_mut(),
     )
     .await;
@@ -94,8 +99,12 @@ pub async fn handle(
         }
     }
     let status = resp.status().as_u16();
+    route_index
+        .and_then(|i| snap.route_metrics.get(i))
+        .unwrap_or(&snap.unrouted)
+        .answered(status, start.elapsed().as_secs_f64());
     Ok(resp.map(|b| {
-        let b = b.with_hold(Box::new(active));
+        let b = b.with_hold(Box::new((active, in_flight_gauge)));
         match rec {
             Some(mut r) => {
                 r.status = status;
@@ -104,6 +113,15 @@ pub async fn handle(
             None => b,
         }
     }))
+}
+
+/// Decrements the in-flight gauge when the response body ends.
+struct InFlightGauge(prometheus_client::metrics::gauge::Gauge);
+
+impl Drop for InFlightGauge {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// The host the client addressed: the URI authority (HTTP/2, absolute-form) or `Host`.
@@ -121,6 +139,7 @@ async fn forward(
     request_id: &HeaderValue,
     trace: &TraceContext,
     response_headers: &mut http::HeaderMap,
+    route_index: &mut Option<usize>,
     mut rec: Option<&mut AccessRecord>,
 ) -> Result<Response<Body>, ProxyError> {
     let host = request_host(&req).unwrap_or_default().to_string();
@@ -152,6 +171,7 @@ async fn forward(
     }
     let matched_allows_non_idempotent = matched.route.retry_non_idempotent;
     let route = matched.route;
+    *route_index = Some(route.index);
 
     // Route filters: authentication and rate limits, in order.
     let filters = snap

@@ -9,6 +9,7 @@ use crate::filter::limit::{redis_store::RedisStore, Limiter, LocalStore};
 use crate::filter::{api_key::ApiKeyAuth, jwt::JwtAuth, Filter};
 use crate::observe::access_log::AccessLogSink;
 use crate::observe::events::Events;
+use crate::observe::metrics::{EndpointMetrics, Metrics, RouteMetrics};
 use crate::route::RouteTable;
 use crate::upstream::UpstreamClient;
 use arc_swap::ArcSwap;
@@ -29,6 +30,10 @@ pub struct Snapshot {
     pub route_filters: Vec<Vec<Filter>>,
     /// Every rate-limit policy, by name.
     pub limiters: HashMap<Arc<str>, Arc<Limiter>>,
+    /// Each route's metric handles, by the route's position in the config.
+    pub route_metrics: Vec<RouteMetrics>,
+    /// Handles for requests no route matched.
+    pub unrouted: RouteMetrics,
 }
 
 type EndpointKey = (Arc<str>, Arc<str>);
@@ -63,6 +68,7 @@ pub struct Runtime {
     sweeper: Mutex<Option<AbortHandle>>,
     pub access_log: Option<AccessLogSink>,
     pub events: Events,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Runtime {
@@ -85,6 +91,8 @@ impl Runtime {
                 clusters: HashMap::new(),
                 route_filters: Vec::new(),
                 limiters: HashMap::new(),
+                route_metrics: Vec::new(),
+                unrouted: RouteMetrics::new(&Metrics::default(), "none"),
             }),
             generation: AtomicU64::new(0),
             endpoints: Mutex::new(HashMap::new()),
@@ -96,8 +104,11 @@ impl Runtime {
             sweeper: Mutex::new(None),
             access_log,
             events,
+            metrics: Arc::new(Metrics::default()),
         });
         rt.apply(config);
+        crate::observe::metrics::count_events(&rt.events, rt.metrics.clone());
+        crate::observe::metrics::traffic_summaries(Arc::downgrade(&rt));
         // Forget idle rate-limit keys every 10 s so memory follows active clients.
         let weak = Arc::downgrade(&rt);
         let sweeper = tokio::spawn(async move {
@@ -177,6 +188,7 @@ impl Runtime {
                             });
                         }
                         EndpointRef {
+                            metrics: EndpointMetrics::new(&self.metrics, &name, &addr),
                             state,
                             weight: e.weight,
                             client,
@@ -189,6 +201,7 @@ impl Runtime {
                     .as_deref()
                     .and_then(|h| gatehouse_config::policy::parse_hash_on(h).ok());
                 let balancer = Balancer::new(c.lb, hash_on.as_ref(), &endpoints);
+                let retry_counters = crate::cluster::RetryCounters::new(&self.metrics, &name);
                 clusters.insert(
                     name.clone(),
                     Arc::new(Cluster {
@@ -208,6 +221,7 @@ impl Runtime {
                             .collect(),
                         health_checks: c.health_check.enabled,
                         slow_start: c.slow_start.0,
+                        retry_counters,
                         state: cstate,
                         panic_cache: std::sync::atomic::AtomicU64::new(0),
                     }),
@@ -221,14 +235,22 @@ impl Runtime {
             .map(|r| {
                 r.filters
                     .iter()
-                    .filter_map(|f| build_filter(f, &config, &limiters))
+                    .filter_map(|f| build_filter(f, &r.name, &config, &limiters, &self.metrics))
                     .collect()
             })
             .collect();
+        let route_metrics = config
+            .routes
+            .iter()
+            .map(|r| RouteMetrics::new(&self.metrics, &r.name))
+            .collect();
+        self.metrics.generation.set(generation as i64);
         let snapshot = Snapshot {
             generation,
             route_filters,
             limiters,
+            route_metrics,
+            unrouted: RouteMetrics::new(&self.metrics, "none"),
             routes: RouteTable::new(&config.routes),
             config: Arc::new(config),
             clusters,
@@ -336,12 +358,31 @@ impl Drop for Runtime {
 
 fn build_filter(
     f: &FilterConfig,
+    route: &str,
     config: &Config,
     limiters: &HashMap<Arc<str>, Arc<Limiter>>,
+    metrics: &Metrics,
 ) -> Option<Filter> {
     match f {
         FilterConfig::RateLimit(name) => {
-            limiters.get(name.as_str()).cloned().map(Filter::RateLimit)
+            let decision = |d: &str| {
+                metrics
+                    .rate_limit_decisions
+                    .get_or_create(&vec![
+                        ("route", route.to_string()),
+                        ("policy", name.clone()),
+                        ("decision", d.to_string()),
+                    ])
+                    .clone()
+            };
+            let counters = crate::filter::LimitCounters {
+                allowed: decision("allowed"),
+                limited: decision("limited"),
+            };
+            limiters
+                .get(name.as_str())
+                .cloned()
+                .map(|l| Filter::RateLimit(l, counters))
         }
         FilterConfig::Auth(a) => {
             if let Some(k) = &a.api_key {

@@ -137,6 +137,23 @@ async fn the_event_stream_carries_transitions() {
         .unwrap();
     assert!(seen.contains("event: endpoint_drained"), "{seen}");
     assert!(seen.contains(&addr), "{seen}");
+    // The once-a-second traffic summary counts the requests of the last second.
+    for _ in 0..3 {
+        client().get(gw.url("/t")).send().await.unwrap();
+    }
+    let mut traffic = String::new();
+    let wait = async {
+        while let Some(chunk) = body.next().await {
+            traffic.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+            if traffic.contains("\"requests_per_second\":3") {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), wait)
+        .await
+        .unwrap();
+    assert!(traffic.contains("event: traffic"), "{traffic}");
 }
 
 #[tokio::test]

@@ -231,3 +231,60 @@ pub async fn events(
     });
     Sse::new(stream).keep_alive(KeepAlive::default())
 }
+
+/// Prometheus text format (OpenMetrics when the scraper asks for it); endpoint state gauges
+/// are read from the runtime now.
+pub async fn metrics(State(s): State<AdminState>, headers: axum::http::HeaderMap) -> Response {
+    let m = &s.runtime.metrics;
+    let snap = s.runtime.snapshot();
+    for c in snap.clusters.values() {
+        for e in &c.endpoints {
+            let l = vec![
+                ("cluster", c.name.to_string()),
+                ("endpoint", e.state.address.to_string()),
+            ];
+            m.endpoint_health
+                .get_or_create(&l)
+                .set(e.state.health() as i64);
+            let b = match e.state.breaker_state() {
+                crate::cluster::breaker::State::Closed => 0,
+                crate::cluster::breaker::State::Open => 1,
+                crate::cluster::breaker::State::HalfOpen => 2,
+            };
+            m.endpoint_breaker.get_or_create(&l).set(b);
+            m.endpoint_in_flight
+                .get_or_create(&l)
+                .set(e.state.in_flight() as i64);
+        }
+    }
+    if let Some(log) = &s.runtime.access_log {
+        let dropped = log.dropped();
+        let seen = m.access_log_dropped.get();
+        if dropped > seen {
+            m.access_log_dropped.inc_by(dropped - seen);
+        }
+    }
+    let wants_openmetrics = headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/openmetrics-text"));
+    if wants_openmetrics {
+        (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            m.encode_openmetrics(),
+        )
+            .into_response()
+    } else {
+        (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            m.encode_prometheus(),
+        )
+            .into_response()
+    }
+}

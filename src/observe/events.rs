@@ -27,8 +27,18 @@ impl Events {
         Events { tx, log }
     }
 
+    /// How many subscribers are listening (the metrics feeder is always one).
+    pub fn receivers(&self) -> usize {
+        self.tx.receiver_count()
+    }
+
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Value>> {
         self.tx.subscribe()
+    }
+
+    /// Publishes on the channel only (no log line): the per-second traffic summary.
+    pub fn broadcast(&self, v: Value) {
+        let _ = self.tx.send(Arc::new(v));
     }
 
     /// Publishes `{"time":..., "event": name, "cluster":..., "endpoint":..., ...fields}`.

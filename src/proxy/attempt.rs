@@ -144,6 +144,7 @@ pub async fn run(
         if matches!(result, Ok(_) | Err(ProxyError::RequestTimeout)) {
             ep.state.observe_latency(took, Instant::now());
         }
+        ep.metrics.duration.observe(took.as_secs_f64());
 
         // Record the outcome on the endpoint (errors that are not the endpoint's fault aren't).
         let call = match &result {
@@ -158,6 +159,11 @@ pub async fn run(
             Err(_) => None,
         };
         if let Some(call) = call {
+            if call.failed {
+                ep.metrics.failure.inc();
+            } else {
+                ep.metrics.success.inc();
+            }
             guard.armed = false;
             let may_trip = !(call.failed || call.slow) || cluster.may_eject();
             let t = ep.state.record(
@@ -174,11 +180,12 @@ pub async fn run(
             }
         }
 
-        let retry = tries.retries < cluster.retries.attempts
+        let wanted = tries.retries < cluster.retries.attempts
             && may_retry_method
             && can_replay
             && condition(&result).is_some_and(|c| cluster.retry_on.contains(&c))
-            && Instant::now() < deadline
+            && Instant::now() < deadline;
+        let retry = wanted
             && cluster
                 .state
                 .budget
@@ -189,6 +196,12 @@ pub async fn run(
                     cluster.retries.budget.0,
                     cluster.retries.min_retries_per_second,
                 );
+        if wanted && !retry {
+            cluster.retry_counters.refused_by_budget.inc();
+        }
+        if retry {
+            cluster.retry_counters.sent.inc();
+        }
         let result = result.map(|response| Answer {
             response,
             endpoint: ep.state.address.clone(),

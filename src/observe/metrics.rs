@@ -1,0 +1,376 @@
+//! Prometheus metrics: every name in this one file (docs/metrics.md lists them). Labels are
+//! bounded — route, cluster, endpoint, status class, policy, outcome — never client or path.
+//! Hot-path handles (per route, per endpoint) are resolved when a snapshot is built; state
+//! gauges are read from the runtime at scrape time; transition counters are fed by the event bus.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+pub type Labels = Vec<(&'static str, String)>;
+type HistogramFamily = Family<Labels, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    // 100 µs … ~52 s.
+    Histogram::new(exponential_buckets(0.0001, 2.0, 20))
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<Labels, Counter>,
+    pub request_duration: HistogramFamily,
+    pub upstream_requests: Family<Labels, Counter>,
+    pub upstream_duration: HistogramFamily,
+    pub in_flight: Gauge,
+    pub connections: Gauge,
+    pub endpoint_health: Family<Labels, Gauge>,
+    pub endpoint_breaker: Family<Labels, Gauge>,
+    pub endpoint_in_flight: Family<Labels, Gauge>,
+    pub breaker_transitions: Family<Labels, Counter>,
+    pub health_transitions: Family<Labels, Counter>,
+    pub retries: Family<Labels, Counter>,
+    pub retry_budget_exhausted: Family<Labels, Counter>,
+    pub rate_limit_decisions: Family<Labels, Counter>,
+    pub auth_failures: Family<Labels, Counter>,
+    pub reloads: Family<Labels, Counter>,
+    pub generation: Gauge,
+    pub access_log_dropped: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut r = Registry::with_prefix("gatehouse");
+        let hist = || HistogramFamily::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let m = Metrics {
+            requests: Family::default(),
+            request_duration: hist(),
+            upstream_requests: Family::default(),
+            upstream_duration: hist(),
+            in_flight: Gauge::default(),
+            connections: Gauge::default(),
+            endpoint_health: Family::default(),
+            endpoint_breaker: Family::default(),
+            endpoint_in_flight: Family::default(),
+            breaker_transitions: Family::default(),
+            health_transitions: Family::default(),
+            retries: Family::default(),
+            retry_budget_exhausted: Family::default(),
+            rate_limit_decisions: Family::default(),
+            auth_failures: Family::default(),
+            reloads: Family::default(),
+            generation: Gauge::default(),
+            access_log_dropped: Counter::default(),
+            registry: Registry::default(),
+        };
+        r.register(
+            "requests",
+            "Downstream requests answered, by route and status class",
+            m.requests.clone(),
+        );
+        r.register(
+            "request_duration_seconds",
+            "Time from request to response head, by route",
+            m.request_duration.clone(),
+        );
+        r.register(
+            "upstream_requests",
+            "Tries sent to endpoints, by cluster, endpoint and outcome",
+            m.upstream_requests.clone(),
+        );
+        r.register(
+            "upstream_request_duration_seconds",
+            "Time from sending a try to its response head, by cluster",
+            m.upstream_duration.clone(),
+        );
+        r.register(
+            "requests_in_flight",
+            "Downstream requests in progress (until the response body ends)",
+            m.in_flight.clone(),
+        );
+        r.register(
+            "downstream_connections",
+            "Open client connections",
+            m.connections.clone(),
+        );
+        r.register(
+            "endpoint_health",
+            "Endpoint health: 0 HEALTHY, 1 DEGRADED, 2 DOWN",
+            m.endpoint_health.clone(),
+        );
+        r.register(
+            "endpoint_breaker_state",
+            "Endpoint circuit breaker: 0 CLOSED, 1 OPEN, 2 HALF_OPEN",
+            m.endpoint_breaker.clone(),
+        );
+        r.register(
+            "endpoint_requests_in_flight",
+            "Requests in flight per endpoint",
+            m.endpoint_in_flight.clone(),
+        );
+        r.register(
+            "circuit_breaker_transitions",
+            "Circuit breaker transitions, by cluster, endpoint and new state",
+            m.breaker_transitions.clone(),
+        );
+        r.register(
+            "health_transitions",
+            "Active health state changes, by cluster, endpoint and new state",
+            m.health_transitions.clone(),
+        );
+        r.register("retries", "Retries sent, by cluster", m.retries.clone());
+        r.register(
+            "retry_budget_exhausted",
+            "Retries refused by the retry budget, by cluster",
+            m.retry_budget_exhausted.clone(),
+        );
+        r.register(
+            "rate_limit_decisions",
+            "Rate-limit decisions, by route, policy and decision",
+            m.rate_limit_decisions.clone(),
+        );
+        r.register(
+            "auth_failures",
+            "Requests refused by authentication, by route and reason",
+            m.auth_failures.clone(),
+        );
+        r.register(
+            "config_reloads",
+            "Config reloads, by result",
+            m.reloads.clone(),
+        );
+        r.register(
+            "config_generation",
+            "Generation of the running config snapshot",
+            m.generation.clone(),
+        );
+        r.register(
+            "access_log_dropped_lines",
+            "Access-log lines dropped because the writer fell behind",
+            m.access_log_dropped.clone(),
+        );
+        let info = Family::<Labels, Gauge>::default();
+        info.get_or_create(&vec![("version", env!("CARGO_PKG_VERSION").to_string())])
+            .set(1);
+        r.register("build_info", "Build information", info);
+        Metrics { registry: r, ..m }
+    }
+}
+
+impl Metrics {
+    /// The OpenMetrics text exposition.
+    pub fn encode_openmetrics(&self) -> String {
+        let mut out = String::new();
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+
+    /// The classic Prometheus text format (0.0.4), what `promtool check metrics` and most
+    /// scrapers expect: counters' HELP/TYPE name the `_total` series, no `# EOF`.
+    pub fn encode_prometheus(&self) -> String {
+        to_prometheus_text(&self.encode_openmetrics())
+    }
+}
+
+/// Rewrites OpenMetrics text as classic Prometheus text.
+pub fn to_prometheus_text(om: &str) -> String {
+    let counters: std::collections::HashSet<&str> = om
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(om.len() + 256);
+    for line in om.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let rewritten = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        out.push_str(rewritten.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
+}
+
+/// The status class label of a status code.
+pub fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+/// Handles for one route, resolved when the snapshot is built.
+#[derive(Clone)]
+pub struct RouteMetrics {
+    by_class: [Counter; 5],
+    pub duration: Histogram,
+}
+
+impl RouteMetrics {
+    pub fn new(m: &Metrics, route: &str) -> Self {
+        let c = |class: &str| {
+            m.requests
+                .get_or_create(&vec![
+                    ("route", route.to_string()),
+                    ("status_class", class.to_string()),
+                ])
+                .clone()
+        };
+        RouteMetrics {
+            by_class: [c("1xx"), c("2xx"), c("3xx"), c("4xx"), c("5xx")],
+            duration: m
+                .request_duration
+                .get_or_create(&vec![("route", route.to_string())])
+                .clone(),
+        }
+    }
+
+    /// (answered, 5xx) so far.
+    pub fn totals(&self) -> (u64, u64) {
+        (
+            self.by_class.iter().map(Counter::get).sum(),
+            self.by_class[4].get(),
+        )
+    }
+
+    pub fn answered(&self, status: u16, seconds: f64) {
+        let i = usize::from((status / 100).clamp(1, 5) - 1);
+        self.by_class[i].inc();
+        self.duration.observe(seconds);
+    }
+}
+
+/// Handles for one endpoint's tries, resolved when the snapshot is built.
+#[derive(Clone)]
+pub struct EndpointMetrics {
+    pub success: Counter,
+    pub failure: Counter,
+    pub duration: Histogram,
+}
+
+impl EndpointMetrics {
+    pub fn new(m: &Metrics, cluster: &str, endpoint: &str) -> Self {
+        let c = |outcome: &str| {
+            m.upstream_requests
+                .get_or_create(&vec![
+                    ("cluster", cluster.to_string()),
+                    ("endpoint", endpoint.to_string()),
+                    ("outcome", outcome.to_string()),
+                ])
+                .clone()
+        };
+        EndpointMetrics {
+            success: c("success"),
+            failure: c("failure"),
+            duration: m
+                .upstream_duration
+                .get_or_create(&vec![("cluster", cluster.to_string())])
+                .clone(),
+        }
+    }
+}
+
+/// Feeds transition counters from the event bus (the one place transitions are announced).
+pub fn count_events(events: &crate::observe::events::Events, m: std::sync::Arc<Metrics>) {
+    let mut rx = events.subscribe();
+    tokio::spawn(async move {
+        loop {
+            let e = match rx.recv().await {
+                Ok(e) => e,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(_) => break,
+            };
+            let s = |k: &str| e.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();
+            let endpoint = || vec![("cluster", s("cluster")), ("endpoint", s("endpoint"))];
+            match e.get("event").and_then(|v| v.as_str()).unwrap_or("") {
+                "circuit_opened" | "circuit_half_opened" | "circuit_closed" => {
+                    let to = match s("event").as_str() {
+                        "circuit_opened" => "open",
+                        "circuit_half_opened" => "half_open",
+                        _ => "closed",
+                    };
+                    let mut l = endpoint();
+                    l.push(("to", to.to_string()));
+                    m.breaker_transitions.get_or_create(&l).inc();
+                }
+                "health_changed" => {
+                    let mut l = endpoint();
+                    l.push(("to", s("to").to_ascii_lowercase()));
+                    m.health_transitions.get_or_create(&l).inc();
+                }
+                "config_reloaded" => {
+                    m.reloads
+                        .get_or_create(&vec![("result", "success".to_string())])
+                        .inc();
+                }
+                "config_reload_failed" => {
+                    m.reloads
+                        .get_or_create(&vec![("result", "failure".to_string())])
+                        .inc();
+                }
+                _ => {}
+            }
+        }
+    });
+}
+
+/// Once a second, while anyone listens on the event stream: requests/s and 5xx/s per route,
+/// tries/s and failures/s per cluster, as a `traffic` event (not logged).
+pub fn traffic_summaries(rt: std::sync::Weak<crate::runtime::Runtime>) {
+    use serde_json::{json, Map};
+    use std::collections::HashMap;
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        let mut last: HashMap<String, (u64, u64)> = HashMap::new();
+        loop {
+            tick.tick().await;
+            let Some(rt) = rt.upgrade() else { break };
+            let snap = rt.snapshot();
+            let mut routes = Map::new();
+            let mut clusters = Map::new();
+            let mut delta = |key: String, now: (u64, u64)| {
+                let prev = last.insert(key, now).unwrap_or(now);
+                (now.0.saturating_sub(prev.0), now.1.saturating_sub(prev.1))
+            };
+            for (r, m) in snap.config.routes.iter().zip(&snap.route_metrics) {
+                let (n, e) = delta(format!("r/{}", r.name), m.totals());
+                routes.insert(
+                    r.name.clone(),
+                    json!({"requests_per_second": n, "errors_per_second": e}),
+                );
+            }
+            for c in snap.clusters.values() {
+                let now = c.endpoints.iter().fold((0, 0), |(t, f), e| {
+                    (
+                        t + e.metrics.success.get() + e.metrics.failure.get(),
+                        f + e.metrics.failure.get(),
+                    )
+                });
+                let (n, f) = delta(format!("c/{}", c.name), now);
+                clusters.insert(
+                    c.name.to_string(),
+                    json!({"tries_per_second": n, "failures_per_second": f}),
+                );
+            }
+            if rt.events.receivers() > 1 {
+                rt.events.broadcast(json!({
+                    "time": humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+                    "event": "traffic",
+                    "routes": routes,
+                    "clusters": clusters,
+                }));
+            }
+        }
+    });
+}
