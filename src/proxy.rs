@@ -70,19 +70,20 @@ pub async fn handle(
     let metrics = &ctx.runtime.metrics;
     metrics.in_flight.inc();
     let in_flight_gauge = InFlightGauge(metrics.in_flight.clone());
-    let mut extra = http::HeaderMap::new();
-    let mut route_index = None;
+    let mut out = Outcome::default();
     let result = forward(
         &ctx,
         &snap,
         req,
-        &request_id,
-        &trace,
-        &mut extra,
-        &mut route_index,
+        (&request_id, &trace),
+        &mut out,
         rec.as_deref_mut(),
     )
     .await;
+    let Outcome {
+        response_headers: extra,
+        route_index,
+    } = out;
     let mut resp = match result {
         Ok(r) => r,
         Err(e) => {
@@ -115,6 +116,14 @@ pub async fn handle(
     }))
 }
 
+/// What `forward` learns besides its result: headers for whatever response goes back (rate-limit
+/// headers), and the matched route (for its metrics).
+#[derive(Default)]
+struct Outcome {
+    response_headers: http::HeaderMap,
+    route_index: Option<usize>,
+}
+
 /// Decrements the in-flight gauge when the response body ends.
 struct InFlightGauge(prometheus_client::metrics::gauge::Gauge);
 
@@ -136,12 +145,14 @@ async fn forward(
     ctx: &ConnCtx,
     snap: &Snapshot,
     mut req: Request<Incoming>,
-    request_id: &HeaderValue,
-    trace: &TraceContext,
-    response_headers: &mut http::HeaderMap,
-    route_index: &mut Option<usize>,
+    (request_id, trace): (&HeaderValue, &TraceContext),
+    out: &mut Outcome,
     mut rec: Option<&mut AccessRecord>,
 ) -> Result<Response<Body>, ProxyError> {
+    let Outcome {
+        response_headers,
+        route_index,
+    } = out;
     let host = request_host(&req).unwrap_or_default().to_string();
     let matched = snap
         .routes

@@ -15,6 +15,11 @@ fn eps(weights: &[u32]) -> Vec<EndpointRef> {
         .map(|(i, w)| {
             let addr = format!("10.0.0.{i}:80");
             EndpointRef {
+                metrics: crate::observe::metrics::EndpointMetrics::new(
+                    &crate::observe::metrics::Metrics::default(),
+                    "c",
+                    &addr,
+                ),
                 state: Arc::new(EndpointState::new(
                     "c".into(),
                     addr.as_str().into(),
