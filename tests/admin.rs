@@ -110,6 +110,26 @@ async fn views_and_operator_actions() {
     assert_eq!(r.status(), 400);
 }
 
+/// Reads an event stream until `needle` shows up (10 s at most); returns what was read.
+async fn read_until(
+    body: &mut (impl futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Unpin),
+    needle: &str,
+) -> String {
+    let mut seen = String::new();
+    let wait = async {
+        while let Some(chunk) = body.next().await {
+            seen.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+            if seen.contains(needle) {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), wait)
+        .await
+        .unwrap_or_else(|_| panic!("{needle:?} not seen in 10 s"));
+    seen
+}
+
 #[tokio::test]
 async fn the_event_stream_carries_transitions() {
     let a = FakeUpstream::start("a").await;
@@ -123,36 +143,14 @@ async fn the_event_stream_carries_transitions() {
         .send()
         .await
         .unwrap();
-    let mut seen = String::new();
-    let wait = async {
-        while let Some(chunk) = body.next().await {
-            seen.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
-            if seen.contains("endpoint_drained") {
-                break;
-            }
-        }
-    };
-    tokio::time::timeout(std::time::Duration::from_secs(10), wait)
-        .await
-        .unwrap();
+    let seen = read_until(&mut body, "endpoint_drained").await;
     assert!(seen.contains("event: endpoint_drained"), "{seen}");
     assert!(seen.contains(&addr), "{seen}");
     // The once-a-second traffic summary counts the requests of the last second.
     for _ in 0..3 {
         client().get(gw.url("/t")).send().await.unwrap();
     }
-    let mut traffic = String::new();
-    let wait = async {
-        while let Some(chunk) = body.next().await {
-            traffic.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
-            if traffic.contains("\"requests_per_second\":3") {
-                break;
-            }
-        }
-    };
-    tokio::time::timeout(std::time::Duration::from_secs(10), wait)
-        .await
-        .unwrap();
+    let traffic = read_until(&mut body, "\"requests_per_second\":3").await;
     assert!(traffic.contains("event: traffic"), "{traffic}");
 }
 

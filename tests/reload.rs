@@ -30,6 +30,14 @@ fn config(eps: &[(&FakeUpstream, u32)], extra_route: bool) -> String {
     )
 }
 
+/// A gateway started from a config file in a fresh directory (kept alive with the gateway).
+async fn from_file(text: &str) -> (TestGateway, tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gatehouse.yaml");
+    std::fs::write(&path, text).unwrap();
+    (TestGateway::start_file(&path).await, dir, path)
+}
+
 /// Writes like an editor: a temporary file renamed over the config.
 fn save(path: &Path, text: &str) {
     let tmp = path.with_extension("tmp");
@@ -44,10 +52,7 @@ async fn twenty_reloads_under_load_fail_nothing_and_keep_state() {
         FakeUpstream::start("b").await,
         FakeUpstream::start("c").await,
     );
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("gatehouse.yaml");
-    std::fs::write(&path, config(&[(&a, 1), (&b, 1)], false)).unwrap();
-    let gw = TestGateway::start_file(&path).await;
+    let (gw, _dir, path) = from_file(&config(&[(&a, 1), (&b, 1)], false)).await;
     let rt = gw.gateway().runtime().clone();
 
     // A client spends its budget; b's breaker is opened by an operator.
@@ -144,10 +149,7 @@ async fn twenty_reloads_under_load_fail_nothing_and_keep_state() {
 #[tokio::test]
 async fn an_invalid_file_changes_nothing_and_is_reported() {
     let a = FakeUpstream::start("a").await;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("gatehouse.yaml");
-    std::fs::write(&path, config(&[(&a, 1)], false)).unwrap();
-    let gw = TestGateway::start_file(&path).await;
+    let (gw, _dir, path) = from_file(&config(&[(&a, 1)], false)).await;
     let before = gw.gateway().runtime().snapshot().generation;
     save(
         &path,
@@ -182,10 +184,7 @@ async fn an_invalid_file_changes_nothing_and_is_reported() {
 #[tokio::test]
 async fn a_saved_file_is_picked_up_by_the_watcher() {
     let a = FakeUpstream::start("a").await;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("gatehouse.yaml");
-    std::fs::write(&path, config(&[(&a, 1)], false)).unwrap();
-    let gw = TestGateway::start_file(&path).await;
+    let (gw, _dir, path) = from_file(&config(&[(&a, 1)], false)).await;
     assert_eq!(
         client()
             .get(gw.url("/extra/1"))
