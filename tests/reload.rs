@@ -244,3 +244,58 @@ async fn sighup_reloads_the_shipped_binary() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn listeners_are_added_and_removed_by_reload() {
+    let a = FakeUpstream::start("a").await;
+    let base = config(&[(&a, 1)], false);
+    let (gw, _dir, path) = from_file(&base).await;
+    let first = gw.addr();
+    // Add a second listener on a free port.
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let two = base.replace(
+        "listeners: [{name: l, address: '127.0.0.1:0'}]",
+        &format!(
+            "listeners: [{{name: l, address: '127.0.0.1:0'}}, {{name: second, address: '{free}'}}]"
+        ),
+    );
+    save(&path, &two);
+    gw.gateway().reload("test").await.unwrap();
+    assert_eq!(gw.gateway().addr("second"), Some(free));
+    let r = client()
+        .get(format!("http://{free}/x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "the new listener serves");
+    // Remove the first: it stops accepting; the second keeps serving.
+    let only_second = base.replace(
+        "listeners: [{name: l, address: '127.0.0.1:0'}]",
+        &format!("listeners: [{{name: second, address: '{free}'}}]"),
+    );
+    save(&path, &only_second);
+    gw.gateway().reload("test").await.unwrap();
+    eventually(
+        "the removed listener to stop accepting",
+        Duration::from_secs(5),
+        || async {
+            tokio::net::TcpStream::connect(first)
+                .await
+                .is_err()
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        client()
+            .get(format!("http://{free}/x"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
