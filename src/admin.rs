@@ -3,6 +3,7 @@
 //! readiness. Never the traffic port. A bearer token is required when configured, and the
 //! listener refuses to start on a non-loopback address without one.
 
+mod dashboard;
 mod handlers;
 
 use crate::observe::events::Events;
@@ -64,6 +65,10 @@ pub fn router(state: AdminState) -> Router {
             "/clusters/{name}/endpoints/{addr}/breaker",
             post(handlers::breaker),
         )
+        .route(
+            "/clusters/{name}/endpoints/{addr}/fault",
+            post(handlers::fault),
+        )
         .route("/reload", post(handlers::reload))
         .route("/events", get(handlers::events))
         .route("/metrics", get(handlers::metrics))
@@ -73,16 +78,25 @@ pub fn router(state: AdminState) -> Router {
             get(|| async { Json(serde_json::json!({"status": "ok"})) }),
         )
         .route("/readyz", get(handlers::ready))
+        .route("/dashboard", get(dashboard::page))
+        .route("/dashboard/{*file}", get(dashboard::asset))
         .with_state(state)
 }
 
 async fn auth(State(s): State<AdminState>, req: Request, next: Next) -> Response {
     if let Some(token) = &s.token {
-        let ok = req
+        // EventSource cannot send headers: the event stream also takes `?access_token=`.
+        let from_query = (req.uri().path() == "/events")
+            .then(|| req.uri().query())
+            .flatten()
+            .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("access_token=")));
+        let presented = req
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
+            .or(from_query);
+        let ok = presented
             .is_some_and(|t| subtle::ConstantTimeEq::ct_eq(t.as_bytes(), token.as_bytes()).into());
         if !ok {
             return (

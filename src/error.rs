@@ -33,6 +33,8 @@ pub enum ProxyError {
     Forbidden(&'static str),
     /// A rate limit refused the request (429).
     RateLimited { retry_after: std::time::Duration },
+    /// A fault drill or `fault` filter answered in the endpoint's place with this status.
+    Injected { status: u16 },
 }
 
 impl ProxyError {
@@ -47,6 +49,9 @@ impl ProxyError {
             ProxyError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ProxyError::Forbidden(_) => StatusCode::FORBIDDEN,
             ProxyError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ProxyError::Injected { status } => {
+                StatusCode::from_u16(*status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE)
+            }
         }
     }
 
@@ -63,6 +68,7 @@ impl ProxyError {
             ProxyError::BodyTooLarge => "body_too_large",
             ProxyError::BadRequest(r) | ProxyError::Unauthorized(r) | ProxyError::Forbidden(r) => r,
             ProxyError::RateLimited { .. } => "rate_limited",
+            ProxyError::Injected { .. } => "fault_injected",
         }
     }
 
@@ -96,6 +102,7 @@ impl ProxyError {
             ProxyError::Unauthorized(_) => "authentication required".into(),
             ProxyError::Forbidden(_) => "credentials not accepted".into(),
             ProxyError::RateLimited { .. } => "rate limit exceeded".into(),
+            ProxyError::Injected { .. } => "fault injected".into(),
         }
     }
 }

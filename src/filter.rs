@@ -17,6 +17,7 @@ pub enum Filter {
     ApiKey(Arc<api_key::ApiKeyAuth>),
     Jwt(Arc<jwt::JwtAuth>),
     RateLimit(Arc<Limiter>, LimitCounters),
+    Fault(gatehouse_config::traffic::FaultFilter),
 }
 
 /// A rate-limit filter's decision counters for its route, resolved when the snapshot is built.
@@ -62,6 +63,16 @@ pub async fn run(
                 let v = j.authenticate(parts).map_err(auth_failed)?;
                 identity.consumer = v.consumer;
                 identity.claims = Some(v.claims);
+            }
+            Filter::Fault(f) => {
+                if fastrand::f64() < f.percent.0 {
+                    if let Some(d) = f.delay {
+                        tokio::time::sleep(d.0).await;
+                    }
+                    if let Some(status) = f.abort {
+                        return Err(ProxyError::Injected { status });
+                    }
+                }
             }
             Filter::RateLimit(l, counters) => {
                 let key = l.key_for(parts, ctx, route, identity);

@@ -384,6 +384,7 @@ fn build_filter(
                 .cloned()
                 .map(|l| Filter::RateLimit(l, counters))
         }
+        FilterConfig::Fault(f) => Some(Filter::Fault(f.clone())),
         FilterConfig::Auth(a) => {
             if let Some(k) = &a.api_key {
                 return Some(Filter::ApiKey(Arc::new(ApiKeyAuth::new(

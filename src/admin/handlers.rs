@@ -106,6 +106,11 @@ fn cluster_view(c: &Cluster) -> Value {
                 "in_flight": s.in_flight(),
                 "latency_ewma_ms": s.latency_ewma(now) / 1e6,
                 "retry_after_ms": s.retry_after(now).map(|d| d.as_millis() as u64),
+                "fault": s.peek_fault(now).map(|f| json!({
+                    "abort": f.abort,
+                    "delay_ms": f.delay.map(|d| d.as_millis() as u64),
+                    "remaining_ms": f.until.saturating_duration_since(now).as_millis() as u64,
+                })),
             })
         })
         .collect();
@@ -287,4 +292,43 @@ pub async fn metrics(State(s): State<AdminState>, headers: axum::http::HeaderMap
         )
             .into_response()
     }
+}
+
+#[derive(serde::Deserialize)]
+pub struct FaultBody {
+    abort: Option<u16>,
+    delay_ms: Option<u64>,
+    /// 0 ends a running drill.
+    duration_s: u64,
+}
+
+/// Starts a fault drill on one endpoint: its tries fail with `abort` (or wait `delay_ms`) for
+/// `duration_s`, feeding its breaker like real failures.
+pub async fn fault(
+    State(s): State<AdminState>,
+    Path((name, addr)): Path<(String, String)>,
+    Json(body): Json<FaultBody>,
+) -> Response {
+    if body.duration_s > 0 && body.abort.is_none() == body.delay_ms.is_none() {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": "give exactly one of abort and delay_ms", "status": 400})),
+        )
+            .into_response();
+    }
+    if body.abort.is_some_and(|a| !(200..=599).contains(&a)) || body.duration_s > 3600 {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": "abort must be 200-599 and duration_s at most 3600", "status": 400})),
+        )
+            .into_response();
+    }
+    endpoint_action(&s, &name, &addr, |_, e| {
+        let fault = (body.duration_s > 0).then(|| crate::cluster::endpoint::Fault {
+            abort: body.abort,
+            delay: body.delay_ms.map(std::time::Duration::from_millis),
+            until: Instant::now() + std::time::Duration::from_secs(body.duration_s),
+        });
+        e.set_fault(fault, &s.events);
+    })
 }

@@ -67,6 +67,17 @@ pub struct EndpointState {
     /// Peak-EWMA of response-head latency in ns (f64 bits), and when it was last updated.
     ewma_ns: AtomicU64,
     ewma_at: AtomicU64,
+    /// An injected fault (drills); `fault_on` keeps the no-fault path lock-free.
+    fault: Mutex<Option<Fault>>,
+    fault_on: AtomicBool,
+}
+
+/// A fault drill on one endpoint: its tries fail with `abort` or wait `delay`, until `until`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fault {
+    pub abort: Option<u16>,
+    pub delay: Option<Duration>,
+    pub until: Instant,
 }
 
 /// How fast the latency estimate decays (Linkerd's default).
@@ -94,6 +105,8 @@ impl EndpointState {
             open_until: AtomicU64::new(0),
             ewma_ns: AtomicU64::new(0f64.to_bits()),
             ewma_at: AtomicU64::new(0),
+            fault: Mutex::new(None),
+            fault_on: AtomicBool::new(false),
         }
     }
 
@@ -240,6 +253,46 @@ impl EndpointState {
         let v = f64::from_bits(self.ewma_ns.load(Ordering::Relaxed));
         let elapsed = now_ms.saturating_sub(self.ewma_at.load(Ordering::Relaxed)) as f64;
         v * (-elapsed / EWMA_TAU_MS).exp()
+    }
+
+    /// Starts (or, with `None`, ends) a fault drill. Announces `fault_started` / `fault_ended`.
+    pub fn set_fault(&self, fault: Option<Fault>, events: &Events) {
+        *self.fault.lock().unwrap_or_else(|e| e.into_inner()) = fault;
+        self.fault_on.store(fault.is_some(), Ordering::Relaxed);
+        match fault {
+            Some(f) => events.emit(
+                "fault_started",
+                &self.cluster,
+                Some(&self.address),
+                json!({
+                    "abort": f.abort,
+                    "delay_ms": f.delay.map(|d| d.as_millis() as u64),
+                    "duration_ms": f.until.saturating_duration_since(Instant::now()).as_millis() as u64,
+                }),
+            ),
+            None => events.emit("fault_ended", &self.cluster, Some(&self.address), json!({})),
+        }
+    }
+
+    /// The fault in force now, without clearing an expired one (for status views).
+    pub fn peek_fault(&self, now: Instant) -> Option<Fault> {
+        if !self.fault_on.load(Ordering::Relaxed) {
+            return None;
+        }
+        (*self.fault.lock().unwrap_or_else(|e| e.into_inner())).filter(|f| now < f.until)
+    }
+
+    /// The fault in force now, if any (an expired one is cleared and announced).
+    pub fn active_fault(&self, now: Instant, events: &Events) -> Option<Fault> {
+        if !self.fault_on.load(Ordering::Relaxed) {
+            return None;
+        }
+        let f = (*self.fault.lock().unwrap_or_else(|e| e.into_inner()))?;
+        if now >= f.until {
+            self.set_fault(None, events);
+            return None;
+        }
+        Some(f)
     }
 
     /// True while the breaker is OPEN and not yet due to half-open: no point asking it.

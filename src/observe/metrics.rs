@@ -210,11 +210,63 @@ pub fn status_class(status: u16) -> &'static str {
     }
 }
 
+/// Coarse latency buckets (100 µs × 1.5^i) kept per route for the live p50/p99 of the
+/// dashboard; Prometheus gets the proper histogram.
+pub struct Latency {
+    buckets: [std::sync::atomic::AtomicU64; 40],
+}
+
+impl Default for Latency {
+    fn default() -> Self {
+        Latency {
+            buckets: std::array::from_fn(|_| std::sync::atomic::AtomicU64::new(0)),
+        }
+    }
+}
+
+impl Latency {
+    fn bound(i: usize) -> f64 {
+        0.0001 * 1.5f64.powi(i as i32)
+    }
+
+    pub fn observe(&self, seconds: f64) {
+        let i = (0..40).find(|&i| seconds <= Self::bound(i)).unwrap_or(39);
+        self.buckets[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> [u64; 40] {
+        std::array::from_fn(|i| self.buckets[i].load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// The `q` quantile (upper bucket bound, seconds) of the counts `now - before`.
+    pub fn quantile(now: &[u64; 40], before: &[u64; 40], q: f64) -> Option<f64> {
+        let d: Vec<u64> = now
+            .iter()
+            .zip(before)
+            .map(|(a, b)| a.saturating_sub(*b))
+            .collect();
+        let total: u64 = d.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        let want = (q * total as f64).ceil() as u64;
+        let mut seen = 0;
+        for (i, n) in d.iter().enumerate() {
+            seen += n;
+            if seen >= want {
+                return Some(Self::bound(i));
+            }
+        }
+        None
+    }
+}
+
 /// Handles for one route, resolved when the snapshot is built.
 #[derive(Clone)]
 pub struct RouteMetrics {
     by_class: [Counter; 5],
     pub duration: Histogram,
+    pub latency: std::sync::Arc<Latency>,
 }
 
 impl RouteMetrics {
@@ -233,6 +285,7 @@ impl RouteMetrics {
                 .request_duration
                 .get_or_create(&vec![("route", route.to_string())])
                 .clone(),
+            latency: std::sync::Arc::default(),
         }
     }
 
@@ -248,6 +301,7 @@ impl RouteMetrics {
         let i = usize::from((status / 100).clamp(1, 5) - 1);
         self.by_class[i].inc();
         self.duration.observe(seconds);
+        self.latency.observe(seconds);
     }
 }
 
@@ -333,6 +387,7 @@ pub fn traffic_summaries(rt: std::sync::Weak<crate::runtime::Runtime>) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
         let mut last: HashMap<String, (u64, u64)> = HashMap::new();
+        let mut last_latency: HashMap<String, [u64; 40]> = HashMap::new();
         loop {
             tick.tick().await;
             let Some(rt) = rt.upgrade() else { break };
@@ -343,11 +398,35 @@ pub fn traffic_summaries(rt: std::sync::Weak<crate::runtime::Runtime>) {
                 let prev = last.insert(key, now).unwrap_or(now);
                 (now.0.saturating_sub(prev.0), now.1.saturating_sub(prev.1))
             };
-            for (r, m) in snap.config.routes.iter().zip(&snap.route_metrics) {
+            for (i, (r, m)) in snap
+                .config
+                .routes
+                .iter()
+                .zip(&snap.route_metrics)
+                .enumerate()
+            {
                 let (n, e) = delta(format!("r/{}", r.name), m.totals());
+                let limited: u64 = snap.route_filters.get(i).map_or(0, |fs| {
+                    fs.iter()
+                        .map(|f| match f {
+                            crate::filter::Filter::RateLimit(_, c) => c.limited.get(),
+                            _ => 0,
+                        })
+                        .sum()
+                });
+                let (limited, _) = delta(format!("l/{}", r.name), (limited, 0));
+                let now = m.latency.snapshot();
+                let before = last_latency.insert(r.name.clone(), now).unwrap_or(now);
+                let ms = |q| Latency::quantile(&now, &before, q).map(|s| (s * 1e6).round() / 1e3);
                 routes.insert(
                     r.name.clone(),
-                    json!({"requests_per_second": n, "errors_per_second": e}),
+                    json!({
+                        "requests_per_second": n,
+                        "errors_per_second": e,
+                        "rate_limited_per_second": limited,
+                        "p50_ms": ms(0.5),
+                        "p99_ms": ms(0.99),
+                    }),
                 );
             }
             for c in snap.clusters.values() {

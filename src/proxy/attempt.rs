@@ -70,6 +70,7 @@ fn condition(r: &Result<Response<Incoming>, ProxyError>) -> Option<RetryOn> {
         }
         Err(ProxyError::UpstreamReset) => Some(RetryOn::Reset),
         Err(ProxyError::RequestTimeout) => Some(RetryOn::Timeout),
+        Err(ProxyError::Injected { status }) => Some(RetryOn::Status(*status)),
         Err(_) => None,
     }
 }
@@ -150,6 +151,10 @@ pub async fn run(
         let call = match &result {
             Ok(resp) => Some(Call {
                 failed: resp.status().is_server_error(),
+                slow: took >= cluster.breaker.slow_call_duration.0,
+            }),
+            Err(ProxyError::Injected { status }) => Some(Call {
+                failed: *status >= 500,
                 slow: took >= cluster.breaker.slow_call_duration.0,
             }),
             Err(e) if e.retryable() || *e == ProxyError::RequestTimeout => Some(Call {

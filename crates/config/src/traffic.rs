@@ -118,6 +118,23 @@ pub enum Filter {
     Auth(Auth),
     /// The name of a `rate_limits` policy.
     RateLimit(String),
+    /// Fault injection for resilience testing.
+    Fault(FaultFilter),
+}
+
+/// `fault: { abort: 503, percent: 10 }` or `fault: { delay: 200ms, percent: 5 }`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[serde(deny_unknown_fields)]
+pub struct FaultFilter {
+    /// Answer with this status instead of forwarding.
+    #[serde(default)]
+    pub abort: Option<u16>,
+    /// Hold the request this long before forwarding.
+    #[serde(default)]
+    pub delay: Option<Dur>,
+    /// Share of requests affected (default 100%).
+    #[serde(default = "defaults::all")]
+    pub percent: crate::units::Percent,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq, Hash)]
@@ -214,6 +231,9 @@ pub fn parse_limit_key(s: &str) -> Result<LimitKey, String> {
 
 mod defaults {
     use super::Algorithm;
+    pub fn all() -> crate::units::Percent {
+        crate::units::Percent(1.0)
+    }
     use crate::units::Dur;
     pub fn algorithm() -> Algorithm {
         Algorithm::TokenBucket

@@ -157,6 +157,20 @@ pub fn validate_traffic(c: &Config, p: &mut impl FnMut(String, String)) {
                     );
                 }
                 Filter::RateLimit(_) => {}
+                Filter::Fault(f) => {
+                    if f.abort.is_none() == f.delay.is_none() {
+                        p(
+                            format!("{at}.fault"),
+                            "use exactly one of abort and delay".into(),
+                        );
+                    }
+                    if f.abort.is_some_and(|s| !(200..=599).contains(&s)) {
+                        p(
+                            format!("{at}.fault.abort"),
+                            "must be a status from 200 to 599".into(),
+                        );
+                    }
+                }
                 Filter::Auth(a) => match (&a.api_key, &a.jwt) {
                     (Some(_), Some(_)) | (None, None) => p(
                         format!("{at}.auth"),
