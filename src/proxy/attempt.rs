@@ -135,8 +135,18 @@ pub async fn run(
 
         let budget_left = deadline.saturating_duration_since(now);
         let sent = Instant::now();
-        let result = match tokio::time::timeout(per_try.min(budget_left), ep.client.send(req)).await
-        {
+        let fault = ep.state.active_fault(now, events);
+        let send = async {
+            if let Some(d) = fault.and_then(|f| f.delay) {
+                tokio::time::sleep(d).await;
+            }
+            match fault.and_then(|f| f.abort) {
+                // A drill answers in the endpoint's place: recorded like a real failure.
+                Some(status) => Err(ProxyError::Injected { status }),
+                None => ep.client.send(req).await,
+            }
+        };
+        let result = match tokio::time::timeout(per_try.min(budget_left), send).await {
             Ok(r) => r,
             Err(_) => Err(ProxyError::RequestTimeout),
         };

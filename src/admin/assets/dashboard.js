@@ -127,7 +127,7 @@ const TRANSITIONS = ["health_changed", "circuit_opened", "circuit_half_opened", 
 
 function onTransition(ev) {
   const li = el("li", { "data-event": ev.event });
-  if (/opened$|failed$|fault_started/.test(ev.event) || ev.to === "DOWN") li.classList.add("bad");
+  if (/^circuit_opened$|failed$|^fault_started$/.test(ev.event) || ev.to === "DOWN") li.classList.add("bad");
   if (/closed$|done$|enabled$/.test(ev.event) || ev.to === "HEALTHY") li.classList.add("good");
   li.append(el("time", {}, new Date(ev.time).toLocaleTimeString()));
   const where = [ev.cluster, ev.endpoint].filter(Boolean).join(" ");

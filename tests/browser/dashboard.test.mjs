@@ -1,0 +1,96 @@
+// The live dashboard in a real headless Chromium: the page loads with no console errors, shows
+// the demo clusters, its charts receive points, a fault drill turns an endpoint's card red
+// (circuit OPEN) and then green again (CLOSED), and the timeline lists those transitions.
+// Saves a screenshot as target/dashboard.png.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { createInterface } from "node:readline";
+import { mkdirSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
+const bin = process.env.GATEHOUSE_BIN || join(root, "target", "debug", "gatehouse");
+
+/** Starts the demo on free ports; resolves with the gateway and admin URLs. */
+function startDemo() {
+  const child = spawn(bin, ["demo", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"], {
+    stdio: ["ignore", "pipe", "ignore"],
+  });
+  return new Promise((resolve, reject) => {
+    const urls = {};
+    const timer = setTimeout(() => reject(new Error("the demo did not print its URLs")), 20000);
+    createInterface({ input: child.stdout }).on("line", (line) => {
+      if (line.startsWith("Gateway: ")) urls.gateway = line.slice(9).trim();
+      if (line.startsWith("Admin API: ")) urls.admin = line.slice(11).trim();
+      if (urls.gateway && urls.admin && !urls.done) {
+        urls.done = true;
+        clearTimeout(timer);
+        resolve({ child, ...urls });
+      }
+    });
+    child.on("exit", (code) => reject(new Error("the demo exited with " + code)));
+  });
+}
+
+test("dashboard: clusters, charts, a fault drill seen live, the timeline", { timeout: 120000 }, async () => {
+  const demo = await startDemo();
+  // Steady traffic (bounded: stops with the test) so that charts and breakers have something to show.
+  let running = true;
+  const traffic = (async () => {
+    for (let i = 0; running && i < 5000; i++) {
+      await Promise.allSettled([
+        fetch(demo.gateway + "/api/products"),
+        fetch(demo.gateway + "/v1/proxy/stable/hello"),
+      ]);
+      await new Promise((r) => setTimeout(r, 40));
+    }
+  })();
+  const browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+      "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+  });
+  try {
+    const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
+    const errors = [];
+    page.on("console", (m) => { if (m.type() === "error") errors.push(m.text()); });
+    page.on("pageerror", (e) => errors.push(String(e)));
+    await page.goto(demo.admin + "/dashboard");
+
+    for (const name of ["products", "stable", "flaky", "slow"]) {
+      await page.waitForSelector(`.cluster[data-name="${name}"] .card`, { timeout: 10000 });
+    }
+    await page.waitForSelector("#conn.live", { timeout: 10000 });
+    await page.waitForFunction(() => window.__gatehouse.points >= 3, null, { timeout: 15000 });
+
+    // The drill: abort every try to one endpoint of "stable" for 4 s.
+    const target = await page.$eval('.cluster[data-name="stable"] .card', (c) => c.dataset.endpoint);
+    await page.selectOption("#drill-endpoint", `stable|${target}`);
+    await page.selectOption("#drill-kind", "abort");
+    await page.fill("#drill-value", "503");
+    await page.fill("#drill-duration", "4");
+    await page.click("#drill-run");
+    const card = `.cluster[data-name="stable"] .card[data-endpoint="${target}"]`;
+    await page.waitForSelector(`${card}[data-breaker="OPEN"][data-colour="red"]`, { timeout: 15000 });
+    // The drill ends after 4 s; the breaker half-opens after its 10 s and a probe closes it.
+    await page.waitForSelector(`${card}[data-breaker="CLOSED"][data-colour="green"]`, { timeout: 45000 });
+
+    const timeline = await page.$$eval("#timeline li", (lis) => lis.map((li) => li.dataset.event + " " + li.textContent));
+    for (const ev of ["fault_started", "circuit_opened", "circuit_half_opened", "circuit_closed"]) {
+      assert.ok(timeline.some((t) => t.startsWith(ev) && t.includes(target)), `${ev} for ${target} in the timeline: ${timeline.join(" | ")}`);
+    }
+    const points = await page.evaluate(() => window.__gatehouse.points);
+    assert.ok(points >= 10, `charts received ${points} points`);
+    mkdirSync(join(root, "target"), { recursive: true });
+    await page.screenshot({ path: join(root, "target", "dashboard.png"), fullPage: true });
+    assert.deepEqual(errors, [], "no console errors");
+  } finally {
+    running = false;
+    await traffic;
+    await browser.close();
+    demo.child.kill();
+  }
+});
