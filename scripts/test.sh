@@ -33,4 +33,4 @@ cargo test --workspace --locked
 echo "== browser tests (headless Chromium, Playwright)"
 cargo build --locked --bin gatehouse
 npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
-(cd tests/browser && node --test)
+(cd tests/browser && node --test --test-concurrency=1)

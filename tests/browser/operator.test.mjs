@@ -46,10 +46,17 @@ test("token-protected dashboard with 50 endpoints survives a gateway restart", {
     "",
   ].join("\n"));
   const env = { ...process.env, GATEHOUSE_UI_TOKEN: "s3cret" };
-  const start = () => spawn(bin, ["run", "-c", cfg], { env, stdio: "ignore" });
+  let stderr = "";
+  const start = () => {
+    const child = spawn(bin, ["run", "-c", cfg], { env, stdio: ["ignore", "ignore", "pipe"] });
+    child.stderr.on("data", (d) => { stderr += d; });
+    return child;
+  };
   const base = `http://127.0.0.1:${admin}`;
   let gw = start();
-  await waitFor(async () => (await fetch(base + "/healthz")).ok, "the gateway");
+  await waitFor(async () => (await fetch(base + "/healthz")).ok, "the gateway").catch((e) => {
+    throw new Error(e.message + "; its stderr: " + stderr.slice(-2000));
+  });
 
   const browser = await chromium.launch({
     executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
