@@ -320,7 +320,7 @@ impl Runtime {
         match cur.as_ref() {
             Some((c, store)) if c == cfg => Some(store.clone()),
             _ => {
-                let store = Arc::new(RedisStore::new(cfg));
+                let store = RedisStore::new(cfg);
                 *cur = Some((cfg.clone(), store.clone()));
                 Some(store)
             }

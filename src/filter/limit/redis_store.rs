@@ -56,17 +56,29 @@ pub struct RedisStore {
 }
 
 impl RedisStore {
-    pub fn new(cfg: &Config) -> Self {
-        RedisStore {
+    /// Makes the store and starts connecting in the background, so that the first checks don't
+    /// spend their short deadline on connecting (and loading the scripts).
+    pub fn new(cfg: &Config) -> std::sync::Arc<Self> {
+        let store = std::sync::Arc::new(RedisStore {
             url: cfg.url.clone(),
             timeout: cfg.timeout.0,
             conn: OnceCell::new(),
             gcra: redis::Script::new(GCRA),
             sliding: redis::Script::new(SLIDING),
+        });
+        if tokio::runtime::Handle::try_current().is_ok() {
+            let s = store.clone();
+            tokio::spawn(async move {
+                if let Err(e) = s.connection().await {
+                    tracing::warn!(error = %e, "redis not reachable yet; checks will retry");
+                }
+            });
         }
+        store
     }
 
-    /// The connection manager, made on first use (Redis may be down when the gateway starts).
+    /// The connection manager, made once (Redis may be down when the gateway starts: then each
+    /// check tries again within its deadline). The scripts are loaded when it connects.
     async fn connection(&self) -> Result<ConnectionManager, String> {
         let cm = self
             .conn
@@ -77,9 +89,17 @@ impl RedisStore {
                     .set_response_timeout(Some(self.timeout))
                     .set_number_of_retries(1)
                     .set_max_delay(Duration::from_millis(500));
-                ConnectionManager::new_with_config(client, cfg)
+                let mut cm = ConnectionManager::new_with_config(client, cfg)
                     .await
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| e.to_string())?;
+                for script in [&self.gcra, &self.sliding] {
+                    script
+                        .prepare_invoke()
+                        .load_async(&mut cm)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                Ok::<_, String>(cm)
             })
             .await?;
         Ok(cm.clone())
