@@ -7,12 +7,9 @@ import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { createInterface } from "node:readline";
 import { mkdirSync } from "node:fs";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
+import { join } from "node:path";
+import { bin, launchChromium, root } from "./lib.mjs";
 
-const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
-const bin = process.env.GATEHOUSE_BIN || join(root, "target", "debug", "gatehouse");
 
 /** Starts the demo on free ports; resolves with the gateway and admin URLs. */
 function startDemo() {
@@ -48,11 +45,7 @@ test("dashboard: clusters, charts, a fault drill seen live, the timeline", { tim
       await new Promise((r) => setTimeout(r, 40));
     }
   })();
-  const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-  });
+  const browser = await launchChromium();
   try {
     const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
     const errors = [];

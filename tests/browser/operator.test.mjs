@@ -6,12 +6,9 @@ import { spawn } from "node:child_process";
 import { createServer } from "node:net";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
+import { join } from "node:path";
+import { bin, launchChromium } from "./lib.mjs";
 
-const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
-const bin = process.env.GATEHOUSE_BIN || join(root, "target", "debug", "gatehouse");
 
 const freePort = () => new Promise((resolve) => {
   const s = createServer();
@@ -58,11 +55,7 @@ test("token-protected dashboard with 50 endpoints survives a gateway restart", {
     throw new Error(e.message + "; its stderr: " + stderr.slice(-2000));
   });
 
-  const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-  });
+  const browser = await launchChromium();
   try {
     const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
     const pageErrors = [];
