@@ -5,7 +5,8 @@ import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
 
 export const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
-export const bin = process.env.GATEHOUSE_BIN || join(root, "target", "debug", "gatehouse");
+const target = process.env.CARGO_TARGET_DIR || join(root, "target");
+export const bin = process.env.GATEHOUSE_BIN || join(target, "debug", "gatehouse");
 
 export function launchChromium() {
   return chromium.launch({
