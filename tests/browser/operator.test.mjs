@@ -10,10 +10,16 @@ import { join } from "node:path";
 import { bin, launchChromium } from "./lib.mjs";
 
 
-const freePort = () => new Promise((resolve) => {
-  const s = createServer();
-  s.listen(0, "127.0.0.1", () => { const p = s.address().port; s.close(() => resolve(p)); });
-});
+/** `n` distinct free loopback ports: all held open while picking, so none repeats. */
+async function freePorts(n) {
+  const servers = await Promise.all(Array.from({ length: n }, () => new Promise((resolve) => {
+    const s = createServer();
+    s.listen(0, "127.0.0.1", () => resolve(s));
+  })));
+  const ports = servers.map((s) => s.address().port);
+  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
+  return ports;
+}
 
 async function waitFor(check, what, ms = 20000) {
   const end = Date.now() + ms;
@@ -25,9 +31,8 @@ async function waitFor(check, what, ms = 20000) {
 }
 
 test("token-protected dashboard with 50 endpoints survives a gateway restart", { timeout: 120000 }, async () => {
-  const [traffic, admin] = [await freePort(), await freePort()];
-  const endpoints = [];
-  for (let i = 0; i < 50; i++) endpoints.push(`      - address: 127.0.0.1:${await freePort()}`);
+  const [traffic, admin, ...unused] = await freePorts(52);
+  const endpoints = unused.map((p) => `      - address: 127.0.0.1:${p}`);
   const dir = mkdtempSync(join(tmpdir(), "gatehouse-ui-"));
   const cfg = join(dir, "gatehouse.yaml");
   writeFileSync(cfg, [

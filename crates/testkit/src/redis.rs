@@ -17,13 +17,19 @@ fn free_port() -> u16 {
 
 impl RedisServer {
     /// Starts one; panics with a clear message when `redis-server` is not installed.
+    /// A free port is picked and then bound by redis-server, so another process may take it in
+    /// between: then it starts again on another port.
     pub fn start() -> Self {
-        let mut s = RedisServer {
-            port: free_port(),
-            child: None,
-        };
-        s.spawn();
-        s
+        for _ in 0..5 {
+            let mut s = RedisServer {
+                port: free_port(),
+                child: None,
+            };
+            if s.try_spawn() {
+                return s;
+            }
+        }
+        panic!("redis-server did not start on any of 5 free ports");
     }
 
     pub fn url(&self) -> String {
@@ -31,7 +37,16 @@ impl RedisServer {
     }
 
     fn spawn(&mut self) {
-        let child = Command::new("redis-server")
+        assert!(
+            self.try_spawn(),
+            "redis-server did not start on port {}",
+            self.port
+        );
+    }
+
+    /// Starts redis-server on `self.port`; false if it exited (the port was taken).
+    fn try_spawn(&mut self) -> bool {
+        let mut child = Command::new("redis-server")
             .args([
                 "--port",
                 &self.port.to_string(),
