@@ -51,7 +51,6 @@ pub struct Cluster {
     pub outlier: OutlierDetection,
     pub retries: Retries,
     pub retry_on: Vec<RetryOn>,
-    pub health_checks: bool,
     pub slow_start: Duration,
     pub state: Arc<ClusterState>,
     /// (health epoch << 1) | panic, see `panic()`.

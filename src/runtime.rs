@@ -219,7 +219,6 @@ impl Runtime {
                             .iter()
                             .filter_map(|r| gatehouse_config::policy::parse_retry_on(r).ok())
                             .collect(),
-                        health_checks: c.health_check.enabled,
                         slow_start: c.slow_start.0,
                         retry_counters,
                         state: cstate,

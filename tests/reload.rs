@@ -38,6 +38,16 @@ async fn from_file(text: &str) -> (TestGateway, tempfile::TempDir, std::path::Pa
     (TestGateway::start_file(&path).await, dir, path)
 }
 
+/// The status of one request from the client that spends its rate-limit budget.
+async fn spent(c: &reqwest::Client, gw: &TestGateway) -> reqwest::StatusCode {
+    c.get(gw.url("/x"))
+        .header("x-client", "spent")
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
 /// Writes like an editor: a temporary file renamed over the config.
 fn save(path: &Path, text: &str) {
     let tmp = path.with_extension("tmp");
@@ -58,15 +68,7 @@ async fn twenty_reloads_under_load_fail_nothing_and_keep_state() {
     // A client spends its budget; b's breaker is opened by an operator.
     let cl = client();
     for _ in 0..3 {
-        assert_eq!(
-            cl.get(gw.url("/x"))
-                .header("x-client", "spent")
-                .send()
-                .await
-                .unwrap()
-                .status(),
-            200
-        );
+        assert_eq!(spent(&cl, &gw).await, 200);
     }
     let b_state = rt.endpoint("backend", &b.addr().to_string()).unwrap();
     b_state.force_breaker(&rt.snapshot().clusters["backend"].breaker, true, &rt.events);
@@ -129,15 +131,7 @@ async fn twenty_reloads_under_load_fail_nothing_and_keep_state() {
         after.breaker_state(),
         gatehouse::cluster::breaker::State::Open
     );
-    assert_eq!(
-        cl.get(gw.url("/x"))
-            .header("x-client", "spent")
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        429
-    );
+    assert_eq!(spent(&cl, &gw).await, 429);
     // The WebSocket is still open.
     ws.send(Message::text("still here")).await.unwrap();
     assert_eq!(

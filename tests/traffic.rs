@@ -34,6 +34,13 @@ routes:
     )
 }
 
+/// A fake upstream and a gateway in front of it with these policies and route filters.
+async fn start(policies: &str, filters: &str) -> (FakeUpstream, TestGateway) {
+    let up = FakeUpstream::start("up").await;
+    let gw = TestGateway::start(&config(&up, policies, filters)).await;
+    (up, gw)
+}
+
 async fn statuses(
     gw: &TestGateway,
     n: usize,
@@ -56,12 +63,10 @@ async fn statuses(
 
 #[tokio::test]
 async fn token_bucket_per_client_with_headers_and_429() {
-    let up = FakeUpstream::start("up").await;
-    let gw = TestGateway::start(&config(
-        &up,
+    let (up, gw) = start(
         "  - {name: per-client, algorithm: token_bucket, rate: 3/m, burst: 3, key: client_ip}",
         "[rate_limit: per-client]",
-    ))
+    )
     .await;
     let c = client();
     for remaining in [2, 1, 0] {
@@ -105,13 +110,7 @@ async fn token_bucket_per_client_with_headers_and_429() {
 
 #[tokio::test]
 async fn per_route_and_per_header_budgets() {
-    let up = FakeUpstream::start("up").await;
-    let gw = TestGateway::start(&config(
-        &up,
-        "  - {name: route-wide, rate: 4/m, key: route}\n  - {name: per-tenant, rate: 2/m, key: \"header:x-tenant\"}",
-        "[rate_limit: per-tenant, rate_limit: route-wide]",
-    ))
-    .await;
+    let (_up, gw) = start("  - {name: route-wide, rate: 4/m, key: route}\n  - {name: per-tenant, rate: 2/m, key: \"header:x-tenant\"}", "[rate_limit: per-tenant, rate_limit: route-wide]").await;
     let a = statuses(&gw, 3, |r| r.header("x-tenant", "a")).await;
     assert_eq!(a, [200, 200, 429], "tenant a's own limit");
     let b = statuses(&gw, 3, |r| r.header("x-tenant", "b")).await;
@@ -123,12 +122,10 @@ async fn per_route_and_per_header_budgets() {
 
 #[tokio::test]
 async fn api_keys_map_to_consumers_and_never_reach_the_backend() {
-    let up = FakeUpstream::start("up").await;
-    let gw = TestGateway::start(&config(
-        &up,
+    let (up, gw) = start(
         "  - {name: per-consumer, rate: 2/m, key: consumer}",
         "[auth: {api_key: {header: x-api-key, query: api_key}}, rate_limit: per-consumer]",
-    ))
+    )
     .await;
     let c = client();
     let r = c.get(gw.url("/r")).send().await.unwrap();
@@ -179,12 +176,10 @@ async fn api_keys_map_to_consumers_and_never_reach_the_backend() {
 
 #[tokio::test]
 async fn leaky_bucket_smooths_a_burst() {
-    let up = FakeUpstream::start("up").await;
-    let gw = TestGateway::start(&config(
-        &up,
+    let (_up, gw) = start(
         "  - {name: smooth, algorithm: leaky_bucket, rate: 10/s, burst: 2, key: route}",
         "[rate_limit: smooth]",
-    ))
+    )
     .await;
     let start = Instant::now();
     let mut tasks = Vec::new();
@@ -222,13 +217,7 @@ async fn leaky_bucket_smooths_a_burst() {
 #[tokio::test]
 async fn sliding_window_and_the_environment_override() {
     std::env::set_var("GATEHOUSE_TEST_RATE_LIMIT", "2-M");
-    let up = FakeUpstream::start("up").await;
-    let gw = TestGateway::start(&config(
-        &up,
-        "  - {name: window, algorithm: sliding_window, rate: 100/m, rate_env: GATEHOUSE_TEST_RATE_LIMIT, key: route}",
-        "[rate_limit: window]",
-    ))
-    .await;
+    let (_up, gw) = start("  - {name: window, algorithm: sliding_window, rate: 100/m, rate_env: GATEHOUSE_TEST_RATE_LIMIT, key: route}", "[rate_limit: window]").await;
     assert_eq!(
         statuses(&gw, 3, |r| r).await,
         [200, 200, 429],
