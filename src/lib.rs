@@ -77,7 +77,20 @@ impl Gateway {
             .map(admin::token_for)
             .transpose()?
             .flatten();
-        let runtime = Runtime::new(config, sink);
+        let runtime = Runtime::new(config, sink).map_err(|problems| {
+            let errors = match &file {
+                Some((path, text)) => {
+                    gatehouse_config::locate(text, &path.display().to_string(), problems)
+                        .to_string()
+                }
+                None => problems
+                    .iter()
+                    .map(|(path, msg)| format!("{path}: {msg}"))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            };
+            anyhow::anyhow!("invalid config:\n{errors}")
+        })?;
         let (conns_tx, conns_done) = mpsc::channel::<()>(1);
         let listeners = Arc::new(listener::Listeners::new(runtime.clone(), conns_tx));
         let errors = listeners.reconcile(&listener_cfgs);

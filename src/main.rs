@@ -161,11 +161,26 @@ fn init_tracing() {
 fn check(files: &[PathBuf]) -> ExitCode {
     let mut ok = true;
     for f in files {
-        match gatehouse_config::load_file(f) {
-            Ok(_) => println!("{}: ok", f.display()),
+        let name = f.display().to_string();
+        let loaded = std::fs::read_to_string(f)
+            .map_err(|_| gatehouse_config::load_file(f).err())
+            .and_then(|text| {
+                let config = gatehouse_config::load_str(&text, &name).map_err(Some)?;
+                // What building the snapshot would find: key files that cannot be read, ...
+                let problems = gatehouse::runtime::filters::preflight(&config);
+                if problems.is_empty() {
+                    Ok(())
+                } else {
+                    Err(Some(gatehouse_config::locate(&text, &name, problems)))
+                }
+            });
+        match loaded {
+            Ok(()) => println!("{name}: ok"),
             Err(errors) => {
                 ok = false;
-                eprintln!("{errors}");
+                if let Some(errors) = errors {
+                    eprintln!("{errors}");
+                }
             }
         }
     }

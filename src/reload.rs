@@ -77,16 +77,27 @@ impl Reloader {
         let _one = self.serial.lock().await;
         let name = self.path.display().to_string();
         let text = std::fs::read_to_string(&self.path);
+        let strings = |e: gatehouse_config::ConfigErrors| -> Vec<String> {
+            e.0.iter().map(ToString::to_string).collect()
+        };
         let result = match &text {
             Ok(t) => gatehouse_config::load_str(t, &name)
-                .map_err(|e| e.0.iter().map(ToString::to_string).collect()),
+                .map_err(strings)
+                .and_then(|config| {
+                    // Build and publish the snapshot before touching listeners: a snapshot that
+                    // cannot be built leaves everything as it was.
+                    let listeners = config.listeners.clone();
+                    self.runtime
+                        .apply(config)
+                        .map(|g| (g, listeners))
+                        .map_err(|p| strings(gatehouse_config::locate(t, &name, p)))
+                }),
             Err(e) => Err(vec![format!("{name}: cannot read file: {e}")]),
         };
         let now = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
         match result {
-            Ok(config) => {
-                let listener_errors = self.listeners.reconcile(&config.listeners);
-                let generation = self.runtime.apply(config);
+            Ok((generation, listeners)) => {
+                let listener_errors = self.listeners.reconcile(&listeners);
                 *self.last_text.lock().unwrap_or_else(|e| e.into_inner()) = text.ok();
                 let mut r = self.report.lock().unwrap_or_else(|e| e.into_inner());
                 r.source = source.into();

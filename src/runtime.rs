@@ -6,19 +6,21 @@ use crate::cluster::balance::Balancer;
 use crate::cluster::endpoint::EndpointState;
 use crate::cluster::{Cluster, ClusterState, EndpointRef};
 use crate::filter::limit::{redis_store::RedisStore, Limiter, LocalStore};
-use crate::filter::{api_key::ApiKeyAuth, jwt::JwtAuth, Filter};
+use crate::filter::Filter;
 use crate::observe::access_log::AccessLogSink;
 use crate::observe::events::Events;
 use crate::observe::metrics::{EndpointMetrics, Metrics, RouteMetrics};
 use crate::route::RouteTable;
 use crate::upstream::UpstreamClient;
 use arc_swap::ArcSwap;
-use gatehouse_config::traffic::Filter as FilterConfig;
+use gatehouse_config::validate::Problem;
 use gatehouse_config::{Config, HealthCheck, Protocol, Timeouts};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::task::AbortHandle;
+
+pub mod filters;
 
 /// One immutable, validated, compiled version of the config.
 pub struct Snapshot {
@@ -74,7 +76,11 @@ pub struct Runtime {
 impl Runtime {
     /// Builds the runtime and its first snapshot. Must run inside a tokio runtime (health
     /// checks are spawned).
-    pub fn new(config: Config, access_log: Option<AccessLogSink>) -> Arc<Self> {
+    /// Fails (and starts nothing) when the config's snapshot cannot be built.
+    pub fn new(
+        config: Config,
+        access_log: Option<AccessLogSink>,
+    ) -> Result<Arc<Self>, Vec<Problem>> {
         Self::with_events(config, access_log, Events::default())
     }
 
@@ -82,7 +88,7 @@ impl Runtime {
         config: Config,
         access_log: Option<AccessLogSink>,
         events: Events,
-    ) -> Arc<Self> {
+    ) -> Result<Arc<Self>, Vec<Problem>> {
         let rt = Arc::new(Runtime {
             current: ArcSwap::from_pointee(Snapshot {
                 generation: 0,
@@ -106,7 +112,7 @@ impl Runtime {
             events,
             metrics: Arc::new(Metrics::default()),
         });
-        rt.apply(config);
+        rt.apply(config)?;
         crate::observe::metrics::count_events(&rt.events, rt.metrics.clone());
         crate::observe::metrics::traffic_summaries(Arc::downgrade(&rt));
         // Forget idle rate-limit keys every 10 s so memory follows active clients.
@@ -125,7 +131,7 @@ impl Runtime {
             }
         });
         *rt.sweeper.lock().unwrap_or_else(|p| p.into_inner()) = Some(sweeper.abort_handle());
-        rt
+        Ok(rt)
     }
 
     /// The snapshot a request uses from start to end.
@@ -135,7 +141,13 @@ impl Runtime {
 
     /// Builds a snapshot from a validated config and publishes it with one atomic store.
     /// Runtime state of endpoints whose identity is unchanged is carried over.
-    pub fn apply(&self, config: Config) -> u64 {
+    ///
+    /// Fails closed: when a filter cannot be built (a key file that cannot be read, a policy
+    /// that does not exist), nothing changes and the errors are returned.
+    pub fn apply(&self, config: Config) -> Result<u64, Vec<Problem>> {
+        let limiters = self.build_limiters(&config);
+        let route_filters = filters::build(&config, &limiters, &self.metrics)?;
+        self.keep_limiter_state(&limiters);
         let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
         let first = generation == 1;
         let mut clusters = HashMap::new();
@@ -227,17 +239,6 @@ impl Runtime {
                 );
             }
         }
-        let limiters = self.build_limiters(&config);
-        let route_filters = config
-            .routes
-            .iter()
-            .map(|r| {
-                r.filters
-                    .iter()
-                    .filter_map(|f| build_filter(f, &r.name, &config, &limiters, &self.metrics))
-                    .collect()
-            })
-            .collect();
         let route_metrics = config
             .routes
             .iter()
@@ -256,7 +257,7 @@ impl Runtime {
         };
         self.current.store(Arc::new(snapshot));
         self.reconcile_health_tasks(wanted_tasks);
-        generation
+        Ok(generation)
     }
 
     /// Keeps health-check tasks whose settings did not change, restarts changed ones, stops
@@ -308,8 +309,13 @@ impl Runtime {
             let local = states.entry(name.clone()).or_default().clone();
             out.insert(name, Arc::new(Limiter::new(rl, local, redis.clone())));
         }
-        states.retain(|k, _| out.contains_key(k));
         out
+    }
+
+    /// Forgets the local state of policies the published snapshot no longer has.
+    fn keep_limiter_state(&self, limiters: &HashMap<Arc<str>, Arc<Limiter>>) {
+        let mut states = self.limiter_state.lock().unwrap_or_else(|p| p.into_inner());
+        states.retain(|k, _| limiters.contains_key(k));
     }
 
     /// The Redis store, kept (with its connection) while the `redis` section is unchanged.
@@ -352,48 +358,5 @@ impl Runtime {
 impl Drop for Runtime {
     fn drop(&mut self) {
         self.stop();
-    }
-}
-
-fn build_filter(
-    f: &FilterConfig,
-    route: &str,
-    config: &Config,
-    limiters: &HashMap<Arc<str>, Arc<Limiter>>,
-    metrics: &Metrics,
-) -> Option<Filter> {
-    match f {
-        FilterConfig::RateLimit(name) => {
-            let decision = |d: &str| {
-                metrics
-                    .rate_limit_decisions
-                    .get_or_create(&vec![
-                        ("route", route.to_string()),
-                        ("policy", name.clone()),
-                        ("decision", d.to_string()),
-                    ])
-                    .clone()
-            };
-            let counters = crate::filter::LimitCounters {
-                allowed: decision("allowed"),
-                limited: decision("limited"),
-            };
-            limiters
-                .get(name.as_str())
-                .cloned()
-                .map(|l| Filter::RateLimit(l, counters))
-        }
-        FilterConfig::Fault(f) => Some(Filter::Fault(f.clone())),
-        FilterConfig::Auth(a) => {
-            if let Some(k) = &a.api_key {
-                return Some(Filter::ApiKey(Arc::new(ApiKeyAuth::new(
-                    k,
-                    &config.consumers,
-                ))));
-            }
-            let j = a.jwt.as_ref()?;
-            let issuer = config.jwt_issuers.iter().find(|i| i.name == j.issuer)?;
-            Some(Filter::Jwt(Arc::new(JwtAuth::new(issuer, j.forward))))
-        }
     }
 }

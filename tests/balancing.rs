@@ -189,7 +189,7 @@ async fn policy_and_weight_changes_keep_endpoint_state() {
         "<reload>",
     )
     .unwrap();
-    let generation = rt.apply(cfg);
+    let generation = rt.apply(cfg).unwrap();
     assert_eq!(generation, 2);
     let after = rt.endpoint("backend", &b.addr().to_string()).unwrap();
     assert!(

@@ -26,25 +26,29 @@ pub fn digest_string(key: &str) -> String {
 }
 
 impl ApiKeyAuth {
-    pub fn new(cfg: &Config, consumers: &[Consumer]) -> Self {
+    /// Builds the filter; a header name or digest that cannot be used is an error (the
+    /// snapshot then fails to build: an auth filter never silently vanishes or weakens).
+    pub fn new(cfg: &Config, consumers: &[Consumer]) -> Result<Self, String> {
         let mut digests = HashMap::new();
         for c in consumers {
             for k in &c.api_keys {
                 let mut d = [0u8; 32];
-                if let Some(h) = k.strip_prefix("sha256:") {
-                    if hex::decode_to_slice(h, &mut d).is_ok() {
-                        digests.insert(d, Arc::from(c.name.as_str()));
-                    }
-                }
+                let h = k.strip_prefix("sha256:").ok_or_else(|| {
+                    format!("consumer {:?}: an api key is not sha256:<hex>", c.name)
+                })?;
+                hex::decode_to_slice(h, &mut d).map_err(|_| {
+                    format!("consumer {:?}: an api key is not sha256:<hex>", c.name)
+                })?;
+                digests.insert(d, Arc::from(c.name.as_str()));
             }
         }
-        ApiKeyAuth {
+        Ok(ApiKeyAuth {
             header: HeaderName::from_bytes(cfg.header.as_bytes())
-                .unwrap_or(HeaderName::from_static("x-api-key")),
+                .map_err(|_| format!("invalid header name {:?}", cfg.header))?,
             query: cfg.query.clone(),
             forward: cfg.forward,
             digests,
-        }
+        })
     }
 
     /// The consumer for this request, removing the credential unless forwarding it.

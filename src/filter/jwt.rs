@@ -2,7 +2,8 @@
 //! (PEM key file or JWKS file, keys chosen by `kid`). Algorithms are pinned per issuer (a token
 //! cannot pick its own); `exp` and `nbf` are checked with a small leeway, `iss` and `aud` when
 //! configured. A claim (default `sub`) names the consumer. Keys are read when the snapshot is
-//! built; a key that cannot be read is logged and its issuer then refuses every token.
+//! built; a key that cannot be read makes the snapshot fail to build (check, run and reload
+//! alike), so an issuer never runs with fewer keys than its config names.
 
 use crate::error::ProxyError;
 use gatehouse_config::traffic::JwtIssuer;
@@ -36,12 +37,15 @@ fn algorithm(name: &str) -> Option<Algorithm> {
 }
 
 impl JwtAuth {
-    pub fn new(cfg: &JwtIssuer, forward: bool) -> Self {
-        let algs: Vec<Algorithm> = cfg.algorithms.iter().filter_map(|a| algorithm(a)).collect();
+    pub fn new(cfg: &JwtIssuer, forward: bool) -> Result<Self, String> {
+        let algs: Vec<Algorithm> = cfg
+            .algorithms
+            .iter()
+            .map(|a| algorithm(a).ok_or_else(|| format!("unsupported algorithm {a:?}")))
+            .collect::<Result<_, _>>()?;
         let mut keys = Vec::new();
-        let problem = |what: String| {
-            tracing::error!(issuer = %cfg.name, problem = %what, "jwt issuer key not loaded; its tokens will be refused");
-        };
+        let mut problems = Vec::new();
+        let mut problem = |what: String| problems.push(what);
         for alg in &algs {
             match alg {
                 Algorithm::HS256 => match cfg.secret_env.as_ref().map(std::env::var) {
@@ -96,7 +100,7 @@ impl JwtAuth {
             }
         }
         let mut validation = Validation::new(algs.first().copied().unwrap_or(Algorithm::RS256));
-        validation.algorithms = algs;
+        validation.algorithms = algs.clone();
         validation.leeway = cfg.leeway.0.as_secs();
         validation.validate_nbf = true;
         validation.set_required_spec_claims(&["exp"]);
@@ -108,12 +112,18 @@ impl JwtAuth {
             Some(a) => validation.set_audience(&[a]),
             None => validation.validate_aud = false,
         }
-        JwtAuth {
+        if !problems.is_empty() {
+            return Err(problems.join("; "));
+        }
+        if algs.is_empty() || keys.is_empty() {
+            return Err("no usable key for any of its algorithms".into());
+        }
+        Ok(JwtAuth {
             keys,
             validation,
             consumer_claim: cfg.consumer_claim.clone(),
             forward,
-        }
+        })
     }
 
     /// Verifies the bearer token; removes `Authorization` unless forwarding it.

@@ -5,6 +5,7 @@
 //! [`position::PositionIndex`]. `gatehouse check` and every (re)load use [`load_str`], so they
 //! can never disagree. No tokio, no hyper, no network.
 
+pub mod edge;
 pub mod policy;
 pub mod position;
 pub mod schema;
@@ -111,7 +112,8 @@ pub fn load_str(text: &str, source: &str) -> Result<Config, ConfigErrors> {
         }
     };
     validate_traffic::apply_env_overrides(&mut config);
-    let problems = validate::validate(&config);
+    let mut problems = validate::validate(&config);
+    validate_traffic::validate_traffic(&config, &mut |path, msg| problems.push((path, msg)));
     if problems.is_empty() {
         Ok(config)
     } else {
@@ -122,6 +124,27 @@ pub fn load_str(text: &str, source: &str) -> Result<Config, ConfigErrors> {
                 .collect(),
         ))
     }
+}
+
+/// Attaches positions in `text` to problems found after loading (a snapshot that could not be
+/// built), so they read like every other config error.
+pub fn locate(text: &str, source: &str, problems: Vec<validate::Problem>) -> ConfigErrors {
+    let index = PositionIndex::build(text);
+    ConfigErrors(
+        problems
+            .into_iter()
+            .map(|(path, message)| {
+                let pos = index.find(&path);
+                ConfigError {
+                    source: source.to_string(),
+                    line: pos.line,
+                    col: pos.col,
+                    path,
+                    message,
+                }
+            })
+            .collect(),
+    )
 }
 
 /// The deserializer's message without its own position suffix (we print positions first).

@@ -51,6 +51,16 @@ pub struct Listener {
     pub trusted_proxies: Vec<String>,
     #[serde(default)]
     pub limits: Limits,
+    /// How request paths are made canonical before routing.
+    #[serde(default)]
+    pub path_normalization: crate::edge::PathNormalization,
+    /// What request header names containing `_` do (default `drop`).
+    #[serde(default)]
+    pub headers_with_underscores: crate::edge::UnderscoreHeaders,
+    /// Every connection starts with a PROXY protocol v1 or v2 header (from an L4 balancer),
+    /// whose source address is then the connection's peer. Default false.
+    #[serde(default)]
+    pub proxy_protocol: bool,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
@@ -66,6 +76,8 @@ pub struct Limits {
     pub header_read_timeout: Dur,
     /// An idle keep-alive connection is closed after this (default 60s).
     pub idle_timeout: Dur,
+    /// Open connections allowed at once; more are accepted and closed at once (default 10000).
+    pub max_connections: usize,
 }
 
 impl Default for Limits {
@@ -76,6 +88,7 @@ impl Default for Limits {
             max_body_bytes: ByteSize(10 << 20),
             header_read_timeout: Dur::secs(10),
             idle_timeout: Dur::secs(60),
+            max_connections: 10_000,
         }
     }
 }
@@ -358,6 +371,10 @@ pub struct RouteMatch {
     /// Header name to exact value.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// Match the path's literal parts without regard to ASCII case (for backends that serve
+    /// `/ADMIN` as `/admin`). Default false.
+    #[serde(default)]
+    pub ignore_case: bool,
 }
 
 mod defaults {

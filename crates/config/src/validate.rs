@@ -61,6 +61,12 @@ pub fn validate(c: &Config) -> Vec<Problem> {
                 "must be at least 8KiB (the HTTP/1 read buffer's minimum)".into(),
             );
         }
+        if lim.max_connections == 0 {
+            p(
+                format!("{at}.limits.max_connections"),
+                "must be at least 1".into(),
+            );
+        }
         if lim.max_headers == 0 {
             p(
                 format!("{at}.limits.max_headers"),
@@ -379,6 +385,11 @@ fn check_name(
     } else if !seen.insert(name.to_string()) {
         p(path.into(), format!("{what} name {name:?} is used twice"));
     }
+}
+
+/// An HTTP token (RFC 9110 §5.6.2): what a header name or method may be.
+pub fn is_token(s: &str) -> bool {
+    http_token(s).is_some()
 }
 
 fn http_token(s: &str) -> Option<&str> {

@@ -171,17 +171,32 @@ pub fn validate_traffic(c: &Config, p: &mut impl FnMut(String, String)) {
                         );
                     }
                 }
-                Filter::Auth(a) => match (&a.api_key, &a.jwt) {
-                    (Some(_), Some(_)) | (None, None) => p(
-                        format!("{at}.auth"),
-                        "use exactly one of api_key and jwt".into(),
-                    ),
-                    (None, Some(jwt)) if !iss_known.contains(&jwt.issuer.as_str()) => p(
-                        format!("{at}.auth.jwt.issuer"),
-                        format!("no jwt issuer named {:?}", jwt.issuer),
-                    ),
-                    _ => {}
-                },
+                Filter::Auth(a) => {
+                    if let Some(k) = &a.api_key {
+                        if !crate::validate::is_token(&k.header) {
+                            p(
+                                format!("{at}.auth.api_key.header"),
+                                format!("invalid header name {:?}", k.header),
+                            );
+                        }
+                    }
+                    match (&a.api_key, &a.jwt) {
+                        (Some(_), Some(_)) | (None, None) => p(
+                            format!("{at}.auth"),
+                            "use exactly one of api_key and jwt".into(),
+                        ),
+                        (None, Some(jwt)) if !iss_known.contains(&jwt.issuer.as_str()) => {
+                            let hint = did_you_mean(&jwt.issuer, &iss_known)
+                                .map(|s| format!(" (did you mean {s:?}?)"))
+                                .unwrap_or_default();
+                            p(
+                                format!("{at}.auth.jwt.issuer"),
+                                format!("no jwt issuer named {:?}{hint}", jwt.issuer),
+                            )
+                        }
+                        _ => {}
+                    }
+                }
             }
         }
     }

@@ -1,0 +1,111 @@
+//! Building a snapshot's route filters from the config. Fails closed: a filter that cannot be
+//! built (its policy or issuer is missing, its key file cannot be read) is an error for the
+//! whole config, never a filter that silently vanishes from its route.
+
+use crate::filter::limit::Limiter;
+use crate::filter::{api_key::ApiKeyAuth, jwt::JwtAuth, Filter, LimitCounters};
+use crate::observe::metrics::Metrics;
+use gatehouse_config::traffic::Filter as FilterConfig;
+use gatehouse_config::validate::Problem;
+use gatehouse_config::Config;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Each route's filters, by the route's position in the config; or every filter that could not
+/// be built, each named by its field path.
+pub fn build(
+    config: &Config,
+    limiters: &HashMap<Arc<str>, Arc<Limiter>>,
+    metrics: &Metrics,
+) -> Result<Vec<Vec<Filter>>, Vec<Problem>> {
+    let mut errors = Vec::new();
+    let mut routes = Vec::with_capacity(config.routes.len());
+    for (i, r) in config.routes.iter().enumerate() {
+        let mut built = Vec::with_capacity(r.filters.len());
+        for (j, f) in r.filters.iter().enumerate() {
+            match build_one(f, &r.name, config, limiters, metrics) {
+                Ok(f) => built.push(f),
+                Err(e) => errors.push((format!("routes[{i}].filters[{j}]"), e)),
+            }
+        }
+        routes.push(built);
+    }
+    if errors.is_empty() {
+        Ok(routes)
+    } else {
+        Err(errors)
+    }
+}
+
+/// What `gatehouse check` adds to validation: builds every filter as a snapshot would (reading
+/// key files), without starting anything.
+pub fn preflight(config: &Config) -> Vec<Problem> {
+    let limiters = config
+        .rate_limits
+        .iter()
+        .map(|rl| {
+            let local = Arc::default();
+            (
+                rl.name.as_str().into(),
+                Arc::new(Limiter::new(rl, local, None)),
+            )
+        })
+        .collect();
+    build(config, &limiters, &Metrics::default())
+        .err()
+        .unwrap_or_default()
+}
+
+fn build_one(
+    f: &FilterConfig,
+    route: &str,
+    config: &Config,
+    limiters: &HashMap<Arc<str>, Arc<Limiter>>,
+    metrics: &Metrics,
+) -> Result<Filter, String> {
+    match f {
+        FilterConfig::RateLimit(name) => {
+            let limiter = limiters
+                .get(name.as_str())
+                .cloned()
+                .ok_or_else(|| format!("no rate limit named {name:?}"))?;
+            let decision = |d: &str| {
+                metrics
+                    .rate_limit_decisions
+                    .get_or_create(&vec![
+                        ("route", route.to_string()),
+                        ("policy", name.clone()),
+                        ("decision", d.to_string()),
+                    ])
+                    .clone()
+            };
+            let counters = LimitCounters {
+                allowed: decision("allowed"),
+                limited: decision("limited"),
+            };
+            Ok(Filter::RateLimit(limiter, counters))
+        }
+        FilterConfig::Fault(f) => {
+            if f.abort.is_none() && f.delay.is_none() {
+                return Err("a fault filter needs abort or delay".into());
+            }
+            Ok(Filter::Fault(f.clone()))
+        }
+        FilterConfig::Auth(a) => match (&a.api_key, &a.jwt) {
+            (Some(k), None) => Ok(Filter::ApiKey(Arc::new(
+                ApiKeyAuth::new(k, &config.consumers).map_err(|e| format!("auth.api_key: {e}"))?,
+            ))),
+            (None, Some(j)) => {
+                let issuer = config
+                    .jwt_issuers
+                    .iter()
+                    .find(|i| i.name == j.issuer)
+                    .ok_or_else(|| format!("auth.jwt: no jwt issuer named {:?}", j.issuer))?;
+                let auth = JwtAuth::new(issuer, j.forward)
+                    .map_err(|e| format!("auth.jwt: issuer {:?}: {e}", issuer.name))?;
+                Ok(Filter::Jwt(Arc::new(auth)))
+            }
+            _ => Err("auth needs exactly one of api_key and jwt".into()),
+        },
+    }
+}
