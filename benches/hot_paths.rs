@@ -72,7 +72,8 @@ fn pick(c: &mut Criterion) {
             for (i, e) in cfg.clusters[0].endpoints.iter_mut().enumerate() {
                 e.weight = 1 + (i % 3) as u32;
             }
-            let runtime = gatehouse::runtime::Runtime::new(cfg, None).unwrap();
+            let runtime =
+                gatehouse::runtime::Runtime::new(cfg, None).expect("the bench config builds");
             let snap = runtime.snapshot();
             let cluster = snap.clusters.get("c").expect("cluster").clone();
             let mut k = 0u64;

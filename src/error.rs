@@ -35,6 +35,21 @@ pub enum ProxyError {
     RateLimited { retry_after: std::time::Duration },
     /// A fault drill or `fault` filter answered in the endpoint's place with this status.
     Injected { status: u16 },
+    /// The request was refused before routing (bad path, host, framing or header): 400.
+    Invalid {
+        reason: &'static str,
+        detail: &'static str,
+    },
+    /// The request uses something the gateway does not implement (a transfer coding): 501.
+    NotImplemented {
+        reason: &'static str,
+        detail: &'static str,
+    },
+    /// The path is not in normal form and the listener answers with the normal form: 308.
+    Redirect { location: HeaderValue },
+    /// The backend's response could not be framed safely (a transfer coding other than a
+    /// single `chunked`): 502, and a failure of that endpoint.
+    UpstreamBadFraming,
 }
 
 impl ProxyError {
@@ -52,6 +67,10 @@ impl ProxyError {
             ProxyError::Injected { status } => {
                 StatusCode::from_u16(*status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE)
             }
+            ProxyError::Invalid { .. } => StatusCode::BAD_REQUEST,
+            ProxyError::NotImplemented { .. } => StatusCode::NOT_IMPLEMENTED,
+            ProxyError::Redirect { .. } => StatusCode::PERMANENT_REDIRECT,
+            ProxyError::UpstreamBadFraming => StatusCode::BAD_GATEWAY,
         }
     }
 
@@ -69,7 +88,21 @@ impl ProxyError {
             ProxyError::BadRequest(r) | ProxyError::Unauthorized(r) | ProxyError::Forbidden(r) => r,
             ProxyError::RateLimited { .. } => "rate_limited",
             ProxyError::Injected { .. } => "fault_injected",
+            ProxyError::Invalid { reason, .. } | ProxyError::NotImplemented { reason, .. } => {
+                reason
+            }
+            ProxyError::Redirect { .. } => "path_redirect",
+            ProxyError::UpstreamBadFraming => "upstream_bad_framing",
         }
+    }
+
+    /// Whether this is a refusal of the request before routing (counted in
+    /// `gatehouse_requests_rejected_total{reason}`).
+    pub fn is_rejection(&self) -> bool {
+        matches!(
+            self,
+            ProxyError::Invalid { .. } | ProxyError::NotImplemented { .. }
+        )
     }
 
     /// Whether trying another endpoint could succeed (the request never reached a backend's
@@ -103,6 +136,13 @@ impl ProxyError {
             ProxyError::Forbidden(_) => "credentials not accepted".into(),
             ProxyError::RateLimited { .. } => "rate limit exceeded".into(),
             ProxyError::Injected { .. } => "fault injected".into(),
+            ProxyError::Invalid { detail, .. } | ProxyError::NotImplemented { detail, .. } => {
+                (*detail).into()
+            }
+            ProxyError::Redirect { .. } => "the path is not in normal form".into(),
+            ProxyError::UpstreamBadFraming => {
+                "the backend's response could not be framed safely".into()
+            }
         }
     }
 }
@@ -129,6 +169,9 @@ pub fn local_reply(err: &ProxyError, request_id: &HeaderValue) -> Response<Body>
         | ProxyError::RateLimited { retry_after } => {
             let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
             h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        ProxyError::Redirect { location } => {
+            h.insert(header::LOCATION, location.clone());
         }
         ProxyError::Unauthorized(r) if r.contains("token") || r.contains("algorithm") => {
             h.insert(

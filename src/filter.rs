@@ -39,6 +39,7 @@ pub async fn run(
     filters: &[Filter],
     parts: &mut http::request::Parts,
     ctx: &ConnCtx,
+    client: std::net::IpAddr,
     route: &str,
     identity: &mut Identity,
     response_headers: &mut HeaderMap,
@@ -75,7 +76,7 @@ pub async fn run(
                 }
             }
             Filter::RateLimit(l, counters) => {
-                let key = l.key_for(parts, ctx, route, identity);
+                let key = l.key_for(parts, client, route, identity);
                 let delay = match l.check(&key, response_headers).await {
                     Ok(d) => {
                         counters.allowed.inc();

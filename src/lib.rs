@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod body;
+pub mod canonical;
 pub mod clock;
 pub mod cluster;
 pub mod demo;
@@ -55,7 +56,7 @@ impl Gateway {
     ) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read {}", path.display()))?;
-        let config = gatehouse_config::load_str(&text, &path.display().to_string())
+        let config = gatehouse_config::load_str_at(&text, path)
             .map_err(|e| anyhow::anyhow!("invalid config:\n{e}"))?;
         Self::start_inner(config, access_log, Some((path.to_path_buf(), text))).await
     }

@@ -1,5 +1,9 @@
-//! Listeners: bind, accept, serve HTTP/1.1 and HTTP/2 (h2c, prior knowledge) on one port with
-//! the listener's limits, close idle keep-alive connections, and drain on shutdown.
+//! Listeners: bind, accept (at most `max_connections` at once: beyond it a connection is
+//! accepted and closed at once, so the accept loop never stalls), read a PROXY protocol header
+//! when configured, serve HTTP/1.1 and HTTP/2 (h2c, prior knowledge) on one port with the
+//! listener's limits, close idle keep-alive connections, and drain on shutdown.
+
+pub mod proxy_protocol;
 
 use crate::proxy::{self, ConnCtx};
 use crate::runtime::Runtime;
@@ -8,7 +12,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
@@ -18,9 +22,12 @@ use tokio::time::Instant;
 /// A listener's settings as its connections use them (fixed when the connection is accepted).
 pub struct ListenerSettings {
     pub name: Arc<str>,
-    pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub edge: crate::canonical::EdgeSettings,
     pub max_body_bytes: u64,
     pub idle_timeout: Duration,
+    pub max_connections: usize,
+    proxy_protocol: bool,
+    header_read_timeout: Duration,
     builder: auto::Builder<TokioExecutor>,
 }
 
@@ -41,20 +48,22 @@ impl ListenerSettings {
             .max_concurrent_streams(1024);
         ListenerSettings {
             name: cfg.name.as_str().into(),
-            trusted_proxies: cfg
-                .trusted_proxies
-                .iter()
-                .filter_map(|t| gatehouse_config::validate::parse_cidr(t))
-                .collect(),
+            edge: crate::canonical::EdgeSettings {
+                path: cfg.path_normalization,
+                underscores: cfg.headers_with_underscores,
+                trusted_proxies: cfg
+                    .trusted_proxies
+                    .iter()
+                    .filter_map(|t| gatehouse_config::validate::parse_cidr(t))
+                    .collect(),
+            },
             max_body_bytes: lim.max_body_bytes.0,
             idle_timeout: lim.idle_timeout.0,
+            max_connections: lim.max_connections,
+            proxy_protocol: cfg.proxy_protocol,
+            header_read_timeout: lim.header_read_timeout.0,
             builder,
         }
-    }
-
-    fn trusts(&self, peer: SocketAddr) -> bool {
-        let ip = peer.ip().to_canonical();
-        self.trusted_proxies.iter().any(|n| n.contains(&ip))
     }
 }
 
@@ -128,6 +137,17 @@ pub struct AcceptLoop {
     pub shutdown: watch::Receiver<bool>,
     /// Each connection holds a clone; drain completes when all are dropped.
     pub conns: mpsc::Sender<()>,
+    /// Connections open on this listener now.
+    pub open: Arc<AtomicUsize>,
+}
+
+/// Counts a connection as open on its listener until dropped.
+struct OpenGuard(Arc<AtomicUsize>);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl AcceptLoop {
@@ -138,14 +158,30 @@ impl AcceptLoop {
                 _ = self.shutdown.changed() => break,
                 accepted = self.listener.accept() => match accepted {
                     Ok((stream, peer)) => {
+                        let settings = self.settings.load_full();
+                        if self.open.load(Ordering::Relaxed) >= settings.max_connections {
+                            // Closing at once frees the descriptor and keeps accepting; the
+                            // client sees a reset or EOF instead of a hung handshake.
+                            // Zero linger: a reset, and no TIME_WAIT left behind.
+                            let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+                            drop(stream);
+                            self.runtime
+                                .metrics
+                                .connections_rejected
+                                .get_or_create(&vec![("listener", settings.name.to_string())])
+                                .inc();
+                            continue;
+                        }
+                        self.open.fetch_add(1, Ordering::Relaxed);
+                        let open = OpenGuard(self.open.clone());
                         let _ = stream.set_nodelay(true);
-                        tokio::spawn(serve_connection(
+                        tokio::spawn(accept_connection(
                             stream,
                             peer,
-                            self.settings.load_full(),
+                            settings,
                             self.runtime.clone(),
                             self.shutdown.clone(),
-                            self.conns.clone(),
+                            (self.conns.clone(), open),
                         ));
                     }
                     Err(e) => {
@@ -160,20 +196,64 @@ impl AcceptLoop {
     }
 }
 
-async fn serve_connection(
-    stream: TcpStream,
+/// Reads the PROXY protocol header when the listener expects one, then serves HTTP.
+async fn accept_connection(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    settings: Arc<ListenerSettings>,
+    runtime: Arc<Runtime>,
+    shutdown: watch::Receiver<bool>,
+    tokens: (mpsc::Sender<()>, OpenGuard),
+) {
+    if !settings.proxy_protocol {
+        return serve_connection(stream, peer, settings, runtime, shutdown, tokens).await;
+    }
+    let header = tokio::time::timeout(
+        settings.header_read_timeout,
+        proxy_protocol::read_header(&mut stream),
+    )
+    .await;
+    match header {
+        Ok(Ok((source, rest))) => {
+            let io = proxy_protocol::Rewind::new(stream, rest);
+            let peer = source.unwrap_or(peer);
+            serve_connection(io, peer, settings, runtime, shutdown, tokens).await
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(listener = %settings.name, %peer, error = %e, "PROXY protocol header refused");
+            reject(&runtime, "proxy_protocol");
+        }
+        Err(_) => {
+            tracing::debug!(listener = %settings.name, %peer, "no PROXY protocol header in time");
+            reject(&runtime, "proxy_protocol");
+        }
+    }
+}
+
+fn reject(runtime: &Runtime, reason: &str) {
+    runtime
+        .metrics
+        .requests_rejected
+        .get_or_create(&vec![("reason", reason.to_string())])
+        .inc();
+}
+
+async fn serve_connection<I>(
+    io: I,
     peer: SocketAddr,
     settings: Arc<ListenerSettings>,
     runtime: Arc<Runtime>,
     mut shutdown: watch::Receiver<bool>,
-    _conn_token: mpsc::Sender<()>,
-) {
+    _tokens: (mpsc::Sender<()>, OpenGuard),
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let activity = Arc::new(Activity::new());
     let connections = runtime.metrics.connections.clone();
     connections.inc();
+    let metrics = runtime.metrics.clone();
     let ctx = Arc::new(ConnCtx {
         runtime,
-        trusted_peer: settings.trusts(peer),
         listener: settings.clone(),
         peer,
         activity: activity.clone(),
@@ -181,14 +261,19 @@ async fn serve_connection(
     let service = service_fn(move |req| proxy::handle(ctx.clone(), req));
     let conn = settings
         .builder
-        .serve_connection_with_upgrades(TokioIo::new(stream), service);
+        .serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
     let idle = settings.idle_timeout;
     let mut check_at = Instant::now() + idle;
     let mut closing = false;
     loop {
         tokio::select! {
-            _ = conn.as_mut() => break,
+            done = conn.as_mut() => {
+                if let Err(e) = done {
+                    count_malformed(&metrics, e.as_ref());
+                }
+                break;
+            }
             _ = shutdown.changed(), if !closing => {
                 closing = true;
                 conn.as_mut().graceful_shutdown();
@@ -206,6 +291,27 @@ async fn serve_connection(
         }
     }
     connections.dec();
+}
+
+/// hyper answers what it cannot parse itself (a bare 400 or 431) and ends the connection;
+/// those refusals are counted with the gateway's own.
+fn count_malformed(
+    metrics: &crate::observe::metrics::Metrics,
+    e: &(dyn std::error::Error + Send + Sync + 'static),
+) {
+    if let Some(h) = e.downcast_ref::<hyper::Error>() {
+        let reason = if h.is_parse_too_large() {
+            "header_too_large"
+        } else if h.is_parse() {
+            "malformed_request"
+        } else {
+            return;
+        };
+        metrics
+            .requests_rejected
+            .get_or_create(&vec![("reason", reason.to_string())])
+            .inc();
+    }
 }
 
 /// The running listeners, reconciled by name on every (re)load: new ones start, removed ones
@@ -245,6 +351,7 @@ impl Listeners {
             runtime: self.runtime.clone(),
             shutdown: stop_rx,
             conns: self.conns.clone(),
+            open: Arc::new(AtomicUsize::new(0)),
         };
         tracing::info!(listener = %cfg.name, address = %addr, "listening");
         Ok(Running {

@@ -165,7 +165,7 @@ fn check(files: &[PathBuf]) -> ExitCode {
         let loaded = std::fs::read_to_string(f)
             .map_err(|_| gatehouse_config::load_file(f).err())
             .and_then(|text| {
-                let config = gatehouse_config::load_str(&text, &name).map_err(Some)?;
+                let config = gatehouse_config::load_str_at(&text, f).map_err(Some)?;
                 // What building the snapshot would find: key files that cannot be read, ...
                 let problems = gatehouse::runtime::filters::preflight(&config);
                 if problems.is_empty() {

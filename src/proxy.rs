@@ -7,6 +7,7 @@ pub mod attempt;
 pub mod headers;
 
 use crate::body::Body;
+use crate::canonical::Canonical;
 use crate::cluster::Cluster;
 use crate::error::{local_reply, ProxyError};
 use crate::listener::ListenerSettings;
@@ -29,8 +30,8 @@ use std::time::{Instant, SystemTime};
 pub struct ConnCtx {
     pub runtime: Arc<Runtime>,
     pub listener: Arc<ListenerSettings>,
+    /// The TCP peer, or the source address of the connection's PROXY protocol header.
     pub peer: SocketAddr,
-    pub trusted_peer: bool,
     pub activity: Arc<crate::listener::Activity>,
 }
 
@@ -44,16 +45,28 @@ pub async fn handle(
     let snap = ctx.runtime.snapshot();
     let request_id = ids::request_id(req.headers());
     let trace = TraceContext::from_headers(req.headers());
+    let mut req = req;
+    let raw_host = ctx
+        .runtime
+        .access_log
+        .as_ref()
+        .map(|_| request_host(&req).unwrap_or_default().to_string());
+    let canon = crate::canonical::canonicalize(&mut req, &ctx.listener.edge, ctx.peer.ip());
     let mut rec = ctx.runtime.access_log.as_ref().map(|sink| {
+        let (host, client) = match &canon {
+            Ok(c) => (c.host.clone(), c.client.ip),
+            Err(_) => (raw_host.unwrap_or_default(), ctx.peer.ip()),
+        };
         Box::new(AccessRecord {
             sink: sink.clone(),
             start,
             time: SystemTime::now(),
             request_id: request_id.clone(),
             trace_id: trace.trace_id,
-            client: ctx.peer,
+            client,
+            peer: ctx.peer,
             method: req.method().clone(),
-            host: request_host(&req).unwrap_or_default().to_string(),
+            host,
             path: req.uri().path().to_string(),
             route: None,
             cluster: None,
@@ -71,15 +84,27 @@ pub async fn handle(
     metrics.in_flight.inc();
     let in_flight_gauge = InFlightGauge(metrics.in_flight.clone());
     let mut out = Outcome::default();
-    let result = forward(
-        &ctx,
-        &snap,
-        req,
-        (&request_id, &trace),
-        &mut out,
-        rec.as_deref_mut(),
-    )
-    .await;
+    let result = match canon {
+        Ok(canon) => {
+            forward(
+                &ctx,
+                &snap,
+                req,
+                &canon,
+                (&request_id, &trace),
+                &mut out,
+                rec.as_deref_mut(),
+            )
+            .await
+        }
+        Err(e) => {
+            metrics
+                .requests_rejected
+                .get_or_create(&vec![("reason", e.reason().to_string())])
+                .inc();
+            Err(e)
+        }
+    };
     let Outcome {
         response_headers: extra,
         route_index,
@@ -145,6 +170,7 @@ async fn forward(
     ctx: &ConnCtx,
     snap: &Snapshot,
     mut req: Request<Incoming>,
+    canon: &Canonical,
     (request_id, trace): (&HeaderValue, &TraceContext),
     out: &mut Outcome,
     mut rec: Option<&mut AccessRecord>,
@@ -153,10 +179,11 @@ async fn forward(
         response_headers,
         route_index,
     } = out;
-    let host = request_host(&req).unwrap_or_default().to_string();
+    let host = canon.host.as_str();
+    let match_path = canon.match_path.as_deref().unwrap_or(req.uri().path());
     let matched = snap
         .routes
-        .find(&host, req.uri().path(), req.method(), req.headers())
+        .find(host, match_path, req.method(), req.headers())
         .ok_or(ProxyError::NoRoute)?;
     if let Some(r) = rec.as_deref_mut() {
         r.route = Some(matched.route.name.clone());
@@ -173,9 +200,18 @@ async fn forward(
         }
     }
     .ok_or(ProxyError::NoRoute)?;
-    let mut path_and_query = match req.uri().query() {
-        Some(q) => format!("{}?{q}", matched.upstream_path),
+    let upstream_path = match &canon.match_path {
+        // Routes matched the path without `;` parameters; strip the same segments from the
+        // path the backend gets, parameters and all.
+        Some(m) if matched.route.strip_prefix => {
+            crate::route::strip_like(req.uri().path(), m, &matched.upstream_path)
+        }
+        Some(_) => req.uri().path().to_string(),
         None => matched.upstream_path.to_string(),
+    };
+    let mut path_and_query = match req.uri().query() {
+        Some(q) => format!("{upstream_path}?{q}"),
+        None => upstream_path,
     };
     if let Some(r) = rec.as_deref_mut() {
         r.cluster = Some(cluster.name.clone());
@@ -196,6 +232,7 @@ async fn forward(
             filters,
             &mut parts,
             ctx,
+            canon.client.ip,
             &route.name,
             &mut identity,
             response_headers,
@@ -216,7 +253,7 @@ async fn forward(
     let key = cluster
         .balancer
         .hash_on()
-        .and_then(|h| hash_key(h, &req, ctx))
+        .and_then(|h| hash_key(h, &req, canon.client.ip))
         .map(|k| crate::cluster::balance::key_hash(&k));
 
     let max_body = ctx.listener.max_body_bytes;
@@ -240,7 +277,7 @@ async fn forward(
         .authority(if host.is_empty() {
             "gatehouse.invalid"
         } else {
-            host.as_str()
+            host
         })
         .path_and_query(path_and_query.as_str())
         .build()
@@ -264,16 +301,19 @@ async fn forward(
     headers::set_forwarding(
         &mut parts.headers,
         &headers::Hop {
-            peer: ctx.peer.ip(),
-            trusted: ctx.trusted_peer,
+            forwarded_for: canon.client.forwarded_for.clone(),
+            trusted: ctx.listener.edge.trusts(ctx.peer.ip()),
             proto: "http",
-            host: (!host.is_empty()).then_some(host.as_str()),
+            host: (!host.is_empty()).then_some(host),
             version: version_str(client_version),
         },
     );
-    if parts.version == Version::HTTP_2 {
+    if parts.version == Version::HTTP_2 || host.is_empty() {
         // HTTP/2 carries the host in :authority (from the URI); a Host header must not differ.
         parts.headers.remove(header::HOST);
+    } else if let Ok(h) = HeaderValue::from_str(host) {
+        // The canonical host, also for an absolute-form request whose Host said otherwise.
+        parts.headers.insert(header::HOST, h);
     }
     parts.headers.insert(X_REQUEST_ID, request_id.clone());
     parts.headers.insert(TRACEPARENT, trace.header());
@@ -370,7 +410,7 @@ async fn forward_upgrade(
 }
 
 /// The bytes a hashing policy hashes for this request, if the request has them.
-fn hash_key<B>(on: &HashOn, req: &Request<B>, ctx: &ConnCtx) -> Option<Vec<u8>> {
+fn hash_key<B>(on: &HashOn, req: &Request<B>, client: std::net::IpAddr) -> Option<Vec<u8>> {
     let h = req.headers();
     match on {
         HashOn::Header(name) => h.get(name.as_str()).map(|v| v.as_bytes().to_vec()),
@@ -383,25 +423,9 @@ fn hash_key<B>(on: &HashOn, req: &Request<B>, ctx: &ConnCtx) -> Option<Vec<u8>> 
                 let (k, v) = kv.trim().split_once('=')?;
                 (k == name).then(|| v.as_bytes().to_vec())
             }),
-        HashOn::ClientIp => Some(client_ip(ctx, h).to_string().into_bytes()),
+        HashOn::ClientIp => Some(client.to_string().into_bytes()),
         HashOn::Path => Some(req.uri().path().as_bytes().to_vec()),
     }
-}
-
-/// The client's address: the first `X-Forwarded-For` entry when the peer is a trusted proxy,
-/// else the peer.
-pub fn client_ip(ctx: &ConnCtx, h: &http::HeaderMap) -> std::net::IpAddr {
-    if ctx.trusted_peer {
-        if let Some(ip) = h
-            .get(&headers::X_FORWARDED_FOR)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .and_then(|v| v.trim().parse().ok())
-        {
-            return ip;
-        }
-    }
-    ctx.peer.ip()
 }
 
 fn version_str(v: Version) -> &'static str {

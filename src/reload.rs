@@ -81,7 +81,7 @@ impl Reloader {
             e.0.iter().map(ToString::to_string).collect()
         };
         let result = match &text {
-            Ok(t) => gatehouse_config::load_str(t, &name)
+            Ok(t) => gatehouse_config::load_str_at(t, &self.path)
                 .map_err(strings)
                 .and_then(|config| {
                     // Build and publish the snapshot before touching listeners: a snapshot that

@@ -2,7 +2,8 @@
 //! Pure: no I/O. Most specific route wins (see [`Specificity`]); ties go to config order.
 //!
 //! Path prefixes match on segment boundaries: `/api` matches `/api` and `/api/x`, not `/apix`.
-//! Paths are matched as sent (percent-encoding is not decoded).
+//! Paths arrive normalized (`canonical::path`): the path a route matches is the path its
+//! backend receives. `match.ignore_case` compares the literal parts without ASCII case.
 
 use gatehouse_config::template::{parse_template, Segment};
 use gatehouse_config::Route as RouteConfig;
@@ -46,6 +47,7 @@ pub struct Route {
     pub target: Target,
     pub strip_prefix: bool,
     pub retry_non_idempotent: bool,
+    ignore_case: bool,
 }
 
 /// Ordering key, compared field by field, larger is more specific:
@@ -183,6 +185,41 @@ fn compile(index: usize, c: &RouteConfig) -> Route {
         },
         strip_prefix: c.strip_prefix,
         retry_non_idempotent: c.retry_non_idempotent,
+        ignore_case: m.ignore_case,
+    }
+}
+
+fn same(a: &str, b: &str, ignore_case: bool) -> bool {
+    if ignore_case {
+        a.eq_ignore_ascii_case(b)
+    } else {
+        a == b
+    }
+}
+
+/// `prefix` removed from the start of `path`, comparing as the route does.
+fn strip<'p>(path: &'p str, prefix: &str, ignore_case: bool) -> Option<&'p str> {
+    let head = path.get(..prefix.len())?;
+    same(head, prefix, ignore_case).then(|| &path[prefix.len()..])
+}
+
+/// Applies to `real` the prefix stripping that turned `matched` into `upstream`: removes as
+/// many leading segments. Used when routes matched a path without `;` parameters and the
+/// backend must get the remaining segments with theirs.
+pub fn strip_like(real: &str, matched: &str, upstream: &str) -> String {
+    let slashes = |s: &str| s.bytes().filter(|b| *b == b'/').count();
+    let drop = slashes(matched).saturating_sub(slashes(upstream));
+    let mut rest = real;
+    for _ in 0..drop {
+        rest = match rest.get(1..).and_then(|r| r.find('/')) {
+            Some(i) => &rest[i + 1..],
+            None => "",
+        };
+    }
+    if rest.starts_with('/') {
+        rest.to_string()
+    } else {
+        format!("/{rest}")
     }
 }
 
@@ -216,9 +253,11 @@ fn path_match<'t, 'p>(r: &'t Route, path: &'p str) -> Option<Matched<'t, 'p>> {
     };
     match &r.path {
         PathMatch::Any => Some(done(Cow::Borrowed(path), None)),
-        PathMatch::Exact(p) => (p == path).then(|| done(Cow::Borrowed(path), None)),
+        PathMatch::Exact(p) => {
+            same(p, path, r.ignore_case).then(|| done(Cow::Borrowed(path), None))
+        }
         PathMatch::Prefix(p) => {
-            let rest = path.strip_prefix(p.as_str())?;
+            let rest = strip(path, p, r.ignore_case)?;
             if !(rest.is_empty() || rest.starts_with('/') || p.ends_with('/')) {
                 return None;
             }
@@ -248,7 +287,7 @@ fn path_match<'t, 'p>(r: &'t Route, path: &'p str) -> Option<Matched<'t, 'p>> {
                     None => (rest, None),
                 };
                 match seg {
-                    Segment::Literal(l) if l != part => return None,
+                    Segment::Literal(l) if !same(l, part, r.ignore_case) => return None,
                     Segment::Param(name) => {
                         if part.is_empty() {
                             return None;

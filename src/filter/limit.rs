@@ -82,7 +82,6 @@ impl LocalStore {
 }
 
 use crate::error::ProxyError;
-use crate::proxy::ConnCtx;
 use gatehouse_config::traffic::{parse_limit_key, parse_rate, LimitKey, OnRedisError, RateLimit};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use std::net::IpAddr;
@@ -145,7 +144,7 @@ impl Limiter {
     pub fn key_for(
         &self,
         parts: &http::request::Parts,
-        ctx: &ConnCtx,
+        client: IpAddr,
         route: &str,
         who: &super::Identity,
     ) -> Vec<u8> {
@@ -155,7 +154,7 @@ impl Limiter {
             k.extend_from_slice(v);
             k
         };
-        let by_ip = || tagged(b'i', &ip_key(crate::proxy::client_ip(ctx, &parts.headers)));
+        let by_ip = || tagged(b'i', &ip_key(client));
         match &self.key {
             LimitKey::ClientIp => by_ip(),
             LimitKey::Route => tagged(b'r', route.as_bytes()),

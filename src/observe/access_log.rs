@@ -7,7 +7,7 @@
 use http::{HeaderValue, Method};
 use serde::Serialize;
 use std::io::Write;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -116,7 +116,9 @@ pub struct AccessRecord {
     pub time: SystemTime,
     pub request_id: HeaderValue,
     pub trace_id: u128,
-    pub client: SocketAddr,
+    /// The client as resolved from trusted `X-Forwarded-For` (else the peer).
+    pub client: IpAddr,
+    pub peer: SocketAddr,
     pub method: Method,
     pub host: String,
     pub path: String,
@@ -138,6 +140,7 @@ struct Line<'a> {
     request_id: &'a str,
     trace_id: String,
     client: String,
+    peer: String,
     method: &'a str,
     host: &'a str,
     path: &'a str,
@@ -164,7 +167,8 @@ impl AccessRecord {
             time: humantime::format_rfc3339_millis(self.time).to_string(),
             request_id: self.request_id.to_str().unwrap_or(""),
             trace_id: format!("{:032x}", self.trace_id),
-            client: self.client.ip().to_string(),
+            client: self.client.to_string(),
+            peer: self.peer.to_string(),
             method: self.method.as_str(),
             host: &self.host,
             path: &self.path,

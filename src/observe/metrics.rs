@@ -35,6 +35,8 @@ pub struct Metrics {
     pub retry_budget_exhausted: Family<Labels, Counter>,
     pub rate_limit_decisions: Family<Labels, Counter>,
     pub auth_failures: Family<Labels, Counter>,
+    pub requests_rejected: Family<Labels, Counter>,
+    pub connections_rejected: Family<Labels, Counter>,
     pub reloads: Family<Labels, Counter>,
     pub generation: Gauge,
     pub access_log_dropped: Counter,
@@ -60,6 +62,8 @@ impl Default for Metrics {
             retry_budget_exhausted: Family::default(),
             rate_limit_decisions: Family::default(),
             auth_failures: Family::default(),
+            requests_rejected: Family::default(),
+            connections_rejected: Family::default(),
             reloads: Family::default(),
             generation: Gauge::default(),
             access_log_dropped: Counter::default(),
@@ -130,6 +134,16 @@ impl Default for Metrics {
             "rate_limit_decisions",
             "Rate-limit decisions, by route, policy and decision",
             m.rate_limit_decisions.clone(),
+        );
+        r.register(
+            "requests_rejected",
+            "Requests refused before routing (path, host, framing, headers), by reason",
+            m.requests_rejected.clone(),
+        );
+        r.register(
+            "downstream_connections_rejected",
+            "Connections closed at accept because the listener was at max_connections, by listener",
+            m.connections_rejected.clone(),
         );
         r.register(
             "auth_failures",

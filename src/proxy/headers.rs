@@ -66,7 +66,10 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: Option<HeaderValue>) {
 
 /// What the gateway knows about the hop it received the request on.
 pub struct Hop<'a> {
-    pub peer: std::net::IpAddr,
+    /// The `X-Forwarded-For` to send: the resolved client, trusted hops, the peer
+    /// (`canonical::client`).
+    pub forwarded_for: HeaderValue,
+    /// Whether the peer is a trusted proxy (whose `X-Forwarded-Proto/-Host` are kept).
     pub trusted: bool,
     pub proto: &'static str,
     pub host: Option<&'a str>,
@@ -74,27 +77,10 @@ pub struct Hop<'a> {
     pub version: &'static str,
 }
 
-/// Sets `X-Forwarded-For` (appended when the peer is trusted, replaced otherwise),
-/// `X-Forwarded-Proto`, `X-Forwarded-Host` (kept from a trusted peer, else ours) and `Via`.
+/// Sets `X-Forwarded-For` (as resolved), `X-Forwarded-Proto`, `X-Forwarded-Host` (kept from a
+/// trusted peer, else ours) and `Via`.
 pub fn set_forwarding(h: &mut HeaderMap, hop: &Hop<'_>) {
-    let peer = hop.peer.to_string();
-    let xff = match (
-        hop.trusted,
-        h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()),
-    ) {
-        (true, Some(prev)) if !prev.trim().is_empty() => {
-            let joined: Vec<&str> = h
-                .get_all(&X_FORWARDED_FOR)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .collect();
-            format!("{}, {peer}", joined.join(", "))
-        }
-        _ => peer,
-    };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        h.insert(X_FORWARDED_FOR, v);
-    }
+    h.insert(X_FORWARDED_FOR, hop.forwarded_for.clone());
     if !hop.trusted || !h.contains_key(&X_FORWARDED_PROTO) {
         h.insert(X_FORWARDED_PROTO, HeaderValue::from_static(hop.proto));
     }
@@ -175,7 +161,11 @@ mod tests {
     #[test]
     fn forwarding_trusted_and_untrusted() {
         let hop = |trusted| Hop {
-            peer: "10.0.0.9".parse().unwrap(),
+            forwarded_for: HeaderValue::from_static(if trusted {
+                "1.2.3.4, 10.0.0.9"
+            } else {
+                "10.0.0.9"
+            }),
             trusted,
             proto: "http",
             host: Some("api.example.com"),

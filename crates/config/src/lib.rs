@@ -66,7 +66,7 @@ impl std::error::Error for ConfigErrors {}
 pub fn load_file(path: &Path) -> Result<Config, ConfigErrors> {
     let name = path.display().to_string();
     match std::fs::read_to_string(path) {
-        Ok(text) => load_str(&text, &name),
+        Ok(text) => load_str_at(&text, path),
         Err(e) => Err(ConfigErrors(vec![ConfigError {
             source: name,
             line: 0,
@@ -75,6 +75,16 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigErrors> {
             message: format!("cannot read file: {e}"),
         }])),
     }
+}
+
+/// Parses and validates the text of the file at `path`; relative file names in it (key files)
+/// are taken relative to the file's directory, not to wherever the gateway was started.
+pub fn load_str_at(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
+    let mut config = load_str(text, &path.display().to_string())?;
+    if let Some(dir) = path.parent() {
+        config.resolve_paths(dir);
+    }
+    Ok(config)
 }
 
 /// Parses and validates config text; `source` names it in errors.

@@ -32,6 +32,24 @@ pub struct Config {
     pub jwt_issuers: Vec<crate::traffic::JwtIssuer>,
 }
 
+impl Config {
+    /// Makes relative file names absolute against `dir` (the config file's directory).
+    pub fn resolve_paths(&mut self, dir: &std::path::Path) {
+        let fix = |p: &mut Option<String>| {
+            if let Some(s) = p {
+                let path = std::path::Path::new(s.as_str());
+                if path.is_relative() && !dir.as_os_str().is_empty() {
+                    *s = dir.join(path).display().to_string();
+                }
+            }
+        };
+        for j in &mut self.jwt_issuers {
+            fix(&mut j.key_file);
+            fix(&mut j.keys_file);
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum AccessLog {

@@ -1,0 +1,208 @@
+//! The host a request is for (RFC 9112 §3.2, RFC 9110 §7.2, RFC 9113 §8.3.1): HTTP/1.1 needs
+//! exactly one `Host`; it must be a valid `uri-host[:port]`; an absolute-form target's authority
+//! wins over `Host`; HTTP/2's `:authority` and `host` must agree. The result is lower-case
+//! without a trailing dot, and it is the one host routes, logs, `X-Forwarded-Host` and the
+//! forwarded `Host` use. Pure: no I/O.
+
+use http::{header, HeaderMap, Uri, Version};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HostError {
+    /// HTTP/1.1 without `Host`, or HTTP/2 with neither `:authority` nor `host`.
+    Missing,
+    /// More than one `Host`.
+    Multiple,
+    /// Not a `uri-host[:port]` (user info, a path, bad characters, a bad port).
+    Invalid,
+    /// HTTP/2 `:authority` and `host` disagree.
+    Mismatch,
+    /// An absolute-form target whose scheme is not http or https.
+    Scheme,
+}
+
+impl HostError {
+    pub fn detail(self) -> &'static str {
+        match self {
+            HostError::Missing => "the request has no Host",
+            HostError::Multiple => "the request has more than one Host",
+            HostError::Invalid => "the Host is not a valid host[:port]",
+            HostError::Mismatch => "the :authority and Host of the request disagree",
+            HostError::Scheme => "the request target's scheme is not http or https",
+        }
+    }
+}
+
+/// The canonical host of a request, or `""` for an HTTP/1.0 request without one.
+pub fn canonical_host(
+    version: Version,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Result<String, HostError> {
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let host_header = hosts.next();
+    if hosts.next().is_some() {
+        return Err(HostError::Multiple);
+    }
+    let from_header = host_header
+        .map(|v| {
+            v.to_str()
+                .map_err(|_| HostError::Invalid)
+                .and_then(canonical)
+        })
+        .transpose()?;
+    let from_target = match uri.authority() {
+        Some(a) => {
+            match uri.scheme_str() {
+                Some(s) if s.eq_ignore_ascii_case("http") || s.eq_ignore_ascii_case("https") => {}
+                _ => return Err(HostError::Scheme),
+            }
+            Some(canonical(a.as_str())?)
+        }
+        None => None,
+    };
+    match (version, from_target, from_header) {
+        (Version::HTTP_2 | Version::HTTP_3, Some(t), Some(h)) if t != h => Err(HostError::Mismatch),
+        (Version::HTTP_2 | Version::HTTP_3, None, None) => Err(HostError::Missing),
+        // HTTP/1.1 requires Host even with an absolute-form target, whose authority then wins.
+        (Version::HTTP_11, _, None) => Err(HostError::Missing),
+        (_, Some(t), _) => Ok(t),
+        (_, None, Some(h)) => Ok(h),
+        (_, None, None) => Ok(String::new()),
+    }
+}
+
+/// Validates `uri-host[:port]` and returns it lower-cased without a trailing dot. Names are
+/// restricted to letters, digits, `-`, `_` and `.` (what DNS and every router agree on);
+/// IP literals must parse.
+pub fn canonical(s: &str) -> Result<String, HostError> {
+    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+        let (v6, after) = rest.split_once(']').ok_or(HostError::Invalid)?;
+        v6.parse::<std::net::Ipv6Addr>()
+            .map_err(|_| HostError::Invalid)?;
+        let port = match after {
+            "" => None,
+            p => Some(p.strip_prefix(':').ok_or(HostError::Invalid)?),
+        };
+        (&s[..v6.len() + 2], port)
+    } else {
+        match s.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (s, None),
+        }
+    };
+    if let Some(p) = port {
+        if p.is_empty() || p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(HostError::Invalid);
+        }
+        if p.parse::<u32>().map_or(true, |n| n > 65535) {
+            return Err(HostError::Invalid);
+        }
+    }
+    let name = if host.starts_with('[') {
+        host.to_ascii_lowercase()
+    } else {
+        let bare = host.strip_suffix('.').unwrap_or(host);
+        let labels_ok = !bare.is_empty()
+            && bare.len() <= 253
+            && bare.split('.').all(|l| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && l.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            });
+        if !labels_ok {
+            return Err(HostError::Invalid);
+        }
+        bare.to_ascii_lowercase()
+    };
+    Ok(match port {
+        Some(p) => format!("{name}:{p}"),
+        None => name,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn req(version: Version, target: &str, hosts: &[&str]) -> Result<String, HostError> {
+        let uri: Uri = target.parse().unwrap();
+        let mut h = HeaderMap::new();
+        for v in hosts {
+            h.append(header::HOST, HeaderValue::from_str(v).unwrap());
+        }
+        canonical_host(version, &uri, &h)
+    }
+
+    #[test]
+    fn host_rules() {
+        use HostError::*;
+        let v11 = Version::HTTP_11;
+        type Case<'a> = (Version, &'a str, &'a [&'a str], Result<&'a str, HostError>);
+        let cases: &[Case] = &[
+            (v11, "/", &["api.example.com"], Ok("api.example.com")),
+            (
+                v11,
+                "/",
+                &["API.Example.COM:8080"],
+                Ok("api.example.com:8080"),
+            ),
+            (v11, "/", &["api.example.com."], Ok("api.example.com")),
+            (v11, "/", &["127.0.0.1:80"], Ok("127.0.0.1:80")),
+            (v11, "/", &["[::1]:8080"], Ok("[::1]:8080")),
+            (v11, "/", &["[::1]"], Ok("[::1]")),
+            (v11, "/", &["internal_svc"], Ok("internal_svc")),
+            (v11, "/", &[], Err(Missing)),
+            (v11, "/", &["a", "b"], Err(Multiple)),
+            (v11, "/", &["a", "a"], Err(Multiple)),
+            (v11, "/", &["evil.com/@a"], Err(Invalid)),
+            (v11, "/", &["user@a"], Err(Invalid)),
+            (v11, "/", &[""], Err(Invalid)),
+            (v11, "/", &["a:"], Err(Invalid)),
+            (v11, "/", &["a:99999"], Err(Invalid)),
+            (v11, "/", &["a:8x"], Err(Invalid)),
+            (v11, "/", &["a..b"], Err(Invalid)),
+            (v11, "/", &[".a"], Err(Invalid)),
+            (v11, "/", &["a b"], Err(Invalid)),
+            (v11, "/", &["a%2eb"], Err(Invalid)),
+            (v11, "/", &["[::1"], Err(Invalid)),
+            (v11, "/", &["[zz]"], Err(Invalid)),
+            (v11, "/", &["[::1]x"], Err(Invalid)),
+            // Absolute form: the target's authority wins, Host still required and valid.
+            (v11, "http://b.example/x", &["a"], Ok("b.example")),
+            (v11, "http://B.example:81/x", &["a"], Ok("b.example:81")),
+            (v11, "http://b.example/x", &[], Err(Missing)),
+            (v11, "http://b.example/x", &["a/b"], Err(Invalid)),
+            (v11, "http://user@b.example/x", &["a"], Err(Invalid)),
+            (v11, "ftp://b.example/x", &["a"], Err(Scheme)),
+            // HTTP/1.0 may omit Host.
+            (Version::HTTP_10, "/", &[], Ok("")),
+            (Version::HTTP_10, "/", &["a"], Ok("a")),
+            // HTTP/2: :authority (in the URI) and host must agree.
+            (Version::HTTP_2, "http://a.example/", &[], Ok("a.example")),
+            (
+                Version::HTTP_2,
+                "http://a.example/",
+                &["A.example"],
+                Ok("a.example"),
+            ),
+            (
+                Version::HTTP_2,
+                "http://a.example/",
+                &["b.example"],
+                Err(Mismatch),
+            ),
+            (Version::HTTP_2, "/", &["b.example"], Ok("b.example")),
+            (Version::HTTP_2, "/", &[], Err(Missing)),
+        ];
+        for (v, target, hosts, want) in cases {
+            let got = req(*v, target, hosts);
+            assert_eq!(
+                got.as_deref().map_err(|e| *e),
+                *want,
+                "{v:?} {target} {hosts:?}"
+            );
+        }
+    }
+}
