@@ -49,7 +49,7 @@ fn invalid(reason: &'static str, detail: &'static str) -> ProxyError {
 pub fn canonicalize<B>(
     req: &mut Request<B>,
     edge: &EdgeSettings,
-    peer: IpAddr,
+    (peer, peer_value): (IpAddr, &HeaderValue),
 ) -> Result<Canonical, ProxyError> {
     if req.version() <= Version::HTTP_11 {
         framing::check_transfer_encoding(req.headers()).map_err(|e| match e {
@@ -87,7 +87,7 @@ pub fn canonicalize<B>(
             .map_err(|_| invalid("invalid_path", "the normalized path is not a valid URI"))?;
     }
     underscores(req.headers_mut(), edge.underscores)?;
-    let client = client::resolve(peer, |ip| edge.trusts(ip), req.headers());
+    let client = client::resolve(peer, peer_value, |ip| edge.trusts(ip), req.headers());
     let match_path = path::without_parameters(req.uri().path(), &edge.path);
     Ok(Canonical {
         host,

@@ -256,6 +256,7 @@ async fn serve_connection<I>(
         runtime,
         listener: settings.clone(),
         peer,
+        peer_header: crate::canonical::client::peer_header(peer.ip()),
         activity: activity.clone(),
     });
     let service = service_fn(move |req| proxy::handle(ctx.clone(), req));

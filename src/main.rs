@@ -191,7 +191,17 @@ fn check(files: &[PathBuf]) -> ExitCode {
     }
 }
 
+/// Raises the open-file limit to the hard limit: each connection holds a descriptor, and the
+/// default soft limit (often 1024) is far below what `max_connections` allows.
+fn raise_nofile_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => tracing::info!(nofile = n, "open file limit (RLIMIT_NOFILE)"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open file limit"),
+    }
+}
+
 async fn run(path: PathBuf) -> anyhow::Result<()> {
+    raise_nofile_limit();
     let gw = gatehouse::Gateway::start_file(&path, None).await?;
     wait_and_drain(gw).await
 }
@@ -228,6 +238,9 @@ async fn wait_and_drain(gw: gatehouse::Gateway) -> anyhow::Result<()> {
 }
 
 async fn run_demo(listen: String, admin: String, print_config: bool) -> anyhow::Result<()> {
+    if !print_config {
+        raise_nofile_limit();
+    }
     let mut addrs = Vec::new();
     let mut lines = Vec::new();
     for spec in demo::demo_backends() {

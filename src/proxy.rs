@@ -32,6 +32,8 @@ pub struct ConnCtx {
     pub listener: Arc<ListenerSettings>,
     /// The TCP peer, or the source address of the connection's PROXY protocol header.
     pub peer: SocketAddr,
+    /// The peer's IP as an `X-Forwarded-For` value, made once per connection.
+    pub peer_header: HeaderValue,
     pub activity: Arc<crate::listener::Activity>,
 }
 
@@ -46,16 +48,19 @@ pub async fn handle(
     let request_id = ids::request_id(req.headers());
     let trace = TraceContext::from_headers(req.headers());
     let mut req = req;
-    let raw_host = ctx
-        .runtime
-        .access_log
-        .as_ref()
-        .map(|_| request_host(&req).unwrap_or_default().to_string());
-    let canon = crate::canonical::canonicalize(&mut req, &ctx.listener.edge, ctx.peer.ip());
+    let canon = crate::canonical::canonicalize(
+        &mut req,
+        &ctx.listener.edge,
+        (ctx.peer.ip(), &ctx.peer_header),
+    );
     let mut rec = ctx.runtime.access_log.as_ref().map(|sink| {
         let (host, client) = match &canon {
             Ok(c) => (c.host.clone(), c.client.ip),
-            Err(_) => (raw_host.unwrap_or_default(), ctx.peer.ip()),
+            // Refused: log the host as it was sent.
+            Err(_) => (
+                request_host(&req).unwrap_or_default().to_string(),
+                ctx.peer.ip(),
+            ),
         };
         Box::new(AccessRecord {
             sink: sink.clone(),
@@ -158,7 +163,8 @@ impl Drop for InFlightGauge {
     }
 }
 
-/// The host the client addressed: the URI authority (HTTP/2, absolute-form) or `Host`.
+/// The host as the client sent it (the URI authority or `Host`), for logging a refused request;
+/// everything else uses the canonical host.
 fn request_host<B>(req: &Request<B>) -> Option<&str> {
     req.uri()
         .authority()

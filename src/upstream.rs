@@ -18,6 +18,14 @@ use std::future::Future;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+/// A response head the client can be given: a single `chunked` coding at most, and no
+/// `Content-Length` beside it (`canonical::framing`).
+fn framed(mut resp: Response<Incoming>) -> Result<Response<Incoming>, ProxyError> {
+    crate::canonical::framing::check_response(resp.headers_mut())
+        .map_err(|_| ProxyError::UpstreamBadFraming)?;
+    Ok(resp)
+}
+
 /// Dials one fixed endpoint, ignoring the URI it is asked for.
 #[derive(Clone)]
 pub struct FixedConnector {
@@ -78,7 +86,11 @@ impl UpstreamClient {
         req: Request<Body>,
     ) -> impl Future<Output = Result<Response<Incoming>, ProxyError>> + Send + 'static {
         let fut = self.client.request(req);
-        async move { fut.await.map_err(|e| classify_upstream(&e)) }
+        async move {
+            fut.await
+                .map_err(|e| classify_upstream(&e))
+                .and_then(framed)
+        }
     }
 
     /// Sends an upgrade request (HTTP/1.1 `Upgrade`) over a new connection of its own.
@@ -104,5 +116,6 @@ impl UpstreamClient {
             .send_request(req)
             .await
             .map_err(|e| classify_upstream(&e))
+            .and_then(framed)
     }
 }

@@ -25,12 +25,24 @@ fn parse_entry(s: &str) -> Option<IpAddr> {
         .map(|ip| ip.to_canonical())
 }
 
-/// Resolves the client of a request that came from `peer`.
-pub fn resolve(peer: IpAddr, trusted: impl Fn(IpAddr) -> bool, h: &HeaderMap) -> Client {
+/// Resolves the client of a request that came from `peer`. `peer_value` is the peer's address
+/// as a header value (made once per connection).
+pub fn resolve(
+    peer: IpAddr,
+    peer_value: &HeaderValue,
+    trusted: impl Fn(IpAddr) -> bool,
+    h: &HeaderMap,
+) -> Client {
     let peer = peer.to_canonical();
+    if !trusted(peer) {
+        return Client {
+            ip: peer,
+            forwarded_for: peer_value.clone(),
+        };
+    }
     let mut client = peer;
     let mut kept: Vec<IpAddr> = Vec::new();
-    if trusted(peer) {
+    {
         let entries = h
             .get_all(crate::proxy::headers::X_FORWARDED_FOR)
             .iter()
@@ -65,6 +77,11 @@ pub fn resolve(peer: IpAddr, trusted: impl Fn(IpAddr) -> bool, h: &HeaderMap) ->
     }
 }
 
+/// A peer's address as an `X-Forwarded-For` value.
+pub fn peer_header(peer: IpAddr) -> HeaderValue {
+    HeaderValue::from_str(&peer.to_canonical().to_string()).unwrap_or(HeaderValue::from_static(""))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -78,11 +95,9 @@ mod tests {
                 HeaderValue::from_str(v).unwrap(),
             );
         }
-        let c = resolve(
-            peer.parse().unwrap(),
-            |ip| nets.iter().any(|n| n.contains(&ip)),
-            &h,
-        );
+        let peer: IpAddr = peer.parse().unwrap();
+        let value = peer_header(peer);
+        let c = resolve(peer, &value, |ip| nets.iter().any(|n| n.contains(&ip)), &h);
         (
             c.ip.to_string(),
             c.forwarded_for.to_str().unwrap().to_string(),

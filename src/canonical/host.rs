@@ -98,9 +98,10 @@ pub fn canonical(s: &str) -> Result<String, HostError> {
             return Err(HostError::Invalid);
         }
     }
-    let name = if host.starts_with('[') {
-        host.to_ascii_lowercase()
-    } else {
+    if host.starts_with('[') {
+        return Ok(s.to_ascii_lowercase());
+    }
+    {
         let bare = host.strip_suffix('.').unwrap_or(host);
         let labels_ok = !bare.is_empty()
             && bare.len() <= 253
@@ -113,12 +114,16 @@ pub fn canonical(s: &str) -> Result<String, HostError> {
         if !labels_ok {
             return Err(HostError::Invalid);
         }
-        bare.to_ascii_lowercase()
-    };
-    Ok(match port {
-        Some(p) => format!("{name}:{p}"),
-        None => name,
-    })
+        // One allocation: the name without its trailing dot, then the port as sent.
+        let mut out = String::with_capacity(s.len());
+        out.push_str(bare);
+        out.make_ascii_lowercase();
+        if let Some(p) = port {
+            out.push(':');
+            out.push_str(p);
+        }
+        Ok(out)
+    }
 }
 
 #[cfg(test)]

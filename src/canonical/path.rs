@@ -9,7 +9,9 @@
 //! normalizing it again changes nothing. A path that is already normal is returned borrowed,
 //! without allocating. Pure: no I/O.
 
-use gatehouse_config::edge::{Backslash, EscapedSlashes, PathNormalization, PathParameters};
+use gatehouse_config::edge::{
+    Backslash, EscapedDelimiters, EscapedSlashes, PathNormalization, PathParameters,
+};
 use std::borrow::Cow;
 
 /// Why a path was refused (all are 400 `invalid_path`).
@@ -23,6 +25,8 @@ pub enum PathError {
     ControlCharacter,
     /// `%2F` or `%5C` with `escaped_slashes: reject`.
     EscapedSlash,
+    /// `%3F`, `%23` or `%3B` with `escaped_delimiters: reject`.
+    EscapedDelimiter,
     /// A raw `\` with `backslash: reject`.
     Backslash,
     /// A `;` with `path_parameters: reject`, or a segment that is only parameters.
@@ -37,6 +41,7 @@ impl PathError {
             PathError::BadEncoding => "the path has a '%' that is not followed by two hex digits",
             PathError::ControlCharacter => "the path contains a NUL or control character",
             PathError::EscapedSlash => "the path contains an encoded slash (%2F or %5C)",
+            PathError::EscapedDelimiter => "the path contains an encoded '?', '#' or ';'",
             PathError::Backslash => "the path contains a backslash",
             PathError::PathParameter => "the path contains ';' path parameters",
         }
@@ -190,6 +195,10 @@ fn decode(b: &[u8], o: &PathNormalization) -> Result<(Vec<u8>, bool), PathError>
                             redirect = true;
                         }
                     }
+                } else if matches!(v, b'?' | b'#' | b';')
+                    && o.escaped_delimiters == EscapedDelimiters::Reject
+                {
+                    return Err(PathError::EscapedDelimiter);
                 } else {
                     push_pct(&mut out, v);
                 }

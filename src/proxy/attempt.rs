@@ -167,10 +167,18 @@ pub async fn run(
                 failed: *status >= 500,
                 slow: took >= cluster.breaker.slow_call_duration.0,
             }),
-            Err(e) if e.retryable() || *e == ProxyError::RequestTimeout => Some(Call {
-                failed: true,
-                slow: took >= cluster.breaker.slow_call_duration.0,
-            }),
+            Err(e)
+                if e.retryable()
+                    || matches!(
+                        e,
+                        ProxyError::RequestTimeout | ProxyError::UpstreamBadFraming
+                    ) =>
+            {
+                Some(Call {
+                    failed: true,
+                    slow: took >= cluster.breaker.slow_call_duration.0,
+                })
+            }
             Err(_) => None,
         };
         if let Some(call) = call {

@@ -14,6 +14,10 @@ pub struct PathNormalization {
     pub merge_slashes: bool,
     /// What an encoded `/` or `\` (`%2F`, `%5C`) inside a segment does. Default `reject`.
     pub escaped_slashes: EscapedSlashes,
+    /// What an encoded `?`, `#` or `;` (`%3F`, `%23`, `%3B`) does: a backend that decodes
+    /// them reads a query, a fragment or path parameters where the router saw none.
+    /// Default `reject`.
+    pub escaped_delimiters: EscapedDelimiters,
     /// What a raw `\` in the path does. Default `reject`.
     pub backslash: Backslash,
     /// What `;` (path parameters, `/admin;jsessionid=1`) does. Default `reject`.
@@ -28,6 +32,7 @@ impl Default for PathNormalization {
         PathNormalization {
             merge_slashes: true,
             escaped_slashes: EscapedSlashes::Reject,
+            escaped_delimiters: EscapedDelimiters::Reject,
             backslash: Backslash::Reject,
             path_parameters: PathParameters::Reject,
             redirect: false,
@@ -47,6 +52,15 @@ pub enum EscapedSlashes {
     Decode,
     /// Decode as `decode` does and answer 308 with the decoded path.
     Redirect,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum EscapedDelimiters {
+    /// Keep them encoded (they are data to a backend that does not decode them).
+    Keep,
+    /// 400 `invalid_path` (Traefik's default since CVE-2025-66490).
+    Reject,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Hash)]

@@ -39,7 +39,8 @@ fn the_default_settings_table() {
         // Unreserved characters decoded, the rest upper-cased.
         ("/%61dmin", Ok("/admin")),
         ("/%41%7e%2D%5f", Ok("/A~-_")),
-        ("/a%3fb", Ok("/a%3Fb")),
+        ("/a%40b", Ok("/a%40b")),
+        ("/a%2bb", Ok("/a%2Bb")),
         ("/a%25b", Ok("/a%25b")),
         ("/a%252e%252e/b", Ok("/a%252e%252e/b")),
         ("/caf%c3%a9", Ok("/caf%C3%A9")),
@@ -57,6 +58,11 @@ fn the_default_settings_table() {
         ("/admin%2f", Err(EscapedSlash)),
         ("/x%2f..%2fadmin", Err(EscapedSlash)),
         ("/x%5cadmin", Err(EscapedSlash)),
+        // Encoded delimiters a decoding backend would read as query, fragment or parameters
+        // (Traefik CVE-2025-66490).
+        ("/admin%3f", Err(EscapedDelimiter)),
+        ("/admin%23", Err(EscapedDelimiter)),
+        ("/admin%3B", Err(EscapedDelimiter)),
         // Raw backslash, path parameters, controls, bad escapes.
         ("/x\\..\\admin", Err(Backslash)),
         ("/admin;x=1", Err(PathParameter)),
@@ -80,6 +86,11 @@ fn the_default_settings_table() {
 
 #[test]
 fn escaped_slash_actions() {
+    let keep_delims = with(|o| o.escaped_delimiters = EscapedDelimiters::Keep);
+    assert_eq!(
+        norm("/a%3fb%23c%3b", &keep_delims).unwrap(),
+        "/a%3Fb%23c%3B"
+    );
     let keep = with(|o| o.escaped_slashes = EscapedSlashes::Keep);
     assert_eq!(norm("/x%2f..%2fadmin", &keep).unwrap(), "/x%2F..%2Fadmin");
     assert_eq!(norm("/a%5cb", &keep).unwrap(), "/a%5Cb");
@@ -139,14 +150,21 @@ fn settings() -> impl Strategy<Value = PathNormalization> {
         ],
         prop_oneof![Just(Backslash::Reject), Just(Backslash::Separator)],
         prop_oneof![Just(PathParameters::Reject), Just(PathParameters::Segment)],
+        prop_oneof![
+            Just(EscapedDelimiters::Reject),
+            Just(EscapedDelimiters::Keep)
+        ],
     )
         .prop_map(
-            |(merge_slashes, escaped_slashes, backslash, path_parameters)| PathNormalization {
-                merge_slashes,
-                escaped_slashes,
-                backslash,
-                path_parameters,
-                redirect: false,
+            |(merge_slashes, escaped_slashes, backslash, path_parameters, escaped_delimiters)| {
+                PathNormalization {
+                    merge_slashes,
+                    escaped_slashes,
+                    escaped_delimiters,
+                    backslash,
+                    path_parameters,
+                    redirect: false,
+                }
             },
         )
 }
@@ -164,6 +182,8 @@ fn paths() -> impl Strategy<Value = String> {
         Just("%41".to_string()),
         Just("%7e".to_string()),
         Just("%3b".to_string()),
+        Just("%3F".to_string()),
+        Just("%23".to_string()),
         Just("%25".to_string()),
         Just("%".to_string()),
         Just(";".to_string()),
