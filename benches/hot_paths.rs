@@ -186,11 +186,7 @@ fn canonical(c: &mut Criterion) {
     // The control row: the routine only hands the request back (both rows drop their output
     // outside the measurement).
     c.bench_function("canonicalize/control_drop_only", |b| {
-        b.iter_batched(
-            request,
-            |req| black_box(req),
-            criterion::BatchSize::SmallInput,
-        )
+        b.iter_batched(request, black_box, criterion::BatchSize::SmallInput)
     });
     c.bench_function("canonicalize/typical_request", |b| {
         b.iter_batched(
