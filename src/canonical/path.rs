@@ -209,6 +209,12 @@ fn decode(b: &[u8], o: &PathNormalization) -> Result<(Vec<u8>, bool), PathError>
                 Backslash::Separator => out.push(b'/'),
                 Backslash::Reject => return Err(PathError::Backslash),
             },
+            // Never in a path hyper hands over (it splits them off), but the normalizer is
+            // total: treated as their escaped forms would be.
+            b'?' | b'#' => match o.escaped_delimiters {
+                EscapedDelimiters::Keep => push_pct(&mut out, c),
+                EscapedDelimiters::Reject => return Err(PathError::EscapedDelimiter),
+            },
             b';' => match o.path_parameters {
                 PathParameters::Segment => out.push(b';'),
                 PathParameters::Reject => return Err(PathError::PathParameter),

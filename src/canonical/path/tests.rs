@@ -63,6 +63,7 @@ fn the_default_settings_table() {
         ("/admin%3f", Err(EscapedDelimiter)),
         ("/admin%23", Err(EscapedDelimiter)),
         ("/admin%3B", Err(EscapedDelimiter)),
+        ("/admin?", Err(EscapedDelimiter)),
         // Raw backslash, path parameters, controls, bad escapes.
         ("/x\\..\\admin", Err(Backslash)),
         ("/admin;x=1", Err(PathParameter)),
@@ -184,6 +185,8 @@ fn paths() -> impl Strategy<Value = String> {
         Just("%3b".to_string()),
         Just("%3F".to_string()),
         Just("%23".to_string()),
+        Just("?".to_string()),
+        Just("#".to_string()),
         Just("%25".to_string()),
         Just("%".to_string()),
         Just(";".to_string()),
