@@ -1,17 +1,16 @@
 //! The admin listener: a JSON API over the runtime (status, routes, clusters with every
 //! endpoint's state, drain/enable, breaker drills), the event stream (SSE), health and
 //! readiness. Never the traffic port. A bearer token is required when configured, and the
-//! listener refuses to start on a non-loopback address without one.
+//! listener refuses to start on a non-loopback address without one. What it trusts (Host,
+//! Origin, content types, tokens) is in `guard.rs` and docs/security.md.
 
 mod dashboard;
+pub mod guard;
 mod handlers;
 
 use crate::observe::events::Events;
 use crate::runtime::Runtime;
-use axum::extract::{Request, State};
-use axum::http::{header, StatusCode};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::middleware;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use std::net::SocketAddr;
@@ -26,24 +25,75 @@ pub struct AdminState {
     pub token: Option<Arc<str>>,
     pub started: Instant,
     pub reload: Option<Arc<crate::reload::Reloader>>,
+    pub guard: Arc<guard::Guard>,
 }
 
-/// Checks the admin settings: a token is required off loopback. Returns the token, if any.
-pub fn token_for(cfg: &gatehouse_config::Admin) -> anyhow::Result<Option<Arc<str>>> {
-    let addr: SocketAddr = cfg.address.parse()?;
-    let token = match &cfg.token_env {
-        Some(var) => match std::env::var(var) {
-            Ok(t) if !t.is_empty() => Some(Arc::from(t.as_str())),
+/// The admin token: from `token_env`, or generated for `token: auto` and written to its file
+/// (mode 0600). Validation has already required one off loopback and checked the variable.
+pub fn token_for(cfg: &gatehouse_config::Admin) -> anyhow::Result<Option<(Arc<str>, TokenSource)>> {
+    if let Some(var) = &cfg.token_env {
+        return match std::env::var(var) {
+            Ok(t) if !t.is_empty() => Ok(Some((Arc::from(t.as_str()), TokenSource::Env))),
             _ => anyhow::bail!("admin.token_env: the variable {var} is not set"),
-        },
-        None => None,
-    };
-    if token.is_none() && !addr.ip().is_loopback() {
-        anyhow::bail!(
-            "admin.address {addr} is not loopback: set admin.token_env to require a bearer token"
-        );
+        };
     }
-    Ok(token)
+    if cfg.token != Some(gatehouse_config::AdminToken::Auto) {
+        return Ok(None);
+    }
+    let mut bytes = [0u8; 24];
+    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("cannot generate a token: {e}"))?;
+    let token = hex::encode(bytes);
+    let path = match &cfg.token_file {
+        Some(p) => std::path::PathBuf::from(p),
+        None => default_token_file()?,
+    };
+    write_private(&path, &token)?;
+    Ok(Some((Arc::from(token.as_str()), TokenSource::File(path))))
+}
+
+/// Where the admin token came from (the banner says where to find a generated one).
+pub enum TokenSource {
+    Env,
+    File(std::path::PathBuf),
+}
+
+fn default_token_file() -> anyhow::Result<std::path::PathBuf> {
+    let dir = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(|d| std::path::PathBuf::from(d).join("gatehouse"))
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".gatehouse"))
+        })
+        .ok_or_else(|| {
+            anyhow::anyhow!("admin.token: auto needs admin.token_file (no XDG_RUNTIME_DIR or HOME)")
+        })?;
+    Ok(dir.join("admin-token"))
+}
+
+/// Writes `text` to a file only its owner can read, replacing any old one.
+fn write_private(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    if let Some(dir) = path.parent() {
+        let mut b = std::fs::DirBuilder::new();
+        b.recursive(true);
+        #[cfg(unix)]
+        b.mode(0o700);
+        b.create(dir).map_err(|e| {
+            anyhow::anyhow!("admin.token_file: cannot create {}: {e}", dir.display())
+        })?;
+    }
+    let _ = std::fs::remove_file(path);
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create_new(true);
+    #[cfg(unix)]
+    o.mode(0o600);
+    let mut f = o
+        .open(path)
+        .map_err(|e| anyhow::anyhow!("admin.token_file: cannot write {}: {e}", path.display()))?;
+    f.write_all(text.as_bytes())?;
+    f.write_all(b"\n")?;
+    Ok(())
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -72,7 +122,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/reload", post(handlers::reload))
         .route("/events", get(handlers::events))
         .route("/metrics", get(handlers::metrics))
-        .layer(middleware::from_fn_with_state(state.clone(), auth))
+        .layer(middleware::from_fn_with_state(state.clone(), guard::token))
         .route(
             "/healthz",
             get(|| async { Json(serde_json::json!({"status": "ok"})) }),
@@ -80,34 +130,9 @@ pub fn router(state: AdminState) -> Router {
         .route("/readyz", get(handlers::ready))
         .route("/dashboard", get(dashboard::page))
         .route("/dashboard/{*file}", get(dashboard::asset))
+        // Outermost: Host, cross-site and content-type checks for every route.
+        .layer(middleware::from_fn_with_state(state.clone(), guard::check))
         .with_state(state)
-}
-
-async fn auth(State(s): State<AdminState>, req: Request, next: Next) -> Response {
-    if let Some(token) = &s.token {
-        // EventSource cannot send headers: the event stream also takes `?access_token=`.
-        let from_query = (req.uri().path() == "/events")
-            .then(|| req.uri().query())
-            .flatten()
-            .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("access_token=")));
-        let presented = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .or(from_query);
-        let ok = presented
-            .is_some_and(|t| subtle::ConstantTimeEq::ct_eq(t.as_bytes(), token.as_bytes()).into());
-        if !ok {
-            return (
-                StatusCode::UNAUTHORIZED,
-                [(header::WWW_AUTHENTICATE, "Bearer")],
-                Json(serde_json::json!({"error": "admin token required", "status": 401})),
-            )
-                .into_response();
-        }
-    }
-    next.run(req).await
 }
 
 /// Serves the admin API until `shutdown` flips.
@@ -116,7 +141,7 @@ pub async fn serve(
     state: AdminState,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let app = router(state);
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     let _ = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             let _ = shutdown.changed().await;

@@ -158,6 +158,6 @@ routes:
     strip_prefix: true
   - name: services           # GET /v1/proxy/{service}: the cluster is named in the path
     match: { path_template: "/v1/proxy/{service}/{*rest}" }
-    cluster_from_path: service
+    cluster_from_path: { param: service, allow: [products, stable, flaky, slow] }
     strip_prefix: true
 "#;

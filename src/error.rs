@@ -173,11 +173,15 @@ pub fn local_reply(err: &ProxyError, request_id: &HeaderValue) -> Response<Body>
         ProxyError::Redirect { location } => {
             h.insert(header::LOCATION, location.clone());
         }
-        ProxyError::Unauthorized(r) if r.contains("token") || r.contains("algorithm") => {
-            h.insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer error=\"invalid_token\""),
-            );
+        // RFC 9110 §15.5.2: every 401 says how to authenticate. RFC 6750 §3 for bearer tokens:
+        // no error code when none was sent, `invalid_token` for one that failed.
+        ProxyError::Unauthorized(r) => {
+            let v = match *r {
+                "missing_api_key" => "ApiKey realm=\"gatehouse\"",
+                "missing_token" => "Bearer realm=\"gatehouse\"",
+                _ => "Bearer realm=\"gatehouse\", error=\"invalid_token\"",
+            };
+            h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(v));
         }
         _ => {}
     }

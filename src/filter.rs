@@ -26,6 +26,42 @@ pub struct LimitCounters {
     pub limited: prometheus_client::metrics::counter::Counter,
 }
 
+/// The headers that carry identity to backends, compiled once per snapshot. Client-sent copies
+/// are removed from every request before filters run; the gateway then sets the consumer
+/// header itself when an auth filter authenticated someone.
+pub struct IdentityHeaders {
+    pub consumer: http::HeaderName,
+    pub strip: Vec<http::HeaderName>,
+}
+
+impl IdentityHeaders {
+    /// From validated config (names are HTTP tokens); a name that would not parse falls back
+    /// to the default rather than disappearing.
+    pub fn new(cfg: &gatehouse_config::traffic::IdentityHeaders) -> Self {
+        let name = |s: &str| http::HeaderName::from_bytes(s.to_ascii_lowercase().as_bytes()).ok();
+        IdentityHeaders {
+            consumer: name(&cfg.consumer_header)
+                .unwrap_or(http::HeaderName::from_static("x-gatehouse-consumer")),
+            strip: cfg.strip_headers.iter().filter_map(|h| name(h)).collect(),
+        }
+    }
+
+    /// Removes every client-sent identity header.
+    pub fn remove_from(&self, h: &mut HeaderMap) {
+        h.remove(&self.consumer);
+        for n in &self.strip {
+            h.remove(n);
+        }
+    }
+
+    /// Tells the backend who the consumer is.
+    pub fn set(&self, h: &mut HeaderMap, consumer: &str) {
+        if let Ok(v) = http::HeaderValue::from_str(consumer) {
+            h.insert(self.consumer.clone(), v);
+        }
+    }
+}
+
 /// Who the request is, once an auth filter has run.
 #[derive(Default)]
 pub struct Identity {
@@ -62,7 +98,11 @@ pub async fn run(
             }
             Filter::Jwt(j) => {
                 let v = j.authenticate(parts).map_err(auth_failed)?;
-                identity.consumer = v.consumer;
+                // Filters compose: a token that names no consumer keeps the one an earlier
+                // filter authenticated.
+                if v.consumer.is_some() {
+                    identity.consumer = v.consumer;
+                }
                 identity.claims = Some(v.claims);
             }
             Filter::Fault(f) => {

@@ -31,11 +31,57 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+/// The admin listener of a running gateway.
+struct RunningAdmin {
+    addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+    token: Option<(Arc<str>, admin::TokenSource)>,
+}
+
+/// Binds the admin listener (with its token, generated for `token: auto`) and serves it.
+fn start_admin(
+    a: &gatehouse_config::Admin,
+    runtime: &Arc<Runtime>,
+    reload: Option<Arc<reload::Reloader>>,
+) -> anyhow::Result<RunningAdmin> {
+    let tcp = listener::bind(&a.address)
+        .with_context(|| format!("admin: cannot listen on {}", a.address))?;
+    let addr = tcp.local_addr()?;
+    let token = admin::token_for(a)?;
+    let (stop, stop_rx) = watch::channel(false);
+    let state = admin::AdminState {
+        runtime: runtime.clone(),
+        events: runtime.events.clone(),
+        token: token.as_ref().map(|(t, _)| t.clone()),
+        started: tokio::time::Instant::now(),
+        reload,
+        guard: Arc::new(admin::guard::Guard::new(addr, &a.allowed_hosts)),
+    };
+    match &token {
+        // As Jupyter does: the generated token is shown once, in a URL that opens the
+        // dashboard signed in (the fragment never reaches a server or an access log).
+        Some((t, admin::TokenSource::File(path))) => tracing::info!(
+            address = %addr,
+            token_file = %path.display(),
+            dashboard = %format!("http://{addr}/dashboard#token={t}"),
+            "admin listening; its generated token is in token_file"
+        ),
+        _ => tracing::info!(address = %addr, "admin listening"),
+    }
+    Ok(RunningAdmin {
+        addr,
+        stop,
+        task: tokio::spawn(admin::serve(tcp, state, stop_rx)),
+        token,
+    })
+}
+
 /// A running gateway: its listeners are bound and serving.
 pub struct Gateway {
     runtime: Arc<Runtime>,
     listeners: Arc<listener::Listeners>,
-    admin: Option<(SocketAddr, watch::Sender<bool>, JoinHandle<()>)>,
+    admin: Option<RunningAdmin>,
     reloader: Option<Arc<reload::Reloader>>,
     _watcher: Option<notify::RecommendedWatcher>,
     conns_done: mpsc::Receiver<()>,
@@ -58,6 +104,7 @@ impl Gateway {
             .with_context(|| format!("cannot read {}", path.display()))?;
         let config = gatehouse_config::load_str_at(&text, path)
             .map_err(|e| anyhow::anyhow!("invalid config:\n{e}"))?;
+        log_warnings(&text, path, &config);
         Self::start_inner(config, access_log, Some((path.to_path_buf(), text))).await
     }
 
@@ -73,11 +120,6 @@ impl Gateway {
         };
         let admin_cfg = config.admin.clone();
         let listener_cfgs = config.listeners.clone();
-        let admin_token = admin_cfg
-            .as_ref()
-            .map(admin::token_for)
-            .transpose()?
-            .flatten();
         let runtime = Runtime::new(config, sink).map_err(|problems| {
             let errors = match &file {
                 Some((path, text)) => {
@@ -111,21 +153,14 @@ impl Gateway {
         let watcher = reloader.clone().and_then(reload::watch);
         let admin = match admin_cfg {
             None => None,
-            Some(a) => {
-                let tcp = listener::bind(&a.address)
-                    .with_context(|| format!("admin: cannot listen on {}", a.address))?;
-                let addr = tcp.local_addr()?;
-                let (stop, stop_rx) = watch::channel(false);
-                let state = admin::AdminState {
-                    runtime: runtime.clone(),
-                    events: runtime.events.clone(),
-                    token: admin_token,
-                    started: tokio::time::Instant::now(),
-                    reload: reloader.clone(),
-                };
-                tracing::info!(address = %addr, "admin listening");
-                Some((addr, stop, tokio::spawn(admin::serve(tcp, state, stop_rx))))
-            }
+            Some(a) => match start_admin(&a, &runtime, reloader.clone()) {
+                Ok(admin) => Some(admin),
+                Err(e) => {
+                    listeners.stop_all().await;
+                    runtime.stop();
+                    return Err(e);
+                }
+            },
         };
         Ok(Gateway {
             runtime,
@@ -152,7 +187,19 @@ impl Gateway {
 
     /// The admin listener's address, when there is one.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
-        self.admin.as_ref().map(|a| a.0)
+        self.admin.as_ref().map(|a| a.addr)
+    }
+
+    /// The admin token, and the file it was written to when it was generated (`token: auto`).
+    pub fn admin_token(&self) -> Option<(&str, Option<&std::path::Path>)> {
+        let (t, src) = self.admin.as_ref()?.token.as_ref()?;
+        Some((
+            t.as_ref(),
+            match src {
+                admin::TokenSource::File(p) => Some(p.as_path()),
+                admin::TokenSource::Env => None,
+            },
+        ))
     }
 
     pub fn runtime(&self) -> &Arc<Runtime> {
@@ -173,9 +220,9 @@ impl Gateway {
     /// Returns `true` when every connection finished in time.
     pub async fn shutdown(self, drain: Duration) -> bool {
         self.listeners.stop_all().await;
-        if let Some((_, stop, task)) = self.admin {
-            let _ = stop.send(true);
-            task.abort();
+        if let Some(a) = self.admin {
+            let _ = a.stop.send(true);
+            a.task.abort();
         }
         let mut conns_done = self.conns_done;
         drop(self.listeners);
@@ -186,6 +233,14 @@ impl Gateway {
             log.flush();
         }
         drained
+    }
+}
+
+/// Logs what the config allows but an operator should look at (`gatehouse check` prints the
+/// same lines).
+pub fn log_warnings(text: &str, path: &std::path::Path, config: &Config) {
+    for w in gatehouse_config::warnings(text, &path.display().to_string(), config).0 {
+        tracing::warn!(warning = %w, "config warning");
     }
 }
 

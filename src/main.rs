@@ -166,6 +166,10 @@ fn check(files: &[PathBuf]) -> ExitCode {
             .map_err(|_| gatehouse_config::load_file(f).err())
             .and_then(|text| {
                 let config = gatehouse_config::load_str_at(&text, f).map_err(Some)?;
+                for w in gatehouse_config::warnings(&text, &name, &config).0 {
+                    let at = format!("{}:{}:{}: {}", w.source, w.line, w.col, w.path);
+                    eprintln!("{at}: warning: {}", w.message);
+                }
                 // What building the snapshot would find: key files that cannot be read, ...
                 let problems = gatehouse::runtime::filters::preflight(&config);
                 if problems.is_empty() {

@@ -196,8 +196,13 @@ async fn forward(
     }
     let cluster: &Arc<Cluster> = match &matched.route.target {
         crate::route::Target::Cluster(name) => snap.clusters.get(name.as_ref()),
-        crate::route::Target::FromPath(_) => {
+        crate::route::Target::FromPath { allow, .. } => {
             let name = matched.cluster_from_path.unwrap_or_default();
+            // Only the clusters the route lists: a cluster behind an authenticated route must
+            // not be reachable by naming it here. Any other name looks like no cluster at all.
+            if !allow.iter().any(|a| a.as_ref() == name) {
+                return Err(ProxyError::UnknownCluster(name.to_string()));
+            }
             Some(
                 snap.clusters
                     .get(name)
@@ -226,6 +231,8 @@ async fn forward(
     let route = matched.route;
     *route_index = Some(route.index);
 
+    // Identity headers are the gateway's to set: a client's own copies never pass.
+    snap.identity.remove_from(req.headers_mut());
     // Route filters: authentication and rate limits, in order.
     let filters = snap
         .route_filters
@@ -244,6 +251,9 @@ async fn forward(
             response_headers,
         )
         .await;
+        if let Some(c) = &identity.consumer {
+            snap.identity.set(&mut parts.headers, c);
+        }
         req = Request::from_parts(parts, body);
         if let Some(r) = rec.as_deref_mut() {
             r.consumer = identity.consumer.clone();

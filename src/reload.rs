@@ -84,6 +84,7 @@ impl Reloader {
             Ok(t) => gatehouse_config::load_str_at(t, &self.path)
                 .map_err(strings)
                 .and_then(|config| {
+                    crate::log_warnings(t, &self.path, &config);
                     // Build and publish the snapshot before touching listeners: a snapshot that
                     // cannot be built leaves everything as it was.
                     let listeners = config.listeners.clone();
@@ -156,7 +157,8 @@ pub fn redacted(c: &Config) -> Value {
     if let Some(url) = v.pointer_mut("/redis/url") {
         if let Some(s) = url.as_str() {
             if let Some((scheme, rest)) = s.split_once("://") {
-                if let Some((_, host)) = rest.split_once('@') {
+                // The password may itself hold '@': the host is after the last one.
+                if let Some((_, host)) = rest.rsplit_once('@') {
                     *url = json!(format!("{scheme}://<redacted>@{host}"));
                 }
             }
@@ -193,4 +195,22 @@ pub fn watch(reloader: Arc<Reloader>) -> Option<notify::RecommendedWatcher> {
         }
     });
     Some(watcher)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_redis_password_with_an_at_sign_is_redacted_whole() {
+        let c = gatehouse_config::load_str(
+            "listeners: [{name: l, address: '127.0.0.1:0'}]\nredis: {url: 'redis://user:pa@ss@cache.internal:6379/0'}\n",
+            "t",
+        )
+        .unwrap();
+        let v = super::redacted(&c);
+        assert_eq!(
+            v["redis"]["url"],
+            "redis://<redacted>@cache.internal:6379/0"
+        );
+        assert!(!v.to_string().contains("ss@"), "{v}");
+    }
 }

@@ -31,8 +31,11 @@ enum PathMatch {
 #[derive(Debug, Clone)]
 pub enum Target {
     Cluster(Arc<str>),
-    /// The cluster is named by this template parameter.
-    FromPath(String),
+    /// The cluster is named by the template parameter `param`, and must be one of `allow`.
+    FromPath {
+        param: String,
+        allow: Vec<Arc<str>>,
+    },
 }
 
 #[derive(Debug)]
@@ -181,7 +184,15 @@ fn compile(index: usize, c: &RouteConfig) -> Route {
             .collect(),
         target: match &c.cluster {
             Some(name) => Target::Cluster(name.as_str().into()),
-            None => Target::FromPath(c.cluster_from_path.clone().unwrap_or_default()),
+            None => {
+                let cfp = c.cluster_from_path.as_ref();
+                Target::FromPath {
+                    param: cfp.map(|c| c.param.clone()).unwrap_or_default(),
+                    allow: cfp
+                        .map(|c| c.allow.iter().map(|a| Arc::from(a.as_str())).collect())
+                        .unwrap_or_default(),
+                }
+            }
         },
         strip_prefix: c.strip_prefix,
         retry_non_idempotent: c.retry_non_idempotent,
@@ -270,7 +281,7 @@ fn path_match<'t, 'p>(r: &'t Route, path: &'p str) -> Option<Matched<'t, 'p>> {
             let mut rest = path.strip_prefix('/')?;
             let mut cluster = None;
             let wanted = match &r.target {
-                Target::FromPath(p) => Some(p.as_str()),
+                Target::FromPath { param, .. } => Some(param.as_str()),
                 Target::Cluster(_) => None,
             };
             for (i, seg) in segs.iter().enumerate() {

@@ -36,6 +36,8 @@ pub struct Snapshot {
     pub route_metrics: Vec<RouteMetrics>,
     /// Handles for requests no route matched.
     pub unrouted: RouteMetrics,
+    /// The consumer header and the identity headers removed from every request.
+    pub identity: crate::filter::IdentityHeaders,
 }
 
 type EndpointKey = (Arc<str>, Arc<str>);
@@ -99,6 +101,7 @@ impl Runtime {
                 limiters: HashMap::new(),
                 route_metrics: Vec::new(),
                 unrouted: RouteMetrics::new(&Metrics::default(), "none"),
+                identity: crate::filter::IdentityHeaders::new(&config.identity),
             }),
             generation: AtomicU64::new(0),
             endpoints: Mutex::new(HashMap::new()),
@@ -251,6 +254,7 @@ impl Runtime {
             limiters,
             route_metrics,
             unrouted: RouteMetrics::new(&self.metrics, "none"),
+            identity: crate::filter::IdentityHeaders::new(&config.identity),
             routes: RouteTable::new(&config.routes),
             config: Arc::new(config),
             clusters,

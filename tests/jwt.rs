@@ -201,7 +201,10 @@ async fn rs256_from_a_jwks_file_by_kid() {
 
 #[tokio::test]
 async fn hs256_from_the_environment_and_a_claim_keyed_limit() {
-    std::env::set_var("GATEHOUSE_TEST_JWT_SECRET", "s3cr3t-for-tests");
+    std::env::set_var(
+        "GATEHOUSE_TEST_JWT_SECRET",
+        "s3cr3t-for-tests-0123456789abcdef",
+    );
     let up = FakeUpstream::start("up").await;
     let gw = gateway(
         &up,
@@ -209,7 +212,7 @@ async fn hs256_from_the_environment_and_a_claim_keyed_limit() {
         ", rate_limit: per-tier",
     )
     .await;
-    let key = EncodingKey::from_secret(b"s3cr3t-for-tests");
+    let key = EncodingKey::from_secret(b"s3cr3t-for-tests-0123456789abcdef");
     let gold = |sub: &str| token(Algorithm::HS256, &key, None, claims(sub));
     // Two different subjects share the "gold" tier's budget of 2.
     assert_eq!(call(&gw, Some(&gold("a"))).await.0, 200);

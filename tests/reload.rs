@@ -149,7 +149,12 @@ async fn an_invalid_file_changes_nothing_and_is_reported() {
         &path,
         &config(&[(&a, 1)], false).replace("weighted_round_robin", "fastest_please"),
     );
-    let r = client().post(gw.admin_url("/reload")).send().await.unwrap();
+    let r = client()
+        .post(gw.admin_url("/reload"))
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 422);
     let body: serde_json::Value = r.json().await.unwrap();
     let err = body["errors"][0].as_str().unwrap();

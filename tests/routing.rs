@@ -39,7 +39,7 @@ routes:
     cluster: orders
   - name: seeds-service
     match: {{path_template: "/v1/proxy/{{service}}"}}
-    cluster_from_path: service
+    cluster_from_path: {{param: service, allow: [product, orders]}}
 "#,
         a = a.addr(),
         b = b.addr()

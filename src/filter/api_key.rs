@@ -86,7 +86,8 @@ fn query_param(uri: &Uri, name: &str) -> Option<Vec<u8>> {
     })
 }
 
-fn percent_decode(v: &str) -> Vec<u8> {
+/// Decodes `%XX` (and `+` as a space) in a query value.
+pub fn percent_decode(v: &str) -> Vec<u8> {
     let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
     let b = v.as_bytes();
     let mut out = Vec::with_capacity(b.len());

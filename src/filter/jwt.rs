@@ -14,9 +14,16 @@ use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Validation};
 use serde_json::{Map, Value};
 use std::sync::Arc;
 
+/// RFC 7518 §3.2: an HMAC key at least as long as the hash output.
+pub const MIN_HS256_SECRET: usize = 32;
+
 pub struct JwtAuth {
     keys: Vec<(Option<String>, Algorithm, DecodingKey)>,
     validation: Validation,
+    /// Required `iss`: a string equal to this.
+    issuer: Option<String>,
+    /// Required `aud`: this string, or an array of strings holding it.
+    audience: Option<String>,
     consumer_claim: String,
     pub forward: bool,
 }
@@ -49,10 +56,19 @@ impl JwtAuth {
         for alg in &algs {
             match alg {
                 Algorithm::HS256 => match cfg.secret_env.as_ref().map(std::env::var) {
+                    // RFC 7518 §3.2: a key at least as long as the hash (32 bytes for HS256).
+                    Some(Ok(secret)) if secret.len() < MIN_HS256_SECRET => problem(format!(
+                        "the HS256 secret in {} is {} bytes; it must be at least {MIN_HS256_SECRET}",
+                        cfg.secret_env.as_deref().unwrap_or_default(),
+                        secret.len()
+                    )),
                     Some(Ok(secret)) => {
                         keys.push((None, *alg, DecodingKey::from_secret(secret.as_bytes())))
                     }
-                    _ => problem("the HS256 secret variable is not set".into()),
+                    _ => problem(format!(
+                        "the HS256 secret variable {} is not set",
+                        cfg.secret_env.as_deref().unwrap_or_default()
+                    )),
                 },
                 Algorithm::RS256 | Algorithm::ES256 => {
                     if let Some(path) = &cfg.key_file {
@@ -81,16 +97,35 @@ impl JwtAuth {
             match set {
                 Ok(set) => {
                     for jwk in &set.keys {
-                        let alg = match jwk.common.key_algorithm.map(|a| format!("{a:?}")) {
-                            Some(a) => algorithm(&a),
-                            None => None,
-                        };
+                        // A key meant for encryption never verifies a signature.
+                        if matches!(
+                            jwk.common.public_key_use,
+                            Some(jsonwebtoken::jwk::PublicKeyUse::Encryption)
+                                | Some(jsonwebtoken::jwk::PublicKeyUse::Other(_))
+                        ) {
+                            continue;
+                        }
+                        // `alg` on a key pins it: RS384 means not RS256. Without `alg`, the key
+                        // may serve any of the issuer's algorithms of its own family.
+                        let pinned = jwk.common.key_algorithm.map(|a| format!("{a:?}"));
                         let Ok(key) = DecodingKey::from_jwk(jwk) else {
                             continue;
                         };
-                        // A JWK without `alg` may be used for any of the issuer's RS/ES algorithms.
+                        let family = match &jwk.algorithm {
+                            jsonwebtoken::jwk::AlgorithmParameters::RSA(_) => {
+                                Some(Algorithm::RS256)
+                            }
+                            jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(_) => {
+                                Some(Algorithm::ES256)
+                            }
+                            _ => None,
+                        };
                         for a in algs.iter().filter(|a| **a != Algorithm::HS256) {
-                            if alg.is_none() || alg == Some(*a) {
+                            let allowed = match &pinned {
+                                Some(p) => algorithm(p) == Some(*a),
+                                None => family == Some(*a),
+                            };
+                            if allowed {
                                 keys.push((jwk.common.key_id.clone(), *a, key.clone()));
                             }
                         }
@@ -104,14 +139,10 @@ impl JwtAuth {
         validation.leeway = cfg.leeway.0.as_secs();
         validation.validate_nbf = true;
         validation.set_required_spec_claims(&["exp"]);
-        match &cfg.issuer {
-            Some(i) => validation.set_issuer(&[i]),
-            None => validation.iss = None,
-        }
-        match &cfg.audience {
-            Some(a) => validation.set_audience(&[a]),
-            None => validation.validate_aud = false,
-        }
+        // `iss` and `aud` are checked below, strictly: jsonwebtoken skips a claim that is
+        // missing or not a string unless it is required, and accepts an `iss` array.
+        validation.iss = None;
+        validation.validate_aud = false;
         if !problems.is_empty() {
             return Err(problems.join("; "));
         }
@@ -121,9 +152,40 @@ impl JwtAuth {
         Ok(JwtAuth {
             keys,
             validation,
+            issuer: cfg.issuer.clone(),
+            audience: cfg.audience.clone(),
             consumer_claim: cfg.consumer_claim.clone(),
             forward,
         })
+    }
+
+    /// The registered claims the signature check leaves to us, by type as well as value.
+    fn check_claims(&self, c: &Map<String, Value>) -> Result<(), ProxyError> {
+        if !c.get("exp").is_some_and(Value::is_number) {
+            return Err(ProxyError::Unauthorized("invalid_token"));
+        }
+        if c.get("nbf").is_some_and(|v| !v.is_number()) {
+            return Err(ProxyError::Unauthorized("invalid_token"));
+        }
+        if let Some(want) = &self.issuer {
+            if c.get("iss").and_then(Value::as_str) != Some(want.as_str()) {
+                return Err(ProxyError::Unauthorized("invalid_issuer"));
+            }
+        }
+        if let Some(want) = &self.audience {
+            let ok = match c.get("aud") {
+                Some(Value::String(a)) => a == want,
+                Some(Value::Array(list)) => {
+                    list.iter().all(Value::is_string)
+                        && list.iter().any(|a| a.as_str() == Some(want.as_str()))
+                }
+                _ => false,
+            };
+            if !ok {
+                return Err(ProxyError::Unauthorized("invalid_audience"));
+            }
+        }
+        Ok(())
     }
 
     /// Verifies the bearer token; removes `Authorization` unless forwarding it.
@@ -149,14 +211,15 @@ impl JwtAuth {
         for (_, _, key) in candidates {
             match decode::<Map<String, Value>>(token, key, &self.validation) {
                 Ok(data) => {
+                    self.check_claims(&data.claims)?;
                     if !self.forward {
                         parts.headers.remove(header::AUTHORIZATION);
                     }
-                    let consumer = data
-                        .claims
-                        .get(&self.consumer_claim)
-                        .and_then(Value::as_str)
-                        .map(Arc::from);
+                    let consumer = match data.claims.get(&self.consumer_claim) {
+                        Some(Value::String(s)) if !s.is_empty() => Some(Arc::from(s.as_str())),
+                        Some(Value::Number(n)) => Some(Arc::from(n.to_string().as_str())),
+                        _ => None,
+                    };
                     return Ok(Verified {
                         consumer,
                         claims: data.claims,

@@ -37,6 +37,7 @@ pub struct Metrics {
     pub auth_failures: Family<Labels, Counter>,
     pub requests_rejected: Family<Labels, Counter>,
     pub connections_rejected: Family<Labels, Counter>,
+    pub admin_auth_failures: Counter,
     pub reloads: Family<Labels, Counter>,
     pub generation: Gauge,
     pub access_log_dropped: Counter,
@@ -64,6 +65,7 @@ impl Default for Metrics {
             auth_failures: Family::default(),
             requests_rejected: Family::default(),
             connections_rejected: Family::default(),
+            admin_auth_failures: Counter::default(),
             reloads: Family::default(),
             generation: Gauge::default(),
             access_log_dropped: Counter::default(),
@@ -144,6 +146,11 @@ impl Default for Metrics {
             "downstream_connections_rejected",
             "Connections closed at accept because the listener was at max_connections, by listener",
             m.connections_rejected.clone(),
+        );
+        r.register(
+            "admin_auth_failures",
+            "Admin API requests refused for a missing or wrong token",
+            m.admin_auth_failures.clone(),
         );
         r.register(
             "auth_failures",

@@ -40,8 +40,8 @@ fn most_specific_wins_then_order() {
   - {name: exact, match: {path: /api/users/me}, cluster: a}
   - {name: host-exact, match: {host: api.example.com, path_prefix: /}, cluster: b}
   - {name: host-wild, match: {host: "*.example.com", path_prefix: /}, cluster: b}
-  - {name: first-of-equal, match: {path_prefix: /dup}, cluster: a}
-  - {name: second-of-equal, match: {path_prefix: /dup}, cluster: b}
+  - {name: first-of-equal, match: {path_prefix: /dup, methods: [GET]}, cluster: a}
+  - {name: second-of-equal, match: {path_prefix: /dup, methods: [GET, POST]}, cluster: b}
 "#,
     );
     let name = |h: &str, p: &str| find(&t, h, p).map(|x| x.0);
@@ -110,8 +110,8 @@ fn strip_prefix_and_templates() {
     let t = table(
         r#"
   - {name: p, match: {path_prefix: /api/products}, cluster: a, strip_prefix: true}
-  - {name: svc, match: {path_template: "/v1/proxy/{service}"}, cluster_from_path: service}
-  - {name: svc-rest, match: {path_template: "/v2/proxy/{service}/{*rest}"}, cluster_from_path: service, strip_prefix: true}
+  - {name: svc, match: {path_template: "/v1/proxy/{service}"}, cluster_from_path: {param: service, allow: [a]}}
+  - {name: svc-rest, match: {path_template: "/v2/proxy/{service}/{*rest}"}, cluster_from_path: {param: service, allow: [a]}, strip_prefix: true}
 "#,
     );
     assert_eq!(find(&t, "h", "/api/products").unwrap().1, "/");

@@ -47,7 +47,7 @@ test("token-protected dashboard with 50 endpoints survives a gateway restart", {
     "routes: [{name: all, cluster: big}]",
     "",
   ].join("\n"));
-  const env = { ...process.env, GATEHOUSE_UI_TOKEN: "s3cret" };
+  const env = { ...process.env, GATEHOUSE_UI_TOKEN: "s3cret-ui-token-0123" };
   let stderr = "";
   const start = () => {
     const child = spawn(bin, ["run", "-c", cfg], { env, stdio: ["ignore", "ignore", "pipe"] });
@@ -69,7 +69,7 @@ test("token-protected dashboard with 50 endpoints survives a gateway restart", {
     // Without the token the API refuses: the page asks for it.
     await page.waitForSelector("#token-form:not([hidden])", { timeout: 10000 });
     assert.equal(await page.locator(".card").count(), 0, "no data without the token");
-    await page.fill("#token", "s3cret");
+    await page.fill("#token", "s3cret-ui-token-0123");
     await page.click("#token-form button");
     await page.waitForFunction(() => document.querySelectorAll(".card").length === 50, null, { timeout: 15000 });
     await page.waitForSelector("#conn.live", { timeout: 10000 });

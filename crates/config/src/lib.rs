@@ -13,6 +13,7 @@ pub mod template;
 pub mod traffic;
 pub mod units;
 pub mod validate;
+pub mod validate_routes;
 pub mod validate_traffic;
 
 pub use schema::*;
@@ -124,6 +125,7 @@ pub fn load_str(text: &str, source: &str) -> Result<Config, ConfigErrors> {
     validate_traffic::apply_env_overrides(&mut config);
     let mut problems = validate::validate(&config);
     validate_traffic::validate_traffic(&config, &mut |path, msg| problems.push((path, msg)));
+    validate_routes::validate_routes(&config, &mut |path, msg| problems.push((path, msg)));
     if problems.is_empty() {
         Ok(config)
     } else {
@@ -134,6 +136,12 @@ pub fn load_str(text: &str, source: &str) -> Result<Config, ConfigErrors> {
                 .collect(),
         ))
     }
+}
+
+/// What is legal but worth a look (clusters reachable through routes with different
+/// authentication), with positions: `check` prints these, `run` and reloads log them.
+pub fn warnings(text: &str, source: &str, config: &Config) -> ConfigErrors {
+    locate(text, source, validate_routes::warnings(config))
 }
 
 /// Attaches positions in `text` to problems found after loading (a snapshot that could not be

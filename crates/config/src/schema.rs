@@ -30,6 +30,9 @@ pub struct Config {
     pub redis: Option<crate::traffic::Redis>,
     #[serde(default)]
     pub jwt_issuers: Vec<crate::traffic::JwtIssuer>,
+    /// How the authenticated consumer reaches backends, and which client headers are removed.
+    #[serde(default)]
+    pub identity: crate::traffic::IdentityHeaders,
 }
 
 impl Config {
@@ -115,8 +118,27 @@ impl Default for Limits {
 #[serde(deny_unknown_fields)]
 pub struct Admin {
     pub address: String,
+    /// An environment variable holding the bearer token the admin API requires.
     #[serde(default)]
     pub token_env: Option<String>,
+    /// `auto`: generate a random token at start, write it to `token_file` (readable only by
+    /// this user) and print where it is. Instead of `token_env`.
+    #[serde(default)]
+    pub token: Option<AdminToken>,
+    /// Where `token: auto` writes the token (default `$XDG_RUNTIME_DIR/gatehouse/admin-token`,
+    /// else `$HOME/.gatehouse/admin-token`).
+    #[serde(default)]
+    pub token_file: Option<String>,
+    /// Host names (besides `localhost` and IP literals) that requests to the admin listener may
+    /// use in `Host`: anything else is refused, which stops DNS rebinding.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AdminToken {
+    Auto,
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq, Hash)]
@@ -361,9 +383,10 @@ pub struct Route {
     pub matches: RouteMatch,
     #[serde(default)]
     pub cluster: Option<String>,
-    /// Name of a `path_template` parameter whose value names the cluster (`/v1/proxy/{service}`).
+    /// A `path_template` parameter whose value names the cluster (`/v1/proxy/{service}`), and
+    /// the clusters it may name.
     #[serde(default)]
-    pub cluster_from_path: Option<String>,
+    pub cluster_from_path: Option<ClusterFromPath>,
     /// Remove the matched prefix (or the template's matched part) before forwarding.
     #[serde(default)]
     pub strip_prefix: bool,
@@ -373,6 +396,47 @@ pub struct Route {
     /// Run in order on the request (auth, rate limits).
     #[serde(default)]
     pub filters: Vec<crate::traffic::Filter>,
+}
+
+/// `cluster_from_path: {param: service, allow: [orders, users]}`. Only the listed clusters
+/// can be reached through the route (any other name is 404): a cluster behind an authenticated
+/// route must not be reachable through an open one by naming it in the path.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct ClusterFromPath {
+    pub param: String,
+    pub allow: Vec<String>,
+}
+
+impl<'de> Deserialize<'de> for ClusterFromPath {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{self, MapAccess, Visitor};
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Spec {
+            param: String,
+            allow: Vec<String>,
+        }
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ClusterFromPath;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("{param: NAME, allow: [CLUSTER, ...]}")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Err(E::custom(format!(
+                    "cluster_from_path must list the clusters it may reach: {{param: {v}, allow: [CLUSTER, ...]}}"
+                )))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                let s = Spec::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(ClusterFromPath {
+                    param: s.param,
+                    allow: s.allow,
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]

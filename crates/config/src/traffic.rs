@@ -111,6 +111,27 @@ pub struct JwtIssuer {
     pub leeway: Dur,
 }
 
+/// `identity`: how the authenticated consumer reaches backends.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdentityHeaders {
+    /// The header that carries the authenticated consumer to the backend (default
+    /// `x-gatehouse-consumer`). A client's own copy is always removed first.
+    pub consumer_header: String,
+    /// More headers that backends treat as identity (`x-user-id`, `x-consumer`, ...): removed
+    /// from every request, so only the gateway can set them.
+    pub strip_headers: Vec<String>,
+}
+
+impl Default for IdentityHeaders {
+    fn default() -> Self {
+        IdentityHeaders {
+            consumer_header: "x-gatehouse-consumer".into(),
+            strip_headers: Vec::new(),
+        }
+    }
+}
+
 /// A step of per-request processing on a route, run in order.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]

@@ -86,15 +86,7 @@ pub fn validate(c: &Config) -> Vec<Problem> {
         }
     }
     if let Some(a) = &c.admin {
-        if a.address.parse::<SocketAddr>().is_err() {
-            p(
-                "admin.address".into(),
-                format!(
-                    "invalid address {:?}: expected IP:port, like 127.0.0.1:9901",
-                    a.address
-                ),
-            );
-        }
+        validate_admin(&mut p, a);
     }
 
     let mut cluster_names = HashSet::new();
@@ -160,6 +152,69 @@ pub fn validate(c: &Config) -> Vec<Problem> {
         validate_route(&mut p, &at, r, &known);
     }
     v
+}
+
+/// The admin listener's settings, as `run` checks them: a token (from the environment, or
+/// generated) is required off loopback; the variable must be set.
+fn validate_admin(p: &mut impl FnMut(String, String), a: &crate::schema::Admin) {
+    let addr = match a.address.parse::<SocketAddr>() {
+        Ok(addr) => Some(addr),
+        Err(_) => {
+            p(
+                "admin.address".into(),
+                format!(
+                    "invalid address {:?}: expected IP:port, like 127.0.0.1:9901",
+                    a.address
+                ),
+            );
+            None
+        }
+    };
+    if a.token_env.is_some() && a.token.is_some() {
+        p(
+            "admin.token".into(),
+            "use either token_env or token: auto, not both".into(),
+        );
+    }
+    if let Some(var) = &a.token_env {
+        match std::env::var(var) {
+            Ok(t) if t.len() >= 16 => {}
+            Ok(t) if !t.is_empty() => p(
+                "admin.token_env".into(),
+                format!("the token in {var} is {} bytes; use at least 16", t.len()),
+            ),
+            _ => p(
+                "admin.token_env".into(),
+                format!("the variable {var} is not set"),
+            ),
+        }
+    }
+    if a.token_file.is_some() && a.token.is_none() {
+        p(
+            "admin.token_file".into(),
+            "token_file is where token: auto writes its token; set token: auto".into(),
+        );
+    }
+    if let Some(addr) = addr {
+        if !addr.ip().is_loopback() && a.token_env.is_none() && a.token.is_none() {
+            p(
+                "admin.address".into(),
+                format!("{addr} is not loopback: set admin.token_env (or token: auto) to require a bearer token"),
+            );
+        }
+    }
+    for (i, h) in a.allowed_hosts.iter().enumerate() {
+        let ok = !h.is_empty()
+            && h.split('.').all(|l| {
+                !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            });
+        if !ok {
+            p(
+                format!("admin.allowed_hosts[{i}]"),
+                format!("invalid host name {h:?} (a name like gatehouse.internal, no port)"),
+            );
+        }
+    }
 }
 
 fn validate_resilience(p: &mut impl FnMut(String, String), at: &str, cl: &crate::schema::Cluster) {
@@ -337,10 +392,40 @@ fn validate_route(p: &mut impl FnMut(String, String), at: &str, r: &Route, known
                 format!("no cluster named {c:?}{hint}"),
             );
         }
-        (None, Some(param)) if !params.iter().any(|x| x == param) => p(
-            format!("{at}.cluster_from_path"),
-            format!("{param:?} is not a parameter of this route's path_template"),
-        ),
+        (None, Some(cfp)) => {
+            if !params.contains(&cfp.param) {
+                p(
+                    format!("{at}.cluster_from_path.param"),
+                    format!(
+                        "{:?} is not a parameter of this route's path_template",
+                        cfp.param
+                    ),
+                );
+            }
+            if cfp.allow.is_empty() {
+                p(
+                    format!("{at}.cluster_from_path.allow"),
+                    "list at least one cluster this route may reach".into(),
+                );
+            }
+            let mut seen = HashSet::new();
+            for (j, c) in cfp.allow.iter().enumerate() {
+                if !known.contains(&c.as_str()) {
+                    let hint = did_you_mean(c, known)
+                        .map(|s| format!(" (did you mean {s:?}?)"))
+                        .unwrap_or_default();
+                    p(
+                        format!("{at}.cluster_from_path.allow[{j}]"),
+                        format!("no cluster named {c:?}{hint}"),
+                    );
+                } else if !seen.insert(c.as_str()) {
+                    p(
+                        format!("{at}.cluster_from_path.allow[{j}]"),
+                        format!("{c:?} is listed twice"),
+                    );
+                }
+            }
+        }
         _ => {}
     }
     if r.strip_prefix && m.path_prefix.is_none() && m.path_template.is_none() {

@@ -122,6 +122,43 @@ pub fn validate_traffic(c: &Config, p: &mut impl FnMut(String, String)) {
                 "list at least one of HS256, RS256, ES256".into(),
             );
         }
+        if j.leeway.0 > std::time::Duration::from_secs(300) {
+            p(
+                format!("{at}.leeway"),
+                format!("{} is too long: at most 5m of clock skew", j.leeway),
+            );
+        }
+        let hs = j.algorithms.iter().any(|a| a == "HS256");
+        let asym: Vec<&str> = j
+            .algorithms
+            .iter()
+            .map(String::as_str)
+            .filter(|a| *a == "RS256" || *a == "ES256")
+            .collect();
+        if hs && !asym.is_empty() {
+            p(
+                format!("{at}.algorithms"),
+                "HS256 (a shared secret) cannot be mixed with RS256/ES256 (public keys) in one issuer: declare two issuers".into(),
+            );
+        }
+        if asym.contains(&"RS256") && asym.contains(&"ES256") && j.keys_file.is_none() {
+            p(
+                format!("{at}.algorithms"),
+                "RS256 and ES256 need keys of two families: use keys_file (a JWKS with both), or two issuers".into(),
+            );
+        }
+        if j.key_file.is_some() && j.keys_file.is_some() {
+            p(
+                format!("{at}.key_file"),
+                "use either key_file or keys_file, not both".into(),
+            );
+        }
+        if j.issuer.as_deref() == Some("") {
+            p(format!("{at}.issuer"), "must not be empty".into());
+        }
+        if j.audience.as_deref() == Some("") {
+            p(format!("{at}.audience"), "must not be empty".into());
+        }
         for (k, a) in j.algorithms.iter().enumerate() {
             match a.as_str() {
                 "HS256" if j.secret_env.is_none() => p(
@@ -138,6 +175,22 @@ pub fn validate_traffic(c: &Config, p: &mut impl FnMut(String, String)) {
                     format!("unsupported algorithm {other:?}: use HS256, RS256 or ES256"),
                 ),
             }
+        }
+    }
+
+    let id = &c.identity;
+    if !crate::validate::is_token(&id.consumer_header) {
+        p(
+            "identity.consumer_header".into(),
+            format!("invalid header name {:?}", id.consumer_header),
+        );
+    }
+    for (i, h) in id.strip_headers.iter().enumerate() {
+        if !crate::validate::is_token(h) {
+            p(
+                format!("identity.strip_headers[{i}]"),
+                format!("invalid header name {h:?}"),
+            );
         }
     }
 
@@ -177,6 +230,15 @@ pub fn validate_traffic(c: &Config, p: &mut impl FnMut(String, String)) {
                             p(
                                 format!("{at}.auth.api_key.header"),
                                 format!("invalid header name {:?}", k.header),
+                            );
+                        }
+                        if k.query
+                            .as_deref()
+                            .is_some_and(|q| q.is_empty() || q.contains(['&', '=', '#', '?', ' ']))
+                        {
+                            p(
+                                format!("{at}.auth.api_key.query"),
+                                "expected a query parameter name like api_key".into(),
                             );
                         }
                     }

@@ -19,7 +19,7 @@ routes:
     cluster: products
   - name: services
     match: { path_template: "/v1/proxy/{service}" }
-    cluster_from_path: service
+    cluster_from_path: { param: service, allow: [products] }
 "#;
 
 #[test]
@@ -88,12 +88,19 @@ fn syntax_error_has_position() {
 #[test]
 fn route_rules() {
     let bad = GOOD.replace(
-        "cluster_from_path: service",
-        "cluster_from_path: svc\n    strip_prefix: true",
+        "cluster_from_path: { param: service, allow: [products] }",
+        "cluster_from_path: { param: svc, allow: [product] }\n    strip_prefix: true",
     );
     let e = load_str(&bad, "gw.yaml").unwrap_err();
     assert!(
-        e.0.iter().any(|x| x.path == "routes[1].cluster_from_path"),
+        e.0.iter()
+            .any(|x| x.path == "routes[1].cluster_from_path.param"),
+        "{e}"
+    );
+    assert!(
+        e.0.iter()
+            .any(|x| x.path == "routes[1].cluster_from_path.allow[0]"
+                && x.message.contains("did you mean \"products\"")),
         "{e}"
     );
 }

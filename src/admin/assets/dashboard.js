@@ -2,6 +2,16 @@
 // /events stream (state transitions as they happen, a `traffic` summary every second).
 "use strict";
 
+// A token in the URL fragment (`/dashboard#token=...`, printed by `token: auto`) signs in once
+// and leaves the address bar; fragments never reach the server.
+(function takeTokenFromFragment() {
+  const m = /(?:^#|&)token=([^&]+)/.exec(location.hash);
+  if (m) {
+    sessionStorage.setItem("gatehouse-token", decodeURIComponent(m[1]));
+    history.replaceState(null, "", location.pathname + location.search);
+  }
+})();
+
 const state = {
   token: sessionStorage.getItem("gatehouse-token") || "",
   charts: {},
@@ -61,7 +71,7 @@ async function refreshClusters() {
       card.append(el("div", {}, "in flight " + e.in_flight + " · " + e.latency_ewma_ms.toFixed(1) + " ms"));
       if (e.fault) card.append(el("div", { class: "fault" }, "drill: " + (e.fault.abort ? "abort " + e.fault.abort : "+" + e.fault.delay_ms + " ms") + ", " + Math.ceil(e.fault.remaining_ms / 1000) + " s left"));
       const btn = el("button", { type: "button" }, e.drained ? "Enable" : "Drain");
-      btn.onclick = () => api(`/clusters/${c.name}/endpoints/${e.address}/${e.drained ? "enable" : "drain"}`, { method: "POST" }).then(refreshClusters);
+      btn.onclick = () => api(`/clusters/${c.name}/endpoints/${e.address}/${e.drained ? "enable" : "drain"}`, { method: "POST", headers: { "content-type": "application/json" }, body: "{}" }).then(refreshClusters);
       card.append(btn);
       cards.append(card);
       const value = c.name + "|" + e.address;

@@ -1,0 +1,264 @@
+//! What the admin listener trusts, checked on every request before any handler runs:
+//!
+//! - **Host** must name this listener: `localhost`, an IP literal, or a name in
+//!   `admin.allowed_hosts`, with the listener's port. A DNS name an attacker controls (DNS
+//!   rebinding: a page on `evil.example` whose name now resolves to 127.0.0.1) is refused
+//!   with 421, so such a page can neither read nor change anything.
+//! - **Cross-site requests** are refused with 403: an `Origin` that is not this listener's own,
+//!   or `Sec-Fetch-Site: cross-site` / `same-site` (another port of localhost is same-site).
+//!   Tools that send neither (curl, scripts) and the dashboard on the same origin pass.
+//! - **Mutations** (`POST`) need `Content-Type: application/json`, which no HTML form or
+//!   "simple" cross-origin request can send (415 otherwise).
+//! - **The token**, when there is one, on the API routes: failures are counted
+//!   (`gatehouse_admin_auth_failures_total`) and, after 10 from one address within a minute,
+//!   answered 429 until the minute is over.
+
+use super::AdminState;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
+use tokio::time::{Duration, Instant};
+
+const MAX_FAILURES: u32 = 10;
+const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+/// Addresses tracked for failed tokens; past this the table starts over (bounded memory).
+const MAX_TRACKED: usize = 10_000;
+
+/// The names this listener answers to, and the failed-token table.
+pub struct Guard {
+    port: u16,
+    names: Vec<String>,
+    failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+}
+
+impl Guard {
+    pub fn new(bound: SocketAddr, allowed_hosts: &[String]) -> Self {
+        let mut names = vec!["localhost".to_string()];
+        names.extend(allowed_hosts.iter().map(|h| h.to_ascii_lowercase()));
+        Guard {
+            port: bound.port(),
+            names,
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether `host` (a Host header value) names this listener.
+    fn host_ok(&self, host: &str) -> bool {
+        let Ok(canon) = crate::canonical::host::canonical(host) else {
+            return false;
+        };
+        let (name, port) = split_port(&canon);
+        if port.unwrap_or(80) != self.port {
+            return false;
+        }
+        // An IP literal cannot be rebound; a name must be one we were told about.
+        let bare = name.trim_start_matches('[').trim_end_matches(']');
+        bare.parse::<IpAddr>().is_ok() || self.names.iter().any(|n| n == name)
+    }
+
+    /// Whether the request comes from a page on another origin.
+    fn cross_site(&self, h: &HeaderMap) -> bool {
+        if let Some(site) = h.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
+            if site.eq_ignore_ascii_case("cross-site") || site.eq_ignore_ascii_case("same-site") {
+                return true;
+            }
+        }
+        match h.get(header::ORIGIN) {
+            None => false,
+            Some(o) => {
+                let o = o.to_str().unwrap_or("");
+                let Some(rest) = o.strip_prefix("http://") else {
+                    return true; // `null`, https://, anything else
+                };
+                !self.host_ok(rest)
+            }
+        }
+    }
+
+    fn blocked(&self, ip: IpAddr, now: Instant) -> bool {
+        let f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        f.get(&ip)
+            .is_some_and(|(n, since)| *n >= MAX_FAILURES && now < *since + FAILURE_WINDOW)
+    }
+
+    fn failed(&self, ip: IpAddr, now: Instant) {
+        let mut f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        if f.len() >= MAX_TRACKED && !f.contains_key(&ip) {
+            f.retain(|_, (_, since)| now < *since + FAILURE_WINDOW);
+            if f.len() >= MAX_TRACKED {
+                f.clear();
+            }
+        }
+        let e = f.entry(ip).or_insert((0, now));
+        if now >= e.1 + FAILURE_WINDOW {
+            *e = (0, now);
+        }
+        e.0 += 1;
+    }
+}
+
+fn split_port(h: &str) -> (&str, Option<u16>) {
+    if h.starts_with('[') {
+        return match h.rsplit_once("]:") {
+            Some((n, p)) => (&h[..n.len() + 1], p.parse().ok()),
+            None => (h, None),
+        };
+    }
+    match h.rsplit_once(':') {
+        Some((n, p)) => (n, p.parse().ok()),
+        None => (h, None),
+    }
+}
+
+fn refuse(status: StatusCode, error: &str) -> Response {
+    (
+        status,
+        Json(serde_json::json!({"error": error, "status": status.as_u16()})),
+    )
+        .into_response()
+}
+
+/// Host, cross-site and content-type checks for every admin request.
+pub async fn check(State(s): State<AdminState>, req: Request, next: Next) -> Response {
+    let h = req.headers();
+    let host = h
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()));
+    if !host.is_some_and(|host| s.guard.host_ok(host)) {
+        return refuse(
+            StatusCode::MISDIRECTED_REQUEST,
+            "this Host does not name the admin listener (see admin.allowed_hosts)",
+        );
+    }
+    if s.guard.cross_site(h) {
+        return refuse(StatusCode::FORBIDDEN, "cross-site requests are refused");
+    }
+    if req.method() == Method::POST {
+        let json = h
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+        if !json {
+            return refuse(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "admin actions take Content-Type: application/json (curl --json '{}' URL)",
+            );
+        }
+    }
+    next.run(req).await
+}
+
+/// The bearer token (or `?access_token=` on `/events`, which EventSource needs), with failures
+/// counted and rate-limited per client address.
+pub async fn token(
+    State(s): State<AdminState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let Some(token) = &s.token else {
+        return next.run(req).await;
+    };
+    let now = Instant::now();
+    let ip = peer.ip().to_canonical();
+    if s.guard.blocked(ip, now) {
+        return refuse(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many failed admin tokens from this address; wait a minute",
+        );
+    }
+    let from_query = (req.uri().path() == "/events")
+        .then(|| req.uri().query())
+        .flatten()
+        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("access_token=")))
+        .map(|t| crate::filter::api_key::percent_decode(t));
+    let from_header = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|t| t.trim().as_bytes().to_vec());
+    let ok = from_header
+        .or(from_query)
+        .is_some_and(|t| subtle::ConstantTimeEq::ct_eq(t.as_slice(), token.as_bytes()).into());
+    if !ok {
+        s.guard.failed(ip, now);
+        s.runtime.metrics.admin_auth_failures.inc();
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer realm=\"gatehouse-admin\"")],
+            Json(serde_json::json!({"error": "admin token required", "status": 401})),
+        )
+            .into_response();
+    }
+    next.run(req).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_and_origins() {
+        let g = Guard::new("127.0.0.1:9901".parse().unwrap(), &["gw.internal".into()]);
+        for ok in [
+            "127.0.0.1:9901",
+            "localhost:9901",
+            "LOCALHOST:9901",
+            "[::1]:9901",
+            "10.1.2.3:9901",
+            "gw.internal:9901",
+        ] {
+            assert!(g.host_ok(ok), "{ok}");
+        }
+        for bad in [
+            "evil.example:9901",
+            "localhost",
+            "127.0.0.1:80",
+            "localhost:9902",
+            "gw.internal.evil:9901",
+            "a@localhost:9901",
+            "",
+        ] {
+            assert!(!g.host_ok(bad), "{bad}");
+        }
+        let h = |pairs: &[(&'static str, &'static str)]| {
+            let mut m = HeaderMap::new();
+            for (k, v) in pairs {
+                m.insert(*k, v.parse().unwrap());
+            }
+            m
+        };
+        assert!(!g.cross_site(&h(&[])));
+        assert!(!g.cross_site(&h(&[("origin", "http://localhost:9901")])));
+        assert!(!g.cross_site(&h(&[("sec-fetch-site", "same-origin")])));
+        assert!(!g.cross_site(&h(&[("sec-fetch-site", "none")])));
+        assert!(g.cross_site(&h(&[("origin", "http://evil.example")])));
+        assert!(g.cross_site(&h(&[("origin", "http://localhost:8080")])));
+        assert!(g.cross_site(&h(&[("origin", "null")])));
+        assert!(g.cross_site(&h(&[("sec-fetch-site", "cross-site")])));
+        assert!(g.cross_site(&h(&[("sec-fetch-site", "same-site")])));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failed_tokens_are_limited_per_address_for_a_minute() {
+        let g = Guard::new("127.0.0.1:9901".parse().unwrap(), &[]);
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let other: IpAddr = "127.0.0.2".parse().unwrap();
+        let t0 = Instant::now();
+        for _ in 0..MAX_FAILURES {
+            assert!(!g.blocked(ip, t0));
+            g.failed(ip, t0);
+        }
+        assert!(g.blocked(ip, t0));
+        assert!(!g.blocked(other, t0));
+        assert!(!g.blocked(ip, t0 + FAILURE_WINDOW));
+    }
+}
