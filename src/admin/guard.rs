@@ -178,7 +178,7 @@ pub async fn token(
         .then(|| req.uri().query())
         .flatten()
         .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("access_token=")))
-        .map(|t| crate::filter::api_key::percent_decode(t));
+        .map(crate::filter::api_key::percent_decode);
     let from_header = req
         .headers()
         .get(header::AUTHORIZATION)
