@@ -3,15 +3,15 @@
 //! - **Host** must name this listener: `localhost`, an IP literal, or a name in
 //!   `admin.allowed_hosts`, with the listener's port. A DNS name an attacker controls (DNS
 //!   rebinding: a page on `evil.example` whose name now resolves to 127.0.0.1) is refused
-//!   with 421, so such a page can neither read nor change anything.
+//!   with 403 (not 421: browsers retry a 421 and then show only a network error), so such a page can neither read nor change anything.
 //! - **Cross-site requests** are refused with 403: an `Origin` that is not this listener's own,
 //!   or `Sec-Fetch-Site: cross-site` / `same-site` (another port of localhost is same-site).
 //!   Tools that send neither (curl, scripts) and the dashboard on the same origin pass.
 //! - **Mutations** (`POST`) need `Content-Type: application/json`, which no HTML form or
 //!   "simple" cross-origin request can send (415 otherwise).
-//! - **The token**, when there is one, on the API routes: failures are counted
+//! - **The token**, when there is one, on the API routes: wrong tokens are counted
 //!   (`gatehouse_admin_auth_failures_total`) and, after 10 from one address within a minute,
-//!   answered 429 until the minute is over.
+//!   every request from it is answered 429 until the minute is over.
 
 use super::AdminState;
 use axum::extract::{ConnectInfo, Request, State};
@@ -132,7 +132,7 @@ pub async fn check(State(s): State<AdminState>, req: Request, next: Next) -> Res
         .or_else(|| req.uri().authority().map(|a| a.as_str()));
     if !host.is_some_and(|host| s.guard.host_ok(host)) {
         return refuse(
-            StatusCode::MISDIRECTED_REQUEST,
+            StatusCode::FORBIDDEN,
             "this Host does not name the admin listener (see admin.allowed_hosts)",
         );
     }
@@ -185,12 +185,16 @@ pub async fn token(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(|t| t.trim().as_bytes().to_vec());
-    let ok = from_header
-        .or(from_query)
+    let presented = from_header.or(from_query);
+    let ok = presented
+        .as_ref()
         .is_some_and(|t| subtle::ConstantTimeEq::ct_eq(t.as_slice(), token.as_bytes()).into());
     if !ok {
-        s.guard.failed(ip, now);
-        s.runtime.metrics.admin_auth_failures.inc();
+        // A wrong token is a guess; no token at all (a first visit) is not.
+        if presented.is_some() {
+            s.guard.failed(ip, now);
+            s.runtime.metrics.admin_auth_failures.inc();
+        }
         return (
             StatusCode::UNAUTHORIZED,
             [(header::WWW_AUTHENTICATE, "Bearer realm=\"gatehouse-admin\"")],

@@ -4,33 +4,10 @@
 // Saves a screenshot as target/dashboard.png.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { createInterface } from "node:readline";
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
-import { bin, launchChromium, root } from "./lib.mjs";
+import { launchChromium, root, startDemo } from "./lib.mjs";
 
-
-/** Starts the demo on free ports; resolves with the gateway and admin URLs. */
-function startDemo() {
-  const child = spawn(bin, ["demo", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"], {
-    stdio: ["ignore", "pipe", "ignore"],
-  });
-  return new Promise((resolve, reject) => {
-    const urls = {};
-    const timer = setTimeout(() => reject(new Error("the demo did not print its URLs")), 20000);
-    createInterface({ input: child.stdout }).on("line", (line) => {
-      if (line.startsWith("Gateway: ")) urls.gateway = line.slice(9).trim();
-      if (line.startsWith("Admin API: ")) urls.admin = line.slice(11).trim();
-      if (urls.gateway && urls.admin && !urls.done) {
-        urls.done = true;
-        clearTimeout(timer);
-        resolve({ child, ...urls });
-      }
-    });
-    child.on("exit", (code) => reject(new Error("the demo exited with " + code)));
-  });
-}
 
 test("dashboard: clusters, charts, a fault drill seen live, the timeline", { timeout: 120000 }, async () => {
   const demo = await startDemo();

@@ -1,5 +1,7 @@
 // Shared by the browser tests: where the binary is, and Debian's Chromium launched headless
 // with the flags this offline machine needs (no background networking, no sandbox as root).
+import { spawn } from "node:child_process";
+import { createInterface } from "node:readline";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
@@ -8,10 +10,36 @@ export const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const target = process.env.CARGO_TARGET_DIR || join(root, "target");
 export const bin = process.env.GATEHOUSE_BIN || join(target, "debug", "gatehouse");
 
-export function launchChromium() {
+/** Debian's Chromium, headless; `extraArgs` (e.g. --host-resolver-rules) are appended. */
+export function launchChromium(extraArgs = []) {
   return chromium.launch({
     executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
     args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+      "--disable-background-networking", "--disable-component-update", "--disable-sync",
+      ...extraArgs],
   });
 }
+
+/** Starts the demo on free ports (the admin on `admin` when given); resolves with the gateway
+ * and admin URLs. */
+export function startDemo(admin = "127.0.0.1:0") {
+  const child = spawn(bin, ["demo", "--listen", "127.0.0.1:0", "--admin", admin], {
+    stdio: ["ignore", "pipe", "ignore"],
+  });
+  return new Promise((resolve, reject) => {
+    const urls = {};
+    const timer = setTimeout(() => reject(new Error("the demo did not print its URLs")), 20000);
+    createInterface({ input: child.stdout }).on("line", (line) => {
+      if (line.startsWith("Gateway: ")) urls.gateway = line.slice(9).trim();
+      if (line.startsWith("Admin API: ")) urls.admin = line.slice(11).trim();
+      if (urls.gateway && urls.admin && !urls.done) {
+        urls.done = true;
+        clearTimeout(timer);
+        resolve({ child, ...urls });
+      }
+    });
+    child.on("exit", (code) => reject(new Error("the demo exited with " + code)));
+  });
+}
+
+

@@ -18,11 +18,26 @@ impl Running {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("gatehouse.yaml");
         std::fs::write(&path, yaml).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
-            .arg("run")
-            .arg("-c")
-            .arg(&path)
-            .args(extra_args)
+        Self::spawn(&path, extra_args, &[], dir)
+    }
+
+    /// Starts `gatehouse run -c <path>` with extra environment variables.
+    pub fn start_with_env(path: &std::path::Path, env: &[(&str, &str)]) -> Running {
+        Self::spawn(path, &[], env, tempfile::tempdir().unwrap())
+    }
+
+    fn spawn(
+        path: &std::path::Path,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+        dir: tempfile::TempDir,
+    ) -> Running {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_gatehouse"));
+        cmd.arg("run").arg("-c").arg(path).args(extra_args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
