@@ -234,7 +234,7 @@ async fn no_web_page_can_drive_the_admin_api() {
     for raw in [
         format!("GET /config HTTP/1.1\r\nHost: evil.example:{}\r\nConnection: close\r\n\r\n", admin.port()),
         format!("POST {drain} HTTP/1.1\r\nHost: evil.example:{}\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}", admin.port()),
-        format!("GET /config HTTP/1.1\r\nHost: localhost:1\r\nConnection: close\r\n\r\n"),
+        "GET /config HTTP/1.1\r\nHost: localhost:1\r\nConnection: close\r\n\r\n".to_string(),
     ] {
         let (s, r) = send(admin, &raw).await;
         assert_eq!(s, 403, "{r}");
@@ -564,7 +564,8 @@ async fn the_backend_gets_the_consumer_and_never_a_clients_copy() {
 #[test]
 fn weak_secrets_mixed_families_and_long_leeways_are_refused() {
     let app = "127.0.0.1:9";
-    let cases: &[(&str, &str, &[(&str, &str)], &str)] = &[
+    type Case<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case] = &[
         (
             "empty secret",
             "",
