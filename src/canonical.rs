@@ -68,6 +68,14 @@ pub fn canonicalize<B>(
     let new_path = normalized.changed().then(|| normalized.path.into_owned());
     if redirect {
         let path = new_path.as_deref().unwrap_or(req.uri().path());
+        // `//evil.example` in a Location is another host (a protocol-relative URL): never
+        // redirect there, whatever the slashes settings allow.
+        if path.starts_with("//") {
+            return Err(invalid(
+                "invalid_path",
+                "the normal form of this path starts with '//' and cannot be redirected to",
+            ));
+        }
         let location = match req.uri().query() {
             Some(q) => format!("{path}?{q}"),
             None => path.to_string(),

@@ -91,6 +91,8 @@ pub struct Activity {
     base: Instant,
     in_flight: AtomicU32,
     last_ms: AtomicU64,
+    /// Whether a request has started on this connection.
+    used: std::sync::atomic::AtomicBool,
 }
 
 impl Activity {
@@ -99,10 +101,12 @@ impl Activity {
             base: Instant::now(),
             in_flight: AtomicU32::new(0),
             last_ms: AtomicU64::new(0),
+            used: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
     pub fn begin(self: &Arc<Self>) -> ActivityGuard {
+        self.used.store(true, Ordering::Relaxed);
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         ActivityGuard(self.clone())
     }
@@ -265,7 +269,10 @@ async fn serve_connection<I>(
         .serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
     let idle = settings.idle_timeout;
-    let mut check_at = Instant::now() + idle;
+    // hyper's header timer starts with the first byte; a connection that sends nothing at all
+    // gets the same bound, counted from the accept.
+    let first_request_by = Instant::now() + settings.header_read_timeout;
+    let mut check_at = first_request_by.min(Instant::now() + idle);
     let mut closing = false;
     loop {
         tokio::select! {
@@ -280,6 +287,11 @@ async fn serve_connection<I>(
                 conn.as_mut().graceful_shutdown();
             }
             _ = tokio::time::sleep_until(check_at), if !closing => {
+                if !activity.used.load(Ordering::Relaxed) && Instant::now() >= first_request_by {
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                    continue;
+                }
                 match activity.idle_since() {
                     Some(since) if since + idle <= Instant::now() => {
                         closing = true;

@@ -324,6 +324,9 @@ async fn forward(
             version: version_str(client_version),
         },
     );
+    if client_version == Version::HTTP_2 && parts.version != Version::HTTP_2 {
+        join_cookies(&mut parts.headers);
+    }
     if parts.version == Version::HTTP_2 || host.is_empty() {
         // HTTP/2 carries the host in :authority (from the URI); a Host header must not differ.
         parts.headers.remove(header::HOST);
@@ -418,7 +421,13 @@ async fn forward_upgrade(
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         let upstream_up = hyper::upgrade::on(&mut resp);
         tokio::spawn(tunnel(client_upgrade, upstream_up, in_flight));
-        headers::strip_hop_by_hop(resp.headers_mut(), Some(upgrade));
+        // The protocol the backend switched to, as it said it.
+        let chosen = resp
+            .headers()
+            .get(header::UPGRADE)
+            .cloned()
+            .unwrap_or(upgrade);
+        headers::strip_hop_by_hop(resp.headers_mut(), Some(chosen));
         return Ok(resp.map(|_| Body::empty()));
     }
     headers::strip_hop_by_hop(resp.headers_mut(), None);
@@ -441,6 +450,22 @@ fn hash_key<B>(on: &HashOn, req: &Request<B>, client: std::net::IpAddr) -> Optio
             }),
         HashOn::ClientIp => Some(client.to_string().into_bytes()),
         HashOn::Path => Some(req.uri().path().as_bytes().to_vec()),
+    }
+}
+
+/// HTTP/2 may split `cookie` into one field per pair; an HTTP/1.1 backend expects one line
+/// (RFC 9113 §8.2.3: joined with "; ").
+fn join_cookies(h: &mut http::HeaderMap) {
+    if h.get_all(header::COOKIE).iter().nth(1).is_none() {
+        return;
+    }
+    let joined: Vec<&[u8]> = h
+        .get_all(header::COOKIE)
+        .iter()
+        .map(|v| v.as_bytes())
+        .collect();
+    if let Ok(v) = HeaderValue::from_bytes(&joined.join(&b"; "[..])) {
+        h.insert(header::COOKIE, v);
     }
 }
 

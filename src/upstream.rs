@@ -19,8 +19,14 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 /// A response head the client can be given: a single `chunked` coding at most, and no
-/// `Content-Length` beside it (`canonical::framing`).
-fn framed(mut resp: Response<Incoming>) -> Result<Response<Incoming>, ProxyError> {
+/// `Content-Length` beside it (`canonical::framing`); a 101 only when an upgrade was asked for.
+fn framed(
+    mut resp: Response<Incoming>,
+    upgrade_asked: bool,
+) -> Result<Response<Incoming>, ProxyError> {
+    if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS && !upgrade_asked {
+        return Err(ProxyError::UpstreamBadFraming);
+    }
     crate::canonical::framing::check_response(resp.headers_mut())
         .map_err(|_| ProxyError::UpstreamBadFraming)?;
     Ok(resp)
@@ -89,12 +95,21 @@ impl UpstreamClient {
         async move {
             fut.await
                 .map_err(|e| classify_upstream(&e))
-                .and_then(framed)
+                .and_then(|r| framed(r, false))
         }
     }
 
-    /// Sends an upgrade request (HTTP/1.1 `Upgrade`) over a new connection of its own.
-    pub async fn send_upgrade(&self, req: Request<Body>) -> Result<Response<Incoming>, ProxyError> {
+    /// Sends an upgrade request (HTTP/1.1 `Upgrade`) over a new connection of its own, in
+    /// origin form like every other request.
+    pub async fn send_upgrade(
+        &self,
+        mut req: Request<Body>,
+    ) -> Result<Response<Incoming>, ProxyError> {
+        if let Some(pq) = req.uri().path_and_query() {
+            if let Ok(origin) = Uri::builder().path_and_query(pq.clone()).build() {
+                *req.uri_mut() = origin;
+            }
+        }
         let stream = match tokio::time::timeout(
             self.connect_timeout,
             tokio::net::TcpStream::connect(self.address.as_str()),
@@ -116,6 +131,6 @@ impl UpstreamClient {
             .send_request(req)
             .await
             .map_err(|e| classify_upstream(&e))
-            .and_then(framed)
+            .and_then(|r| framed(r, true))
     }
 }

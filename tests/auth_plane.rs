@@ -670,3 +670,44 @@ async fn jwks_keys_for_encryption_or_another_algorithm_do_not_verify() {
         assert_eq!(r.status().as_u16(), want, "{name}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_issuer_with_rsa_and_ec_keys_accepts_both() {
+    let app = FakeUpstream::start("app").await;
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = jwt_config(&app.addr().to_string(), "", "").replace(
+        "algorithms: [HS256], secret_env: GH_JWT_SECRET",
+        &format!("algorithms: [RS256, ES256], keys_file: '{DIR}/jwks-mixed.json'"),
+    );
+    let path = dir.path().join("gw.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let gw = Running::start_with_env(&path, &[]);
+    let claims =
+        json!({"sub": "a", "iss": "https://auth.example", "aud": "api", "exp": now() + 600});
+    let c = reqwest::Client::new();
+    for (alg, kid, key) in [
+        (
+            Algorithm::RS256,
+            "rsa-1",
+            EncodingKey::from_rsa_pem(&std::fs::read(format!("{DIR}/rsa-private.pem")).unwrap())
+                .unwrap(),
+        ),
+        (
+            Algorithm::ES256,
+            "ec-1",
+            EncodingKey::from_ec_pem(&std::fs::read(format!("{DIR}/ec-private.pem")).unwrap())
+                .unwrap(),
+        ),
+    ] {
+        let mut h = Header::new(alg);
+        h.kid = Some(kid.into());
+        let t = encode(&h, &claims, &key).unwrap();
+        let r = c
+            .get(format!("http://{}/jwt", gw.addr))
+            .bearer_auth(t)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{alg:?}");
+    }
+}

@@ -123,6 +123,9 @@ fn default_rows() -> Vec<Row> {
         row("empty Host", "GET / HTTP/1.1\r\nHost: \r\nConnection: close\r\n\r\n".into(), 400, None),
         row("Host with a bad port", "GET / HTTP/1.1\r\nHost: gw.test:99999\r\nConnection: close\r\n\r\n".into(), 400, None),
         row("Host with a space", "GET / HTTP/1.1\r\nHost: gw test\r\nConnection: close\r\n\r\n".into(), 400, None),
+        row("Host, short IPv4", "GET / HTTP/1.1\r\nHost: 127.1\r\nConnection: close\r\n\r\n".into(), 400, None),
+        row("Host, hex IPv4", "GET / HTTP/1.1\r\nHost: 0x7f.0.0.1\r\nConnection: close\r\n\r\n".into(), 400, None),
+        row("Host, port with a leading zero", "GET / HTTP/1.1\r\nHost: gw.test:00080\r\nConnection: close\r\n\r\n".into(), 400, None),
         row(
             "Host case and trailing dot",
             "GET /x HTTP/1.1\r\nHost: GW.Test.\r\nConnection: close\r\n\r\n".into(),
@@ -407,13 +410,17 @@ async fn hostile_requests_with_the_permissive_settings() {
 async fn redirect_to_the_normal_form() {
     let app = FakeUpstream::start("app").await;
     let blocked = FakeUpstream::start("blocked").await;
-    let listener = "    path_normalization: {redirect: true, escaped_slashes: redirect}";
+    let listener =
+        "    path_normalization: {redirect: true, escaped_slashes: redirect, merge_slashes: false}";
     let gw = Running::start(&config(app.addr(), blocked.addr(), listener), &[]);
+    // Never a Location a browser reads as another host.
+    let r = common::raw(gw.addr, get("/%2e//evil.example/x").as_bytes()).await;
+    assert!(!r.contains("location: //"), "{r}");
     for (target, location) in [
         ("/x/../admin?a=1", "/admin?a=1"),
         ("/%61dmin", "/admin"),
         ("/x%2f..%2fadmin", "/admin"),
-        ("//x", "/x"),
+        ("/./x", "/x"),
     ] {
         let r = common::raw(gw.addr, get(target).as_bytes()).await;
         assert_eq!(status_of(&r), 308, "{target}: {r}");

@@ -368,3 +368,137 @@ async fn a_backend_response_is_framed_safely_or_refused() {
     assert!(r.contains("hello"), "{r}");
     gw.shutdown(Duration::from_secs(2)).await;
 }
+
+/// A backend that records each request head it gets and answers `response` to every request.
+async fn recording_backend(
+    response: &'static [u8],
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    let heads = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let h = heads.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let h = h.clone();
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                let mut buf = vec![0u8; 4096];
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                h.lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&got).into_owned());
+                let _ = s.write_all(response).await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    (addr, heads)
+}
+
+#[tokio::test]
+async fn upgrades_in_origin_form_h2c_never_and_no_unasked_101() {
+    let (up, heads) = recording_backend(
+        b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+    )
+    .await;
+    let gw = TestGateway::start(&config(&up.to_string(), "", "")).await;
+    // A WebSocket upgrade: origin form, and the 101 names the backend's protocol.
+    let r = common::raw(
+        gw.addr(),
+        b"GET /ws?x=1 HTTP/1.1\r\nHost: gw.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 101"), "{r}");
+    let head = heads.lock().unwrap().pop().unwrap();
+    assert!(head.starts_with("GET /ws?x=1 HTTP/1.1\r\n"), "{head}");
+    // h2c anywhere in the list: not an upgrade, and HTTP2-Settings never passes. The backend's
+    // 101 to a request that asked for nothing is a 502.
+    let r = common::raw(
+        gw.addr(),
+        b"GET /h2c HTTP/1.1\r\nHost: gw.test\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c, websocket\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 502"), "{r}");
+    assert!(r.contains("upstream_bad_framing"), "{r}");
+    let head = heads.lock().unwrap().pop().unwrap().to_ascii_lowercase();
+    assert!(head.starts_with("get /h2c http/1.1\r\n"), "{head}");
+    assert!(
+        !head.contains("upgrade:") && !head.contains("http2-settings"),
+        "{head}"
+    );
+    gw.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test]
+async fn response_lists_client_headers_and_silent_connections() {
+    let (up, heads) =
+        recording_backend(b"HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\nhello").await;
+    let gw = TestGateway::start(&config(
+        &up.to_string(),
+        "    trusted_proxies: [127.0.0.1]\n    limits: {header_read_timeout: 1s, idle_timeout: 30s}",
+        "",
+    ))
+    .await;
+    let r = common::raw(
+        gw.addr(),
+        b"GET /a HTTP/1.1\r\nHost: gw.test\r\nX-Forwarded-For: \x80, 7.7.7.7\r\nX-Original-URL: /admin\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    assert!(
+        r.to_ascii_lowercase().contains("content-length: 5\r\n"),
+        "{r}"
+    );
+    assert!(r.ends_with("hello"), "{r}");
+    let head = heads.lock().unwrap().pop().unwrap().to_ascii_lowercase();
+    // One non-UTF-8 entry does not hide the trusted proxy's own.
+    assert!(
+        head.contains("x-forwarded-for: 7.7.7.7, 127.0.0.1\r\n"),
+        "{head}"
+    );
+    assert!(!head.contains("x-original-url"), "{head}");
+
+    // Cookies an HTTP/2 client split arrive as one line.
+    let tcp = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::builder()
+        .uri("http://gw.test/c")
+        .header("cookie", "a=1")
+        .header("cookie", "b=2")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let head = heads.lock().unwrap().pop().unwrap().to_ascii_lowercase();
+    assert!(head.contains("cookie: a=1; b=2\r\n"), "{head}");
+    assert_eq!(head.matches("cookie:").count(), 1, "{head}");
+
+    // A connection that never sends a byte is closed at header_read_timeout, not idle_timeout.
+    let mut silent = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 8];
+    let n = tokio::time::timeout(Duration::from_secs(10), silent.read(&mut buf))
+        .await
+        .expect("closed");
+    assert!(matches!(n, Ok(0) | Err(_)));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    gw.shutdown(Duration::from_secs(2)).await;
+}

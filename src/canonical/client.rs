@@ -43,17 +43,18 @@ pub fn resolve(
     let mut client = peer;
     let mut kept: Vec<IpAddr> = Vec::new();
     {
+        // Split the raw bytes: a line with one non-UTF-8 entry still has the trusted proxy's
+        // own entry at its end (nginx appends to whatever the client sent).
         let entries = h
             .get_all(crate::proxy::headers::X_FORWARDED_FOR)
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
+            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
             .collect::<Vec<_>>();
         for e in entries.iter().rev() {
             if !trusted(client) {
                 break;
             }
-            match parse_entry(e) {
+            match std::str::from_utf8(e).ok().and_then(parse_entry) {
                 Some(ip) => {
                     kept.push(ip);
                     client = ip;
@@ -105,6 +106,19 @@ mod tests {
     }
 
     #[test]
+    fn a_non_utf8_entry_does_not_hide_the_proxys_own() {
+        let mut h = HeaderMap::new();
+        h.append(
+            crate::proxy::headers::X_FORWARDED_FOR,
+            HeaderValue::from_bytes(b"\x80, 7.7.7.7").unwrap(),
+        );
+        let peer: IpAddr = "127.0.0.1".parse().unwrap();
+        let c = resolve(peer, &peer_header(peer), |ip| ip.is_loopback(), &h);
+        assert_eq!(c.ip.to_string(), "7.7.7.7");
+        assert_eq!(c.forwarded_for, "7.7.7.7, 127.0.0.1");
+    }
+
+    #[test]
     fn the_rightmost_untrusted_address_is_the_client() {
         let lb = ["10.0.0.0/8"];
         type Case<'a> = (&'a str, &'a [&'a str], &'a [&'a str], (&'a str, &'a str));
@@ -140,7 +154,20 @@ mod tests {
                 &lb,
                 ("10.0.0.3", "10.0.0.3, 10.0.0.2, 10.0.0.1"),
             ),
-            // Garbage stops the walk at the hop that wrote it.
+            // Garbage stops the walk at the hop that wrote it; so does a non-UTF-8 entry, but only
+            // where it is.
+            (
+                "10.0.0.1",
+                &["\u{80}x, 1.2.3.4"],
+                &lb,
+                ("1.2.3.4", "1.2.3.4, 10.0.0.1"),
+            ),
+            (
+                "10.0.0.1",
+                &["1.2.3.4, \u{80}"],
+                &lb,
+                ("10.0.0.1", "10.0.0.1"),
+            ),
             (
                 "10.0.0.1",
                 &["1.2.3.4, junk"],

@@ -60,12 +60,39 @@ pub fn check_transfer_encoding(h: &HeaderMap) -> Result<(), FramingError> {
     }
 }
 
-/// A backend's response head: the same transfer-coding rule, and `Content-Length` removed when
-/// `Transfer-Encoding` is present (the body was read chunked; the client gets it re-framed).
+/// A backend's response head: the same transfer-coding rule; `Content-Length` removed when
+/// `Transfer-Encoding` is present (the body was read chunked; the client gets it re-framed); a
+/// `Content-Length` list of equal values (`5, 5`, which hyper reads as 5) forwarded as one value
+/// (RFC 9110 §8.6), anything else refused.
 pub fn check_response(h: &mut HeaderMap) -> Result<(), FramingError> {
     check_transfer_encoding(h)?;
     if h.contains_key(header::TRANSFER_ENCODING) {
         h.remove(header::CONTENT_LENGTH);
+        return Ok(());
+    }
+    let mut values = h.get_all(header::CONTENT_LENGTH).iter();
+    let Some(first) = values.next() else {
+        return Ok(());
+    };
+    if values.next().is_none() && !first.as_bytes().contains(&b',') {
+        return Ok(());
+    }
+    let mut one: Option<u64> = None;
+    for v in h.get_all(header::CONTENT_LENGTH) {
+        for part in v.as_bytes().split(|b| *b == b',') {
+            let n = std::str::from_utf8(part.trim_ascii())
+                .ok()
+                .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|s| s.parse::<u64>().ok())
+                .ok_or(FramingError::BadList)?;
+            if one.is_some_and(|o| o != n) {
+                return Err(FramingError::BadList);
+            }
+            one = Some(n);
+        }
+    }
+    if let Some(n) = one {
+        h.insert(header::CONTENT_LENGTH, http::HeaderValue::from(n));
     }
     Ok(())
 }
@@ -105,6 +132,28 @@ mod tests {
         for (lines, want) in cases {
             assert_eq!(check_transfer_encoding(&te(lines)), *want, "{lines:?}");
         }
+    }
+
+    #[test]
+    fn a_content_length_list_is_one_value_or_refused() {
+        let cl = |lines: &[&str]| {
+            let mut h = HeaderMap::new();
+            for l in lines {
+                h.append(header::CONTENT_LENGTH, HeaderValue::from_str(l).unwrap());
+            }
+            check_response(&mut h).map(|_| {
+                let v: Vec<_> = h.get_all(header::CONTENT_LENGTH).iter().collect();
+                v.iter()
+                    .map(|v| v.to_str().unwrap().to_string())
+                    .collect::<Vec<_>>()
+            })
+        };
+        assert_eq!(cl(&["5"]), Ok(vec!["5".to_string()]));
+        assert_eq!(cl(&["5, 5"]), Ok(vec!["5".to_string()]));
+        assert_eq!(cl(&["5", "5"]), Ok(vec!["5".to_string()]));
+        assert_eq!(cl(&["5, 6"]), Err(FramingError::BadList));
+        assert_eq!(cl(&["5,"]), Err(FramingError::BadList));
+        assert_eq!(cl(&["+5, 5"]), Err(FramingError::BadList));
     }
 
     #[test]

@@ -91,10 +91,11 @@ pub fn canonical(s: &str) -> Result<String, HostError> {
         }
     };
     if let Some(p) = port {
+        // Decimal, no leading zero, 1-65535: `00080` and `0` are not ports anyone means.
         if p.is_empty() || p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit()) {
             return Err(HostError::Invalid);
         }
-        if p.parse::<u32>().map_or(true, |n| n > 65535) {
+        if p.starts_with('0') || p.parse::<u32>().map_or(true, |n| n > 65535) {
             return Err(HostError::Invalid);
         }
     }
@@ -112,6 +113,14 @@ pub fn canonical(s: &str) -> Result<String, HostError> {
                         .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
             });
         if !labels_ok {
+            return Err(HostError::Invalid);
+        }
+        // A name whose last label is a number is an IPv4 address to URL parsers and resolvers
+        // (`127.1`, `0x7f.0.0.1`, `2130706433`); only the dotted-decimal form is accepted.
+        let last = bare.rsplit('.').next().unwrap_or(bare);
+        let numeric = last.bytes().all(|b| b.is_ascii_digit())
+            || last.get(..2).is_some_and(|p| p.eq_ignore_ascii_case("0x"));
+        if numeric && bare.parse::<std::net::Ipv4Addr>().is_err() {
             return Err(HostError::Invalid);
         }
         // One allocation: the name without its trailing dot, then the port as sent.
@@ -168,6 +177,16 @@ mod tests {
             (v11, "/", &["a:99999"], Err(Invalid)),
             (v11, "/", &["a:8x"], Err(Invalid)),
             (v11, "/", &["a..b"], Err(Invalid)),
+            (v11, "/", &["127.1"], Err(Invalid)),
+            (v11, "/", &["0177.0.0.1"], Err(Invalid)),
+            (v11, "/", &["0x7f.0.0.1"], Err(Invalid)),
+            (v11, "/", &["2130706433"], Err(Invalid)),
+            (v11, "/", &["256.1.1.1"], Err(Invalid)),
+            (v11, "/", &["a.b.0x1"], Err(Invalid)),
+            (v11, "/", &["gw.test:0"], Err(Invalid)),
+            (v11, "/", &["gw.test:00080"], Err(Invalid)),
+            (v11, "/", &["v1.api.example"], Ok("v1.api.example")),
+            (v11, "/", &["10.0.0.1"], Ok("10.0.0.1")),
             (v11, "/", &[".a"], Err(Invalid)),
             (v11, "/", &["a b"], Err(Invalid)),
             (v11, "/", &["a%2eb"], Err(Invalid)),

@@ -19,7 +19,9 @@ pub const MIN_HS256_SECRET: usize = 32;
 
 pub struct JwtAuth {
     keys: Vec<(Option<String>, Algorithm, DecodingKey)>,
-    validation: Validation,
+    /// One per pinned algorithm: jsonwebtoken refuses a key whose family differs from any
+    /// algorithm in the validation's list, so a list of two families would refuse every token.
+    validations: Vec<(Algorithm, Validation)>,
     /// Required `iss`: a string equal to this.
     issuer: Option<String>,
     /// Required `aud`: this string, or an array of strings holding it.
@@ -108,8 +110,14 @@ impl JwtAuth {
                         // `alg` on a key pins it: RS384 means not RS256. Without `alg`, the key
                         // may serve any of the issuer's algorithms of its own family.
                         let pinned = jwk.common.key_algorithm.map(|a| format!("{a:?}"));
-                        let Ok(key) = DecodingKey::from_jwk(jwk) else {
-                            continue;
+                        let key = match DecodingKey::from_jwk(jwk) {
+                            Ok(k) => k,
+                            Err(e) => {
+                                // Usually a key type this issuer does not use; say so once,
+                                // at load, rather than refusing its tokens without a word.
+                                tracing::warn!(issuer = %cfg.name, file = %path, kid = ?jwk.common.key_id, error = %e, "a JWKS key cannot be used and is skipped");
+                                continue;
+                            }
                         };
                         let family = match &jwk.algorithm {
                             jsonwebtoken::jwk::AlgorithmParameters::RSA(_) => {
@@ -134,15 +142,20 @@ impl JwtAuth {
                 Err(e) => problem(format!("{path}: {e}")),
             }
         }
-        let mut validation = Validation::new(algs.first().copied().unwrap_or(Algorithm::RS256));
-        validation.algorithms = algs.clone();
-        validation.leeway = cfg.leeway.0.as_secs();
-        validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp"]);
-        // `iss` and `aud` are checked below, strictly: jsonwebtoken skips a claim that is
-        // missing or not a string unless it is required, and accepts an `iss` array.
-        validation.iss = None;
-        validation.validate_aud = false;
+        let validations = algs
+            .iter()
+            .map(|a| {
+                let mut v = Validation::new(*a);
+                v.leeway = cfg.leeway.0.as_secs();
+                v.validate_nbf = true;
+                v.set_required_spec_claims(&["exp"]);
+                // `iss` and `aud` are checked in `check_claims`, strictly: jsonwebtoken skips a
+                // claim that is missing or not a string unless required, and accepts an `iss` list.
+                v.iss = None;
+                v.validate_aud = false;
+                (*a, v)
+            })
+            .collect();
         if !problems.is_empty() {
             return Err(problems.join("; "));
         }
@@ -151,7 +164,7 @@ impl JwtAuth {
         }
         Ok(JwtAuth {
             keys,
-            validation,
+            validations,
             issuer: cfg.issuer.clone(),
             audience: cfg.audience.clone(),
             consumer_claim: cfg.consumer_claim.clone(),
@@ -201,15 +214,15 @@ impl JwtAuth {
             .map(str::trim)
             .ok_or(ProxyError::Unauthorized("missing_token"))?;
         let head = decode_header(token).map_err(|_| ProxyError::Unauthorized("invalid_token"))?;
-        if !self.validation.algorithms.contains(&head.alg) {
+        let Some((_, validation)) = self.validations.iter().find(|(a, _)| *a == head.alg) else {
             return Err(ProxyError::Unauthorized("algorithm_not_allowed"));
-        }
+        };
         let candidates = self.keys.iter().filter(|(kid, alg, _)| {
             *alg == head.alg && (kid.is_none() || head.kid.is_none() || *kid == head.kid)
         });
         let mut last = ProxyError::Unauthorized("no_matching_key");
         for (_, _, key) in candidates {
-            match decode::<Map<String, Value>>(token, key, &self.validation) {
+            match decode::<Map<String, Value>>(token, key, validation) {
                 Ok(data) => {
                     self.check_claims(&data.claims)?;
                     if !self.forward {

@@ -4,7 +4,7 @@
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-const HOP_BY_HOP: [HeaderName; 8] = [
+const HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -13,12 +13,26 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::TRAILER,
     header::TRANSFER_ENCODING,
     header::UPGRADE,
+    // Only meaningful with an h2c upgrade, which is never passed through.
+    HeaderName::from_static("http2-settings"),
 ];
 
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 pub const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+
+const UNTRUSTED_FORWARDING: [&str; 7] = [
+    "x-real-ip",
+    "true-client-ip",
+    "x-client-ip",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-server",
+    "x-forwarded-ssl",
+];
+
+const PATH_OVERRIDES: [&str; 2] = ["x-original-url", "x-rewrite-url"];
 
 /// The protocol a client asked to switch to, if this is an upgrade we pass through
 /// (WebSocket and the like; `h2c` is not, since we speak HTTP/2 ourselves).
@@ -29,10 +43,15 @@ pub fn upgrade_protocol(h: &HeaderMap) -> Option<HeaderValue> {
         .iter()
         .flat_map(|v| v.to_str().unwrap_or("").split(','))
         .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
-    let is_h2c = up
-        .to_str()
-        .is_ok_and(|s| s.trim().eq_ignore_ascii_case("h2c"));
-    (connection_says_upgrade && !is_h2c).then(|| up.clone())
+    // Any list naming h2c is refused whole: passing `h2c, websocket` on would let a backend that
+    // speaks h2c open a tunnel past routing.
+    let names_h2c = h.get_all(header::UPGRADE).iter().any(|v| {
+        v.as_bytes()
+            .split(|b| *b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"h2c"))
+    });
+    let one_line = h.get_all(header::UPGRADE).iter().count() == 1;
+    (connection_says_upgrade && !names_h2c && one_line).then(|| up.clone())
 }
 
 /// Removes hop-by-hop headers. With `upgrade`, re-adds `Connection: upgrade` and the
@@ -95,8 +114,17 @@ pub fn set_forwarding(h: &mut HeaderMap, hop: &Hop<'_>) {
         }
     }
     if !hop.trusted {
-        // We do not write RFC 7239 `Forwarded`; an untrusted client's copy would only mislead.
+        // We do not write RFC 7239 `Forwarded`, nor these de-facto client and forwarding
+        // headers; an untrusted client's copies would only mislead a backend that reads them.
         h.remove(&FORWARDED);
+        for n in UNTRUSTED_FORWARDING {
+            h.remove(n);
+        }
+    }
+    // Headers that make some frameworks (IIS, Symfony, Zend) serve another path than the one
+    // the route matched: never from a client, trusted or not.
+    for n in PATH_OVERRIDES {
+        h.remove(n);
     }
     let via = format!("{} gatehouse", hop.version);
     let via = match h.get(header::VIA).and_then(|v| v.to_str().ok()) {
@@ -151,11 +179,17 @@ mod tests {
         strip_hop_by_hop(&mut h, up);
         assert_eq!(h.get("connection").unwrap(), "upgrade");
         assert_eq!(h.get("upgrade").unwrap(), "websocket");
-        let h2c = map(&[
-            ("connection", "Upgrade, HTTP2-Settings"),
-            ("upgrade", "h2c"),
-        ]);
-        assert!(upgrade_protocol(&h2c).is_none());
+        for up in ["h2c", "h2c, websocket", "websocket, H2C", "h2c,h2c"] {
+            let h2c = map(&[
+                ("connection", "Upgrade, HTTP2-Settings"),
+                ("upgrade", up),
+                ("http2-settings", "AAMAAABkAARAAAAAAAIAAAAA"),
+            ]);
+            assert!(upgrade_protocol(&h2c).is_none(), "{up}");
+            let mut h = h2c.clone();
+            strip_hop_by_hop(&mut h, None);
+            assert!(h.is_empty(), "{up}: {h:?}");
+        }
     }
 
     #[test]
@@ -172,6 +206,8 @@ mod tests {
             version: "1.1",
         };
         let client = [
+            ("x-real-ip", "6.6.6.6"),
+            ("x-original-url", "/admin"),
             ("x-forwarded-for", "1.2.3.4"),
             ("x-forwarded-proto", "https"),
             ("x-forwarded-host", "spoof.example"),
@@ -184,6 +220,8 @@ mod tests {
         assert_eq!(h.get("x-forwarded-proto").unwrap(), "http");
         assert_eq!(h.get("x-forwarded-host").unwrap(), "api.example.com");
         assert!(h.get("forwarded").is_none());
+        assert!(h.get("x-real-ip").is_none());
+        assert!(h.get("x-original-url").is_none());
         assert_eq!(h.get("via").unwrap(), "1.1 edge, 1.1 gatehouse");
 
         let mut h = map(&client);
@@ -192,5 +230,7 @@ mod tests {
         assert_eq!(h.get("x-forwarded-proto").unwrap(), "https");
         assert_eq!(h.get("x-forwarded-host").unwrap(), "spoof.example");
         assert_eq!(h.get("forwarded").unwrap(), "for=1.2.3.4");
+        assert_eq!(h.get("x-real-ip").unwrap(), "6.6.6.6");
+        assert!(h.get("x-original-url").is_none());
     }
 }

@@ -6,6 +6,7 @@
 //! can never disagree. No tokio, no hyper, no network.
 
 pub mod edge;
+pub mod normalize;
 pub mod policy;
 pub mod position;
 pub mod schema;

@@ -212,7 +212,11 @@ pub fn parse_rate(s: &str) -> Result<Rate, String> {
         .split_once('/')
         .or_else(|| t.split_once('-'))
         .ok_or_else(bad)?;
-    let count: u32 = n.trim().parse().map_err(|_| bad())?;
+    let n = n.trim();
+    if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    let count: u32 = n.parse().map_err(|_| bad())?;
     let per = match unit.trim().to_ascii_lowercase().as_str() {
         "s" => Duration::from_secs(1),
         "m" => Duration::from_secs(60),
@@ -241,7 +245,9 @@ pub fn parse_limit_key(s: &str) -> Result<LimitKey, String> {
         "route" => Ok(LimitKey::Route),
         "consumer" => Ok(LimitKey::Consumer),
         other => match other.split_once(':') {
-            Some(("header", n)) if !n.is_empty() => Ok(LimitKey::Header(n.to_ascii_lowercase())),
+            Some(("header", n)) if crate::validate::is_token(n) => {
+                Ok(LimitKey::Header(n.to_ascii_lowercase()))
+            }
             Some(("claim", n)) if !n.is_empty() => Ok(LimitKey::Claim(n.to_string())),
             _ => Err(format!(
                 "invalid key {s:?}: expected client_ip, route, consumer, header:NAME or claim:NAME"
@@ -306,6 +312,7 @@ mod tests {
         assert!(parse_rate("0/s").is_err());
         assert!(parse_rate("100/d").is_err());
         assert!(parse_rate("lots").is_err());
+        assert!(parse_rate("+5/s").is_err());
     }
 
     #[test]
@@ -319,5 +326,6 @@ mod tests {
             Ok(LimitKey::Claim("sub".into()))
         );
         assert!(parse_limit_key("cookie:x").is_err());
+        assert!(parse_limit_key("header:bad name").is_err());
     }
 }

@@ -332,23 +332,44 @@ fn validate_route(p: &mut impl FnMut(String, String), at: &str, r: &Route, known
                     format!("{at}.match.{field}"),
                     format!("{v:?} must start with '/'"),
                 );
+            } else if let Err(e) = normal_route_path(v) {
+                p(format!("{at}.match.{field}"), e);
             }
         }
     }
     let mut params: Vec<String> = Vec::new();
     if let Some(t) = &m.path_template {
         match parse_template(t) {
-            Ok(segs) => params = param_names(&segs).map(str::to_string).collect(),
+            Ok(segs) => {
+                params = param_names(&segs).map(str::to_string).collect();
+                let literal: String = segs
+                    .iter()
+                    .map(|s| match s {
+                        Segment::Literal(l) => format!("/{l}"),
+                        _ => "/x".to_string(),
+                    })
+                    .collect();
+                if let Err(e) = normal_route_path(&literal) {
+                    p(format!("{at}.match.path_template"), e);
+                }
+            }
             Err(e) => p(format!("{at}.match.path_template"), e),
         }
     }
     if let Some(h) = &m.host {
         let bare = h.strip_prefix("*.").unwrap_or(h);
-        if bare.is_empty()
+        if bare.ends_with('.') || bare.contains(':') {
+            // Request hosts lose their trailing dot and port before routing: this would never match.
+            p(
+                format!("{at}.match.host"),
+                format!("invalid host {h:?}: write the name without a port or trailing dot (requests are matched on the name alone)"),
+            );
+        } else if bare.is_empty()
             || bare.contains('*')
+            || bare.split('.').any(str::is_empty)
             || !bare
                 .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-.:".contains(c))
+                .all(|c| c.is_ascii_alphanumeric() || "-._".contains(c))
         {
             p(
                 format!("{at}.match.host"),
@@ -448,6 +469,28 @@ fn validate_route(p: &mut impl FnMut(String, String), at: &str, r: &Route, known
                 }
             }
         }
+    }
+}
+
+/// A route's path literal must already be in the normal form requests are brought to before
+/// routing, or the route could never match (and its filters never run).
+fn normal_route_path(path: &str) -> Result<(), String> {
+    use crate::edge::{Backslash, EscapedDelimiters, EscapedSlashes, PathParameters};
+    let o = crate::edge::PathNormalization {
+        merge_slashes: true,
+        escaped_slashes: EscapedSlashes::Keep,
+        escaped_delimiters: EscapedDelimiters::Keep,
+        backslash: Backslash::Reject,
+        path_parameters: PathParameters::Reject,
+        redirect: false,
+    };
+    match crate::normalize::normalize(path, &o) {
+        Ok(n) if n.changed() => Err(format!(
+            "{path:?} is not in normal form, so no request could match it: requests are routed after normalization; write {:?}",
+            n.path
+        )),
+        Ok(_) => Ok(()),
+        Err(e) => Err(format!("{path:?} can never match: {}", e.detail())),
     }
 }
 

@@ -96,7 +96,13 @@ pub fn validate_traffic(c: &Config, p: &mut impl FnMut(String, String)) {
         }
     }
     if let Some(r) = &c.redis {
-        if !(r.url.starts_with("redis://") || r.url.starts_with("rediss://")) {
+        let host = r
+            .url
+            .split_once("://")
+            .map(|(_, rest)| rest.rsplit_once('@').map_or(rest, |(_, h)| h))
+            .map(|h| h.split(['/', '?']).next().unwrap_or(""))
+            .unwrap_or("");
+        if !(r.url.starts_with("redis://") || r.url.starts_with("rediss://")) || host.is_empty() {
             p(
                 "redis.url".into(),
                 format!("invalid url {:?}: expected redis://host:port", r.url),
@@ -177,6 +183,8 @@ pub fn validate_traffic(c: &Config, p: &mut impl FnMut(String, String)) {
             }
         }
     }
+
+    underscore_headers(c, p);
 
     let id = &c.identity;
     if !crate::validate::is_token(&id.consumer_header) {
@@ -260,6 +268,54 @@ pub fn validate_traffic(c: &Config, p: &mut impl FnMut(String, String)) {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Header names with `_` that the config reads (API-key headers, limit keys, `hash_on`, route
+/// header matches) while some listener drops or rejects such headers: they would never be seen.
+fn underscore_headers(c: &Config, p: &mut impl FnMut(String, String)) {
+    use crate::edge::UnderscoreHeaders;
+    let Some(l) = c
+        .listeners
+        .iter()
+        .position(|l| l.headers_with_underscores != UnderscoreHeaders::Allow)
+    else {
+        return;
+    };
+    let mut complain = |path: String, name: &str| {
+        if name.contains('_') {
+            p(
+                path,
+                format!("header {name:?} has '_': listeners[{l}] drops such headers before filters run (headers_with_underscores); use '-' or set it to allow"),
+            );
+        }
+    };
+    for (i, r) in c.routes.iter().enumerate() {
+        for name in r.matches.headers.keys() {
+            complain(format!("routes[{i}].match.headers.{name}"), name);
+        }
+        for (j, f) in r.filters.iter().enumerate() {
+            if let Filter::Auth(a) = f {
+                if let Some(k) = &a.api_key {
+                    complain(
+                        format!("routes[{i}].filters[{j}].auth.api_key.header"),
+                        &k.header,
+                    );
+                }
+            }
+        }
+    }
+    for (i, rl) in c.rate_limits.iter().enumerate() {
+        if let Ok(crate::traffic::LimitKey::Header(h)) = parse_limit_key(&rl.key) {
+            complain(format!("rate_limits[{i}].key"), &h);
+        }
+    }
+    for (i, cl) in c.clusters.iter().enumerate() {
+        if let Some(Ok(crate::policy::HashOn::Header(h))) =
+            cl.hash_on.as_deref().map(crate::policy::parse_hash_on)
+        {
+            complain(format!("clusters[{i}].hash_on"), &h);
         }
     }
 }

@@ -104,3 +104,31 @@ fn route_rules() {
         "{e}"
     );
 }
+
+#[test]
+fn route_paths_and_hosts_must_be_in_the_normal_form_requests_are_matched_in() {
+    for (m, wanted) in [
+        ("path_prefix: '/%7euser'", "write \"/~user\""),
+        ("path_prefix: '/caf\u{e9}'", "write \"/caf%C3%A9\""),
+        ("path_prefix: /a//private", "write \"/a/private\""),
+        ("path_prefix: /a/../private", "write \"/private\""),
+        ("path: '/private;x'", "can never match"),
+        ("path_template: '/%7Eu/{id}'", "not in normal form"),
+        ("host: admin.example.com.", "without a port or trailing dot"),
+        (
+            "host: 'ops.example.com:8080'",
+            "without a port or trailing dot",
+        ),
+    ] {
+        let bad = GOOD.replace(
+            "match: { path_prefix: /api/products }",
+            &format!("match: {{ {m} }}"),
+        );
+        let e = load_str(&bad, "gw.yaml").unwrap_err();
+        assert!(
+            e.0.iter()
+                .any(|x| x.path.starts_with("routes[0].match") && x.message.contains(wanted)),
+            "{m}: {e}"
+        );
+    }
+}
