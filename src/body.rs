@@ -1,14 +1,17 @@
 //! The one body type the gateway serves and sends: a streamed hyper body or a small buffered
-//! one. It counts the bytes that pass, enforces the listener's body limit while streaming, and
-//! carries the access-log record so the line is written when the response really ends.
+//! one. It counts the bytes that pass, enforces the listener's body limit and body read timeout
+//! while streaming, reports how a client's request body ended ([`Progress`]: a failure there is
+//! the client's, never the endpoint's), and carries the access-log record so the line is written
+//! when the response really ends.
 
 use crate::observe::access_log::AccessRecord;
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 use std::fmt;
+use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -25,9 +28,144 @@ impl fmt::Display for BodyTooLarge {
 }
 impl std::error::Error for BodyTooLarge {}
 
+/// How a client's request body went wrong: the client's fault (downstream).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DownstreamFault {
+    /// The client closed or reset the connection before the body was complete.
+    Aborted,
+    /// The body was not valid HTTP (a bad chunk, a short `Content-Length`).
+    Malformed,
+    /// No body bytes for longer than the listener's `body_read_timeout`.
+    TimedOut,
+    /// More than the listener's `max_body_bytes`.
+    TooLarge,
+}
+
+/// Where a client's request body is, shared between the body (which the upstream client polls)
+/// and the try loop (which must tell a client that stopped sending from an endpoint that failed).
+#[derive(Debug, Default)]
+pub struct Progress(AtomicU8);
+
+const STREAMING: u8 = 0;
+const ENDED: u8 = 1;
+
+impl Progress {
+    fn set(&self, v: u8) {
+        // The first outcome sticks.
+        let _ = self
+            .0
+            .compare_exchange(STREAMING, v, Ordering::Relaxed, Ordering::Relaxed);
+    }
+    fn fail(&self, f: DownstreamFault) {
+        self.set(2 + f as u8);
+    }
+    /// How the body failed, if it did.
+    pub fn fault(&self) -> Option<DownstreamFault> {
+        match self.0.load(Ordering::Relaxed) {
+            2 => Some(DownstreamFault::Aborted),
+            3 => Some(DownstreamFault::Malformed),
+            4 => Some(DownstreamFault::TimedOut),
+            5 => Some(DownstreamFault::TooLarge),
+            _ => None,
+        }
+    }
+    /// Whether the whole body has been read.
+    pub fn ended(&self) -> bool {
+        self.0.load(Ordering::Relaxed) == ENDED
+    }
+}
+
+/// The client's body failed in a way hyper reports: which kind of downstream fault it is.
+fn fault_of(e: &hyper::Error) -> DownstreamFault {
+    if e.is_parse() {
+        return DownstreamFault::Malformed;
+    }
+    if e.is_timeout() {
+        return DownstreamFault::TimedOut;
+    }
+    // A bad chunk is a body error whose cause is the decoder's InvalidData/InvalidInput; a
+    // connection that closed early is an incomplete message.
+    let mut cur = std::error::Error::source(e);
+    while let Some(c) = cur {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput
+            ) {
+                return DownstreamFault::Malformed;
+            }
+        }
+        cur = c.source();
+    }
+    DownstreamFault::Aborted
+}
+
+/// The body read timeout (idle time between body bytes) and its timer.
+struct ReadTimeout {
+    every: std::time::Duration,
+    timer: Pin<Box<tokio::time::Sleep>>,
+}
+
+/// The body went idle for longer than the listener allows.
+#[derive(Debug)]
+pub struct BodyReadTimeout;
+
+impl fmt::Display for BodyReadTimeout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the client sent no body bytes for longer than body_read_timeout")
+    }
+}
+impl std::error::Error for BodyReadTimeout {}
+
 enum Kind {
     Stream(Incoming),
     Full(Option<Bytes>),
+    /// Frames already read (request buffering), then the rest of the same body.
+    Chain(std::collections::VecDeque<Frame<Bytes>>, Box<Body>),
+}
+
+/// What [`buffer_up_to`] read.
+pub enum Buffered {
+    /// The whole body.
+    Whole(Bytes),
+    /// More than the limit: what was read, followed by the rest, as one body.
+    Partial(Body),
+}
+
+/// Reads `body` until it ends or more than `max` bytes have arrived, so that a small request
+/// never holds an upstream connection while a slow client sends it.
+pub async fn buffer_up_to(mut body: Body, max: u64) -> Result<Buffered, BoxError> {
+    use http_body_util::BodyExt;
+    let mut frames = std::collections::VecDeque::new();
+    let mut len = 0u64;
+    while let Some(frame) = body.frame().await {
+        let frame = frame?;
+        match frame.data_ref() {
+            Some(d) => len += d.len() as u64,
+            // Trailers: keep everything as it came.
+            None => {
+                frames.push_back(frame);
+                return Ok(Buffered::Partial(Body::new(Kind::Chain(
+                    frames,
+                    Box::new(body),
+                ))));
+            }
+        }
+        frames.push_back(frame);
+        if len > max {
+            return Ok(Buffered::Partial(Body::new(Kind::Chain(
+                frames,
+                Box::new(body),
+            ))));
+        }
+    }
+    let mut all = bytes::BytesMut::with_capacity(len as usize);
+    for f in frames {
+        if let Ok(d) = f.into_data() {
+            all.extend_from_slice(&d);
+        }
+    }
+    Ok(Buffered::Whole(all.freeze()))
 }
 
 pub struct Body {
@@ -41,6 +179,9 @@ pub struct Body {
     record: Option<Box<AccessRecord>>,
     /// Kept alive until the body ends (in-flight counters that must cover streaming).
     hold: Option<Box<dyn std::any::Any + Send + Sync>>,
+    /// Request bodies: how the client's body is doing, for the try loop.
+    progress: Option<Arc<Progress>>,
+    read_timeout: Option<ReadTimeout>,
 }
 
 impl Body {
@@ -62,7 +203,22 @@ impl Body {
             limit: u64::MAX,
             record: None,
             hold: None,
+            progress: None,
+            read_timeout: None,
         }
+    }
+    /// A client's request body: its outcome is reported to `progress`.
+    pub fn with_progress(mut self, p: Arc<Progress>) -> Self {
+        self.progress = Some(p);
+        self
+    }
+    /// Fail the stream when no bytes arrive for `every`.
+    pub fn with_read_timeout(mut self, every: std::time::Duration) -> Self {
+        self.read_timeout = Some(ReadTimeout {
+            every,
+            timer: Box::pin(tokio::time::sleep(every)),
+        });
+        self
     }
     /// Fail the stream once more than `limit` bytes have passed.
     pub fn with_limit(mut self, limit: u64) -> Self {
@@ -96,6 +252,13 @@ impl http_body::Body for Body {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
         let frame = match &mut this.kind {
+            Kind::Chain(queued, rest) => {
+                // Already counted and checked when they were read.
+                if let Some(f) = queued.pop_front() {
+                    return Poll::Ready(Some(Ok(f)));
+                }
+                return Pin::new(rest.as_mut()).poll_frame(cx);
+            }
             Kind::Full(b) => {
                 let out = b.take().map(|b| Ok(this.count(Frame::data(b))));
                 this.ended = true;
@@ -103,18 +266,43 @@ impl http_body::Body for Body {
             }
             Kind::Stream(inner) => match Pin::new(inner).poll_frame(cx) {
                 Poll::Ready(Some(Ok(f))) => f,
-                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
+                Poll::Ready(Some(Err(e))) => {
+                    if let Some(p) = &this.progress {
+                        p.fail(fault_of(&e));
+                    }
+                    return Poll::Ready(Some(Err(e.into())));
+                }
                 Poll::Ready(None) => {
                     this.ended = true;
+                    if let Some(p) = &this.progress {
+                        p.set(ENDED);
+                    }
                     return Poll::Ready(None);
                 }
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    if let Some(t) = this.read_timeout.as_mut() {
+                        if t.timer.as_mut().poll(cx).is_ready() {
+                            if let Some(p) = &this.progress {
+                                p.fail(DownstreamFault::TimedOut);
+                            }
+                            return Poll::Ready(Some(Err(Box::new(BodyReadTimeout))));
+                        }
+                    }
+                    return Poll::Pending;
+                }
             },
         };
+        if let Some(t) = this.read_timeout.as_mut() {
+            let next = tokio::time::Instant::now() + t.every;
+            t.timer.as_mut().reset(next);
+        }
         let frame = this.count(frame);
         if this.seen > this.limit {
             if let Some(r) = this.record.as_mut() {
                 r.error = Some("body_too_large");
+            }
+            if let Some(p) = &this.progress {
+                p.fail(DownstreamFault::TooLarge);
             }
             return Poll::Ready(Some(Err(Box::new(BodyTooLarge))));
         }
@@ -125,6 +313,7 @@ impl http_body::Body for Body {
         match &self.kind {
             Kind::Full(b) => b.is_none(),
             Kind::Stream(i) => i.is_end_stream(),
+            Kind::Chain(q, rest) => q.is_empty() && rest.is_end_stream(),
         }
     }
 
@@ -133,6 +322,19 @@ impl http_body::Body for Body {
             Kind::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             Kind::Full(None) => SizeHint::with_exact(0),
             Kind::Stream(i) => i.size_hint(),
+            Kind::Chain(q, rest) => {
+                let queued: u64 = q
+                    .iter()
+                    .filter_map(|f| f.data_ref().map(|d| d.len() as u64))
+                    .sum();
+                let r = rest.size_hint();
+                let mut h = SizeHint::new();
+                h.set_lower(r.lower() + queued);
+                if let Some(u) = r.upper() {
+                    h.set_upper(u + queued);
+                }
+                h
+            }
         }
     }
 }

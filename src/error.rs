@@ -1,10 +1,23 @@
 //! The data plane's one error type, and the one place that turns it into a local reply.
-//! Each kind knows its status, a stable reason string (for logs and clients) and whether a
-//! retry on another endpoint may help.
+//! Each kind knows its status, a stable reason string (for logs and clients), whether a retry
+//! on another endpoint may help, and whose fault it is ([`Source`]): only upstream faults feed
+//! an endpoint's circuit breaker.
 
-use crate::body::Body;
+use crate::body::{Body, DownstreamFault};
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
+
+/// Whose fault an error is. Decided where the error happens, never guessed afterwards.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// The client: its request, its credentials, its body, its connection.
+    Downstream,
+    /// The endpoint: it refused, reset, timed out or answered something unusable. Only these
+    /// count against the endpoint (breaker, outlier detection).
+    Upstream,
+    /// The gateway's own decision or limit (no endpoint left, a cluster at its limits, a drill).
+    Gateway,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProxyError {
@@ -50,7 +63,17 @@ pub enum ProxyError {
     /// The backend's response could not be framed safely (a transfer coding other than a
     /// single `chunked`): 502, and a failure of that endpoint.
     UpstreamBadFraming,
+    /// The client's request body failed: it went away, sent something malformed, or stalled.
+    Downstream(crate::body::DownstreamFault),
+    /// The cluster is at one of its `limits` (connections, pending, requests, retries).
+    ClusterOverloaded,
 }
+
+/// nginx's "client closed request": logged when the client went away before the response.
+pub const CLIENT_CLOSED: StatusCode = match StatusCode::from_u16(499) {
+    Ok(s) => s,
+    Err(_) => StatusCode::BAD_REQUEST,
+};
 
 impl ProxyError {
     pub fn status(&self) -> StatusCode {
@@ -71,6 +94,38 @@ impl ProxyError {
             ProxyError::NotImplemented { .. } => StatusCode::NOT_IMPLEMENTED,
             ProxyError::Redirect { .. } => StatusCode::PERMANENT_REDIRECT,
             ProxyError::UpstreamBadFraming => StatusCode::BAD_GATEWAY,
+            ProxyError::Downstream(f) => match f {
+                DownstreamFault::Aborted => CLIENT_CLOSED,
+                DownstreamFault::Malformed => StatusCode::BAD_REQUEST,
+                DownstreamFault::TimedOut => StatusCode::REQUEST_TIMEOUT,
+                DownstreamFault::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            },
+            ProxyError::ClusterOverloaded => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// Whose fault this is.
+    pub fn source(&self) -> Source {
+        match self {
+            ProxyError::ConnectRefused
+            | ProxyError::ConnectTimeout
+            | ProxyError::RequestTimeout
+            | ProxyError::UpstreamReset
+            | ProxyError::UpstreamBadFraming => Source::Upstream,
+            ProxyError::NoEligibleEndpoint { .. }
+            | ProxyError::Injected { .. }
+            | ProxyError::ClusterOverloaded => Source::Gateway,
+            ProxyError::NoRoute
+            | ProxyError::UnknownCluster(_)
+            | ProxyError::BodyTooLarge
+            | ProxyError::BadRequest(_)
+            | ProxyError::Unauthorized(_)
+            | ProxyError::Forbidden(_)
+            | ProxyError::RateLimited { .. }
+            | ProxyError::Invalid { .. }
+            | ProxyError::NotImplemented { .. }
+            | ProxyError::Redirect { .. }
+            | ProxyError::Downstream(_) => Source::Downstream,
         }
     }
 
@@ -93,6 +148,13 @@ impl ProxyError {
             }
             ProxyError::Redirect { .. } => "path_redirect",
             ProxyError::UpstreamBadFraming => "upstream_bad_framing",
+            ProxyError::Downstream(f) => match f {
+                DownstreamFault::Aborted => "client_aborted",
+                DownstreamFault::Malformed => "bad_request_body",
+                DownstreamFault::TimedOut => "body_read_timeout",
+                DownstreamFault::TooLarge => "body_too_large",
+            },
+            ProxyError::ClusterOverloaded => "cluster_overloaded",
         }
     }
 
@@ -143,6 +205,15 @@ impl ProxyError {
             ProxyError::UpstreamBadFraming => {
                 "the backend's response could not be framed safely".into()
             }
+            ProxyError::Downstream(f) => match f {
+                DownstreamFault::Aborted => "the client closed the connection mid-request".into(),
+                DownstreamFault::Malformed => "the request body is malformed".into(),
+                DownstreamFault::TimedOut => "the request body stalled (body_read_timeout)".into(),
+                DownstreamFault::TooLarge => "request body too large".into(),
+            },
+            ProxyError::ClusterOverloaded => {
+                "the cluster is at its connection or request limits".into()
+            }
         }
     }
 }
@@ -188,33 +259,39 @@ pub fn local_reply(err: &ProxyError, request_id: &HeaderValue) -> Response<Body>
     resp
 }
 
-/// Classifies an upstream client error by walking its source chain.
+/// Classifies an error of the pooled upstream client with hyper's own questions
+/// (`is_connect`, `is_timeout`, `is_parse`, ...), never by matching message text. The caller
+/// checks the request body's [`crate::body::Progress`] first: an error that the client's body
+/// caused is the client's.
 pub fn classify_upstream(err: &(dyn std::error::Error + 'static)) -> ProxyError {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
     let mut connect = false;
+    let mut hyper_err: Option<&hyper::Error> = None;
+    let mut timed_out = false;
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = cur {
-        if e.is::<crate::body::BodyTooLarge>() {
-            return ProxyError::BodyTooLarge;
+        if let Some(c) = e.downcast_ref::<hyper_util::client::legacy::Error>() {
+            connect |= c.is_connect();
+        }
+        if let Some(h) = e.downcast_ref::<hyper::Error>() {
+            hyper_err.get_or_insert(h);
         }
         if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            if io.kind() == std::io::ErrorKind::TimedOut {
-                return ProxyError::ConnectTimeout;
-            }
-        }
-        if let Some(h) = e.downcast_ref::<hyper_util::client::legacy::Error>() {
-            connect |= h.is_connect();
-        }
-        if connect {
-            let text = e.to_string();
-            if text.contains("timed out") || text.contains("timeout") {
-                return ProxyError::ConnectTimeout;
-            }
+            timed_out |= io.kind() == std::io::ErrorKind::TimedOut;
         }
         cur = e.source();
     }
     if connect {
-        ProxyError::ConnectRefused
-    } else {
-        ProxyError::UpstreamReset
+        // HttpConnector reports its connect timeout as an io::ErrorKind::TimedOut.
+        return if timed_out {
+            ProxyError::ConnectTimeout
+        } else {
+            ProxyError::ConnectRefused
+        };
+    }
+    match hyper_err {
+        // The request was written: whatever timed out, it was not the connect.
+        Some(h) if h.is_timeout() => ProxyError::RequestTimeout,
+        Some(h) if h.is_parse() || h.is_parse_status() => ProxyError::UpstreamBadFraming,
+        _ => ProxyError::UpstreamReset,
     }
 }

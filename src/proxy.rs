@@ -17,7 +17,6 @@ use crate::runtime::{Runtime, Snapshot};
 use bytes::Bytes;
 use gatehouse_config::policy::HashOn;
 use http::{header, HeaderValue, Request, Response, StatusCode, Uri, Version};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
@@ -342,20 +341,40 @@ async fn forward(
     if let Some(r) = rec.as_deref_mut() {
         r.bytes_in = Some(counter.clone());
     }
+    // How the client's body goes is the client's business: the try loop reads this to never
+    // charge an endpoint for a client that stalled, aborted or sent garbage.
+    let progress = Arc::new(crate::body::Progress::default());
     let streamed = Body::stream(body)
         .with_limit(max_body)
-        .with_counter(counter);
+        .with_counter(counter)
+        .with_progress(progress.clone())
+        .with_read_timeout(ctx.listener.body_read_timeout);
     let empty = http_body::Body::size_hint(&streamed).exact() == Some(0);
     let retries_on = cluster.retries.attempts > 0 && upgrade.is_none();
+    // Small bodies are read whole first (request buffering; also what lets a retry resend
+    // them); bigger ones stream once.
+    let buffer_limit = if retries_on {
+        ctx.listener
+            .request_buffering
+            .max(cluster.retries.max_body_bytes.0)
+    } else {
+        ctx.listener.request_buffering
+    };
     let body = if empty {
         attempt::ReqBody::Replayable(Bytes::new())
-    } else if retries_on && declared.is_some_and(|n| n <= cluster.retries.max_body_bytes.0) {
-        match streamed.collect().await {
-            Ok(b) => attempt::ReqBody::Replayable(b.to_bytes()),
-            Err(e) => return Err(crate::error::classify_upstream(e.as_ref())),
-        }
-    } else {
+    } else if upgrade.is_some() || declared.is_some_and(|n| n > buffer_limit) || buffer_limit == 0 {
         attempt::ReqBody::Once(streamed)
+    } else {
+        match crate::body::buffer_up_to(streamed, buffer_limit).await {
+            Ok(crate::body::Buffered::Whole(b)) => attempt::ReqBody::Replayable(b),
+            Ok(crate::body::Buffered::Partial(b)) => attempt::ReqBody::Once(b),
+            Err(_) => {
+                let fault = progress
+                    .fault()
+                    .unwrap_or(crate::body::DownstreamFault::Aborted);
+                return Err(ProxyError::Downstream(fault));
+            }
+        }
     };
 
     if let (Some(up), Some(client_up)) = (upgrade, client_upgrade) {
@@ -363,16 +382,14 @@ async fn forward(
     }
 
     let mut tries = attempt::Tries::default();
-    let result = attempt::run(
-        cluster,
-        parts,
+    let out = attempt::Outgoing {
+        head: parts,
         body,
-        matched_allows_non_idempotent,
+        allow_non_idempotent: matched_allows_non_idempotent,
         key,
-        &ctx.runtime.events,
-        &mut tries,
-    )
-    .await;
+        progress: &progress,
+    };
+    let result = attempt::run(cluster, out, &ctx.runtime.events, &mut tries).await;
     if let Some(r) = rec {
         r.endpoint = tries.last_endpoint.clone();
         r.retries = tries.retries;

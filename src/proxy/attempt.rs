@@ -75,16 +75,52 @@ fn condition(r: &Result<Response<Incoming>, ProxyError>) -> Option<RetryOn> {
     }
 }
 
+/// The request the try loop sends: its head (already rewritten), its body, whether the route
+/// allows retrying a non-idempotent method, the balancer's hash key, and the body's progress.
+pub struct Outgoing<'a> {
+    pub head: Parts,
+    pub body: ReqBody,
+    pub allow_non_idempotent: bool,
+    pub key: Option<u64>,
+    pub progress: &'a crate::body::Progress,
+}
+
+/// Waits for a try's response head for `within`, counted from when the request is fully sent: a
+/// streamed body still arriving from a slow client is not the endpoint's delay (the body read
+/// timeout bounds an idle client).
+async fn send_within<F>(
+    send: F,
+    within: Duration,
+    buffered: bool,
+    progress: &crate::body::Progress,
+) -> Result<Response<Incoming>, ProxyError>
+where
+    F: std::future::Future<Output = Result<Response<Incoming>, ProxyError>>,
+{
+    tokio::pin!(send);
+    loop {
+        match tokio::time::timeout(within, &mut send).await {
+            Ok(r) => return r,
+            Err(_) if !buffered && !progress.ended() && progress.fault().is_none() => continue,
+            Err(_) => return Err(ProxyError::RequestTimeout),
+        }
+    }
+}
+
 /// Runs the tries for one request. `head` is the upstream request head, already rewritten.
 pub async fn run(
     cluster: &Cluster,
-    head: Parts,
-    body: ReqBody,
-    allow_non_idempotent: bool,
-    key: Option<u64>,
+    out: Outgoing<'_>,
     events: &Events,
     tries: &mut Tries,
 ) -> Result<Answer, ProxyError> {
+    let Outgoing {
+        head,
+        body,
+        allow_non_idempotent,
+        key,
+        progress,
+    } = out;
     let started = Instant::now();
     let deadline = started + cluster.timeouts.request.0;
     let per_try = cluster
@@ -146,9 +182,11 @@ pub async fn run(
                 None => ep.client.send(req).await,
             }
         };
-        let result = match tokio::time::timeout(per_try.min(budget_left), send).await {
-            Ok(r) => r,
-            Err(_) => Err(ProxyError::RequestTimeout),
+        let result = send_within(send, per_try.min(budget_left), can_replay, progress).await;
+        // A failure the client's body caused is the client's: not retried, not recorded.
+        let result = match (result, progress.fault()) {
+            (Err(_), Some(f)) => Err(ProxyError::Downstream(f)),
+            (r, _) => r,
         };
         let took = sent.elapsed();
         tries.upstream += took;

@@ -99,6 +99,12 @@ pub struct Limits {
     pub idle_timeout: Dur,
     /// Open connections allowed at once; more are accepted and closed at once (default 10000).
     pub max_connections: usize,
+    /// A request body that sends no bytes for this long is answered 408 and never charged to
+    /// the backend (default 30s).
+    pub body_read_timeout: Dur,
+    /// Request bodies up to this size are read whole before an endpoint is picked, so a slow
+    /// client never holds an upstream connection while it sends one (default 64KiB; 0 = off).
+    pub request_buffering: ByteSize,
 }
 
 impl Default for Limits {
@@ -110,6 +116,8 @@ impl Default for Limits {
             header_read_timeout: Dur::secs(10),
             idle_timeout: Dur::secs(60),
             max_connections: 10_000,
+            body_read_timeout: Dur::secs(30),
+            request_buffering: ByteSize(64 << 10),
         }
     }
 }

@@ -61,6 +61,12 @@ pub fn validate(c: &Config) -> Vec<Problem> {
                 "must be at least 8KiB (the HTTP/1 read buffer's minimum)".into(),
             );
         }
+        if lim.request_buffering.0 > 64 << 20 {
+            p(
+                format!("{at}.limits.request_buffering"),
+                "at most 64MiB (bodies are held in memory)".into(),
+            );
+        }
         if lim.max_connections == 0 {
             p(
                 format!("{at}.limits.max_connections"),
@@ -76,6 +82,7 @@ pub fn validate(c: &Config) -> Vec<Problem> {
         for (field, d) in [
             ("header_read_timeout", lim.header_read_timeout),
             ("idle_timeout", lim.idle_timeout),
+            ("body_read_timeout", lim.body_read_timeout),
         ] {
             if d.0.is_zero() {
                 p(

@@ -1,0 +1,197 @@
+//! Blame the right side: a client that aborts its upload, sends a malformed body, stalls, or
+//! uploads slowly past the request timeout never counts against the endpoint. Its breaker stays
+//! CLOSED and other clients keep being served; the client's own request gets 400 / 408 / 499.
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
+mod common;
+
+use gatehouse_testkit::{eventually, FakeUpstream, Mode, TestGateway};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn config(upstream: &str, limits: &str, cluster: &str) -> String {
+    format!(
+        "listeners:\n  - name: public\n    address: 127.0.0.1:0\n    limits: {{{limits}}}\n\
+         admin: {{address: '127.0.0.1:0'}}\n\
+         clusters:\n  - {{name: app, endpoints: [{{address: '{upstream}'}}], health_check: {{enabled: false}}, \
+         circuit_breaker: {{consecutive_failures: 3}}{cluster}}}\n\
+         routes: [{{name: all, cluster: app}}]\n"
+    )
+}
+
+async fn failures(gw: &TestGateway) -> String {
+    common::client()
+        .get(gw.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+        .lines()
+        .filter(|l| {
+            l.starts_with("gatehouse_upstream_requests_total")
+                && l.contains("failure")
+                && !l.ends_with(" 0")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+async fn breaker(gw: &TestGateway) -> String {
+    let v: serde_json::Value = common::client()
+        .get(gw.admin_url("/clusters/app"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["endpoints"][0]["breaker"].as_str().unwrap().to_string()
+}
+
+/// Sends `head` then `body` bytes, half-closes, and returns what came back.
+async fn send_and_close(addr: std::net::SocketAddr, head: &str, body: &[u8]) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(body).await.unwrap();
+    let _ = s.shutdown().await;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn aborted_and_malformed_uploads_never_open_the_breaker() {
+    let app = FakeUpstream::start("app").await;
+    app.update(|b| b.mode = Mode::Sink);
+    // Streamed to the endpoint (no request buffering), so the endpoint is mid-request when the
+    // client's body fails.
+    let gw = TestGateway::start(&config(&app.addr().to_string(), "request_buffering: 0", "")).await;
+    for i in 0..5 {
+        // A malformed chunk.
+        let r = send_and_close(
+            gw.addr(),
+            &format!("POST /upload HTTP/1.1\r\nHost: gw\r\nX-Request-Id: bad-{i}\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            b"zz\r\n",
+        )
+        .await;
+        assert!(!r.contains("502") && !r.contains("503"), "{r}");
+        // A body cut short: Content-Length promises more than ever comes.
+        let r = send_and_close(
+            gw.addr(),
+            &format!("POST /upload HTTP/1.1\r\nHost: gw\r\nX-Request-Id: short-{i}\r\nContent-Length: 200000\r\n\r\n"),
+            b"0123456789",
+        )
+        .await;
+        assert!(!r.contains("502") && !r.contains("503"), "{r}");
+    }
+    let line = gw.log_line("bad-0").await;
+    assert_eq!(line["error"], "bad_request_body", "{line}");
+    assert_eq!(line["status"], 400);
+    let line = gw.log_line("short-0").await;
+    assert_eq!(line["error"], "client_aborted", "{line}");
+    assert_eq!(line["status"], 499);
+    assert_eq!(breaker(&gw).await, "CLOSED");
+    assert_eq!(
+        failures(&gw).await,
+        "",
+        "no failure recorded on the endpoint"
+    );
+    let ok = common::client().get(gw.url("/after")).send().await.unwrap();
+    assert_eq!(ok.status(), 200);
+    gw.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test]
+async fn a_stalled_body_is_a_408_and_not_the_endpoints_fault() {
+    let app = FakeUpstream::start("app").await;
+    app.update(|b| b.mode = Mode::Sink);
+    for buffering in ["request_buffering: 0", "request_buffering: 64KiB"] {
+        let gw = TestGateway::start(&config(
+            &app.addr().to_string(),
+            &format!("{buffering}, body_read_timeout: 1s"),
+            "",
+        ))
+        .await;
+        for i in 0..4 {
+            let mut s = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+            s.write_all(
+                format!("POST /slow HTTP/1.1\r\nHost: gw\r\nX-Request-Id: stall-{i}\r\nContent-Length: 100\r\n\r\n0123456789").as_bytes(),
+            )
+            .await
+            .unwrap();
+            let mut out = Vec::new();
+            let started = std::time::Instant::now();
+            let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+            let r = String::from_utf8_lossy(&out);
+            assert!(r.starts_with("HTTP/1.1 408"), "{buffering}: {r}");
+            assert!(r.contains("body_read_timeout"), "{r}");
+            assert!(started.elapsed() < Duration::from_secs(5));
+        }
+        assert_eq!(breaker(&gw).await, "CLOSED", "{buffering}");
+        assert_eq!(failures(&gw).await, "", "{buffering}");
+        gw.shutdown(Duration::from_secs(2)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_slow_steady_upload_is_not_cut_by_the_request_timeout() {
+    let app = FakeUpstream::start("app").await;
+    app.update(|b| b.mode = Mode::Sink);
+    // The request timeout (500ms) runs from when the request is fully sent; the upload itself
+    // takes ~1.5 s, a byte every 150 ms (never idle for the body read timeout).
+    let gw = TestGateway::start(&config(
+        &app.addr().to_string(),
+        "request_buffering: 0, body_read_timeout: 1s",
+        ", timeouts: {request: 500ms}, retries: {attempts: 0}",
+    ))
+    .await;
+    let mut s = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+    s.write_all(
+        b"POST /up HTTP/1.1\r\nHost: gw\r\nContent-Length: 10\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    for b in b"0123456789" {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        s.write_all(&[*b]).await.unwrap();
+    }
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(out.contains("\"received\":10"), "{out}");
+    gw.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test]
+async fn a_buffered_slow_client_holds_no_upstream_connection() {
+    let app = FakeUpstream::start("app").await;
+    app.update(|b| b.mode = Mode::Sink);
+    let gw = TestGateway::start(&config(&app.addr().to_string(), "", "")).await;
+    // Ten clients start small uploads and stall halfway: the backend sees no connection at all.
+    let mut held = Vec::new();
+    for _ in 0..10 {
+        let mut s = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+        s.write_all(b"POST /up HTTP/1.1\r\nHost: gw\r\nContent-Length: 1000\r\n\r\nhalf")
+            .await
+            .unwrap();
+        held.push(s);
+    }
+    let _ = eventually("gateway holds the ten", Duration::from_secs(5), || async {
+        (gw.gateway().runtime().metrics.in_flight.get() >= 10).then_some(())
+    })
+    .await;
+    assert_eq!(
+        app.connections(),
+        0,
+        "no upstream connection while bodies are incomplete"
+    );
+    for mut s in held {
+        s.write_all(&[b'x'; 996]).await.unwrap();
+        let mut out = vec![0u8; 512];
+        let n = s.read(&mut out).await.unwrap();
+        assert!(String::from_utf8_lossy(&out[..n]).starts_with("HTTP/1.1 200"));
+    }
+    gw.shutdown(Duration::from_secs(2)).await;
+}
