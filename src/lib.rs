@@ -28,7 +28,7 @@ use runtime::Runtime;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// The admin listener of a running gateway.
@@ -84,7 +84,8 @@ pub struct Gateway {
     admin: Option<RunningAdmin>,
     reloader: Option<Arc<reload::Reloader>>,
     _watcher: Option<notify::RecommendedWatcher>,
-    conns_done: mpsc::Receiver<()>,
+    /// Every downstream connection's task; drain waits for it to empty.
+    tracker: tokio_util::task::TaskTracker,
 }
 
 impl Gateway {
@@ -134,8 +135,8 @@ impl Gateway {
             };
             anyhow::anyhow!("invalid config:\n{errors}")
         })?;
-        let (conns_tx, conns_done) = mpsc::channel::<()>(1);
-        let listeners = Arc::new(listener::Listeners::new(runtime.clone(), conns_tx));
+        let tracker = tokio_util::task::TaskTracker::new();
+        let listeners = Arc::new(listener::Listeners::new(runtime.clone(), tracker.clone()));
         let errors = listeners.reconcile(&listener_cfgs);
         if let Some(e) = errors.first() {
             listeners.stop_all().await;
@@ -168,7 +169,7 @@ impl Gateway {
             admin,
             reloader,
             _watcher: watcher,
-            conns_done,
+            tracker,
         })
     }
 
@@ -216,18 +217,23 @@ impl Gateway {
         }
     }
 
-    /// Stops accepting, lets in-flight requests finish for up to `drain`, then returns.
+    /// Stops accepting, lets in-flight requests finish for up to `drain`, then returns as soon
+    /// as they have: idle keep-alive connections close at once, upgraded connections (WebSocket
+    /// tunnels) are closed, the config watcher and reloader go first so no reload starts.
     /// Returns `true` when every connection finished in time.
-    pub async fn shutdown(self, drain: Duration) -> bool {
+    pub async fn shutdown(mut self, drain: Duration) -> bool {
+        drop(self._watcher.take());
+        drop(self.reloader.take());
         self.listeners.stop_all().await;
-        if let Some(a) = self.admin {
+        if let Some(a) = self.admin.take() {
             let _ = a.stop.send(true);
             a.task.abort();
         }
-        let mut conns_done = self.conns_done;
-        drop(self.listeners);
-        // Each connection task holds a sender; `recv` yields `None` once all are gone.
-        let drained = tokio::time::timeout(drain, conns_done.recv()).await.is_ok();
+        self.runtime.begin_shutdown();
+        self.tracker.close();
+        let drained = tokio::time::timeout(drain, self.tracker.wait())
+            .await
+            .is_ok();
         self.runtime.stop();
         if let Some(log) = &self.runtime.access_log {
             log.flush();

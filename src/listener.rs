@@ -16,8 +16,9 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
 
 /// A listener's settings as its connections use them (fixed when the connection is accepted).
 pub struct ListenerSettings {
@@ -143,8 +144,9 @@ pub struct AcceptLoop {
     pub settings: Arc<arc_swap::ArcSwap<ListenerSettings>>,
     pub runtime: Arc<Runtime>,
     pub shutdown: watch::Receiver<bool>,
-    /// Each connection holds a clone; drain completes when all are dropped.
-    pub conns: mpsc::Sender<()>,
+    /// Every connection task runs on this tracker; drain waits for it to empty. Nothing but a
+    /// running task keeps it open, so no stray clone can make shutdown wait.
+    pub tracker: TaskTracker,
     /// Connections open on this listener now.
     pub open: Arc<AtomicUsize>,
 }
@@ -183,13 +185,13 @@ impl AcceptLoop {
                         self.open.fetch_add(1, Ordering::Relaxed);
                         let open = OpenGuard(self.open.clone());
                         let _ = stream.set_nodelay(true);
-                        tokio::spawn(accept_connection(
+                        self.tracker.spawn(accept_connection(
                             stream,
                             peer,
                             settings,
                             self.runtime.clone(),
                             self.shutdown.clone(),
-                            (self.conns.clone(), open),
+                            open,
                         ));
                     }
                     Err(e) => {
@@ -211,7 +213,7 @@ async fn accept_connection(
     settings: Arc<ListenerSettings>,
     runtime: Arc<Runtime>,
     shutdown: watch::Receiver<bool>,
-    tokens: (mpsc::Sender<()>, OpenGuard),
+    tokens: OpenGuard,
 ) {
     if !settings.proxy_protocol {
         return serve_connection(stream, peer, settings, runtime, shutdown, tokens).await;
@@ -252,7 +254,7 @@ async fn serve_connection<I>(
     settings: Arc<ListenerSettings>,
     runtime: Arc<Runtime>,
     mut shutdown: watch::Receiver<bool>,
-    _tokens: (mpsc::Sender<()>, OpenGuard),
+    _tokens: OpenGuard,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -337,7 +339,7 @@ fn count_malformed(
 pub struct Listeners {
     running: std::sync::Mutex<Vec<Running>>,
     runtime: Arc<Runtime>,
-    conns: mpsc::Sender<()>,
+    tracker: TaskTracker,
 }
 
 struct Running {
@@ -349,11 +351,11 @@ struct Running {
 }
 
 impl Listeners {
-    pub fn new(runtime: Arc<Runtime>, conns: mpsc::Sender<()>) -> Self {
+    pub fn new(runtime: Arc<Runtime>, tracker: TaskTracker) -> Self {
         Listeners {
             running: std::sync::Mutex::new(Vec::new()),
             runtime,
-            conns,
+            tracker,
         }
     }
 
@@ -367,7 +369,7 @@ impl Listeners {
             settings: settings.clone(),
             runtime: self.runtime.clone(),
             shutdown: stop_rx,
-            conns: self.conns.clone(),
+            tracker: self.tracker.clone(),
             open: Arc::new(AtomicUsize::new(0)),
         };
         tracing::info!(listener = %cfg.name, address = %addr, "listening");

@@ -437,7 +437,12 @@ async fn forward_upgrade(
     let mut resp = result?;
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         let upstream_up = hyper::upgrade::on(&mut resp);
-        tokio::spawn(tunnel(client_upgrade, upstream_up, in_flight));
+        tokio::spawn(tunnel(
+            client_upgrade,
+            upstream_up,
+            in_flight,
+            ctx.runtime.stopping(),
+        ));
         // The protocol the backend switched to, as it said it.
         let chosen = resp
             .headers()
@@ -495,16 +500,20 @@ fn version_str(v: Version) -> &'static str {
 }
 
 /// Copies bytes both ways between the upgraded client and upstream connections until
-/// either side closes.
+/// either side closes, or the gateway shuts down (a tunnel has no request boundary to drain at).
 async fn tunnel(
     client: hyper::upgrade::OnUpgrade,
     upstream: hyper::upgrade::OnUpgrade,
     _in_flight: crate::cluster::endpoint::InFlight,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
 ) {
     let (Ok(c), Ok(u)) = (client.await, upstream.await) else {
         return;
     };
     let mut c = TokioIo::new(c);
     let mut u = TokioIo::new(u);
-    let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
+    tokio::select! {
+        _ = tokio::io::copy_bidirectional(&mut c, &mut u) => {}
+        _ = stopping.wait_for(|s| *s) => {}
+    }
 }

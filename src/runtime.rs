@@ -73,6 +73,8 @@ pub struct Runtime {
     pub access_log: Option<AccessLogSink>,
     pub events: Events,
     pub metrics: Arc<Metrics>,
+    /// Flips once on shutdown: upgraded connections (tunnels) close when it does.
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl Runtime {
@@ -114,6 +116,7 @@ impl Runtime {
             access_log,
             events,
             metrics: Arc::new(Metrics::default()),
+            stopping: tokio::sync::watch::Sender::new(false),
         });
         rt.apply(config)?;
         crate::observe::metrics::count_events(&rt.events, rt.metrics.clone());
@@ -334,6 +337,16 @@ impl Runtime {
                 Some(store)
             }
         }
+    }
+
+    /// Tells long-lived work (upgraded connections) that the gateway is shutting down.
+    pub fn begin_shutdown(&self) {
+        self.stopping.send_replace(true);
+    }
+
+    /// Resolves (changes) when shutdown begins.
+    pub fn stopping(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.stopping.subscribe()
     }
 
     /// Stops background tasks (health checks, the limiter sweeper).

@@ -72,3 +72,64 @@ async fn sigterm_drains_then_exits_zero() {
     };
     assert!(status.success(), "{status:?}");
 }
+
+/// Waits for the child to exit; returns how long after `since` it did.
+async fn exit_after(gw: &mut Running, since: Instant) -> (std::process::ExitStatus, Duration) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(s) = gw.child.try_wait().unwrap() {
+            return (s, since.elapsed());
+        }
+        assert!(Instant::now() < deadline, "the gateway did not exit");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn sigterm_with_idle_connections_exits_at_once() {
+    let up = FakeUpstream::start("up").await;
+    // Started from a file (the reloader and the file watcher are running), with the default
+    // 30 s drain timeout: nothing in flight must mean no waiting.
+    let mut gw = Running::start(&one_cluster(&[up.addr()], "", ""), &[]);
+    // An idle keep-alive connection and an open WebSocket hold nothing in flight.
+    let keepalive = client();
+    assert_eq!(
+        keepalive
+            .get(format!("http://{}/a", gw.addr))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let (_ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", gw.addr))
+        .await
+        .unwrap();
+    let sent = Instant::now();
+    gw.signal("TERM");
+    let (status, took) = exit_after(&mut gw, sent).await;
+    assert!(status.success(), "{status:?}");
+    assert!(took < Duration::from_secs(1), "exited after {took:?}");
+}
+
+#[tokio::test]
+async fn sigterm_exits_as_soon_as_the_last_request_ends() {
+    let up = FakeUpstream::start("up").await;
+    up.update(|b| b.delay = Duration::from_secs(2));
+    let mut gw = Running::start(&one_cluster(&[up.addr()], "", ""), &[]);
+    let url = format!("http://{}/slow", gw.addr);
+    let inflight = tokio::spawn(async move {
+        let r = client().get(url).send().await.map(|r| r.status());
+        (r, Instant::now())
+    });
+    up.wait_hits(1).await;
+    gw.signal("TERM");
+    let (r, ended) = inflight.await.unwrap();
+    assert_eq!(r.unwrap(), 200, "the in-flight request finished");
+    let (status, took) = exit_after(&mut gw, ended).await;
+    assert!(status.success(), "{status:?}");
+    assert!(
+        took < Duration::from_secs(1),
+        "exited {took:?} after the last request ended"
+    );
+}
