@@ -67,6 +67,9 @@ pub enum ProxyError {
     Downstream(crate::body::DownstreamFault),
     /// The cluster is at one of its `limits` (connections, pending, requests, retries).
     ClusterOverloaded,
+    /// The endpoint's breaker opened while this try waited on it: the try was abandoned so it
+    /// can go elsewhere (never sent to a client as such unless no endpoint is left).
+    EndpointEjected,
 }
 
 /// nginx's "client closed request": logged when the client went away before the response.
@@ -100,7 +103,9 @@ impl ProxyError {
                 DownstreamFault::TimedOut => StatusCode::REQUEST_TIMEOUT,
                 DownstreamFault::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             },
-            ProxyError::ClusterOverloaded => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::ClusterOverloaded | ProxyError::EndpointEjected => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -114,7 +119,8 @@ impl ProxyError {
             | ProxyError::UpstreamBadFraming => Source::Upstream,
             ProxyError::NoEligibleEndpoint { .. }
             | ProxyError::Injected { .. }
-            | ProxyError::ClusterOverloaded => Source::Gateway,
+            | ProxyError::ClusterOverloaded
+            | ProxyError::EndpointEjected => Source::Gateway,
             ProxyError::NoRoute
             | ProxyError::UnknownCluster(_)
             | ProxyError::BodyTooLarge
@@ -155,6 +161,7 @@ impl ProxyError {
                 DownstreamFault::TooLarge => "body_too_large",
             },
             ProxyError::ClusterOverloaded => "cluster_overloaded",
+            ProxyError::EndpointEjected => "endpoint_ejected",
         }
     }
 
@@ -213,6 +220,9 @@ impl ProxyError {
             },
             ProxyError::ClusterOverloaded => {
                 "the cluster is at its connection or request limits".into()
+            }
+            ProxyError::EndpointEjected => {
+                "the endpoint was ejected while the request waited on it".into()
             }
         }
     }

@@ -70,6 +70,8 @@ pub struct EndpointState {
     /// An injected fault (drills); `fault_on` keeps the no-fault path lock-free.
     fault: Mutex<Option<Fault>>,
     fault_on: AtomicBool,
+    /// Woken when the breaker opens: tries still waiting on this endpoint may move elsewhere.
+    pub opened: tokio::sync::Notify,
 }
 
 /// A fault drill on one endpoint: its tries fail with `abort` or wait `delay`, until `until`.
@@ -107,6 +109,7 @@ impl EndpointState {
             ewma_at: AtomicU64::new(0),
             fault: Mutex::new(None),
             fault_on: AtomicBool::new(false),
+            opened: tokio::sync::Notify::new(),
         }
     }
 
@@ -395,6 +398,9 @@ impl EndpointState {
             Transition::HalfOpened => ("circuit_half_opened", json!({})),
             Transition::Closed => ("circuit_closed", json!({})),
         };
+        if matches!(t, Transition::Opened { .. }) {
+            self.opened.notify_waiters();
+        }
         events.emit(name, &self.cluster, Some(&self.address), fields);
     }
 }

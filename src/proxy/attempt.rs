@@ -85,6 +85,42 @@ pub struct Outgoing<'a> {
     pub progress: &'a crate::body::Progress,
 }
 
+/// Waits for a try, and meanwhile: the moment it has taken `slow_call_duration` it counts as a
+/// slow call on the endpoint's breaker (so a hung endpoint is seen while it hangs, not when its
+/// tries finally time out); if the breaker opens while the try waits and `may_move`, the try is
+/// abandoned (`EndpointEjected`) so the request can be retried on another endpoint. Returns the
+/// result and whether the slow call was recorded.
+async fn watched<F>(
+    send: F,
+    (cluster, ep, admission): (&Cluster, &Arc<EndpointState>, Admission),
+    may_move: bool,
+    events: &Events,
+) -> (Result<Response<Incoming>, ProxyError>, bool)
+where
+    F: std::future::Future<Output = Result<Response<Incoming>, ProxyError>>,
+{
+    let cfg = &cluster.breaker;
+    let opened = ep.opened.notified();
+    tokio::pin!(send, opened);
+    opened.as_mut().enable();
+    let slow = tokio::time::sleep(cfg.slow_call_duration.0);
+    tokio::pin!(slow);
+    let mut slow_recorded = false;
+    loop {
+        tokio::select! {
+            biased;
+            r = &mut send => return (r, slow_recorded),
+            _ = &mut slow, if cfg.enabled && !slow_recorded => {
+                slow_recorded = true;
+                let may_trip = cluster.may_eject();
+                let call = Call { failed: false, slow: true };
+                ep.record(cfg, Instant::now(), call, admission, may_trip, events);
+            }
+            _ = &mut opened, if may_move => return (Err(ProxyError::EndpointEjected), slow_recorded),
+        }
+    }
+}
+
 /// Waits for a try's response head for `within`, counted from when the request is fully sent: a
 /// streamed body still arriving from a slow client is not the endpoint's delay (the body read
 /// timeout bounds an idle client).
@@ -182,7 +218,18 @@ pub async fn run(
                 None => ep.client.send(req).await,
             }
         };
-        let result = send_within(send, per_try.min(budget_left), can_replay, progress).await;
+        let may_move = can_replay && may_retry_method && tries.retries < cluster.retries.attempts;
+        let (result, slow_recorded) = watched(
+            send_within(send, per_try.min(budget_left), can_replay, progress),
+            (cluster, &ep.state, picked.admission),
+            may_move,
+            events,
+        )
+        .await;
+        if slow_recorded {
+            // The breaker has this try's outcome (and a probe its verdict) already.
+            guard.armed = false;
+        }
         // A failure the client's body caused is the client's: not retried, not recorded.
         let result = match (result, progress.fault()) {
             (Err(_), Some(f)) => Err(ProxyError::Downstream(f)),
@@ -219,6 +266,8 @@ pub async fn run(
             }
             Err(_) => None,
         };
+        // A try already counted as slow when it crossed the threshold adds only a failure.
+        let call = call.filter(|c| !slow_recorded || c.failed);
         if let Some(call) = call {
             if call.failed {
                 ep.metrics.failure.inc();
@@ -244,7 +293,8 @@ pub async fn run(
         let wanted = tries.retries < cluster.retries.attempts
             && may_retry_method
             && can_replay
-            && condition(&result).is_some_and(|c| cluster.retry_on.contains(&c))
+            && (condition(&result).is_some_and(|c| cluster.retry_on.contains(&c))
+                || matches!(result, Err(ProxyError::EndpointEjected)))
             && Instant::now() < deadline;
         let retry = wanted
             && cluster

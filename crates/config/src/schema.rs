@@ -282,7 +282,10 @@ impl Default for CircuitBreaker {
             consecutive_failures: 5,
             failure_rate: Some(Percent(0.5)),
             slow_call_duration: Dur::secs(2),
-            slow_call_rate: None,
+            // Every recent call slow: a frozen or hopelessly overloaded endpoint. With slow
+            // calls counted when they cross the threshold, this ejects a hung backend in about
+            // `slow_call_duration` plus the time it takes to see `window` tries.
+            slow_call_rate: Some(Percent(1.0)),
             window: Window::Calls(20),
             minimum_calls: 10,
             open_duration: Dur::secs(10),
