@@ -7,15 +7,20 @@ pub mod jwt;
 pub mod limit;
 
 use crate::error::ProxyError;
-use crate::proxy::ConnCtx;
 use http::HeaderMap;
 use limit::Limiter;
 use serde_json::{Map, Value};
 use std::sync::Arc;
 
 pub enum Filter {
-    ApiKey(Arc<api_key::ApiKeyAuth>),
-    Jwt(Arc<jwt::JwtAuth>),
+    ApiKey(
+        Arc<api_key::ApiKeyAuth>,
+        Arc<crate::observe::metrics::AuthCounters>,
+    ),
+    Jwt(
+        Arc<jwt::JwtAuth>,
+        Arc<crate::observe::metrics::AuthCounters>,
+    ),
     RateLimit(Arc<Limiter>, LimitCounters),
     Fault(gatehouse_config::traffic::FaultFilter),
 }
@@ -69,35 +74,28 @@ pub struct Identity {
     pub claims: Option<Map<String, Value>>,
 }
 
+fn counted(counters: &crate::observe::metrics::AuthCounters, e: ProxyError) -> ProxyError {
+    counters.count(e.reason());
+    e
+}
+
 /// Runs `filters` in order. `response_headers` collects headers for the response (rate-limit
 /// headers go on every response of a limited route, local replies included).
 pub async fn run(
     filters: &[Filter],
     parts: &mut http::request::Parts,
-    ctx: &ConnCtx,
     client: std::net::IpAddr,
     route: &str,
     identity: &mut Identity,
     response_headers: &mut HeaderMap,
 ) -> Result<(), ProxyError> {
-    let auth_failed = |e: ProxyError| {
-        ctx.runtime
-            .metrics
-            .auth_failures
-            .get_or_create(&vec![
-                ("route", route.to_string()),
-                ("reason", e.reason().to_string()),
-            ])
-            .inc();
-        e
-    };
     for f in filters {
         match f {
-            Filter::ApiKey(a) => {
-                identity.consumer = Some(a.authenticate(parts).map_err(auth_failed)?)
+            Filter::ApiKey(a, counters) => {
+                identity.consumer = Some(a.authenticate(parts).map_err(|e| counted(counters, e))?)
             }
-            Filter::Jwt(j) => {
-                let v = j.authenticate(parts).map_err(auth_failed)?;
+            Filter::Jwt(j, counters) => {
+                let v = j.authenticate(parts).map_err(|e| counted(counters, e))?;
                 // Filters compose: a token that names no consumer keeps the one an earlier
                 // filter authenticated.
                 if v.consumer.is_some() {

@@ -243,7 +243,6 @@ async fn forward(
         let outcome = crate::filter::run(
             filters,
             &mut parts,
-            ctx,
             canon.client.ip,
             &route.name,
             &mut identity,

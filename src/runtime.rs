@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex};
 use tokio::task::AbortHandle;
 
 pub mod filters;
+mod prune;
 
 /// One immutable, validated, compiled version of the config.
 pub struct Snapshot {
@@ -41,7 +42,9 @@ pub struct Snapshot {
 }
 
 type EndpointKey = (Arc<str>, Arc<str>);
-type ClientKey = (Arc<str>, Arc<str>, Protocol, Timeouts);
+/// A pool is one endpoint spoken to in one protocol; its timeouts are settings of the pool, so
+/// a timeout change replaces it rather than adding another beside it.
+type ClientKey = (Arc<str>, Arc<str>, Protocol);
 
 /// What a health-check task is started with; a change restarts the task.
 type HealthSettings = (HealthCheck, std::time::Duration, Timeouts, Protocol);
@@ -64,7 +67,10 @@ pub struct Runtime {
     current: ArcSwap<Snapshot>,
     generation: AtomicU64,
     endpoints: Mutex<HashMap<EndpointKey, Arc<EndpointState>>>,
-    clients: Mutex<HashMap<ClientKey, UpstreamClient>>,
+    clients: Mutex<HashMap<ClientKey, (Timeouts, UpstreamClient)>>,
+    /// Endpoints no snapshot uses any more, and since when: their state is kept for a grace
+    /// period (a quick re-add keeps its breaker and health), then dropped.
+    retired: Mutex<HashMap<EndpointKey, tokio::time::Instant>>,
     clusters: Mutex<HashMap<Arc<str>, Arc<ClusterState>>>,
     health_tasks: Mutex<HashMap<EndpointKey, HealthTask>>,
     limiter_state: Mutex<HashMap<Arc<str>, Arc<LocalStore>>>,
@@ -108,6 +114,7 @@ impl Runtime {
             generation: AtomicU64::new(0),
             endpoints: Mutex::new(HashMap::new()),
             clients: Mutex::new(HashMap::new()),
+            retired: Mutex::new(HashMap::new()),
             clusters: Mutex::new(HashMap::new()),
             health_tasks: Mutex::new(HashMap::new()),
             limiter_state: Mutex::new(HashMap::new()),
@@ -134,6 +141,7 @@ impl Runtime {
                 for l in snap.limiters.values() {
                     l.local.sweep(&l.params, now);
                 }
+                rt.expire_retired();
             }
         });
         *rt.sweeper.lock().unwrap_or_else(|p| p.into_inner()) = Some(sweeper.abort_handle());
@@ -186,12 +194,22 @@ impl Runtime {
                                 Arc::new(s)
                             })
                             .clone();
-                        let client = clients
-                            .entry((name.clone(), addr.clone(), c.protocol, c.timeouts))
+                        let slot = clients
+                            .entry((name.clone(), addr.clone(), c.protocol))
                             .or_insert_with(|| {
-                                UpstreamClient::new(&e.address, c.protocol, &c.timeouts)
-                            })
-                            .clone();
+                                (
+                                    c.timeouts,
+                                    UpstreamClient::new(&e.address, c.protocol, &c.timeouts),
+                                )
+                            });
+                        if slot.0 != c.timeouts {
+                            // Old snapshots keep the old pool until their requests finish.
+                            *slot = (
+                                c.timeouts,
+                                UpstreamClient::new(&e.address, c.protocol, &c.timeouts),
+                            );
+                        }
+                        let client = slot.1.clone();
                         if c.health_check.enabled {
                             wanted_tasks.push(WantedTask {
                                 key,
@@ -262,9 +280,40 @@ impl Runtime {
             config: Arc::new(config),
             clusters,
         };
-        self.current.store(Arc::new(snapshot));
+        let previous = self.current.swap(Arc::new(snapshot));
         self.reconcile_health_tasks(wanted_tasks);
+        self.prune(&previous);
         Ok(generation)
+    }
+
+    /// Drops what no snapshot uses any more: pools and cluster state of removed identities at
+    /// once, their metric series at once, endpoint state after [`prune::RETIRED_GRACE`].
+    fn prune(&self, previous: &Snapshot) {
+        let now = tokio::time::Instant::now();
+        let current = self.snapshot();
+        let live = prune::Live::of(&current);
+        let mut eps = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
+        let mut retired = self.retired.lock().unwrap_or_else(|p| p.into_inner());
+        prune::retire(&mut eps, &mut retired, &live, now);
+        drop((eps, retired));
+        self.clients
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(c, a, p), _| live.pools.contains(&(c.clone(), a.clone(), *p)));
+        self.clusters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|c, _| live.clusters.contains(c));
+        prune::forget_metrics(&self.metrics, &prune::Live::of(previous), &live);
+    }
+
+    /// Drops endpoint state retired longer than the grace period (also run periodically, so it
+    /// goes even when no reload follows).
+    fn expire_retired(&self) {
+        let now = tokio::time::Instant::now();
+        let mut eps = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
+        let mut retired = self.retired.lock().unwrap_or_else(|p| p.into_inner());
+        prune::expire(&mut eps, &mut retired, now);
     }
 
     /// Keeps health-check tasks whose settings did not change, restarts changed ones, stops

@@ -283,6 +283,119 @@ impl Latency {
 }
 
 /// Handles for one route, resolved when the snapshot is built.
+/// Every value a bounded label can take, so series of a removed identity can be removed.
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+const BREAKER_TO: [&str; 3] = ["open", "half_open", "closed"];
+const HEALTH_TO: [&str; 3] = ["healthy", "degraded", "down"];
+const OUTCOMES: [&str; 2] = ["success", "failure"];
+const DECISIONS: [&str; 2] = ["allowed", "limited"];
+/// Every reason an auth filter refuses with (`filter::api_key`, `filter::jwt`).
+pub const AUTH_REASONS: [&str; 11] = [
+    "missing_api_key",
+    "invalid_api_key",
+    "missing_token",
+    "invalid_token",
+    "algorithm_not_allowed",
+    "no_matching_key",
+    "token_expired",
+    "token_not_yet_valid",
+    "invalid_issuer",
+    "invalid_audience",
+    "invalid_signature",
+];
+
+/// One route's auth-failure counters: each (route, reason) series is looked up once, on its
+/// first failure, then counted without allocating (failures come at a rate attackers choose).
+pub struct AuthCounters {
+    route: String,
+    family: Family<Labels, Counter>,
+    slots: [std::sync::OnceLock<Counter>; AUTH_REASONS.len()],
+}
+
+impl AuthCounters {
+    pub fn new(m: &Metrics, route: &str) -> Self {
+        AuthCounters {
+            route: route.to_string(),
+            family: m.auth_failures.clone(),
+            slots: Default::default(),
+        }
+    }
+
+    pub fn count(&self, reason: &str) {
+        if let Some(i) = AUTH_REASONS.iter().position(|r| *r == reason) {
+            self.slots[i]
+                .get_or_init(|| {
+                    self.family
+                        .get_or_create(&labels(&[("route", &self.route), ("reason", reason)]))
+                        .clone()
+                })
+                .inc();
+        }
+    }
+}
+
+fn labels(pairs: &[(&'static str, &str)]) -> Labels {
+    pairs.iter().map(|(k, v)| (*k, v.to_string())).collect()
+}
+
+impl Metrics {
+    /// Removes every series of one endpoint.
+    pub fn forget_endpoint(&self, cluster: &str, endpoint: &str) {
+        let base = [("cluster", cluster), ("endpoint", endpoint)];
+        for o in OUTCOMES {
+            self.upstream_requests
+                .remove(&labels(&[base[0], base[1], ("outcome", o)]));
+        }
+        for fam in [
+            &self.endpoint_health,
+            &self.endpoint_breaker,
+            &self.endpoint_in_flight,
+        ] {
+            fam.remove(&labels(&base));
+        }
+        for to in BREAKER_TO {
+            self.breaker_transitions
+                .remove(&labels(&[base[0], base[1], ("to", to)]));
+        }
+        for to in HEALTH_TO {
+            self.health_transitions
+                .remove(&labels(&[base[0], base[1], ("to", to)]));
+        }
+    }
+
+    /// Removes every series of one cluster (its endpoints are forgotten one by one).
+    pub fn forget_cluster(&self, cluster: &str) {
+        let l = labels(&[("cluster", cluster)]);
+        self.upstream_duration.remove(&l);
+        self.retries.remove(&l);
+        self.retry_budget_exhausted.remove(&l);
+    }
+
+    /// Removes every series of one route.
+    pub fn forget_route(&self, route: &str) {
+        for class in STATUS_CLASSES {
+            self.requests
+                .remove(&labels(&[("route", route), ("status_class", class)]));
+        }
+        self.request_duration.remove(&labels(&[("route", route)]));
+        for reason in AUTH_REASONS {
+            self.auth_failures
+                .remove(&labels(&[("route", route), ("reason", reason)]));
+        }
+    }
+
+    /// Removes the decision series of one rate-limit filter.
+    pub fn forget_limit(&self, route: &str, policy: &str) {
+        for d in DECISIONS {
+            self.rate_limit_decisions.remove(&labels(&[
+                ("route", route),
+                ("policy", policy),
+                ("decision", d),
+            ]));
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct RouteMetrics {
     by_class: [Counter; 5],

@@ -22,8 +22,9 @@ pub fn build(
     let mut routes = Vec::with_capacity(config.routes.len());
     for (i, r) in config.routes.iter().enumerate() {
         let mut built = Vec::with_capacity(r.filters.len());
+        let auth = Arc::new(crate::observe::metrics::AuthCounters::new(metrics, &r.name));
         for (j, f) in r.filters.iter().enumerate() {
-            match build_one(f, &r.name, config, limiters, metrics) {
+            match build_one(f, (&r.name, &auth), config, limiters, metrics) {
                 Ok(f) => built.push(f),
                 Err(e) => errors.push((format!("routes[{i}].filters[{j}]"), e)),
             }
@@ -58,7 +59,7 @@ pub fn preflight(config: &Config) -> Vec<Problem> {
 
 fn build_one(
     f: &FilterConfig,
-    route: &str,
+    (route, auth_counters): (&str, &Arc<crate::observe::metrics::AuthCounters>),
     config: &Config,
     limiters: &HashMap<Arc<str>, Arc<Limiter>>,
     metrics: &Metrics,
@@ -92,9 +93,13 @@ fn build_one(
             Ok(Filter::Fault(f.clone()))
         }
         FilterConfig::Auth(a) => match (&a.api_key, &a.jwt) {
-            (Some(k), None) => Ok(Filter::ApiKey(Arc::new(
-                ApiKeyAuth::new(k, &config.consumers).map_err(|e| format!("auth.api_key: {e}"))?,
-            ))),
+            (Some(k), None) => Ok(Filter::ApiKey(
+                Arc::new(
+                    ApiKeyAuth::new(k, &config.consumers)
+                        .map_err(|e| format!("auth.api_key: {e}"))?,
+                ),
+                auth_counters.clone(),
+            )),
             (None, Some(j)) => {
                 let issuer = config
                     .jwt_issuers
@@ -103,7 +108,7 @@ fn build_one(
                     .ok_or_else(|| format!("auth.jwt: no jwt issuer named {:?}", j.issuer))?;
                 let auth = JwtAuth::new(issuer, j.forward)
                     .map_err(|e| format!("auth.jwt: issuer {:?}: {e}", issuer.name))?;
-                Ok(Filter::Jwt(Arc::new(auth)))
+                Ok(Filter::Jwt(Arc::new(auth), auth_counters.clone()))
             }
             _ => Err("auth needs exactly one of api_key and jwt".into()),
         },
