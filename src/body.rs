@@ -264,7 +264,13 @@ impl http_body::Body for Body {
                 this.ended = true;
                 return Poll::Ready(out);
             }
-            Kind::Stream(inner) => match Pin::new(inner).poll_frame(cx) {
+            Kind::Stream(inner) => match Pin::new(&mut *inner).poll_frame(cx) {
+                // Request trailers are dropped: they would carry headers (identity ones among
+                // them) past every check the request's head went through.
+                Poll::Ready(Some(Ok(f))) if f.is_trailers() && this.progress.is_some() => {
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
                 Poll::Ready(Some(Ok(f))) => f,
                 Poll::Ready(Some(Err(e))) => {
                     if let Some(p) = &this.progress {

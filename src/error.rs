@@ -260,6 +260,7 @@ pub fn local_reply(err: &ProxyError, request_id: &HeaderValue) -> Response<Body>
             let v = match *r {
                 "missing_api_key" => "ApiKey realm=\"gatehouse\"",
                 "missing_token" => "Bearer realm=\"gatehouse\"",
+                "ambiguous_credentials" => "Bearer realm=\"gatehouse\", error=\"invalid_request\"",
                 _ => "Bearer realm=\"gatehouse\", error=\"invalid_token\"",
             };
             h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(v));

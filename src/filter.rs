@@ -51,11 +51,26 @@ impl IdentityHeaders {
         }
     }
 
-    /// Removes every client-sent identity header.
+    /// Removes every client-sent identity header, also spelled with `_` for `-` (backends
+    /// that fold `_` into `-` would read `x_gatehouse_consumer` as the real one).
     pub fn remove_from(&self, h: &mut HeaderMap) {
         h.remove(&self.consumer);
         for n in &self.strip {
             h.remove(n);
+        }
+        if h.keys().any(|k| k.as_str().contains('_')) {
+            let spoofs: Vec<http::HeaderName> = h
+                .keys()
+                .filter(|k| {
+                    let folded = k.as_str().replace('_', "-");
+                    folded == self.consumer.as_str()
+                        || self.strip.iter().any(|s| s.as_str() == folded)
+                })
+                .cloned()
+                .collect();
+            for n in spoofs {
+                h.remove(n);
+            }
         }
     }
 

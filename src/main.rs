@@ -242,6 +242,11 @@ async fn wait_and_drain(gw: gatehouse::Gateway) -> anyhow::Result<()> {
 }
 
 async fn run_demo(listen: String, admin: String, print_config: bool) -> anyhow::Result<()> {
+    // The addresses go into the demo's YAML: only an IP:port may.
+    for (what, a) in [("--listen", &listen), ("--admin", &admin)] {
+        a.parse::<std::net::SocketAddr>()
+            .map_err(|_| anyhow::anyhow!("{what} {a:?}: expected IP:port, like 127.0.0.1:8080"))?;
+    }
     if !print_config {
         raise_nofile_limit();
     }

@@ -237,6 +237,7 @@ async fn forward(
         .route_filters
         .get(route.index)
         .map_or(&[][..], Vec::as_slice);
+    let mut consumer = None;
     if !filters.is_empty() {
         let mut identity = crate::filter::Identity::default();
         let (mut parts, body) = req.into_parts();
@@ -249,14 +250,12 @@ async fn forward(
             response_headers,
         )
         .await;
-        if let Some(c) = &identity.consumer {
-            snap.identity.set(&mut parts.headers, c);
-        }
         req = Request::from_parts(parts, body);
         if let Some(r) = rec.as_deref_mut() {
             r.consumer = identity.consumer.clone();
         }
         outcome?;
+        consumer = identity.consumer;
         // An auth filter may have removed a credential from the query string.
         let path_only = path_and_query.split('?').next().unwrap_or("/").to_string();
         path_and_query = match req.uri().query() {
@@ -312,6 +311,11 @@ async fn forward(
     };
     parts.extensions = http::Extensions::new();
     headers::strip_hop_by_hop(&mut parts.headers, upgrade.clone());
+    // After hop-by-hop removal, so a client's `Connection: x-gatehouse-consumer` cannot take
+    // away the header the gateway sets.
+    if let Some(c) = &consumer {
+        snap.identity.set(&mut parts.headers, c);
+    }
     headers::set_forwarding(
         &mut parts.headers,
         &headers::Hop {

@@ -1,10 +1,12 @@
 //! The route table: host / path / method / header matching, compiled once per snapshot.
-//! Pure: no I/O. Most specific route wins (see [`Specificity`]); ties go to config order.
+//! Pure: no I/O. Most specific route wins (`gatehouse_config::shadow::specificity`); ties go to
+//! config order.
 //!
 //! Path prefixes match on segment boundaries: `/api` matches `/api` and `/api/x`, not `/apix`.
 //! Paths arrive normalized (`canonical::path`): the path a route matches is the path its
 //! backend receives. `match.ignore_case` compares the literal parts without ASCII case.
 
+use gatehouse_config::shadow::Specificity;
 use gatehouse_config::template::{parse_template, Segment};
 use gatehouse_config::Route as RouteConfig;
 use http::{HeaderMap, HeaderName, Method};
@@ -51,38 +53,9 @@ pub struct Route {
     pub strip_prefix: bool,
     pub retry_non_idempotent: bool,
     ignore_case: bool,
-}
-
-/// Ordering key, compared field by field, larger is more specific:
-/// host (exact > wildcard, longer suffix first > any), then path kind
-/// (exact > template > prefix > any), then the path's literal length, then the number of
-/// header matches, then whether methods are restricted.
-#[derive(Debug, PartialEq, Eq, PartialOrd, Ord, Clone, Copy)]
-struct Specificity(u8, usize, u8, usize, usize, bool);
-
-impl Route {
-    fn specificity(&self) -> Specificity {
-        let (hk, hl) = match &self.host {
-            HostMatch::Exact(h) => (2, h.len()),
-            HostMatch::Suffix(s) => (1, s.len()),
-            HostMatch::Any => (0, 0),
-        };
-        let (pk, pl) = match &self.path {
-            PathMatch::Exact(p) => (3, p.len()),
-            PathMatch::Template(segs) => (
-                2,
-                segs.iter()
-                    .map(|s| match s {
-                        Segment::Literal(l) => l.len() + 1,
-                        _ => 0,
-                    })
-                    .sum(),
-            ),
-            PathMatch::Prefix(p) => (1, p.len()),
-            PathMatch::Any => (0, 0),
-        };
-        Specificity(hk, hl, pk, pl, self.headers.len(), !self.methods.is_empty())
-    }
+    /// The table's order: `gatehouse_config::shadow::specificity`, shared with the check that
+    /// refuses routes that can never match.
+    rank: Specificity,
 }
 
 /// The outcome of a match.
@@ -110,7 +83,7 @@ impl RouteTable {
             .map(|(i, c)| compile(i, c))
             .collect();
         // Stable sort keeps config order among equally specific routes.
-        routes.sort_by_key(|r| std::cmp::Reverse(r.specificity()));
+        routes.sort_by_key(|r| std::cmp::Reverse(r.rank));
         RouteTable { routes }
     }
 
@@ -197,6 +170,7 @@ fn compile(index: usize, c: &RouteConfig) -> Route {
         strip_prefix: c.strip_prefix,
         retry_non_idempotent: c.retry_non_idempotent,
         ignore_case: m.ignore_case,
+        rank: gatehouse_config::shadow::specificity(m),
     }
 }
 

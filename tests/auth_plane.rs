@@ -120,7 +120,7 @@ fn shadowed_routes_and_identity_before_auth_are_check_errors() {
                   \x20 - {name: locked, match: {path_prefix: /admin}, cluster: internal-billing, filters: [{auth: {api_key: {}}}]}\n";
     let (ok, err) = check(&base("127.0.0.1:9", "127.0.0.1:9", routes, ""), &[]);
     assert!(!ok);
-    assert!(err.contains("routes[1].match: route \"locked\" can never match: route \"open\" (routes[0]) has the same match and always wins"), "{err}");
+    assert!(err.contains("routes[1].match: route \"locked\" can never match: route \"open\" (routes[0]) matches every request it does and always wins"), "{err}");
 
     let routes = "  - {name: r, cluster: public-api, filters: [{rate_limit: per-consumer}, {auth: {api_key: {}}}]}\n";
     let extra = "rate_limits: [{name: per-consumer, rate: 5/s, key: consumer}]\n";
@@ -709,5 +709,254 @@ async fn one_issuer_with_rsa_and_ec_keys_accepts_both() {
             .await
             .unwrap();
         assert_eq!(r.status(), 200, "{alg:?}");
+    }
+}
+
+/// Signs `header` and `claims` exactly as given with HS256 (for headers jsonwebtoken will not
+/// write, like `crit`).
+fn hs_raw(header: Value, claims: Value) -> String {
+    use base64::Engine;
+    use hmac::Mac;
+    let b64 = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+    let input = format!("{}.{}", b64(&header), b64(&claims));
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+    mac.update(input.as_bytes());
+    let sig = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+    format!("{input}.{sig}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_cannot_be_smuggled_or_lost() {
+    let app = FakeUpstream::start("app").await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gw.yaml");
+    let yaml = jwt_config(&app.addr().to_string(), "", "x-user-id").replace(
+        "address: '127.0.0.1:0'}]",
+        "address: '127.0.0.1:0', headers_with_underscores: allow}]",
+    );
+    std::fs::write(&path, yaml).unwrap();
+    let gw = Running::start_with_env(&path, &[("GH_JWT_SECRET", SECRET)]);
+    let c = reqwest::Client::new();
+    let url = |p: &str| format!("http://{}{p}", gw.addr);
+    // `Connection` cannot take away the header the gateway sets.
+    let r = c
+        .get(url("/key"))
+        .header("x-api-key", "k-1")
+        .header("connection", "x-gatehouse-consumer")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(app.last_seen().headers["x-gatehouse-consumer"], "svc-a");
+    // `_` spellings of identity headers never pass, even where underscores are allowed.
+    let r = c
+        .get(url("/open"))
+        .header("x_gatehouse_consumer", "admin")
+        .header("X_User_Id", "1")
+        .header("x_other", "kept")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let seen = app.last_seen();
+    assert!(
+        seen.headers.get("x_gatehouse_consumer").is_none()
+            && seen.headers.get("x_user_id").is_none(),
+        "{:?}",
+        seen.headers
+    );
+    assert_eq!(seen.headers["x_other"], "kept");
+    // Two credentials: one would be checked, a backend might read the other.
+    let r = c
+        .get(url("/key"))
+        .header("x-api-key", "k-1")
+        .header("x-api-key", "guess")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let good =
+        json!({"sub": "alice", "iss": "https://auth.example", "aud": "api", "exp": now() + 600});
+    let r = c
+        .get(url("/jwt"))
+        .bearer_auth(hs(good.clone()))
+        .header("authorization", "Bearer x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    // The scheme is case-insensitive.
+    let r = c
+        .get(url("/jwt"))
+        .header("authorization", format!("BEARER {}", hs(good.clone())))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // `crit` names extensions we do not implement: refused.
+    let crit = hs_raw(
+        json!({"alg": "HS256", "typ": "JWT", "crit": ["foo"], "foo": 1}),
+        good.clone(),
+    );
+    let r = c.get(url("/jwt")).bearer_auth(crit).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    // A consumer a header cannot carry unchanged is not a consumer: the token is refused.
+    for sub in [
+        json!("x\u{0}"),
+        json!(" admin "),
+        json!("a\u{7f}"),
+        json!(1e2),
+        json!({"id": 1}),
+    ] {
+        let mut claims = good.clone();
+        claims["sub"] = sub.clone();
+        let r = c
+            .get(url("/jwt"))
+            .bearer_auth(hs(claims))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "sub {sub}");
+    }
+}
+
+/// An HTTP/2 backend that answers with the names of the request trailers it received.
+async fn h2_trailer_backend() -> std::net::SocketAddr {
+    use http_body_util::BodyExt;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    |req: hyper::Request<hyper::body::Incoming>| async move {
+                        let collected = req.into_body().collect().await.unwrap();
+                        let names: Vec<String> = collected
+                            .trailers()
+                            .map(|t| t.keys().map(|k| k.to_string()).collect())
+                            .unwrap_or_default();
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                            http_body_util::Full::new(bytes::Bytes::from(format!(
+                                "trailers:{}",
+                                names.join(",")
+                            ))),
+                        ))
+                    },
+                );
+                let _ =
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                        .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_trailers_never_reach_a_backend() {
+    let h2 = h2_trailer_backend().await;
+    let yaml = format!(
+        "listeners: [{{name: public, address: '127.0.0.1:0'}}]\naccess_log: off\n\
+         clusters: [{{name: h2app, protocol: http2, endpoints: [{{address: '{h2}'}}], health_check: {{enabled: false}}}}]\n\
+         routes: [{{name: all, cluster: h2app}}]\n"
+    );
+    let gw = Running::start(&yaml, &[]);
+    let (s, r) = send(
+        gw.addr,
+        "POST /t HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\nTE: trailers\r\nConnection: close\r\n\r\n3\r\nabc\r\n0\r\nX-Gatehouse-Consumer: admin\r\nX-User-Id: 7\r\n\r\n",
+    )
+    .await;
+    assert_eq!(s, 200, "{r}");
+    assert!(r.ends_with("trailers:"), "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_guard_reads_every_host_and_origin() {
+    let (_gw, app, admin) = admin_gateway("").await;
+    let port = admin.port();
+    let drain = format!("/clusters/app/endpoints/{}/drain", app.addr());
+    for (name, raw) in [
+        ("an IP origin on the same port", format!("POST {drain} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nOrigin: http://203.0.113.9:{port}\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}")),
+        ("two Hosts", format!("GET /status HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nHost: evil.example:{port}\r\nConnection: close\r\n\r\n")),
+        ("absolute form naming another host", format!("GET http://evil.example:{port}/status HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n")),
+        ("two Origins", format!("GET /status HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nOrigin: http://127.0.0.1:{port}\r\nOrigin: http://evil.example\r\nConnection: close\r\n\r\n")),
+        ("two Sec-Fetch-Site", format!("GET /status HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nSec-Fetch-Site: same-origin\r\nSec-Fetch-Site: cross-site\r\nConnection: close\r\n\r\n")),
+    ] {
+        let (s, r) = send(admin, &raw).await;
+        assert_eq!(s, 403, "{name}: {r}");
+    }
+    let v: Value = reqwest::get(format!("http://{admin}/clusters/app"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["endpoints"][0]["drained"], false);
+}
+
+#[test]
+fn config_holes_found_by_attack_are_check_errors() {
+    let routes = "  - {name: proxy, match: {path_template: '/v1/{*service}'}, cluster_from_path: {param: service, allow: [public-api]}}\n";
+    let (ok, err) = check(&base("127.0.0.1:9", "127.0.0.1:9", routes, ""), &[]);
+    assert!(!ok);
+    assert!(
+        err.contains("cluster_from_path.param: {*service} is the rest of the path"),
+        "{err}"
+    );
+    let routes =
+        "  - {name: r, cluster: public-api, filters: [{auth: {api_key: {}}}, {rate_limit: hdr}]}\n";
+    let extra = "rate_limits: [{name: hdr, rate: 2/m, key: 'header:x-gatehouse-consumer'}]\n";
+    let (ok, err) = check(&base("127.0.0.1:9", "127.0.0.1:9", routes, extra), &[]);
+    assert!(!ok);
+    assert!(
+        err.contains("rate_limits[0].key: \"x-gatehouse-consumer\" is an identity header"),
+        "{err}"
+    );
+    // A template with different parameter names shadows as surely as the same match.
+    let routes = "  - {name: open, match: {path_template: '/users/{id}'}, cluster: public-api}\n\
+                  \x20 - {name: locked, match: {path_template: '/users/{uid}'}, cluster: internal-billing, filters: [{auth: {api_key: {}}}]}\n";
+    let (ok, err) = check(&base("127.0.0.1:9", "127.0.0.1:9", routes, ""), &[]);
+    assert!(!ok);
+    assert!(err.contains("route \"locked\" can never match"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jwks_key_without_verify_in_key_ops_does_not_verify() {
+    let app = FakeUpstream::start("app").await;
+    let mut jwks: Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("{DIR}/jwks.json")).unwrap())
+            .unwrap();
+    let mut ops = jwks["keys"][0].clone();
+    ops["kid"] = json!("ops");
+    ops["key_ops"] = json!(["encrypt"]);
+    ops.as_object_mut().unwrap().remove("use");
+    jwks["keys"].as_array_mut().unwrap().push(ops);
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("jwks.json");
+    std::fs::write(&keys, jwks.to_string()).unwrap();
+    let yaml = jwt_config(&app.addr().to_string(), "", "").replace(
+        "algorithms: [HS256], secret_env: GH_JWT_SECRET",
+        &format!("algorithms: [RS256], keys_file: '{}'", keys.display()),
+    );
+    let path = dir.path().join("gw.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let gw = Running::start_with_env(&path, &[]);
+    let rsa = EncodingKey::from_rsa_pem(&std::fs::read(format!("{DIR}/rsa-private.pem")).unwrap())
+        .unwrap();
+    let claims =
+        json!({"sub": "a", "iss": "https://auth.example", "aud": "api", "exp": now() + 600});
+    let c = reqwest::Client::new();
+    for (kid, want) in [("rsa-1", 200), ("ops", 401)] {
+        let mut h = Header::new(Algorithm::RS256);
+        h.kid = Some(kid.into());
+        let t = encode(&h, &claims, &rsa).unwrap();
+        let r = c
+            .get(format!("http://{}/jwt", gw.addr))
+            .bearer_auth(t)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), want, "kid {kid}");
     }
 }

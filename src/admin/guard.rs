@@ -61,21 +61,33 @@ impl Guard {
         bare.parse::<IpAddr>().is_ok() || self.names.iter().any(|n| n == name)
     }
 
-    /// Whether the request comes from a page on another origin.
-    fn cross_site(&self, h: &HeaderMap) -> bool {
-        if let Some(site) = h.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
-            if site.eq_ignore_ascii_case("cross-site") || site.eq_ignore_ascii_case("same-site") {
+    /// Whether the request comes from a page on another origin: a `Sec-Fetch-Site` that is not
+    /// same-origin/none, or an `Origin` that is not exactly `http://` + the request's own (checked)
+    /// `host`. More than one of either header is refused outright.
+    fn cross_site(&self, h: &HeaderMap, host: &str) -> bool {
+        let mut sites = h.get_all("sec-fetch-site").iter();
+        if let Some(site) = sites.next() {
+            let site = site.to_str().unwrap_or("");
+            let ok = site.eq_ignore_ascii_case("same-origin") || site.eq_ignore_ascii_case("none");
+            if !ok || sites.next().is_some() {
                 return true;
             }
         }
-        match h.get(header::ORIGIN) {
-            None => false,
-            Some(o) => {
+        let mut origins = h.get_all(header::ORIGIN).iter();
+        match (origins.next(), origins.next()) {
+            (None, _) => false,
+            (Some(_), Some(_)) => true,
+            (Some(o), None) => {
                 let o = o.to_str().unwrap_or("");
+                // `null`, https://, a path, anything that is not this very origin.
                 let Some(rest) = o.strip_prefix("http://") else {
-                    return true; // `null`, https://, anything else
+                    return true;
                 };
-                !self.host_ok(rest)
+                let same = crate::canonical::host::canonical(rest)
+                    .ok()
+                    .zip(crate::canonical::host::canonical(host).ok())
+                    .is_some_and(|(a, b)| a == b);
+                !same
             }
         }
     }
@@ -126,17 +138,24 @@ fn refuse(status: StatusCode, error: &str) -> Response {
 /// Host, cross-site and content-type checks for every admin request.
 pub async fn check(State(s): State<AdminState>, req: Request, next: Next) -> Response {
     let h = req.headers();
-    let host = h
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .or_else(|| req.uri().authority().map(|a| a.as_str()));
-    if !host.is_some_and(|host| s.guard.host_ok(host)) {
+    let mut hosts = h.get_all(header::HOST).iter();
+    let host = hosts.next().and_then(|v| v.to_str().ok());
+    let authority = req.uri().authority().map(|a| a.as_str());
+    // One Host; an absolute-form target or HTTP/2 :authority must name the listener too.
+    let named = match (host, authority, hosts.next()) {
+        (_, _, Some(_)) => None,
+        (Some(h), Some(a), None) => (s.guard.host_ok(a) && s.guard.host_ok(h)).then_some(h),
+        (Some(h), None, None) => s.guard.host_ok(h).then_some(h),
+        (None, Some(a), None) => s.guard.host_ok(a).then_some(a),
+        (None, None, None) => None,
+    };
+    let Some(host) = named else {
         return refuse(
             StatusCode::FORBIDDEN,
             "this Host does not name the admin listener (see admin.allowed_hosts)",
         );
-    }
-    if s.guard.cross_site(h) {
+    };
+    if s.guard.cross_site(h, host) {
         return refuse(StatusCode::FORBIDDEN, "cross-site requests are refused");
     }
     if req.method() == Method::POST {
@@ -183,8 +202,8 @@ pub async fn token(
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(|t| t.trim().as_bytes().to_vec());
+        .and_then(crate::filter::jwt::bearer_token)
+        .map(|t| t.as_bytes().to_vec());
     let presented = from_header.or(from_query);
     let ok = presented
         .as_ref()
@@ -240,15 +259,20 @@ mod tests {
             }
             m
         };
-        assert!(!g.cross_site(&h(&[])));
-        assert!(!g.cross_site(&h(&[("origin", "http://localhost:9901")])));
-        assert!(!g.cross_site(&h(&[("sec-fetch-site", "same-origin")])));
-        assert!(!g.cross_site(&h(&[("sec-fetch-site", "none")])));
-        assert!(g.cross_site(&h(&[("origin", "http://evil.example")])));
-        assert!(g.cross_site(&h(&[("origin", "http://localhost:8080")])));
-        assert!(g.cross_site(&h(&[("origin", "null")])));
-        assert!(g.cross_site(&h(&[("sec-fetch-site", "cross-site")])));
-        assert!(g.cross_site(&h(&[("sec-fetch-site", "same-site")])));
+        let host = "localhost:9901";
+        assert!(!g.cross_site(&h(&[]), host));
+        assert!(!g.cross_site(&h(&[("origin", "http://localhost:9901")]), host));
+        assert!(!g.cross_site(&h(&[("origin", "http://LOCALHOST:9901")]), host));
+        assert!(!g.cross_site(&h(&[("sec-fetch-site", "same-origin")]), host));
+        assert!(!g.cross_site(&h(&[("sec-fetch-site", "none")]), host));
+        assert!(g.cross_site(&h(&[("origin", "http://evil.example")]), host));
+        assert!(g.cross_site(&h(&[("origin", "http://localhost:8080")]), host));
+        // Another origin on the same port number is another origin.
+        assert!(g.cross_site(&h(&[("origin", "http://203.0.113.9:9901")]), host));
+        assert!(g.cross_site(&h(&[("origin", "http://127.0.0.1:9901")]), host));
+        assert!(g.cross_site(&h(&[("origin", "null")]), host));
+        assert!(g.cross_site(&h(&[("sec-fetch-site", "cross-site")]), host));
+        assert!(g.cross_site(&h(&[("sec-fetch-site", "same-site")]), host));
     }
 
     #[tokio::test(start_paused = true)]

@@ -53,10 +53,12 @@ impl ApiKeyAuth {
 
     /// The consumer for this request, removing the credential unless forwarding it.
     pub fn authenticate(&self, parts: &mut http::request::Parts) -> Result<Arc<str>, ProxyError> {
-        let from_header = parts
-            .headers
-            .get(&self.header)
-            .map(|v| v.as_bytes().to_vec());
+        let mut values = parts.headers.get_all(&self.header).iter();
+        let from_header = values.next().map(|v| v.as_bytes().to_vec());
+        if values.next().is_some() {
+            // Two keys: one would be checked and a backend might read the other.
+            return Err(ProxyError::Unauthorized("ambiguous_credentials"));
+        }
         let key = match from_header {
             Some(k) => Some(k),
             None => self.query.as_ref().and_then(|q| query_param(&parts.uri, q)),

@@ -45,6 +45,56 @@ fn algorithm(name: &str) -> Option<Algorithm> {
     }
 }
 
+/// The token of an `Authorization: Bearer ...` value; the scheme is case-insensitive
+/// (RFC 9110 §11.1).
+pub fn bearer_token(v: &str) -> Option<&str> {
+    let (scheme, token) = v.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// Whether the token's protected header names critical extensions (`crit`).
+fn has_crit(token: &str) -> bool {
+    use base64::Engine;
+    let Some(head) = token.split('.').next() else {
+        return false;
+    };
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(head)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Map<String, Value>>(&b).ok())
+        .is_some_and(|h| h.contains_key("crit"))
+}
+
+/// The consumer a claim names: a string that can be sent as a header value unchanged (no
+/// control characters, no surrounding whitespace a backend might trim), or an integer. Anything
+/// else in the consumer claim makes the token unusable rather than anonymous.
+fn consumer_of(v: Option<&Value>) -> Result<Option<Arc<str>>, ProxyError> {
+    let bad = Err(ProxyError::Unauthorized("invalid_token"));
+    match v {
+        None => Ok(None),
+        Some(Value::String(s)) => {
+            let clean = !s.is_empty()
+                && s.trim() == s
+                && s.bytes().all(|b| (0x20..0x7f).contains(&b) || b >= 0x80)
+                && http::HeaderValue::from_str(s).is_ok();
+            if clean {
+                Ok(Some(Arc::from(s.as_str())))
+            } else {
+                bad
+            }
+        }
+        Some(Value::Number(n)) => match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => Ok(Some(Arc::from(i.to_string().as_str()))),
+            (_, Some(u)) => Ok(Some(Arc::from(u.to_string().as_str()))),
+            _ => bad,
+        },
+        Some(_) => bad,
+    }
+}
+
 impl JwtAuth {
     pub fn new(cfg: &JwtIssuer, forward: bool) -> Result<Self, String> {
         let algs: Vec<Algorithm> = cfg
@@ -106,6 +156,14 @@ impl JwtAuth {
                                 | Some(jsonwebtoken::jwk::PublicKeyUse::Other(_))
                         ) {
                             continue;
+                        }
+                        if let Some(ops) = &jwk.common.key_operations {
+                            if !ops
+                                .iter()
+                                .any(|o| matches!(o, jsonwebtoken::jwk::KeyOperations::Verify))
+                            {
+                                continue;
+                            }
                         }
                         // `alg` on a key pins it: RS384 means not RS256. Without `alg`, the key
                         // may serve any of the issuer's algorithms of its own family.
@@ -203,16 +261,20 @@ impl JwtAuth {
 
     /// Verifies the bearer token; removes `Authorization` unless forwarding it.
     pub fn authenticate(&self, parts: &mut http::request::Parts) -> Result<Verified, ProxyError> {
-        let token = parts
-            .headers
-            .get(header::AUTHORIZATION)
+        let mut values = parts.headers.get_all(header::AUTHORIZATION).iter();
+        let first = values.next();
+        if values.next().is_some() {
+            // Two credentials: one would be checked and a backend might read the other.
+            return Err(ProxyError::Unauthorized("ambiguous_credentials"));
+        }
+        let token = first
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim)
+            .and_then(bearer_token)
             .ok_or(ProxyError::Unauthorized("missing_token"))?;
+        if has_crit(token) {
+            // RFC 7515 §4.1.11: extensions we do not implement must be refused.
+            return Err(ProxyError::Unauthorized("invalid_token"));
+        }
         let head = decode_header(token).map_err(|_| ProxyError::Unauthorized("invalid_token"))?;
         let Some((_, validation)) = self.validations.iter().find(|(a, _)| *a == head.alg) else {
             return Err(ProxyError::Unauthorized("algorithm_not_allowed"));
@@ -228,11 +290,7 @@ impl JwtAuth {
                     if !self.forward {
                         parts.headers.remove(header::AUTHORIZATION);
                     }
-                    let consumer = match data.claims.get(&self.consumer_claim) {
-                        Some(Value::String(s)) if !s.is_empty() => Some(Arc::from(s.as_str())),
-                        Some(Value::Number(n)) => Some(Arc::from(n.to_string().as_str())),
-                        _ => None,
-                    };
+                    let consumer = consumer_of(data.claims.get(&self.consumer_claim))?;
                     return Ok(Verified {
                         consumer,
                         claims: data.claims,

@@ -290,8 +290,9 @@ const HEALTH_TO: [&str; 3] = ["healthy", "degraded", "down"];
 const OUTCOMES: [&str; 2] = ["success", "failure"];
 const DECISIONS: [&str; 2] = ["allowed", "limited"];
 /// Every reason an auth filter refuses with (`filter::api_key`, `filter::jwt`).
-pub const AUTH_REASONS: [&str; 11] = [
+pub const AUTH_REASONS: [&str; 12] = [
     "missing_api_key",
+    "ambiguous_credentials",
     "invalid_api_key",
     "missing_token",
     "invalid_token",

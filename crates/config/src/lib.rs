@@ -10,6 +10,7 @@ pub mod normalize;
 pub mod policy;
 pub mod position;
 pub mod schema;
+pub mod shadow;
 pub mod template;
 pub mod traffic;
 pub mod units;

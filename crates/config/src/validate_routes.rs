@@ -1,37 +1,36 @@
-//! Checks across routes: a route that can never match because an earlier one with the same
-//! match always wins (an error: it is usually a protected route shadowed by an open one), a
+//! Checks across routes: a route that can never match because another one matches all its
+//! requests and always wins (an error: it is usually a protected route shadowed by an open
+//! one; `shadow.rs`), a
 //! rate limit keyed on who the client is placed before anything says who it is (an error), and
 //! clusters reachable through routes with different authentication (a warning: often on purpose,
 //! a public and a private route to one backend, but worth a look).
 
 use crate::schema::{Config, Route};
+use crate::template::{parse_template, Segment};
 use crate::traffic::{parse_limit_key, Filter, LimitKey};
 use crate::validate::Problem;
 use std::collections::{BTreeMap, BTreeSet};
 
-/// What requests a route's match accepts, in a form where equal means "the same requests".
-fn match_key(r: &Route) -> impl PartialEq + '_ {
-    let m = &r.matches;
-    let host = m.host.as_ref().map(|h| h.to_ascii_lowercase());
-    // `path_prefix: /` matches every path, as no path match does.
-    let prefix = m.path_prefix.as_deref().filter(|p| *p != "/");
-    let mut methods: Vec<&str> = m.methods.iter().map(String::as_str).collect();
-    methods.sort_unstable();
-    methods.dedup();
-    let headers: BTreeMap<String, &str> = m
-        .headers
-        .iter()
-        .map(|(k, v)| (k.to_ascii_lowercase(), v.as_str()))
-        .collect();
-    (
-        host,
-        m.path.as_deref(),
-        prefix,
-        m.path_template.as_deref(),
-        methods,
-        headers,
-        m.ignore_case,
-    )
+/// A `cluster_from_path` parameter must be a one-segment `{param}`, not the catch-all: the
+/// rest of a path is never a cluster name.
+fn check_cluster_param(r: &Route, i: usize, p: &mut impl FnMut(String, String)) {
+    let (Some(cfp), Some(t)) = (&r.cluster_from_path, &r.matches.path_template) else {
+        return;
+    };
+    if let Ok(segs) = parse_template(t) {
+        if segs
+            .iter()
+            .any(|s| matches!(s, Segment::CatchAll(n) if *n == cfp.param))
+        {
+            p(
+                format!("routes[{i}].cluster_from_path.param"),
+                format!(
+                    "{{*{}}} is the rest of the path, not a cluster name: use a one-segment {{{}}}",
+                    cfp.param, cfp.param
+                ),
+            );
+        }
+    }
 }
 
 /// The auth filters of a route, as a comparable description.
@@ -50,38 +49,36 @@ fn auth_of(r: &Route) -> Vec<String> {
 }
 
 pub fn validate_routes(c: &Config, p: &mut impl FnMut(String, String)) {
-    // Shadowed routes. Routes with equal match keys tie on specificity (or the later one
-    // ranks lower, for `path_prefix: /` against no path), so config order decides: the first
-    // always wins.
-    for (j, r) in c.routes.iter().enumerate() {
-        let key = match_key(r);
-        if let Some((i, first)) = c
-            .routes
-            .iter()
-            .enumerate()
-            .take(j)
-            .find(|(_, e)| match_key(e) == key)
-        {
-            let first_wins = !(first.matches.path_prefix.is_none()
-                && first.matches.path.is_none()
-                && first.matches.path_template.is_none()
-                && r.matches.path_prefix.as_deref() == Some("/"));
-            let (loser, winner, li, wi) = if first_wins {
-                (r, first, j, i)
-            } else {
-                (first, r, i, j)
-            };
-            p(
-                format!("routes[{li}].match"),
-                format!(
-                    "route {:?} can never match: route {:?} (routes[{wi}]) has the same match and always wins",
-                    loser.name, winner.name
-                ),
-            );
-        }
+    // Shadowed routes: another route matches every request this one does and always wins.
+    for (j, i) in crate::shadow::shadowed(&c.routes) {
+        p(
+            format!("routes[{j}].match"),
+            format!(
+                "route {:?} can never match: route {:?} (routes[{i}]) matches every request it does and always wins",
+                c.routes[j].name, c.routes[i].name
+            ),
+        );
     }
 
-    // Identity used before it is known.
+    for (i, r) in c.routes.iter().enumerate() {
+        check_cluster_param(r, i, p);
+    }
+
+    // Identity used before it is known, or read from a header only the gateway sets.
+    let identity: Vec<String> = std::iter::once(&c.identity.consumer_header)
+        .chain(&c.identity.strip_headers)
+        .map(|h| h.to_ascii_lowercase())
+        .collect();
+    for (i, rl) in c.rate_limits.iter().enumerate() {
+        if let Ok(LimitKey::Header(h)) = parse_limit_key(&rl.key) {
+            if identity.contains(&h) {
+                p(
+                    format!("rate_limits[{i}].key"),
+                    format!("{h:?} is an identity header the gateway removes from requests and sets only after filters run: key on consumer instead"),
+                );
+            }
+        }
+    }
     let keyed: BTreeMap<&str, LimitKey> = c
         .rate_limits
         .iter()
