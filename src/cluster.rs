@@ -16,7 +16,7 @@ use endpoint::{Admission, EndpointState, Health};
 use gatehouse_config::policy::RetryOn;
 use gatehouse_config::{CircuitBreaker, OutlierDetection, Protocol, Retries, Timeouts};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -30,13 +30,13 @@ pub struct EndpointRef {
 
 /// Cluster-wide runtime state that outlives snapshots (keyed by cluster name).
 pub struct ClusterState {
-    pub budget: Mutex<RetryBudget>,
+    pub budget: RetryBudget,
 }
 
 impl Default for ClusterState {
     fn default() -> Self {
         ClusterState {
-            budget: Mutex::new(RetryBudget::new(Instant::now())),
+            budget: RetryBudget::new(Instant::now()),
         }
     }
 }

@@ -289,6 +289,30 @@ impl Breaker {
         }
     }
 
+    /// Records `n` successful, fast calls that arrived while CLOSED (batched by the caller so
+    /// the common case takes no lock). They cannot trip the breaker; elsewhere they are
+    /// outcomes of calls admitted before a trip and say nothing about now.
+    pub fn record_successes(&mut self, cfg: &Config, now: Instant, n: u32) {
+        if !cfg.enabled || self.state != State::Closed || n == 0 {
+            return;
+        }
+        if !self.recent.matches(cfg.window) {
+            self.recent = Recent::new(cfg.window);
+        }
+        let ok = Call {
+            failed: false,
+            slow: false,
+        };
+        let cap = match &self.recent {
+            Recent::Calls { cap, .. } => *cap as u32,
+            Recent::Time { .. } => u32::MAX,
+        };
+        for _ in 0..n.min(cap) {
+            self.recent.push(now, ok);
+        }
+        self.consecutive = 0;
+    }
+
     /// A probe ended without an outcome (the client went away): free its slot.
     pub fn cancel_probe(&mut self) {
         if self.state == State::HalfOpen && self.probes_out.pop_front().is_some() {

@@ -7,7 +7,7 @@ use super::breaker::{Admit, Breaker, Call, State as BreakerState, Transition};
 use crate::observe::events::Events;
 use gatehouse_config::CircuitBreaker;
 use serde_json::json;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -72,7 +72,12 @@ pub struct EndpointState {
     fault_on: AtomicBool,
     /// Woken when the breaker opens: tries still waiting on this endpoint may move elsewhere.
     pub opened: tokio::sync::Notify,
+    /// Successes seen while CLOSED and not yet handed to the breaker (the no-lock path).
+    pending_ok: AtomicU32,
 }
+
+/// Successes are handed to the breaker in batches of this many (or before any other outcome).
+const OK_BATCH: u32 = 32;
 
 /// A fault drill on one endpoint: its tries fail with `abort` or wait `delay`, until `until`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -110,6 +115,7 @@ impl EndpointState {
             fault: Mutex::new(None),
             fault_on: AtomicBool::new(false),
             opened: tokio::sync::Notify::new(),
+            pending_ok: AtomicU32::new(0),
         }
     }
 
@@ -335,9 +341,23 @@ impl EndpointState {
         may_trip: bool,
         events: &Events,
     ) -> Option<Transition> {
+        let plain_ok = !call.failed && !call.slow && admission == Admission::Normal;
+        if plain_ok && self.breaker_state() == BreakerState::Closed {
+            // A success cannot trip a CLOSED breaker: count it without the lock, hand the
+            // batch over now and then (and before any other outcome, so rates stay right).
+            if self.pending_ok.fetch_add(1, Ordering::Relaxed) + 1 < OK_BATCH {
+                return None;
+            }
+        }
         let t = {
             let mut b = self.breaker.lock().unwrap_or_else(|e| e.into_inner());
-            let t = b.record(cfg, now, call, admission == Admission::Probe, may_trip);
+            let pending = self.pending_ok.swap(0, Ordering::Relaxed);
+            b.record_successes(cfg, now, pending);
+            let t = if plain_ok {
+                None
+            } else {
+                b.record(cfg, now, call, admission == Admission::Probe, may_trip)
+            };
             self.mirror(&b);
             t
         }?;

@@ -164,12 +164,7 @@ pub async fn run(
         .per_try_timeout
         .map_or(cluster.timeouts.request.0, |d| d.0);
     let may_retry_method = idempotent(&head.method) || allow_non_idempotent;
-    cluster
-        .state
-        .budget
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .record_request(started);
+    cluster.state.budget.record_request(started);
     let mut body = Some(body);
     let mut tried: Vec<usize> = Vec::new();
     // The previous try's result, answered if no other endpoint is left to retry on.
@@ -297,16 +292,11 @@ pub async fn run(
                 || matches!(result, Err(ProxyError::EndpointEjected)))
             && Instant::now() < deadline;
         let retry = wanted
-            && cluster
-                .state
-                .budget
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .try_spend(
-                    Instant::now(),
-                    cluster.retries.budget.0,
-                    cluster.retries.min_retries_per_second,
-                );
+            && cluster.state.budget.try_spend(
+                Instant::now(),
+                cluster.retries.budget.0,
+                cluster.retries.min_retries_per_second,
+            );
         if wanted && !retry {
             cluster.retry_counters.refused_by_budget.inc();
         }

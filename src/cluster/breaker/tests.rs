@@ -276,3 +276,27 @@ fn forced_open_and_closed() {
     assert_eq!(b.force(&c, t0, false), Transition::Closed);
     assert_eq!(b.admit(&c, t0).0, Admit::Yes);
 }
+
+#[test]
+fn batched_successes_count_like_single_ones() {
+    let c = Config {
+        consecutive_failures: 0,
+        failure_rate: Some(Percent(0.5)),
+        ..cfg()
+    };
+    let now = Instant::now();
+    // Eight successes handed over as one batch, then failures: the window holds the last ten
+    // calls, so the rate reaches 50 % at the fifth failure (5 of 10), not before.
+    let mut b = Breaker::new(&c);
+    b.record_successes(&c, now, 8);
+    assert_eq!(feed(&mut b, &c, now, &[FAIL, FAIL, FAIL, FAIL]), None);
+    assert!(matches!(
+        feed(&mut b, &c, now, &[FAIL]),
+        Some(Transition::Opened { .. })
+    ));
+    // A batch resets the consecutive count, as single successes do.
+    let mut b = Breaker::new(&cfg());
+    feed(&mut b, &cfg(), now, &[FAIL, FAIL]);
+    b.record_successes(&cfg(), now, 1);
+    assert_eq!(feed(&mut b, &cfg(), now, &[FAIL, FAIL]), None);
+}
