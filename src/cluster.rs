@@ -15,7 +15,7 @@ use budget::RetryBudget;
 use endpoint::{Admission, EndpointState, Health};
 use gatehouse_config::policy::RetryOn;
 use gatehouse_config::{CircuitBreaker, OutlierDetection, Protocol, Retries, Timeouts};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -31,13 +31,47 @@ pub struct EndpointRef {
 /// Cluster-wide runtime state that outlives snapshots (keyed by cluster name).
 pub struct ClusterState {
     pub budget: RetryBudget,
+    /// Shared by the cluster's connectors (`clusters[].limits.max_connections/max_pending`).
+    pub connections: Arc<crate::upstream::ConnLimit>,
+    /// Requests in flight to the cluster (`limits.max_requests`).
+    pub requests: AtomicUsize,
+    /// Retries in flight (`limits.max_retries`).
+    pub retries: AtomicUsize,
 }
 
 impl Default for ClusterState {
     fn default() -> Self {
         ClusterState {
             budget: RetryBudget::new(Instant::now()),
+            connections: Arc::default(),
+            requests: AtomicUsize::new(0),
+            retries: AtomicUsize::new(0),
         }
+    }
+}
+
+/// Holds one place under a cluster counter (requests or retries in flight) until dropped.
+pub struct Slot(Arc<ClusterState>, fn(&ClusterState) -> &AtomicUsize);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        (self.1)(&self.0).fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl ClusterState {
+    /// Takes a place under `max` on the counter `which`, or `None` when it is full.
+    pub fn take(
+        self: &Arc<Self>,
+        which: fn(&ClusterState) -> &AtomicUsize,
+        max: usize,
+    ) -> Option<Slot> {
+        which(self)
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Slot(self.clone(), which))
     }
 }
 
@@ -53,6 +87,7 @@ pub struct Cluster {
     pub retry_on: Vec<RetryOn>,
     pub slow_start: Duration,
     pub state: Arc<ClusterState>,
+    pub limits: gatehouse_config::ClusterLimits,
     /// (health epoch << 1) | panic, see `panic()`.
     pub panic_cache: AtomicU64,
     pub retry_counters: RetryCounters,
@@ -62,14 +97,29 @@ pub struct Cluster {
 pub struct RetryCounters {
     pub sent: prometheus_client::metrics::counter::Counter,
     pub refused_by_budget: prometheus_client::metrics::counter::Counter,
+    /// Requests refused at one of the cluster's limits, by limit.
+    pub overflow_requests: prometheus_client::metrics::counter::Counter,
+    pub overflow_connections: prometheus_client::metrics::counter::Counter,
+    pub overflow_retries: prometheus_client::metrics::counter::Counter,
 }
 
 impl RetryCounters {
     pub fn new(m: &crate::observe::metrics::Metrics, cluster: &str) -> Self {
         let l = vec![("cluster", cluster.to_string())];
+        let overflow = |limit: &str| {
+            m.cluster_overflow
+                .get_or_create(&vec![
+                    ("cluster", cluster.to_string()),
+                    ("limit", limit.to_string()),
+                ])
+                .clone()
+        };
         RetryCounters {
             sent: m.retries.get_or_create(&l).clone(),
             refused_by_budget: m.retry_budget_exhausted.get_or_create(&l).clone(),
+            overflow_requests: overflow("requests"),
+            overflow_connections: overflow("connections"),
+            overflow_retries: overflow("retries"),
         }
     }
 }

@@ -280,6 +280,10 @@ pub fn classify_upstream(err: &(dyn std::error::Error + 'static)) -> ProxyError 
     let mut timed_out = false;
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = cur {
+        // The cluster's own connection limit, not the endpoint: the gateway's overload.
+        if e.is::<crate::upstream::limit::PoolFull>() {
+            return ProxyError::ClusterOverloaded;
+        }
         if let Some(c) = e.downcast_ref::<hyper_util::client::legacy::Error>() {
             connect |= c.is_connect();
         }

@@ -67,7 +67,7 @@ pub struct Runtime {
     current: ArcSwap<Snapshot>,
     generation: AtomicU64,
     endpoints: Mutex<HashMap<EndpointKey, Arc<EndpointState>>>,
-    clients: Mutex<HashMap<ClientKey, (Timeouts, UpstreamClient)>>,
+    clients: Mutex<HashMap<ClientKey, ((Timeouts, usize), UpstreamClient)>>,
     /// Endpoints no snapshot uses any more, and since when: their state is kept for a grace
     /// period (a quick re-add keeps its breaker and health), then dropped.
     retired: Mutex<HashMap<EndpointKey, tokio::time::Instant>>,
@@ -172,6 +172,20 @@ impl Runtime {
             let mut cstates = self.clusters.lock().unwrap_or_else(|p| p.into_inner());
             for c in &config.clusters {
                 let name: Arc<str> = c.name.as_str().into();
+                let cstate = cstates.entry(name.clone()).or_default().clone();
+                cstate
+                    .connections
+                    .set(c.limits.max_connections, c.limits.max_pending);
+                let pool = (c.timeouts, c.limits.max_idle_per_endpoint);
+                let new_client = |addr: &str| {
+                    UpstreamClient::new(
+                        addr,
+                        c.protocol,
+                        &c.timeouts,
+                        cstate.connections.clone(),
+                        c.limits.max_idle_per_endpoint,
+                    )
+                };
                 let endpoints: Vec<EndpointRef> = c
                     .endpoints
                     .iter()
@@ -196,18 +210,10 @@ impl Runtime {
                             .clone();
                         let slot = clients
                             .entry((name.clone(), addr.clone(), c.protocol))
-                            .or_insert_with(|| {
-                                (
-                                    c.timeouts,
-                                    UpstreamClient::new(&e.address, c.protocol, &c.timeouts),
-                                )
-                            });
-                        if slot.0 != c.timeouts {
+                            .or_insert_with(|| (pool, new_client(&e.address)));
+                        if slot.0 != pool {
                             // Old snapshots keep the old pool until their requests finish.
-                            *slot = (
-                                c.timeouts,
-                                UpstreamClient::new(&e.address, c.protocol, &c.timeouts),
-                            );
+                            *slot = (pool, new_client(&e.address));
                         }
                         let client = slot.1.clone();
                         if c.health_check.enabled {
@@ -231,7 +237,6 @@ impl Runtime {
                         }
                     })
                     .collect();
-                let cstate = cstates.entry(name.clone()).or_default().clone();
                 let hash_on = c
                     .hash_on
                     .as_deref()
@@ -258,6 +263,7 @@ impl Runtime {
                         slow_start: c.slow_start.0,
                         retry_counters,
                         state: cstate,
+                        limits: c.limits,
                         panic_cache: std::sync::atomic::AtomicU64::new(0),
                     }),
                 );

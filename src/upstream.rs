@@ -8,6 +8,9 @@
 
 use crate::body::Body;
 use crate::error::{classify_upstream, ProxyError};
+pub use limit::ConnLimit;
+
+pub mod limit;
 use gatehouse_config::{Protocol, Timeouts};
 use http::{Request, Response, Uri};
 use hyper::body::Incoming;
@@ -15,6 +18,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::future::Future;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -32,24 +36,40 @@ fn framed(
     Ok(resp)
 }
 
-/// Dials one fixed endpoint, ignoring the URI it is asked for.
+/// Dials one fixed endpoint, ignoring the URI it is asked for, within its cluster's connection
+/// limit.
 #[derive(Clone)]
 pub struct FixedConnector {
     inner: HttpConnector,
     target: Uri,
+    limit: Arc<ConnLimit>,
+    /// How long a request may wait for room under the limit (the connect timeout).
+    wait: Duration,
 }
 
+type Dialed = <HttpConnector as tower_service::Service<Uri>>::Response;
+type ConnectError = Box<dyn std::error::Error + Send + Sync>;
+
 impl tower_service::Service<Uri> for FixedConnector {
-    type Response = <HttpConnector as tower_service::Service<Uri>>::Response;
-    type Error = <HttpConnector as tower_service::Service<Uri>>::Error;
-    type Future = <HttpConnector as tower_service::Service<Uri>>::Future;
+    type Response = limit::Counted<Dialed>;
+    type Error = ConnectError;
+    type Future = std::pin::Pin<
+        Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send + 'static>,
+    >;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
+        self.inner.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, _uri: Uri) -> Self::Future {
-        self.inner.call(self.target.clone())
+        let dial = self.inner.call(self.target.clone());
+        let limit = self.limit.clone();
+        let wait = self.wait;
+        Box::pin(async move {
+            let permit = limit.acquire(wait).await?;
+            let stream = dial.await?;
+            Ok(limit::Counted::new(stream, permit))
+        })
     }
 }
 
@@ -62,7 +82,15 @@ pub struct UpstreamClient {
 }
 
 impl UpstreamClient {
-    pub fn new(address: &str, protocol: Protocol, timeouts: &Timeouts) -> Self {
+    /// A client for one endpoint whose connections count against `limit` (its cluster's) and
+    /// of which at most `max_idle` stay pooled while idle.
+    pub fn new(
+        address: &str,
+        protocol: Protocol,
+        timeouts: &Timeouts,
+        limit: Arc<ConnLimit>,
+        max_idle: usize,
+    ) -> Self {
         let mut http = HttpConnector::new();
         http.set_nodelay(true);
         http.set_connect_timeout(Some(timeouts.connect.0));
@@ -72,9 +100,12 @@ impl UpstreamClient {
         let connector = FixedConnector {
             inner: http,
             target,
+            limit,
+            wait: timeouts.connect.0,
         };
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(timeouts.idle.0)
+            .pool_max_idle_per_host(max_idle)
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
             .http2_only(protocol == Protocol::Http2)

@@ -195,3 +195,105 @@ async fn a_buffered_slow_client_holds_no_upstream_connection() {
     }
     gw.shutdown(Duration::from_secs(2)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_limits_answer_overload_at_once_and_cap_connections() {
+    let app = FakeUpstream::start("app").await;
+    app.update(|b| b.delay = Duration::from_millis(600));
+    let gw = TestGateway::start(&config(
+        &app.addr().to_string(),
+        "",
+        ", retries: {attempts: 0}, limits: {max_connections: 1, max_pending: 1, max_requests: 3}",
+    ))
+    .await;
+    let url = gw.url("/slow");
+    let send = || {
+        let url = url.clone();
+        tokio::spawn(async move {
+            let t = std::time::Instant::now();
+            let r = common::client().get(url).send().await.unwrap();
+            let s = r.status().as_u16();
+            let body = r.text().await.unwrap();
+            (s, body, t.elapsed())
+        })
+    };
+    // One on the connection, one waiting for it; the third finds the queue full.
+    let first = send();
+    app.wait_hits(1).await;
+    let second = send();
+    let v: serde_json::Value = eventually("one pending", Duration::from_secs(5), || async {
+        let v: serde_json::Value = common::client()
+            .get(gw.admin_url("/clusters/app"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        (v["load"]["pending"] == 1).then_some(v)
+    })
+    .await;
+    assert_eq!(v["load"]["connections"], 1, "{v}");
+    assert_eq!(v["limits"]["max_connections"], 1, "{v}");
+    let (s, body, took) = send().await.unwrap();
+    assert_eq!(s, 503, "{body}");
+    assert!(body.contains("cluster_overloaded"), "{body}");
+    assert!(
+        took < Duration::from_millis(300),
+        "answered at once: {took:?}"
+    );
+    // The waiting one rides the first one's connection when it is free: one connection total.
+    assert_eq!(first.await.unwrap().0, 200);
+    assert_eq!(second.await.unwrap().0, 200);
+    assert_eq!(app.connections(), 1, "never more than max_connections");
+
+    // max_requests: three in flight, the fourth is refused at once.
+    let gw2 = TestGateway::start(&config(
+        &app.addr().to_string(),
+        "",
+        ", retries: {attempts: 0}, limits: {max_requests: 2}",
+    ))
+    .await;
+    let url2 = gw2.url("/slow");
+    let a = tokio::spawn({
+        let u = url2.clone();
+        async move { common::client().get(u).send().await.unwrap().status() }
+    });
+    let b = tokio::spawn({
+        let u = url2.clone();
+        async move { common::client().get(u).send().await.unwrap().status() }
+    });
+    app.wait_hits(4).await;
+    let r = common::client().get(&url2).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(
+        (a.await.unwrap().as_u16(), b.await.unwrap().as_u16()),
+        (200, 200)
+    );
+    let m = common::client()
+        .get(gw2.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        m.contains("gatehouse_cluster_overflow_total{cluster=\"app\",limit=\"requests\"} 1"),
+        "{m}"
+    );
+    let m1 = common::client()
+        .get(gw.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        m1.contains("gatehouse_cluster_overflow_total{cluster=\"app\",limit=\"connections\"} 1"),
+        "{m1}"
+    );
+    gw.shutdown(Duration::from_secs(2)).await;
+    gw2.shutdown(Duration::from_secs(2)).await;
+}

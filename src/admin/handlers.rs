@@ -114,7 +114,19 @@ fn cluster_view(c: &Cluster) -> Value {
             })
         })
         .collect();
-    json!({"name": c.name.as_ref(), "endpoints": endpoints})
+    let (connections, pending) = c.state.connections.counts();
+    let counter = |a: &std::sync::atomic::AtomicUsize| a.load(std::sync::atomic::Ordering::Relaxed);
+    json!({
+        "name": c.name.as_ref(),
+        "endpoints": endpoints,
+        "limits": c.limits,
+        "load": {
+            "requests": counter(&c.state.requests),
+            "retries": counter(&c.state.retries),
+            "connections": connections,
+            "pending": pending,
+        },
+    })
 }
 
 pub async fn clusters(State(s): State<AdminState>) -> Json<Value> {

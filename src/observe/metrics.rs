@@ -33,6 +33,7 @@ pub struct Metrics {
     pub health_transitions: Family<Labels, Counter>,
     pub retries: Family<Labels, Counter>,
     pub retry_budget_exhausted: Family<Labels, Counter>,
+    pub cluster_overflow: Family<Labels, Counter>,
     pub rate_limit_decisions: Family<Labels, Counter>,
     pub auth_failures: Family<Labels, Counter>,
     pub requests_rejected: Family<Labels, Counter>,
@@ -61,6 +62,7 @@ impl Default for Metrics {
             health_transitions: Family::default(),
             retries: Family::default(),
             retry_budget_exhausted: Family::default(),
+            cluster_overflow: Family::default(),
             rate_limit_decisions: Family::default(),
             auth_failures: Family::default(),
             requests_rejected: Family::default(),
@@ -131,6 +133,11 @@ impl Default for Metrics {
             "retry_budget_exhausted",
             "Retries refused by the retry budget, by cluster",
             m.retry_budget_exhausted.clone(),
+        );
+        r.register(
+            "cluster_overflow",
+            "Requests or retries refused at a cluster limit, by cluster and limit",
+            m.cluster_overflow.clone(),
         );
         r.register(
             "rate_limit_decisions",
@@ -370,6 +377,10 @@ impl Metrics {
         self.upstream_duration.remove(&l);
         self.retries.remove(&l);
         self.retry_budget_exhausted.remove(&l);
+        for limit in ["requests", "connections", "retries"] {
+            self.cluster_overflow
+                .remove(&labels(&[("cluster", cluster), ("limit", limit)]));
+        }
     }
 
     /// Removes every series of one route.

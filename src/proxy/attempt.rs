@@ -30,6 +30,8 @@ pub struct Answer {
     pub response: Response<Incoming>,
     pub endpoint: Arc<str>,
     pub in_flight: InFlight,
+    /// The request's place under the cluster's `max_requests`, held until the body ends.
+    pub cluster_slot: Option<crate::cluster::Slot>,
 }
 
 /// What the loop reports besides its result.
@@ -83,6 +85,18 @@ pub struct Outgoing<'a> {
     pub allow_non_idempotent: bool,
     pub key: Option<u64>,
     pub progress: &'a crate::body::Progress,
+}
+
+/// The answer a request gets, holding its place under the cluster's `max_requests` until its
+/// body ends.
+fn with_slot(
+    r: Result<Answer, ProxyError>,
+    slot: Option<crate::cluster::Slot>,
+) -> Result<Answer, ProxyError> {
+    r.map(|mut a| {
+        a.cluster_slot = slot;
+        a
+    })
 }
 
 /// Waits for a try, and meanwhile: the moment it has taken `slow_call_duration` it counts as a
@@ -158,6 +172,17 @@ pub async fn run(
         progress,
     } = out;
     let started = Instant::now();
+    // The cluster's own limit first: past it, answer at once rather than pile on.
+    let Some(cluster_slot) = cluster
+        .state
+        .take(|s| &s.requests, cluster.limits.max_requests)
+    else {
+        cluster.retry_counters.overflow_requests.inc();
+        return Err(ProxyError::ClusterOverloaded);
+    };
+    let cluster_slot = Some(cluster_slot);
+    // Held for as long as the retry it was taken for runs (replaced by the next one).
+    let mut _retry_slot: Option<crate::cluster::Slot> = None;
     let deadline = started + cluster.timeouts.request.0;
     let per_try = cluster
         .retries
@@ -172,11 +197,12 @@ pub async fn run(
     loop {
         let now = Instant::now();
         let Some(picked) = cluster.pick(now, &tried, key, events) else {
-            return last.unwrap_or_else(|| {
+            let last = last.unwrap_or_else(|| {
                 Err(ProxyError::NoEligibleEndpoint {
                     retry_after: cluster.retry_after(now),
                 })
             });
+            return with_slot(last, cluster_slot);
         };
         tried.push(picked.index);
         let ep = picked.endpoint;
@@ -291,26 +317,43 @@ pub async fn run(
             && (condition(&result).is_some_and(|c| cluster.retry_on.contains(&c))
                 || matches!(result, Err(ProxyError::EndpointEjected)))
             && Instant::now() < deadline;
-        let retry = wanted
+        // At most `max_retries` retries in flight at once.
+        let next_slot = if wanted {
+            let slot = cluster
+                .state
+                .take(|s| &s.retries, cluster.limits.max_retries);
+            if slot.is_none() {
+                cluster.retry_counters.overflow_retries.inc();
+            }
+            slot
+        } else {
+            None
+        };
+        let retry = next_slot.is_some()
             && cluster.state.budget.try_spend(
                 Instant::now(),
                 cluster.retries.budget.0,
                 cluster.retries.min_retries_per_second,
             );
-        if wanted && !retry {
+        if next_slot.is_some() && !retry {
             cluster.retry_counters.refused_by_budget.inc();
         }
         if retry {
             cluster.retry_counters.sent.inc();
         }
+        if matches!(result, Err(ProxyError::ClusterOverloaded)) {
+            cluster.retry_counters.overflow_connections.inc();
+        }
         let result = result.map(|response| Answer {
             response,
             endpoint: ep.state.address.clone(),
             in_flight,
+            cluster_slot: None,
         });
         if !retry {
-            return result;
+            return with_slot(result, cluster_slot);
         }
+        _retry_slot = next_slot;
         last = Some(result);
         tries.retries += 1;
         let base = cluster.retries.backoff.0;

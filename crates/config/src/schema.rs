@@ -210,6 +210,38 @@ pub struct Cluster {
     pub slow_start: Dur,
     #[serde(default)]
     pub retries: Retries,
+    /// What the cluster takes at most at once (Envoy's circuit-breaker thresholds).
+    #[serde(default)]
+    pub limits: ClusterLimits,
+}
+
+/// `clusters[].limits`: beyond them requests get 503 `cluster_overloaded` at once instead of
+/// piling onto a slow backend. Defaults are Envoy's (1024) where it has them.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterLimits {
+    /// Upstream connections open at once, across the cluster's endpoints.
+    pub max_connections: usize,
+    /// Requests waiting for a connection (when `max_connections` are open); one more is 503.
+    pub max_pending: usize,
+    /// Requests in flight to the cluster (until their response body ends).
+    pub max_requests: usize,
+    /// Retries in flight at once; past it a retry is not made (the retry budget still applies).
+    pub max_retries: usize,
+    /// Idle keep-alive connections kept per endpoint.
+    pub max_idle_per_endpoint: usize,
+}
+
+impl Default for ClusterLimits {
+    fn default() -> Self {
+        ClusterLimits {
+            max_connections: 1024,
+            max_pending: 1024,
+            max_requests: 1024,
+            max_retries: 128,
+            max_idle_per_endpoint: 64,
+        }
+    }
 }
 
 /// Active health checking. HTTP when `path` is set, else a TCP connect.

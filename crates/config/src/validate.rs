@@ -143,6 +143,14 @@ pub fn validate(c: &Config) -> Vec<Problem> {
             }
         }
         validate_resilience(&mut p, &at, cl);
+        for (field, v) in [
+            ("max_connections", cl.limits.max_connections),
+            ("max_requests", cl.limits.max_requests),
+        ] {
+            if v == 0 {
+                p(format!("{at}.limits.{field}"), "must be at least 1".into());
+            }
+        }
     }
 
     let known: Vec<&str> = c.clusters.iter().map(|c| c.name.as_str()).collect();

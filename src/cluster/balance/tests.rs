@@ -26,7 +26,13 @@ fn eps(weights: &[u32]) -> Vec<EndpointRef> {
                     &CircuitBreaker::default(),
                 )),
                 weight: *w,
-                client: UpstreamClient::new(&addr, Protocol::Http1, &Timeouts::default()),
+                client: UpstreamClient::new(
+                    &addr,
+                    Protocol::Http1,
+                    &Timeouts::default(),
+                    Default::default(),
+                    1,
+                ),
             }
         })
         .collect()
