@@ -45,6 +45,8 @@ type EndpointKey = (Arc<str>, Arc<str>);
 /// A pool is one endpoint spoken to in one protocol; its timeouts are settings of the pool, so
 /// a timeout change replaces it rather than adding another beside it.
 type ClientKey = (Arc<str>, Arc<str>, Protocol);
+/// What a pool was built with; a change builds a new pool.
+type PoolSettings = (Timeouts, usize);
 
 /// What a health-check task is started with; a change restarts the task.
 type HealthSettings = (HealthCheck, std::time::Duration, Timeouts, Protocol);
@@ -67,7 +69,7 @@ pub struct Runtime {
     current: ArcSwap<Snapshot>,
     generation: AtomicU64,
     endpoints: Mutex<HashMap<EndpointKey, Arc<EndpointState>>>,
-    clients: Mutex<HashMap<ClientKey, ((Timeouts, usize), UpstreamClient)>>,
+    clients: Mutex<HashMap<ClientKey, (PoolSettings, UpstreamClient)>>,
     /// Endpoints no snapshot uses any more, and since when: their state is kept for a grace
     /// period (a quick re-add keeps its breaker and health), then dropped.
     retired: Mutex<HashMap<EndpointKey, tokio::time::Instant>>,
