@@ -238,6 +238,7 @@ impl Gateway {
         if let Some(log) = &self.runtime.access_log {
             log.flush();
         }
+        observe::events::flush(Duration::from_secs(1));
         drained
     }
 }

@@ -65,7 +65,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    let _log_guard = init_tracing();
     let (threads, result) = match cli.command {
         Some(Command::Check { files }) => return check(&files),
         Some(Command::HashKey { key }) => {
@@ -147,15 +147,21 @@ fn main() -> ExitCode {
 
 type BoxedRun = std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>>>>;
 
-fn init_tracing() {
+/// JSON logs on stderr, written by a worker thread (a request task never blocks on stderr; past
+/// its queue, lines are dropped rather than stalling traffic). The guard flushes at exit.
+fn init_tracing() -> tracing_appender::non_blocking::WorkerGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .finish(std::io::stderr());
     tracing_subscriber::fmt()
         .json()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_current_span(false)
         .init();
+    guard
 }
 
 fn check(files: &[PathBuf]) -> ExitCode {

@@ -5,3 +5,4 @@ pub mod access_log;
 pub mod events;
 pub mod ids;
 pub mod metrics;
+pub mod throttle;

@@ -92,11 +92,27 @@ async fn redis_down_fail_open_falls_back_to_the_local_limit() {
         }
         v
     };
+    // The one request that went through Redis was counted locally too, so the fallback grants
+    // the rest of the budget (2), not a fresh burst of 3.
     assert_eq!(
         got,
-        [200, 200, 200, 429, 429],
-        "the local limiter, not no limit"
+        [200, 200, 429, 429, 429],
+        "the local limiter, not no limit, and no extra burst"
     );
+    // After three failures in a row the breaker is open: checks stop waiting on Redis.
+    let store = gw.gateway().runtime().snapshot().limiters["shared"]
+        .redis
+        .clone()
+        .unwrap();
+    assert!(store.is_open(), "the Redis breaker opened");
+    // Redis back: the background probe closes the breaker and checks go to Redis again.
+    redis.restart();
+    eventually(
+        "the probe to close the breaker",
+        Duration::from_secs(15),
+        || async { (!store.is_open()).then_some(()) },
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -184,9 +184,20 @@ impl Limiter {
         let now = crate::clock::now_us(tokio::time::Instant::now());
         let decision = match &self.redis {
             Some(r) => match r.check(&self.name, &self.params, key).await {
-                Ok(d) => d,
+                Ok(d) => {
+                    if self.on_redis_error == OnRedisError::FailOpen {
+                        // Keep the fallback's buckets spent as Redis's are, so switching to it
+                        // in an outage grants no fresh burst.
+                        let _ = self.local.check(&self.params, self.max_keys, key, now);
+                    }
+                    d
+                }
                 Err(e) => {
-                    tracing::warn!(policy = %self.name, error = %e, "redis rate limit check failed");
+                    static WARN: crate::observe::throttle::Throttle =
+                        crate::observe::throttle::Throttle::new(Duration::from_secs(10));
+                    if let Some(suppressed) = WARN.ready() {
+                        tracing::warn!(policy = %self.name, error = %e, suppressed, "redis rate limit check failed; using on_redis_error");
+                    }
                     match self.on_redis_error {
                         OnRedisError::FailOpen => {
                             self.local.check(&self.params, self.max_keys, key, now)

@@ -1,11 +1,64 @@
 //! State-transition events: health changes, breaker transitions, ejections, slow start done,
 //! drains. Each is one flat JSON line on stderr and a message on an in-process broadcast
-//! channel that the admin API and dashboard stream.
+//! channel that the admin API and dashboard stream. Lines are handed to a writer thread through
+//! a bounded queue (a request task never blocks on stderr); when it is full they are dropped and
+//! counted ([`dropped`]).
 
 use serde_json::{Map, Value};
 use std::io::Write;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::{Arc, OnceLock};
 use tokio::sync::broadcast;
+
+static DROPPED: AtomicU64 = AtomicU64::new(0);
+
+/// Event lines dropped because the writer fell behind.
+pub fn dropped() -> u64 {
+    DROPPED.load(Ordering::Relaxed)
+}
+
+enum Msg {
+    Line(String),
+    /// Answered once every line queued before it is written.
+    Flush(SyncSender<()>),
+}
+
+/// The one stderr writer for event lines (started on first use).
+fn writer() -> Option<&'static SyncSender<Msg>> {
+    static TX: OnceLock<Option<SyncSender<Msg>>> = OnceLock::new();
+    TX.get_or_init(|| {
+        let (tx, rx) = sync_channel::<Msg>(4096);
+        std::thread::Builder::new()
+            .name("gatehouse-events".into())
+            .spawn(move || {
+                let err = std::io::stderr();
+                for msg in rx {
+                    match msg {
+                        Msg::Line(line) => {
+                            let _ = err.lock().write_all(line.as_bytes());
+                        }
+                        Msg::Flush(done) => {
+                            let _ = done.send(());
+                        }
+                    }
+                }
+            })
+            .ok()
+            .map(|_| tx)
+    })
+    .as_ref()
+}
+
+/// Waits (up to `within`) until every event line queued so far is written (on shutdown).
+pub fn flush(within: std::time::Duration) {
+    if let Some(tx) = writer() {
+        let (done_tx, done) = sync_channel(1);
+        if tx.send(Msg::Flush(done_tx)).is_ok() {
+            let _ = done.recv_timeout(within);
+        }
+    }
+}
 
 /// The event bus. Cheap to clone.
 #[derive(Clone)]
@@ -64,7 +117,17 @@ impl Events {
         if self.log {
             let mut line = v.to_string();
             line.push('\n');
-            let _ = std::io::stderr().lock().write_all(line.as_bytes());
+            match writer() {
+                Some(tx) => match tx.try_send(Msg::Line(line)) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                        DROPPED.fetch_add(1, Ordering::Relaxed);
+                    }
+                },
+                None => {
+                    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+                }
+            }
         }
         let _ = self.tx.send(Arc::new(v));
     }

@@ -3,12 +3,29 @@
 //! matter. One connection manager per `redis` section reconnects by itself; every check has the
 //! section's deadline (default 20 ms). The caller decides what an error means
 //! (`on_redis_error`).
+//!
+//! A breaker on the connection itself: after [`TRIP_AFTER`] failures in a row, checks fail at
+//! once (no waiting out the deadline on every request) while a background task pings Redis
+//! with a doubling backoff (1 s … 30 s) and closes the breaker when it answers.
 
 use super::algorithm::{Decision, Params};
 use gatehouse_config::traffic::{Algorithm, Redis as Config};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::OnceCell;
+
+/// The URL without its password, for logs.
+fn redacted_url(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((_, host)) => format!("{scheme}://<redacted>@{host}"),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}
 
 /// GCRA: KEYS[1]; ARGV = interval µs, burst. Returns {allowed, remaining | retry µs, reset µs}.
 const GCRA: &str = r#"
@@ -53,7 +70,16 @@ pub struct RedisStore {
     conn: OnceCell<ConnectionManager>,
     gcra: redis::Script,
     sliding: redis::Script,
+    /// Failures in a row; at [`TRIP_AFTER`] the breaker opens.
+    failures: AtomicU32,
+    /// While open: checks fail at once and the prober runs.
+    open: AtomicBool,
 }
+
+/// Failed checks in a row that open the Redis breaker.
+pub const TRIP_AFTER: u32 = 3;
+const PROBE_FIRST: Duration = Duration::from_secs(1);
+const PROBE_MAX: Duration = Duration::from_secs(30);
 
 impl RedisStore {
     /// Makes the store and starts connecting in the background, so that the first checks don't
@@ -65,6 +91,8 @@ impl RedisStore {
             conn: OnceCell::new(),
             gcra: redis::Script::new(GCRA),
             sliding: redis::Script::new(SLIDING),
+            failures: AtomicU32::new(0),
+            open: AtomicBool::new(false),
         });
         if tokio::runtime::Handle::try_current().is_ok() {
             let s = store.clone();
@@ -105,8 +133,69 @@ impl RedisStore {
         Ok(cm.clone())
     }
 
-    /// One atomic check for `key` under `policy`.
-    pub async fn check(&self, policy: &str, p: &Params, key: &[u8]) -> Result<Decision, String> {
+    /// Whether the breaker is open (checks go straight to the fallback).
+    pub fn is_open(&self) -> bool {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    fn succeeded(&self) {
+        self.failures.store(0, Ordering::Relaxed);
+    }
+
+    fn failed(self: &Arc<Self>) {
+        let n = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if n >= TRIP_AFTER && !self.open.swap(true, Ordering::Relaxed) {
+            tracing::warn!(url = %redacted_url(&self.url), "redis unreachable: shared limits use the fallback until it answers again");
+            if tokio::runtime::Handle::try_current().is_ok() {
+                let s = self.clone();
+                tokio::spawn(async move { s.probe().await });
+            }
+        }
+    }
+
+    /// Pings Redis with a doubling backoff until it answers, then closes the breaker.
+    async fn probe(self: Arc<Self>) {
+        let mut wait = PROBE_FIRST;
+        loop {
+            tokio::time::sleep(wait).await;
+            let ping = async {
+                let mut conn = self.connection().await?;
+                redis::cmd("PING")
+                    .query_async::<String>(&mut conn)
+                    .await
+                    .map_err(|e| e.to_string())
+            };
+            if let Ok(Ok(_)) =
+                tokio::time::timeout(self.timeout.max(Duration::from_millis(100)), ping).await
+            {
+                self.failures.store(0, Ordering::Relaxed);
+                self.open.store(false, Ordering::Relaxed);
+                tracing::info!(url = %redacted_url(&self.url), "redis answers again: shared limits are back");
+                return;
+            }
+            wait = (wait * 2).min(PROBE_MAX);
+        }
+    }
+
+    /// One atomic check for `key` under `policy`; fails at once while the breaker is open.
+    pub async fn check(
+        self: &Arc<Self>,
+        policy: &str,
+        p: &Params,
+        key: &[u8],
+    ) -> Result<Decision, String> {
+        if self.is_open() {
+            return Err("redis breaker open".into());
+        }
+        let r = self.check_now(policy, p, key).await;
+        match &r {
+            Ok(_) => self.succeeded(),
+            Err(_) => self.failed(),
+        }
+        r
+    }
+
+    async fn check_now(&self, policy: &str, p: &Params, key: &[u8]) -> Result<Decision, String> {
         let mut redis_key = Vec::with_capacity(16 + policy.len() + key.len());
         redis_key.extend_from_slice(b"gatehouse:rl:");
         redis_key.extend_from_slice(policy.as_bytes());
