@@ -155,6 +155,10 @@ fn init_tracing() -> tracing_appender::non_blocking::WorkerGuard {
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(true)
         .finish(std::io::stderr());
+    static DROPS: std::sync::OnceLock<tracing_appender::non_blocking::ErrorCounter> =
+        std::sync::OnceLock::new();
+    let _ = DROPS.set(writer.error_counter());
+    gatehouse::observe::set_log_drops(|| DROPS.get().map_or(0, |c| c.dropped_lines()));
     tracing_subscriber::fmt()
         .json()
         .with_env_filter(filter)

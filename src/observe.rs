@@ -1,8 +1,22 @@
 //! Observability: request IDs and W3C trace context (`ids`), the JSON access log
-//! (`access_log`), state-transition events (`events`). Metrics join here later.
+//! (`access_log`), state-transition events (`events`), metrics (`metrics`), throttled warnings
+//! (`throttle`), and the count of operational log lines dropped by the non-blocking writer.
 
 pub mod access_log;
 pub mod events;
 pub mod ids;
 pub mod metrics;
 pub mod throttle;
+
+/// Reports how many operational log lines the non-blocking writer dropped (set by the binary,
+/// which owns the writer; read at scrape).
+pub fn set_log_drops(f: fn() -> usize) {
+    let _ = LOG_DROPS.set(f);
+}
+
+static LOG_DROPS: std::sync::OnceLock<fn() -> usize> = std::sync::OnceLock::new();
+
+/// Operational log lines dropped so far (0 when no non-blocking writer is installed).
+pub fn log_drops() -> u64 {
+    LOG_DROPS.get().map_or(0, |f| f() as u64)
+}

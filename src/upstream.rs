@@ -106,6 +106,9 @@ impl UpstreamClient {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(timeouts.idle.0)
             .pool_max_idle_per_host(max_idle)
+            // A slow client reading a fast backend's body: hyper reads the body only as the
+            // client takes it, into at most this much, and TCP pushes back on the backend.
+            .http1_max_buf_size(64 << 10)
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
             .http2_only(protocol == Protocol::Http2)

@@ -281,6 +281,16 @@ pub async fn metrics(State(s): State<AdminState>, headers: axum::http::HeaderMap
             m.access_log_dropped.inc_by(dropped - seen);
         }
     }
+    for (log, dropped) in [
+        ("events", crate::observe::events::dropped()),
+        ("operational", crate::observe::log_drops()),
+    ] {
+        let c = m.log_dropped.get_or_create(&vec![("log", log.to_string())]);
+        let seen = c.get();
+        if dropped > seen {
+            c.inc_by(dropped - seen);
+        }
+    }
     let wants_openmetrics = headers
         .get(axum::http::header::ACCEPT)
         .and_then(|v| v.to_str().ok())

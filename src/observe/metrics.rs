@@ -42,6 +42,8 @@ pub struct Metrics {
     pub reloads: Family<Labels, Counter>,
     pub generation: Gauge,
     pub access_log_dropped: Counter,
+    /// Event and operational log lines dropped because their writers fell behind.
+    pub log_dropped: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -71,6 +73,7 @@ impl Default for Metrics {
             reloads: Family::default(),
             generation: Gauge::default(),
             access_log_dropped: Counter::default(),
+            log_dropped: Family::default(),
             registry: Registry::default(),
         };
         r.register(
@@ -173,6 +176,11 @@ impl Default for Metrics {
             "config_generation",
             "Generation of the running config snapshot",
             m.generation.clone(),
+        );
+        r.register(
+            "log_dropped_lines",
+            "Event and operational log lines dropped because their writer fell behind, by log",
+            m.log_dropped.clone(),
         );
         r.register(
             "access_log_dropped_lines",
