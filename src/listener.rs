@@ -27,6 +27,8 @@ pub struct ListenerSettings {
     pub max_body_bytes: u64,
     pub idle_timeout: Duration,
     pub max_connections: usize,
+    /// `gatehouse_downstream_connections_rejected_total{listener}`, resolved once.
+    pub rejected_connections: prometheus_client::metrics::counter::Counter,
     pub body_read_timeout: Duration,
     pub request_buffering: u64,
     proxy_protocol: bool,
@@ -35,7 +37,7 @@ pub struct ListenerSettings {
 }
 
 impl ListenerSettings {
-    pub fn new(cfg: &ListenerConfig) -> Self {
+    pub fn new(cfg: &ListenerConfig, metrics: &crate::observe::metrics::Metrics) -> Self {
         let lim = &cfg.limits;
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
@@ -63,6 +65,10 @@ impl ListenerSettings {
             max_body_bytes: lim.max_body_bytes.0,
             idle_timeout: lim.idle_timeout.0,
             max_connections: lim.max_connections,
+            rejected_connections: metrics
+                .connections_rejected
+                .get_or_create(&vec![("listener", cfg.name.clone())])
+                .clone(),
             body_read_timeout: lim.body_read_timeout.0,
             request_buffering: lim.request_buffering.0,
             proxy_protocol: cfg.proxy_protocol,
@@ -175,11 +181,7 @@ impl AcceptLoop {
                             // Zero linger: a reset, and no TIME_WAIT left behind.
                             let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
                             drop(stream);
-                            self.runtime
-                                .metrics
-                                .connections_rejected
-                                .get_or_create(&vec![("listener", settings.name.to_string())])
-                                .inc();
+                            settings.rejected_connections.inc();
                             continue;
                         }
                         self.open.fetch_add(1, Ordering::Relaxed);
@@ -241,11 +243,7 @@ async fn accept_connection(
 }
 
 fn reject(runtime: &Runtime, reason: &str) {
-    runtime
-        .metrics
-        .requests_rejected
-        .get_or_create(&vec![("reason", reason.to_string())])
-        .inc();
+    runtime.metrics.rejected.count(reason);
 }
 
 async fn serve_connection<I>(
@@ -326,10 +324,7 @@ fn count_malformed(
         } else {
             return;
         };
-        metrics
-            .requests_rejected
-            .get_or_create(&vec![("reason", reason.to_string())])
-            .inc();
+        metrics.rejected.count(reason);
     }
 }
 
@@ -362,7 +357,10 @@ impl Listeners {
     fn start(&self, cfg: &ListenerConfig) -> std::io::Result<Running> {
         let tcp = bind(&cfg.address)?;
         let addr = tcp.local_addr()?;
-        let settings = Arc::new(arc_swap::ArcSwap::from_pointee(ListenerSettings::new(cfg)));
+        let settings = Arc::new(arc_swap::ArcSwap::from_pointee(ListenerSettings::new(
+            cfg,
+            &self.runtime.metrics,
+        )));
         let (stop, stop_rx) = watch::channel(false);
         let accept = AcceptLoop {
             listener: tcp,
@@ -394,7 +392,8 @@ impl Listeners {
                 Some(i) if old[i].config.address == cfg.address => {
                     let mut r = old.swap_remove(i);
                     if r.config != *cfg {
-                        r.settings.store(Arc::new(ListenerSettings::new(cfg)));
+                        r.settings
+                            .store(Arc::new(ListenerSettings::new(cfg, &self.runtime.metrics)));
                         r.config = cfg.clone();
                     }
                     next.push(r);

@@ -102,10 +102,7 @@ pub async fn handle(
             .await
         }
         Err(e) => {
-            metrics
-                .requests_rejected
-                .get_or_create(&vec![("reason", e.reason().to_string())])
-                .inc();
+            metrics.rejected.count(e.reason());
             Err(e)
         }
     };

@@ -37,6 +37,8 @@ pub struct Metrics {
     pub rate_limit_decisions: Family<Labels, Counter>,
     pub auth_failures: Family<Labels, Counter>,
     pub requests_rejected: Family<Labels, Counter>,
+    /// The handles requests use: `rejected.count(reason)`.
+    pub rejected: Rejections,
     pub connections_rejected: Family<Labels, Counter>,
     pub admin_auth_failures: Counter,
     pub reloads: Family<Labels, Counter>,
@@ -50,7 +52,9 @@ impl Default for Metrics {
     fn default() -> Self {
         let mut r = Registry::with_prefix("gatehouse");
         let hist = || HistogramFamily::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let requests_rejected = Family::default();
         let m = Metrics {
+            rejected: Rejections::new(&requests_rejected),
             requests: Family::default(),
             request_duration: hist(),
             upstream_requests: Family::default(),
@@ -67,7 +71,7 @@ impl Default for Metrics {
             cluster_overflow: Family::default(),
             rate_limit_decisions: Family::default(),
             auth_failures: Family::default(),
-            requests_rejected: Family::default(),
+            requests_rejected,
             connections_rejected: Family::default(),
             admin_auth_failures: Counter::default(),
             reloads: Family::default(),
@@ -319,6 +323,41 @@ pub const AUTH_REASONS: [&str; 12] = [
     "invalid_audience",
     "invalid_signature",
 ];
+
+/// Every reason a request is refused before routing (`gatehouse_requests_rejected_total`).
+pub const REJECTION_REASONS: [&str; 8] = [
+    "invalid_path",
+    "invalid_host",
+    "invalid_header",
+    "bad_framing",
+    "unsupported_transfer_coding",
+    "proxy_protocol",
+    "malformed_request",
+    "header_too_large",
+];
+
+/// The rejection counters, one per reason, resolved once: refusals come at a rate a client
+/// chooses, so counting one must not allocate or look a series up.
+pub struct Rejections {
+    counters: Vec<(&'static str, Counter)>,
+}
+
+impl Rejections {
+    fn new(family: &Family<Labels, Counter>) -> Self {
+        Rejections {
+            counters: REJECTION_REASONS
+                .iter()
+                .map(|r| (*r, family.get_or_create(&labels(&[("reason", r)])).clone()))
+                .collect(),
+        }
+    }
+
+    pub fn count(&self, reason: &str) {
+        if let Some((_, c)) = self.counters.iter().find(|(r, _)| *r == reason) {
+            c.inc();
+        }
+    }
+}
 
 /// One route's auth-failure counters: each (route, reason) series is looked up once, on its
 /// first failure, then counted without allocating (failures come at a rate attackers choose).
