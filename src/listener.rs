@@ -7,6 +7,7 @@ pub mod proxy_protocol;
 
 use crate::proxy::{self, ConnCtx};
 use crate::runtime::Runtime;
+use bytes::Bytes;
 use gatehouse_config::Listener as ListenerConfig;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -217,29 +218,78 @@ async fn accept_connection(
     shutdown: watch::Receiver<bool>,
     tokens: OpenGuard,
 ) {
-    if !settings.proxy_protocol {
-        return serve_connection(stream, peer, settings, runtime, shutdown, tokens).await;
+    // Open from the accept, whatever it goes on to send.
+    let gauge = runtime.metrics.connections.clone();
+    gauge.inc();
+    let _open = scopeguard(move || {
+        gauge.dec();
+    });
+    let deadline = Instant::now() + settings.header_read_timeout;
+    let (peer, read) = if settings.proxy_protocol {
+        let header =
+            tokio::time::timeout_at(deadline, proxy_protocol::read_header(&mut stream)).await;
+        match header {
+            Ok(Ok((source, rest))) => (source.unwrap_or(peer), rest),
+            Ok(Err(e)) => {
+                tracing::debug!(listener = %settings.name, %peer, error = %e, "PROXY protocol header refused");
+                return reject(&runtime, "proxy_protocol");
+            }
+            Err(_) => {
+                tracing::debug!(listener = %settings.name, %peer, "no PROXY protocol header in time");
+                return reject(&runtime, "proxy_protocol");
+            }
+        }
+    } else {
+        (peer, Bytes::new())
+    };
+    // Until the first request head has arrived (or 1 KiB of it), the connection holds a 1 KiB
+    // buffer and a small task; hyper's own buffers (16 KiB) and connection state are made only
+    // then, so a slow client that never finishes a head costs about what it costs NGINX.
+    let Some(first) = first_head(&mut stream, read, deadline).await else {
+        return;
+    };
+    let io = proxy_protocol::Rewind::new(stream, first);
+    Box::pin(serve_connection(
+        io, peer, settings, runtime, shutdown, tokens,
+    ))
+    .await
+}
+
+/// Reads until the buffered bytes hold a complete request head (or an HTTP/2 preface), or
+/// 1 KiB, whichever comes first. `None` when the client closes or `deadline` passes first.
+async fn first_head(stream: &mut TcpStream, already: Bytes, deadline: Instant) -> Option<Bytes> {
+    use tokio::io::AsyncReadExt;
+    const SMALL: usize = 1024;
+    let complete = |b: &[u8]| b.len() >= SMALL || b.windows(4).any(|w| w == b"\r\n\r\n");
+    if complete(&already) {
+        return Some(already);
     }
-    let header = tokio::time::timeout(
-        settings.header_read_timeout,
-        proxy_protocol::read_header(&mut stream),
-    )
-    .await;
-    match header {
-        Ok(Ok((source, rest))) => {
-            let io = proxy_protocol::Rewind::new(stream, rest);
-            let peer = source.unwrap_or(peer);
-            serve_connection(io, peer, settings, runtime, shutdown, tokens).await
-        }
-        Ok(Err(e)) => {
-            tracing::debug!(listener = %settings.name, %peer, error = %e, "PROXY protocol header refused");
-            reject(&runtime, "proxy_protocol");
-        }
-        Err(_) => {
-            tracing::debug!(listener = %settings.name, %peer, "no PROXY protocol header in time");
-            reject(&runtime, "proxy_protocol");
+    let mut buf = bytes::BytesMut::with_capacity(SMALL.max(already.len()));
+    buf.extend_from_slice(&already);
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return None,
+            Ok(Ok(_)) if complete(&buf) => return Some(buf.freeze()),
+            Ok(Ok(_)) => {
+                if buf.capacity() == buf.len() {
+                    return Some(buf.freeze());
+                }
+            }
         }
     }
+}
+
+/// Runs `f` when dropped.
+fn scopeguard<F: FnOnce()>(f: F) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
 }
 
 fn reject(runtime: &Runtime, reason: &str) {
@@ -257,8 +307,6 @@ async fn serve_connection<I>(
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let activity = Arc::new(Activity::new());
-    let connections = runtime.metrics.connections.clone();
-    connections.inc();
     let metrics = runtime.metrics.clone();
     let ctx = Arc::new(ConnCtx {
         runtime,
@@ -307,7 +355,6 @@ async fn serve_connection<I>(
             }
         }
     }
-    connections.dec();
 }
 
 /// hyper answers what it cannot parse itself (a bare 400 or 431) and ends the connection;

@@ -154,6 +154,7 @@ fn init_tracing() -> tracing_appender::non_blocking::WorkerGuard {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(true)
+        .buffered_lines_limit(8192)
         .finish(std::io::stderr());
     static DROPS: std::sync::OnceLock<tracing_appender::non_blocking::ErrorCounter> =
         std::sync::OnceLock::new();
