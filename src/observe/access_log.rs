@@ -5,7 +5,6 @@
 //! stdout; past 8 MiB waiting, lines are dropped and counted rather than stalling traffic.
 
 use http::{HeaderValue, Method};
-use serde::Serialize;
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -76,7 +75,8 @@ impl AccessLogSink {
         AccessLogSink { shared }
     }
 
-    fn send(&self, line: &Line<'_>) {
+    /// Appends one finished line (with its newline) to the shared buffer.
+    fn send(&self, line: &[u8]) {
         let mut p = self
             .shared
             .pending
@@ -88,11 +88,7 @@ impl AccessLogSink {
             return;
         }
         let before = p.len();
-        if serde_json::to_writer(&mut *p, line).is_ok() {
-            p.push(b'\n');
-        } else {
-            p.truncate(before);
-        }
+        p.extend_from_slice(line);
         if p.len() >= WAKE_AT && before < WAKE_AT {
             self.shared.wake.notify_one();
         }
@@ -134,59 +130,108 @@ pub struct AccessRecord {
     pub error: Option<&'static str>,
 }
 
-#[derive(Serialize)]
-struct Line<'a> {
-    time: String,
-    request_id: &'a str,
-    trace_id: String,
-    client: String,
-    peer: String,
-    method: &'a str,
-    host: &'a str,
-    path: &'a str,
-    route: Option<&'a str>,
-    cluster: Option<&'a str>,
-    endpoint: Option<&'a str>,
-    consumer: Option<&'a str>,
-    status: u16,
-    bytes_in: u64,
-    bytes_out: u64,
-    duration_ms: f64,
-    upstream_ms: Option<f64>,
-    retries: u32,
-    error: Option<&'a str>,
+/// Appends `s` as a JSON string.
+fn json_str(out: &mut Vec<u8>, s: &str) {
+    // serde_json's escaping, straight into the buffer.
+    let _ = serde_json::to_writer(&mut *out, s);
 }
 
-fn ms(d: Duration) -> f64 {
-    (d.as_secs_f64() * 1e6).round() / 1e3
+fn json_opt(out: &mut Vec<u8>, s: Option<&str>) {
+    match s {
+        Some(s) => json_str(out, s),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+/// Milliseconds with three decimals, as the lines have always shown them.
+fn json_ms(out: &mut Vec<u8>, d: Duration) {
+    let us = d.as_micros() as u64;
+    let _ = write!(out, "{}.{:03}", us / 1000, us % 1000);
+}
+
+/// RFC 3339 with milliseconds, UTC (`2026-12-01T10:25:37.395Z`). The part up to the second is
+/// formatted once per second per thread.
+fn json_time(out: &mut Vec<u8>, t: SystemTime) {
+    thread_local! {
+        static CACHE: std::cell::RefCell<(u64, [u8; 19])> = const { std::cell::RefCell::new((u64::MAX, [0; 19])) };
+    }
+    let since = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.0 != secs {
+            let whole = SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
+            let text = humantime::format_rfc3339_seconds(whole).to_string();
+            let b = text.as_bytes();
+            if b.len() >= 19 {
+                c.1.copy_from_slice(&b[..19]);
+                c.0 = secs;
+            }
+        }
+        out.push(b'"');
+        out.extend_from_slice(&c.1);
+        let _ = write!(out, ".{:03}Z\"", since.subsec_millis());
+    });
 }
 
 impl AccessRecord {
+    /// Writes this record's line into `out` (one JSON object, no newline).
+    fn write_line(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"time\":");
+        json_time(out, self.time);
+        out.extend_from_slice(b",\"request_id\":");
+        json_str(out, self.request_id.to_str().unwrap_or(""));
+        let _ = write!(out, ",\"trace_id\":\"{:032x}\"", self.trace_id);
+        let _ = write!(
+            out,
+            ",\"client\":\"{}\",\"peer\":\"{}\"",
+            self.client, self.peer
+        );
+        out.extend_from_slice(b",\"method\":");
+        json_str(out, self.method.as_str());
+        out.extend_from_slice(b",\"host\":");
+        json_str(out, &self.host);
+        out.extend_from_slice(b",\"path\":");
+        json_str(out, &self.path);
+        out.extend_from_slice(b",\"route\":");
+        json_opt(out, self.route.as_deref());
+        out.extend_from_slice(b",\"cluster\":");
+        json_opt(out, self.cluster.as_deref());
+        out.extend_from_slice(b",\"endpoint\":");
+        json_opt(out, self.endpoint.as_deref());
+        out.extend_from_slice(b",\"consumer\":");
+        json_opt(out, self.consumer.as_deref());
+        let bytes_in = self
+            .bytes_in
+            .as_ref()
+            .map_or(0, |c| c.load(Ordering::Relaxed));
+        let _ = write!(
+            out,
+            ",\"status\":{},\"bytes_in\":{},\"bytes_out\":{},\"duration_ms\":",
+            self.status, bytes_in, self.bytes_out
+        );
+        json_ms(out, self.start.elapsed());
+        out.extend_from_slice(b",\"upstream_ms\":");
+        match self.upstream_duration {
+            Some(d) => json_ms(out, d),
+            None => out.extend_from_slice(b"null"),
+        }
+        let _ = write!(out, ",\"retries\":{},\"error\":", self.retries);
+        json_opt(out, self.error);
+        out.push(b'}');
+    }
+
     pub fn emit(&self) {
-        let line = Line {
-            time: humantime::format_rfc3339_millis(self.time).to_string(),
-            request_id: self.request_id.to_str().unwrap_or(""),
-            trace_id: format!("{:032x}", self.trace_id),
-            client: self.client.to_string(),
-            peer: self.peer.to_string(),
-            method: self.method.as_str(),
-            host: &self.host,
-            path: &self.path,
-            route: self.route.as_deref(),
-            cluster: self.cluster.as_deref(),
-            endpoint: self.endpoint.as_deref(),
-            consumer: self.consumer.as_deref(),
-            status: self.status,
-            bytes_in: self
-                .bytes_in
-                .as_ref()
-                .map_or(0, |c| c.load(Ordering::Relaxed)),
-            bytes_out: self.bytes_out,
-            duration_ms: ms(self.start.elapsed()),
-            upstream_ms: self.upstream_duration.map(ms),
-            retries: self.retries,
-            error: self.error,
-        };
-        self.sink.send(&line);
+        // Serialized outside the shared buffer's lock, into a reused per-thread buffer.
+        thread_local! {
+            static LINE: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::with_capacity(512));
+        }
+        LINE.with(|l| {
+            let mut l = l.borrow_mut();
+            l.clear();
+            self.write_line(&mut l);
+            l.push(b'\n');
+            self.sink.send(&l);
+        });
     }
 }
