@@ -207,18 +207,18 @@ async fn forward(
         }
     }
     .ok_or(ProxyError::NoRoute)?;
-    let upstream_path = match &canon.match_path {
+    // The path the backend gets, when it is not the request's own (`strip_prefix`).
+    let rewritten: Option<String> = match &canon.match_path {
         // Routes matched the path without `;` parameters; strip the same segments from the
         // path the backend gets, parameters and all.
-        Some(m) if matched.route.strip_prefix => {
-            crate::route::strip_like(req.uri().path(), m, &matched.upstream_path)
-        }
-        Some(_) => req.uri().path().to_string(),
-        None => matched.upstream_path.to_string(),
-    };
-    let mut path_and_query = match req.uri().query() {
-        Some(q) => format!("{upstream_path}?{q}"),
-        None => upstream_path,
+        Some(m) if matched.route.strip_prefix => Some(crate::route::strip_like(
+            req.uri().path(),
+            m,
+            &matched.upstream_path,
+        )),
+        Some(_) => None,
+        None if matched.upstream_path.as_ref() == req.uri().path() => None,
+        None => Some(matched.upstream_path.to_string()),
     };
     if let Some(r) = rec.as_deref_mut() {
         r.cluster = Some(cluster.name.clone());
@@ -253,12 +253,6 @@ async fn forward(
         }
         outcome?;
         consumer = identity.consumer;
-        // An auth filter may have removed a credential from the query string.
-        let path_only = path_and_query.split('?').next().unwrap_or("/").to_string();
-        path_and_query = match req.uri().query() {
-            Some(q) => format!("{path_only}?{q}"),
-            None => path_only,
-        };
     }
     let key = cluster
         .balancer
@@ -282,23 +276,7 @@ async fn forward(
         None
     };
     let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
-    let uri = Uri::builder()
-        .scheme("http")
-        .authority(if host.is_empty() {
-            "gatehouse.invalid"
-        } else {
-            host
-        })
-        .path_and_query(path_and_query.as_str())
-        .build()
-        .or_else(|_| {
-            Uri::builder()
-                .scheme("http")
-                .authority("gatehouse.invalid")
-                .path_and_query(path_and_query.as_str())
-                .build()
-        })
-        .map_err(|_| ProxyError::BadRequest("invalid_uri"))?;
+    let uri = upstream_uri(&req, rewritten, host, cluster.protocol)?;
     let client_version = req.version();
     let (mut parts, body) = req.into_parts();
     parts.uri = uri;
@@ -326,9 +304,14 @@ async fn forward(
     if client_version == Version::HTTP_2 && parts.version != Version::HTTP_2 {
         join_cookies(&mut parts.headers);
     }
-    if parts.version == Version::HTTP_2 || host.is_empty() {
+    if parts.version == Version::HTTP_2 {
         // HTTP/2 carries the host in :authority (from the URI); a Host header must not differ.
         parts.headers.remove(header::HOST);
+    } else if host.is_empty() {
+        // An HTTP/1.0 client that named no host: HTTP/1.1 needs one (RFC 6761's .invalid).
+        parts
+            .headers
+            .insert(header::HOST, HeaderValue::from_static("gatehouse.invalid"));
     } else if let Ok(h) = HeaderValue::from_str(host) {
         // The canonical host, also for an absolute-form request whose Host said otherwise.
         parts.headers.insert(header::HOST, h);
@@ -473,6 +456,46 @@ fn hash_key<B>(on: &HashOn, req: &Request<B>, client: std::net::IpAddr) -> Optio
         HashOn::ClientIp => Some(client.to_string().into_bytes()),
         HashOn::Path => Some(req.uri().path().as_bytes().to_vec()),
     }
+}
+
+/// The upstream request's URI. Its path and query are the request's own (the same shared bytes,
+/// no copy) unless a route rewrote the path; an auth filter may already have taken a credential
+/// out of the query. The authority: HTTP/2 sends it as `:authority`, so it is the host; for
+/// HTTP/1.1 the `Host` header carries the host and the authority only keys the endpoint's pool,
+/// so it is one constant (distinct hosts do not split the pool).
+fn upstream_uri<B>(
+    req: &Request<B>,
+    rewritten: Option<String>,
+    host: &str,
+    protocol: gatehouse_config::Protocol,
+) -> Result<Uri, ProxyError> {
+    use http::uri::{Authority, PathAndQuery, Scheme};
+    let pq = match rewritten {
+        None => req
+            .uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/")),
+        Some(path) => {
+            let text = match req.uri().query() {
+                Some(q) => format!("{path}?{q}"),
+                None => path,
+            };
+            PathAndQuery::try_from(text).map_err(|_| ProxyError::BadRequest("invalid_uri"))?
+        }
+    };
+    const POOL: Authority = Authority::from_static("endpoint.gatehouse.invalid");
+    let authority = match protocol {
+        gatehouse_config::Protocol::Http2 if !host.is_empty() => {
+            Authority::try_from(host).unwrap_or(POOL)
+        }
+        _ => POOL,
+    };
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(Scheme::HTTP);
+    parts.authority = Some(authority);
+    parts.path_and_query = Some(pq);
+    Uri::from_parts(parts).map_err(|_| ProxyError::BadRequest("invalid_uri"))
 }
 
 /// HTTP/2 may split `cookie` into one field per pair; an HTTP/1.1 backend expects one line

@@ -127,13 +127,20 @@ pub fn set_forwarding(h: &mut HeaderMap, hop: &Hop<'_>) {
             h.remove(n);
         }
     }
-    let via = format!("{} gatehouse", hop.version);
-    let via = match h.get(header::VIA).and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {via}"),
-        None => via,
+    let ours = match hop.version {
+        "1.0" => "1.0 gatehouse",
+        "2" => "2 gatehouse",
+        _ => "1.1 gatehouse",
     };
-    if let Ok(v) = HeaderValue::from_str(&via) {
-        h.insert(header::VIA, v);
+    match h.get(header::VIA).and_then(|v| v.to_str().ok()) {
+        Some(prev) => {
+            if let Ok(v) = HeaderValue::from_str(&format!("{prev}, {ours}")) {
+                h.insert(header::VIA, v);
+            }
+        }
+        None => {
+            h.insert(header::VIA, HeaderValue::from_static(ours));
+        }
     }
 }
 
