@@ -49,6 +49,9 @@ pub struct Progress(AtomicU8);
 const STREAMING: u8 = 0;
 const ENDED: u8 = 1;
 
+/// The progress of a request that has no body: ended before it began.
+pub static NO_BODY: Progress = Progress(AtomicU8::new(ENDED));
+
 impl Progress {
     fn set(&self, v: u8) {
         // The first outcome sticks.

@@ -320,19 +320,11 @@ async fn forward(
     parts.headers.insert(TRACEPARENT, trace.header());
 
     // The body: buffered when small enough to be sent again by a retry, else streamed once.
-    let counter = Arc::new(AtomicU64::new(0));
-    if let Some(r) = rec.as_deref_mut() {
-        r.bytes_in = Some(counter.clone());
-    }
+    // A request without one (most GETs) needs none of the machinery below.
+    let empty = http_body::Body::size_hint(&body).exact() == Some(0);
     // How the client's body goes is the client's business: the try loop reads this to never
     // charge an endpoint for a client that stalled, aborted or sent garbage.
-    let progress = Arc::new(crate::body::Progress::default());
-    let streamed = Body::stream(body)
-        .with_limit(max_body)
-        .with_counter(counter)
-        .with_progress(progress.clone())
-        .with_read_timeout(ctx.listener.body_read_timeout);
-    let empty = http_body::Body::size_hint(&streamed).exact() == Some(0);
+    let progress = (!empty).then(|| Arc::new(crate::body::Progress::default()));
     let retries_on = cluster.retries.attempts > 0 && upgrade.is_none();
     // Small bodies are read whole first (request buffering; also what lets a retry resend
     // them); bigger ones stream once.
@@ -343,19 +335,32 @@ async fn forward(
     } else {
         ctx.listener.request_buffering
     };
-    let body = if empty {
-        attempt::ReqBody::Replayable(Bytes::new())
-    } else if upgrade.is_some() || declared.is_some_and(|n| n > buffer_limit) || buffer_limit == 0 {
-        attempt::ReqBody::Once(streamed)
-    } else {
-        match crate::body::buffer_up_to(streamed, buffer_limit).await {
-            Ok(crate::body::Buffered::Whole(b)) => attempt::ReqBody::Replayable(b),
-            Ok(crate::body::Buffered::Partial(b)) => attempt::ReqBody::Once(b),
-            Err(_) => {
-                let fault = progress
-                    .fault()
-                    .unwrap_or(crate::body::DownstreamFault::Aborted);
-                return Err(ProxyError::Downstream(fault));
+    let body = match &progress {
+        None => attempt::ReqBody::Replayable(Bytes::new()),
+        Some(progress) => {
+            let counter = Arc::new(AtomicU64::new(0));
+            if let Some(r) = rec.as_deref_mut() {
+                r.bytes_in = Some(counter.clone());
+            }
+            let streamed = Body::stream(body)
+                .with_limit(max_body)
+                .with_counter(counter)
+                .with_progress(progress.clone())
+                .with_read_timeout(ctx.listener.body_read_timeout);
+            if upgrade.is_some() || declared.is_some_and(|n| n > buffer_limit) || buffer_limit == 0
+            {
+                attempt::ReqBody::Once(streamed)
+            } else {
+                match crate::body::buffer_up_to(streamed, buffer_limit).await {
+                    Ok(crate::body::Buffered::Whole(b)) => attempt::ReqBody::Replayable(b),
+                    Ok(crate::body::Buffered::Partial(b)) => attempt::ReqBody::Once(b),
+                    Err(_) => {
+                        let fault = progress
+                            .fault()
+                            .unwrap_or(crate::body::DownstreamFault::Aborted);
+                        return Err(ProxyError::Downstream(fault));
+                    }
+                }
             }
         }
     };
@@ -370,7 +375,7 @@ async fn forward(
         body,
         allow_non_idempotent: matched_allows_non_idempotent,
         key,
-        progress: &progress,
+        progress: progress.as_deref().unwrap_or(&crate::body::NO_BODY),
     };
     let result = attempt::run(cluster, out, &ctx.runtime.events, &mut tries).await;
     if let Some(r) = rec {

@@ -165,7 +165,7 @@ pub async fn run(
     tries: &mut Tries,
 ) -> Result<Answer, ProxyError> {
     let Outgoing {
-        head,
+        mut head,
         body,
         allow_non_idempotent,
         key,
@@ -221,10 +221,20 @@ pub async fn run(
         let can_replay = replay.is_some();
         body = replay;
         let mut req = Request::new(req_body);
-        *req.method_mut() = head.method.clone();
-        *req.uri_mut() = head.uri.clone();
+        // The head is copied only when another try could need it; the last possible try
+        // takes it.
+        let another_try_possible =
+            can_replay && may_retry_method && tries.retries < cluster.retries.attempts;
         *req.version_mut() = head.version;
-        *req.headers_mut() = head.headers.clone();
+        if another_try_possible {
+            *req.method_mut() = head.method.clone();
+            *req.uri_mut() = head.uri.clone();
+            *req.headers_mut() = head.headers.clone();
+        } else {
+            *req.method_mut() = std::mem::take(&mut head.method);
+            *req.uri_mut() = std::mem::take(&mut head.uri);
+            *req.headers_mut() = std::mem::take(&mut head.headers);
+        }
 
         let budget_left = deadline.saturating_duration_since(now);
         let sent = Instant::now();
