@@ -185,6 +185,8 @@ pub struct Body {
     /// Request bodies: how the client's body is doing, for the try loop.
     progress: Option<Arc<Progress>>,
     read_timeout: Option<ReadTimeout>,
+    /// Response bodies from a pooled HTTP/1.1 connection: give it back when read to the end.
+    checkin: Option<crate::upstream::Checkin>,
 }
 
 impl Body {
@@ -208,7 +210,13 @@ impl Body {
             hold: None,
             progress: None,
             read_timeout: None,
+            checkin: None,
         }
+    }
+    /// The pooled connection this response body came on, returned when the body has ended.
+    pub fn with_checkin(mut self, c: Option<crate::upstream::Checkin>) -> Self {
+        self.checkin = c;
+        self
     }
     /// A client's request body: its outcome is reported to `progress`.
     pub fn with_progress(mut self, p: Arc<Progress>) -> Self {
@@ -363,6 +371,10 @@ impl Body {
 
 impl Drop for Body {
     fn drop(&mut self) {
+        if let Some(c) = self.checkin.take() {
+            let clean = self.ended || http_body::Body::is_end_stream(self);
+            c.finish(clean);
+        }
         if let Some(mut r) = self.record.take() {
             if !(self.ended || http_body::Body::is_end_stream(self)) && r.error.is_none() {
                 // The client went away (or the upstream failed) before the body finished.

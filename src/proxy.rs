@@ -386,7 +386,12 @@ async fn forward(
     let answer = result?;
     let mut resp = answer.response;
     headers::strip_hop_by_hop(resp.headers_mut(), None);
-    Ok(resp.map(|b| Body::stream(b).with_hold(Box::new((answer.in_flight, answer.cluster_slot)))))
+    let checkin = answer.checkin;
+    Ok(resp.map(|b| {
+        Body::stream(b)
+            .with_checkin(checkin)
+            .with_hold(Box::new((answer.in_flight, answer.cluster_slot)))
+    }))
 }
 
 /// An upgrade (WebSocket): one try over a dedicated connection, then bytes both ways.

@@ -130,7 +130,8 @@ impl Runtime {
         rt.apply(config)?;
         crate::observe::metrics::count_events(&rt.events, rt.metrics.clone());
         crate::observe::metrics::traffic_summaries(Arc::downgrade(&rt));
-        // Forget idle rate-limit keys every 10 s so memory follows active clients.
+        // Every 10 s: forget idle rate-limit keys so memory follows active clients, expire
+        // retired endpoint state.
         let weak = Arc::downgrade(&rt);
         let sweeper = tokio::spawn(async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));

@@ -1,16 +1,18 @@
-//! Talking to endpoints: a pooled client per endpoint (HTTP/1.1 keep-alive, or one multiplexed
-//! HTTP/2 connection when the cluster says `protocol: http2`), connect/idle timeouts, and a
-//! dedicated connection for upgrades (WebSocket), which leave the pool for good.
+//! Talking to endpoints: a pooled client per endpoint (our own HTTP/1.1 keep-alive pool in
+//! [`pool`], or hyper-util's client holding one multiplexed HTTP/2 connection when the cluster
+//! says `protocol: http2`), connect/idle timeouts, and a dedicated connection for upgrades
+//! (WebSocket), which leave the pool for good.
 //!
-//! The connector always dials the endpoint's address whatever the request's authority says,
-//! so the request URI can carry the client's `Host` as its authority: HTTP/2 upstreams then get
-//! the right `:authority`, and HTTP/1.1 ones the right `Host`.
+//! HTTP/1.1 requests go out in origin form with the client's `Host`; for HTTP/2 the URI keeps
+//! the client's authority (the `:authority` the upstream sees) and the connector dials the
+//! endpoint's address whatever it says.
 
 use crate::body::Body;
 use crate::error::{classify_upstream, ProxyError};
 pub use limit::ConnLimit;
 
 pub mod limit;
+pub mod pool;
 use gatehouse_config::{Protocol, Timeouts};
 use http::{Request, Response, Uri};
 use hyper::body::Incoming;
@@ -73,13 +75,22 @@ impl tower_service::Service<Uri> for FixedConnector {
     }
 }
 
-/// A pooled client bound to one endpoint.
+/// A pooled client bound to one endpoint: our own HTTP/1.1 pool, or hyper-util's client for
+/// one multiplexed HTTP/2 connection.
 #[derive(Clone)]
 pub struct UpstreamClient {
-    client: Client<FixedConnector, Body>,
+    kind: Kind,
     address: String,
     connect_timeout: Duration,
 }
+
+#[derive(Clone)]
+enum Kind {
+    H1(Arc<pool::H1Pool>),
+    H2(Box<Client<FixedConnector, Body>>),
+}
+
+pub use pool::Checkin;
 
 impl UpstreamClient {
     /// A client for one endpoint whose connections count against `limit` (its cluster's) and
@@ -91,6 +102,19 @@ impl UpstreamClient {
         limit: Arc<ConnLimit>,
         max_idle: usize,
     ) -> Self {
+        if protocol == Protocol::Http1 {
+            return UpstreamClient {
+                kind: Kind::H1(pool::H1Pool::new(
+                    address,
+                    timeouts.connect.0,
+                    timeouts.idle.0,
+                    max_idle,
+                    limit,
+                )),
+                address: address.to_string(),
+                connect_timeout: timeouts.connect.0,
+            };
+        }
         let mut http = HttpConnector::new();
         http.set_nodelay(true);
         http.set_connect_timeout(Some(timeouts.connect.0));
@@ -106,30 +130,45 @@ impl UpstreamClient {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(timeouts.idle.0)
             .pool_max_idle_per_host(max_idle)
-            // A slow client reading a fast backend's body: hyper reads the body only as the
-            // client takes it, into at most this much, and TCP pushes back on the backend.
-            .http1_max_buf_size(64 << 10)
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
-            .http2_only(protocol == Protocol::Http2)
+            .http2_only(true)
             .build(connector);
         UpstreamClient {
-            client,
+            kind: Kind::H2(Box::new(client)),
             address: address.to_string(),
             connect_timeout: timeouts.connect.0,
         }
     }
 
-    /// Sends a request over a pooled connection; resolves when the response head arrives.
-    pub fn send(
+    /// Sends a request over a pooled connection; resolves when the response head arrives, with
+    /// what gives an HTTP/1.1 connection back to the pool when the body has been read.
+    pub async fn send(
         &self,
-        req: Request<Body>,
-    ) -> impl Future<Output = Result<Response<Incoming>, ProxyError>> + Send + 'static {
-        let fut = self.client.request(req);
-        async move {
-            fut.await
-                .map_err(|e| classify_upstream(&e))
-                .and_then(|r| framed(r, false))
+        mut req: Request<Body>,
+    ) -> Result<(Response<Incoming>, Option<Checkin>), ProxyError> {
+        match &self.kind {
+            Kind::H1(pool) => {
+                // On the wire: origin form, and a Host (the proxy sets the client's; a health
+                // check names the endpoint).
+                if !req.headers().contains_key(http::header::HOST) {
+                    if let Ok(h) = http::HeaderValue::from_str(&self.address) {
+                        req.headers_mut().insert(http::header::HOST, h);
+                    }
+                }
+                if let Some(pq) = req.uri().path_and_query().cloned() {
+                    *req.uri_mut() = Uri::from(pq);
+                }
+                let (resp, checkin) = pool.send(req).await?;
+                Ok((framed(resp, false)?, Some(checkin)))
+            }
+            Kind::H2(client) => {
+                let resp = client
+                    .request(req)
+                    .await
+                    .map_err(|e| classify_upstream(&e))?;
+                Ok((framed(resp, false)?, None))
+            }
         }
     }
 
@@ -144,17 +183,7 @@ impl UpstreamClient {
                 *req.uri_mut() = origin;
             }
         }
-        let stream = match tokio::time::timeout(
-            self.connect_timeout,
-            tokio::net::TcpStream::connect(self.address.as_str()),
-        )
-        .await
-        {
-            Err(_) => return Err(ProxyError::ConnectTimeout),
-            Ok(Err(_)) => return Err(ProxyError::ConnectRefused),
-            Ok(Ok(s)) => s,
-        };
-        let _ = stream.set_nodelay(true);
+        let stream = connect(&self.address, self.connect_timeout).await?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|_| ProxyError::UpstreamReset)?;
@@ -166,5 +195,21 @@ impl UpstreamClient {
             .await
             .map_err(|e| classify_upstream(&e))
             .and_then(|r| framed(r, true))
+    }
+}
+
+/// A TCP connection to `address` (Nagle off: heads and small bodies go out at once), or the
+/// error that says whether the endpoint refused or did not answer in time.
+pub(crate) async fn connect(
+    address: &str,
+    timeout: Duration,
+) -> Result<tokio::net::TcpStream, ProxyError> {
+    match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(address)).await {
+        Err(_) => Err(ProxyError::ConnectTimeout),
+        Ok(Err(_)) => Err(ProxyError::ConnectRefused),
+        Ok(Ok(s)) => {
+            let _ = s.set_nodelay(true);
+            Ok(s)
+        }
     }
 }

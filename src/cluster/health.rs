@@ -100,15 +100,26 @@ pub async fn probe(cfg: &HealthCheck, address: &str, client: &UpstreamClient) ->
             match tokio::time::timeout(cfg.timeout.0, client.send(req)).await {
                 Err(_) => Probe::Fail("timeout"),
                 Ok(Err(_)) => Probe::Fail("connect_failed"),
-                Ok(Ok(resp)) => {
-                    if !status_ok(cfg, resp.status()) {
+                Ok(Ok((resp, checkin))) => {
+                    // Read the (small) body so the connection can be pooled again.
+                    let status = resp.status();
+                    let flagged = cfg.degraded_header.as_ref().is_some_and(|h| {
+                        resp.headers()
+                            .get(h.as_str())
+                            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"degraded"))
+                    });
+                    let clean = tokio::time::timeout(
+                        cfg.timeout.0,
+                        http_body_util::BodyExt::collect(resp.into_body()),
+                    )
+                    .await
+                    .is_ok_and(|r| r.is_ok());
+                    if let Some(c) = checkin {
+                        c.finish(clean);
+                    }
+                    if !status_ok(cfg, status) {
                         Probe::Fail("unexpected_status")
                     } else {
-                        let flagged = cfg.degraded_header.as_ref().is_some_and(|h| {
-                            resp.headers()
-                                .get(h.as_str())
-                                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"degraded"))
-                        });
                         Probe::Pass { degraded: flagged }
                     }
                 }

@@ -32,6 +32,8 @@ pub struct Answer {
     pub in_flight: InFlight,
     /// The request's place under the cluster's `max_requests`, held until the body ends.
     pub cluster_slot: Option<crate::cluster::Slot>,
+    /// Gives the HTTP/1.1 connection back to its pool when the body has been read.
+    pub checkin: Option<crate::upstream::Checkin>,
 }
 
 /// What the loop reports besides its result.
@@ -239,6 +241,7 @@ pub async fn run(
         let budget_left = deadline.saturating_duration_since(now);
         let sent = Instant::now();
         let fault = ep.state.active_fault(now, events);
+        let mut checkin: Option<crate::upstream::Checkin> = None;
         let send = async {
             if let Some(d) = fault.and_then(|f| f.delay) {
                 tokio::time::sleep(d).await;
@@ -246,7 +249,10 @@ pub async fn run(
             match fault.and_then(|f| f.abort) {
                 // A drill answers in the endpoint's place: recorded like a real failure.
                 Some(status) => Err(ProxyError::Injected { status }),
-                None => ep.client.send(req).await,
+                None => ep.client.send(req).await.map(|(resp, c)| {
+                    checkin = c;
+                    resp
+                }),
             }
         };
         let may_move = can_replay && may_retry_method && tries.retries < cluster.retries.attempts;
@@ -359,6 +365,9 @@ pub async fn run(
             endpoint: ep.state.address.clone(),
             in_flight,
             cluster_slot: None,
+            // A backend that answered before the whole request body was read has a connection
+            // still busy with the upload: not one to give the next request.
+            checkin: checkin.take().filter(|_| progress.ended()),
         });
         if !retry {
             return with_slot(result, cluster_slot);

@@ -1,0 +1,329 @@
+//! The HTTP/1.1 connection pool of one endpoint, owned here rather than by hyper-util's legacy
+//! client: idle connections are `hyper::client::conn::http1` senders in a LIFO stack (the
+//! warmest first), a request takes one (or dials within the cluster's [`ConnLimit`]) and gives it
+//! back when its response body has ended cleanly. No pool key, no per-request checkout future or
+//! extension map: the legacy client's per-request bookkeeping was a fifth of our allocations.
+//!
+//! A pooled connection the backend closed while idle is noticed by its connection task (the
+//! sender reports closed and is discarded) or, in the race where the backend closes it just as
+//! it is taken, by hyper handing the unsent request back: it is sent again on a fresh
+//! connection, once.
+
+use super::limit::{ConnLimit, Counted};
+use crate::body::Body;
+use crate::error::{classify_upstream, ProxyError};
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{Builder, SendRequest};
+use hyper_util::rt::TokioIo;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+use tokio::time::Instant;
+
+type Sender = SendRequest<Body>;
+
+struct Idle {
+    sender: Sender,
+    since: Instant,
+}
+
+pub struct H1Pool {
+    address: String,
+    connect_timeout: Duration,
+    idle_timeout: Duration,
+    max_idle: usize,
+    limit: Arc<ConnLimit>,
+    idle: Mutex<Vec<Idle>>,
+    /// Signalled when a connection is given back: a request waiting for room under
+    /// `max_connections` takes it rather than waiting for one to close.
+    returned: tokio::sync::Notify,
+    /// Whether a task is closing connections idle past `idle_timeout` (one per pool, running
+    /// only while the pool has idle connections). Read and written under the `idle` lock.
+    sweeping: std::sync::atomic::AtomicBool,
+}
+
+/// Gives a connection back to its pool when the response body it carried ends cleanly.
+pub struct Checkin {
+    pool: Arc<H1Pool>,
+    sender: Option<Sender>,
+}
+
+impl Checkin {
+    /// Called by the response body when it is dropped: `clean` when it was read to its end.
+    pub fn finish(mut self, clean: bool) {
+        if let (true, Some(sender)) = (clean, self.sender.take()) {
+            self.pool.put(sender);
+        }
+    }
+}
+
+impl H1Pool {
+    pub fn new(
+        address: &str,
+        connect_timeout: Duration,
+        idle_timeout: Duration,
+        max_idle: usize,
+        limit: Arc<ConnLimit>,
+    ) -> Arc<Self> {
+        Arc::new(H1Pool {
+            address: address.to_string(),
+            connect_timeout,
+            idle_timeout,
+            max_idle,
+            limit,
+            idle: Mutex::new(Vec::new()),
+            returned: tokio::sync::Notify::new(),
+            sweeping: Default::default(),
+        })
+    }
+
+    fn put(self: &Arc<Self>, sender: Sender) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < self.max_idle {
+            idle.push(Idle {
+                sender,
+                since: Instant::now(),
+            });
+            if !self.sweeping.swap(true, Ordering::Relaxed) {
+                // A body dropped outside the runtime (at exit) has no one to sweep for it.
+                match tokio::runtime::Handle::try_current() {
+                    Ok(rt) => drop(rt.spawn(sweep(Arc::downgrade(self)))),
+                    Err(_) => {
+                        idle.pop();
+                        self.sweeping.store(false, Ordering::Relaxed);
+                        return;
+                    }
+                }
+            }
+            drop(idle);
+            self.returned.notify_one();
+        }
+    }
+
+    /// The warmest idle connection that is still open and not idle too long.
+    fn take(&self) -> Option<Sender> {
+        let now = Instant::now();
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some(i) = idle.pop() {
+            if !i.sender.is_closed() && now.saturating_duration_since(i.since) < self.idle_timeout {
+                return Some(i.sender);
+            }
+        }
+        None
+    }
+
+    /// Connections idle in the pool now.
+    pub fn idle_count(&self) -> usize {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// An idle connection, or a new one once there is room under the cluster's
+    /// `max_connections`, whichever comes first (`true` when new).
+    async fn checkout(&self) -> Result<(Sender, bool), ProxyError> {
+        let deadline = Instant::now() + self.connect_timeout;
+        loop {
+            let returned = self.returned.notified();
+            tokio::pin!(returned);
+            returned.as_mut().enable();
+            if let Some(s) = self.take() {
+                return Ok((s, false));
+            }
+            let wait = deadline.saturating_duration_since(Instant::now());
+            tokio::select! {
+                biased;
+                permit = self.limit.acquire(wait) => {
+                    let permit = permit.map_err(|_| ProxyError::ClusterOverloaded)?;
+                    return Ok((self.dial(permit).await?, true));
+                }
+                _ = returned => {}
+            }
+        }
+    }
+
+    async fn dial(&self, permit: super::limit::ConnPermit) -> Result<Sender, ProxyError> {
+        let stream = super::connect(&self.address, self.connect_timeout).await?;
+        let io = Counted::new(TokioIo::new(stream), permit);
+        let (sender, conn) = Builder::new()
+            // A slow client reading a fast backend's body: hyper reads the body only as the
+            // client takes it, into at most this much, and TCP pushes back on the backend.
+            .max_buf_size(64 << 10)
+            .handshake(io)
+            .await
+            .map_err(|_| ProxyError::UpstreamReset)?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(sender)
+    }
+
+    /// Sends `req` over a pooled (or new) connection; resolves when the response head arrives,
+    /// with what gives the connection back once the body has been read.
+    pub async fn send(
+        self: &Arc<Self>,
+        mut req: Request<Body>,
+    ) -> Result<(Response<Incoming>, Checkin), ProxyError> {
+        // Whether the request has already been handed back once by a pooled connection that
+        // closed under it: then it goes on a new connection and is not handed back again.
+        let mut resent = false;
+        loop {
+            let (mut sender, fresh) = if resent {
+                let permit = self
+                    .limit
+                    .acquire(self.connect_timeout)
+                    .await
+                    .map_err(|_| ProxyError::ClusterOverloaded)?;
+                (self.dial(permit).await?, true)
+            } else {
+                self.checkout().await?
+            };
+            if futures_util::future::poll_fn(|cx| sender.poll_ready(cx))
+                .await
+                .is_err()
+            {
+                if fresh {
+                    return Err(ProxyError::UpstreamReset);
+                }
+                // Closed while idle: try the next one (or a new one).
+                continue;
+            }
+            match sender.try_send_request(req).await {
+                Ok(resp) => {
+                    let checkin = Checkin {
+                        pool: self.clone(),
+                        sender: Some(sender),
+                    };
+                    return Ok((resp, checkin));
+                }
+                Err(mut e) => match e.take_message() {
+                    // Never written: the pooled connection had just closed. Once more on a
+                    // new one.
+                    Some(back) if !fresh => {
+                        req = back;
+                        resent = true;
+                    }
+                    _ => return Err(classify_upstream(e.error())),
+                },
+            }
+        }
+    }
+}
+
+/// Closes a pool's connections as they pass its idle timeout; ends when none is idle (the next
+/// [`H1Pool::put`] starts it again) or the pool is gone.
+async fn sweep(pool: Weak<H1Pool>) {
+    loop {
+        let next = {
+            let Some(pool) = pool.upgrade() else { return };
+            let now = Instant::now();
+            let mut idle = pool.idle.lock().unwrap_or_else(|e| e.into_inner());
+            idle.retain(|i| {
+                !i.sender.is_closed() && now.saturating_duration_since(i.since) < pool.idle_timeout
+            });
+            match idle.iter().map(|i| i.since).min() {
+                Some(oldest) => oldest + pool.idle_timeout,
+                None => {
+                    pool.sweeping.store(false, Ordering::Relaxed);
+                    return;
+                }
+            }
+        };
+        tokio::time::sleep_until(next).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A backend that answers each connection's first request and then closes it without saying
+    /// so (no `Connection: close`), like one whose keep-alive timeout is shorter than ours.
+    async fn one_request_per_connection() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                count.fetch_add(1, Ordering::Relaxed);
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 1024];
+                    let _ = s.read(&mut buf).await;
+                    let _ = s
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                        .await;
+                });
+            }
+        });
+        (addr, accepted)
+    }
+
+    fn pool(addr: &str) -> Arc<H1Pool> {
+        let limit = Arc::new(ConnLimit::default());
+        limit.set(16, 16);
+        H1Pool::new(
+            addr,
+            Duration::from_secs(2),
+            Duration::from_secs(60),
+            8,
+            limit,
+        )
+    }
+
+    async fn get(pool: &Arc<H1Pool>) -> u16 {
+        let req = Request::get("/")
+            .header("host", "x")
+            .body(Body::empty())
+            .unwrap();
+        let (resp, checkin) = pool.send(req).await.unwrap();
+        let status = resp.status().as_u16();
+        http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .unwrap();
+        checkin.finish(true);
+        status
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_backend_closed_while_idle_is_not_used() {
+        let (addr, accepted) = one_request_per_connection().await;
+        let pool = pool(&addr);
+        for _ in 0..5 {
+            assert_eq!(get(&pool).await, 200);
+        }
+        assert_eq!(accepted.load(Ordering::Relaxed), 5);
+    }
+
+    #[tokio::test]
+    async fn a_finished_connection_is_reused() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = l.accept().await {
+                count.fetch_add(1, Ordering::Relaxed);
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(|_req| async {
+                        Ok::<_, std::convert::Infallible>(Response::new(http_body_util::Full::new(
+                            bytes::Bytes::from_static(b"ok"),
+                        )))
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(s), svc)
+                        .await;
+                });
+            }
+        });
+        let pool = pool(&addr);
+        for _ in 0..5 {
+            assert_eq!(get(&pool).await, 200);
+        }
+        assert_eq!(accepted.load(Ordering::Relaxed), 1);
+        assert_eq!(pool.idle_count(), 1);
+    }
+}
