@@ -1,7 +1,9 @@
 //! Listeners: bind, accept (at most `max_connections` at once: beyond it a connection is
 //! accepted and closed at once, so the accept loop never stalls), read a PROXY protocol header
 //! when configured, serve HTTP/1.1 and HTTP/2 (h2c, prior knowledge) on one port with the
-//! listener's limits, close idle keep-alive connections, and drain on shutdown.
+//! listener's limits, close idle keep-alive connections, and drain on shutdown. The protocol is
+//! chosen from the connection's first bytes (the HTTP/2 preface or not), so an HTTP/1.1
+//! connection is served by hyper's plain HTTP/1.1 server with no version sniffing layer.
 
 pub mod proxy_protocol;
 
@@ -11,7 +13,6 @@ use bytes::Bytes;
 use gatehouse_config::Listener as ListenerConfig;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -34,21 +35,21 @@ pub struct ListenerSettings {
     pub request_buffering: u64,
     proxy_protocol: bool,
     header_read_timeout: Duration,
-    builder: auto::Builder<TokioExecutor>,
+    http1: hyper::server::conn::http1::Builder,
+    http2: hyper::server::conn::http2::Builder<TokioExecutor>,
 }
 
 impl ListenerSettings {
     pub fn new(cfg: &ListenerConfig, metrics: &crate::observe::metrics::Metrics) -> Self {
         let lim = &cfg.limits;
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
+        let mut http1 = hyper::server::conn::http1::Builder::new();
+        http1
             .timer(TokioTimer::new())
             .header_read_timeout(lim.header_read_timeout.0)
             .max_buf_size(lim.max_header_bytes.0.max(8192) as usize)
             .max_headers(lim.max_headers);
-        builder
-            .http2()
+        let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        http2
             .timer(TokioTimer::new())
             .max_header_list_size(u32::try_from(lim.max_header_bytes.0).unwrap_or(u32::MAX))
             .max_concurrent_streams(1024);
@@ -74,7 +75,8 @@ impl ListenerSettings {
             request_buffering: lim.request_buffering.0,
             proxy_protocol: cfg.proxy_protocol,
             header_read_timeout: lim.header_read_timeout.0,
-            builder,
+            http1,
+            http2,
         }
     }
 }
@@ -248,9 +250,11 @@ async fn accept_connection(
     let Some(first) = first_head(&mut stream, read, deadline).await else {
         return;
     };
+    // HTTP/2 with prior knowledge starts with its preface; anything else is HTTP/1.x.
+    let h2 = first.starts_with(b"PRI * HTTP/2.0\r\n\r\n");
     let io = proxy_protocol::Rewind::new(stream, first);
     Box::pin(serve_connection(
-        io, peer, settings, runtime, shutdown, tokens,
+        io, h2, peer, settings, runtime, shutdown, tokens,
     ))
     .await
 }
@@ -298,10 +302,11 @@ fn reject(runtime: &Runtime, reason: &str) {
 
 async fn serve_connection<I>(
     io: I,
+    h2: bool,
     peer: SocketAddr,
     settings: Arc<ListenerSettings>,
     runtime: Arc<Runtime>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
     _tokens: OpenGuard,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -316,41 +321,74 @@ async fn serve_connection<I>(
         activity: activity.clone(),
     });
     let service = service_fn(move |req| proxy::handle(ctx.clone(), req));
-    let conn = settings
-        .builder
-        .serve_connection_with_upgrades(TokioIo::new(io), service);
-    tokio::pin!(conn);
-    let idle = settings.idle_timeout;
-    // hyper's header timer starts with the first byte; a connection that sends nothing at all
-    // gets the same bound, counted from the accept.
-    let first_request_by = Instant::now() + settings.header_read_timeout;
-    let mut check_at = first_request_by.min(Instant::now() + idle);
-    let mut closing = false;
-    loop {
-        tokio::select! {
-            done = conn.as_mut() => {
-                if let Err(e) = done {
-                    count_malformed(&metrics, e.as_ref());
-                }
-                break;
-            }
-            _ = shutdown.changed(), if !closing => {
-                closing = true;
-                conn.as_mut().graceful_shutdown();
-            }
-            _ = tokio::time::sleep_until(check_at), if !closing => {
-                if !activity.used.load(Ordering::Relaxed) && Instant::now() >= first_request_by {
-                    closing = true;
-                    conn.as_mut().graceful_shutdown();
-                    continue;
-                }
-                match activity.idle_since() {
-                    Some(since) if since + idle <= Instant::now() => {
-                        closing = true;
-                        conn.as_mut().graceful_shutdown();
+    let watch = Watch {
+        activity,
+        idle: settings.idle_timeout,
+        // hyper's header timer starts with the first byte; a connection that sends nothing at
+        // all gets the same bound, counted from the accept.
+        first_request_by: Instant::now() + settings.header_read_timeout,
+        shutdown,
+        metrics,
+    };
+    if h2 {
+        let conn = settings.http2.serve_connection(TokioIo::new(io), service);
+        watch.drive(conn, |c| c.graceful_shutdown()).await;
+    } else {
+        let conn = settings
+            .http1
+            .serve_connection(TokioIo::new(io), service)
+            .with_upgrades();
+        watch.drive(conn, |c| c.graceful_shutdown()).await;
+    }
+}
+
+/// What a served connection is watched for: shutdown, a first request that never comes, and
+/// idle keep-alive time.
+struct Watch {
+    activity: Arc<Activity>,
+    idle: Duration,
+    first_request_by: Instant,
+    shutdown: watch::Receiver<bool>,
+    metrics: Arc<crate::observe::metrics::Metrics>,
+}
+
+impl Watch {
+    /// Runs `conn` to its end, asking it to close gracefully (`graceful`) on shutdown or idleness.
+    async fn drive<C>(mut self, conn: C, graceful: fn(std::pin::Pin<&mut C>))
+    where
+        C: std::future::Future<Output = Result<(), hyper::Error>>,
+    {
+        tokio::pin!(conn);
+        let idle = self.idle;
+        let mut check_at = self.first_request_by.min(Instant::now() + idle);
+        let mut closing = false;
+        loop {
+            tokio::select! {
+                done = conn.as_mut() => {
+                    if let Err(e) = done {
+                        count_malformed(&self.metrics, &e);
                     }
-                    Some(since) => check_at = since + idle,
-                    None => check_at = Instant::now() + idle,
+                    break;
+                }
+                _ = self.shutdown.changed(), if !closing => {
+                    closing = true;
+                    graceful(conn.as_mut());
+                }
+                _ = tokio::time::sleep_until(check_at), if !closing => {
+                    let a = &self.activity;
+                    if !a.used.load(Ordering::Relaxed) && Instant::now() >= self.first_request_by {
+                        closing = true;
+                        graceful(conn.as_mut());
+                        continue;
+                    }
+                    match a.idle_since() {
+                        Some(since) if since + idle <= Instant::now() => {
+                            closing = true;
+                            graceful(conn.as_mut());
+                        }
+                        Some(since) => check_at = since + idle,
+                        None => check_at = Instant::now() + idle,
+                    }
                 }
             }
         }
@@ -359,20 +397,15 @@ async fn serve_connection<I>(
 
 /// hyper answers what it cannot parse itself (a bare 400 or 431) and ends the connection;
 /// those refusals are counted with the gateway's own.
-fn count_malformed(
-    metrics: &crate::observe::metrics::Metrics,
-    e: &(dyn std::error::Error + Send + Sync + 'static),
-) {
-    if let Some(h) = e.downcast_ref::<hyper::Error>() {
-        let reason = if h.is_parse_too_large() {
-            "header_too_large"
-        } else if h.is_parse() {
-            "malformed_request"
-        } else {
-            return;
-        };
-        metrics.rejected.count(reason);
-    }
+fn count_malformed(metrics: &crate::observe::metrics::Metrics, e: &hyper::Error) {
+    let reason = if e.is_parse_too_large() {
+        "header_too_large"
+    } else if e.is_parse() {
+        "malformed_request"
+    } else {
+        return;
+    };
+    metrics.rejected.count(reason);
 }
 
 /// The running listeners, reconciled by name on every (re)load: new ones start, removed ones
