@@ -35,7 +35,7 @@ impl EdgeSettings {
 #[derive(Debug)]
 pub struct Canonical {
     /// Lower-case `host[:port]`, `""` for an HTTP/1.0 request without one.
-    pub host: String,
+    pub host: host::Host,
     pub client: client::Client,
     /// With `path_parameters: segment`, the path without `;` parameters that routes match on.
     pub match_path: Option<String>,

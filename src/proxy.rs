@@ -12,7 +12,7 @@ use crate::cluster::Cluster;
 use crate::error::{local_reply, ProxyError};
 use crate::listener::ListenerSettings;
 use crate::observe::access_log::AccessRecord;
-use crate::observe::ids::{self, TraceContext, TRACEPARENT, X_REQUEST_ID};
+use crate::observe::ids::{self, TRACEPARENT, X_REQUEST_ID};
 use crate::runtime::{Runtime, Snapshot};
 use bytes::Bytes;
 use gatehouse_config::policy::HashOn;
@@ -44,8 +44,11 @@ pub async fn handle(
     let active = ctx.activity.begin();
     let start = Instant::now();
     let snap = ctx.runtime.snapshot();
-    let request_id = ids::request_id(req.headers());
-    let trace = TraceContext::from_headers(req.headers());
+    let ids::RequestIds {
+        request_id,
+        trace,
+        traceparent,
+    } = ids::RequestIds::for_request(req.headers());
     let mut req = req;
     let canon = crate::canonical::canonicalize(
         &mut req,
@@ -54,10 +57,12 @@ pub async fn handle(
     );
     let mut rec = ctx.runtime.access_log.as_ref().map(|sink| {
         let (host, client) = match &canon {
-            Ok(c) => (c.host.clone(), c.client.ip),
+            Ok(c) => (c.host.header().clone(), c.client.ip),
             // Refused: log the host as it was sent.
             Err(_) => (
-                request_host(&req).unwrap_or_default().to_string(),
+                request_host(&req)
+                    .and_then(|h| HeaderValue::from_str(h).ok())
+                    .unwrap_or(HeaderValue::from_static("")),
                 ctx.peer.ip(),
             ),
         };
@@ -71,7 +76,7 @@ pub async fn handle(
             peer: ctx.peer,
             method: req.method().clone(),
             host,
-            path: req.uri().path().to_string(),
+            uri: req.uri().clone(),
             route: None,
             cluster: None,
             endpoint: None,
@@ -95,7 +100,7 @@ pub async fn handle(
                 &snap,
                 req,
                 &canon,
-                (&request_id, &trace),
+                (&request_id, &traceparent),
                 &mut out,
                 rec.as_deref_mut(),
             )
@@ -109,6 +114,7 @@ pub async fn handle(
     let Outcome {
         response_headers: extra,
         route_index,
+        upstream,
     } = out;
     let mut resp = match result {
         Ok(r) => r,
@@ -131,7 +137,8 @@ pub async fn handle(
         .unwrap_or(&snap.unrouted)
         .answered(status, start.elapsed().as_secs_f64());
     Ok(resp.map(|b| {
-        let b = b.with_hold(Box::new((active, in_flight_gauge)));
+        // One allocation for everything the response holds until its body ends.
+        let b = b.with_hold(Box::new((active, in_flight_gauge, upstream)));
         match rec {
             Some(mut r) => {
                 r.status = status;
@@ -148,6 +155,11 @@ pub async fn handle(
 struct Outcome {
     response_headers: http::HeaderMap,
     route_index: Option<usize>,
+    /// The try's endpoint in-flight count and cluster slot, held until the response body ends.
+    upstream: Option<(
+        crate::cluster::endpoint::InFlight,
+        Option<crate::cluster::Slot>,
+    )>,
 }
 
 /// Decrements the in-flight gauge when the response body ends.
@@ -173,13 +185,14 @@ async fn forward(
     snap: &Snapshot,
     mut req: Request<Incoming>,
     canon: &Canonical,
-    (request_id, trace): (&HeaderValue, &TraceContext),
+    (request_id, traceparent): (&HeaderValue, &HeaderValue),
     out: &mut Outcome,
     mut rec: Option<&mut AccessRecord>,
 ) -> Result<Response<Body>, ProxyError> {
     let Outcome {
         response_headers,
         route_index,
+        upstream: held,
     } = out;
     let host = canon.host.as_str();
     let match_path = canon.match_path.as_deref().unwrap_or(req.uri().path());
@@ -297,7 +310,7 @@ async fn forward(
             forwarded_for: canon.client.forwarded_for.clone(),
             trusted: ctx.listener.edge.trusts(ctx.peer.ip()),
             proto: "http",
-            host: (!host.is_empty()).then_some(host),
+            host: (!host.is_empty()).then_some(canon.host.header()),
             version: version_str(client_version),
         },
     );
@@ -312,12 +325,14 @@ async fn forward(
         parts
             .headers
             .insert(header::HOST, HeaderValue::from_static("gatehouse.invalid"));
-    } else if let Ok(h) = HeaderValue::from_str(host) {
+    } else {
         // The canonical host, also for an absolute-form request whose Host said otherwise.
-        parts.headers.insert(header::HOST, h);
+        parts
+            .headers
+            .insert(header::HOST, canon.host.header().clone());
     }
     parts.headers.insert(X_REQUEST_ID, request_id.clone());
-    parts.headers.insert(TRACEPARENT, trace.header());
+    parts.headers.insert(TRACEPARENT, traceparent.clone());
 
     // The body: buffered when small enough to be sent again by a retry, else streamed once.
     // A request without one (most GETs) needs none of the machinery below.
@@ -386,12 +401,9 @@ async fn forward(
     let answer = result?;
     let mut resp = answer.response;
     headers::strip_hop_by_hop(resp.headers_mut(), None);
+    *held = Some((answer.in_flight, answer.cluster_slot));
     let checkin = answer.checkin;
-    Ok(resp.map(|b| {
-        Body::stream(b)
-            .with_checkin(checkin)
-            .with_hold(Box::new((answer.in_flight, answer.cluster_slot)))
-    }))
+    Ok(resp.map(|b| Body::stream(b).with_checkin(checkin)))
 }
 
 /// An upgrade (WebSocket): one try over a dedicated connection, then bytes both ways.

@@ -4,7 +4,43 @@
 //! without a trailing dot, and it is the one host routes, logs, `X-Forwarded-Host` and the
 //! forwarded `Host` use. Pure: no I/O.
 
-use http::{header, HeaderMap, Uri, Version};
+use http::{header, HeaderMap, HeaderValue, Uri, Version};
+use std::borrow::Cow;
+
+/// A canonical host, kept as a header value: when the client sent it in canonical form already
+/// (most do), it shares the request's own bytes, so routing, the access log, `Host` and
+/// `X-Forwarded-Host` all use that one copy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Host(HeaderValue);
+
+impl Host {
+    /// No host: an HTTP/1.0 request that named none.
+    pub fn none() -> Self {
+        Host(HeaderValue::from_static(""))
+    }
+
+    fn from_cow(c: Cow<'_, str>, shared: Option<&HeaderValue>) -> Result<Self, HostError> {
+        match (c, shared) {
+            (Cow::Borrowed(_), Some(v)) => Ok(Host(v.clone())),
+            (c, _) => HeaderValue::from_maybe_shared(bytes::Bytes::from(c.into_owned()))
+                .map(Host)
+                .map_err(|_| HostError::Invalid),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Validated ASCII when made; the fallback is unreachable.
+        std::str::from_utf8(self.0.as_bytes()).unwrap_or("")
+    }
+
+    pub fn header(&self) -> &HeaderValue {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HostError {
@@ -33,11 +69,7 @@ impl HostError {
 }
 
 /// The canonical host of a request, or `""` for an HTTP/1.0 request without one.
-pub fn canonical_host(
-    version: Version,
-    uri: &Uri,
-    headers: &HeaderMap,
-) -> Result<String, HostError> {
+pub fn canonical_host(version: Version, uri: &Uri, headers: &HeaderMap) -> Result<Host, HostError> {
     let mut hosts = headers.get_all(header::HOST).iter();
     let host_header = hosts.next();
     if hosts.next().is_some() {
@@ -47,7 +79,8 @@ pub fn canonical_host(
         .map(|v| {
             v.to_str()
                 .map_err(|_| HostError::Invalid)
-                .and_then(canonical)
+                .and_then(canonical_cow)
+                .and_then(|c| Host::from_cow(c, Some(v)))
         })
         .transpose()?;
     let from_target = match uri.authority() {
@@ -56,7 +89,7 @@ pub fn canonical_host(
                 Some(s) if s.eq_ignore_ascii_case("http") || s.eq_ignore_ascii_case("https") => {}
                 _ => return Err(HostError::Scheme),
             }
-            Some(canonical(a.as_str())?)
+            Some(Host::from_cow(canonical_cow(a.as_str())?, None)?)
         }
         None => None,
     };
@@ -67,7 +100,7 @@ pub fn canonical_host(
         (Version::HTTP_11, _, None) => Err(HostError::Missing),
         (_, Some(t), _) => Ok(t),
         (_, None, Some(h)) => Ok(h),
-        (_, None, None) => Ok(String::new()),
+        (_, None, None) => Ok(Host::none()),
     }
 }
 
@@ -75,6 +108,12 @@ pub fn canonical_host(
 /// restricted to letters, digits, `-`, `_` and `.` (what DNS and every router agree on);
 /// IP literals must parse.
 pub fn canonical(s: &str) -> Result<String, HostError> {
+    canonical_cow(s).map(Cow::into_owned)
+}
+
+/// [`canonical`], borrowing `s` when it is canonical already.
+fn canonical_cow(s: &str) -> Result<Cow<'_, str>, HostError> {
+    let lower = !s.bytes().any(|b| b.is_ascii_uppercase());
     let (host, port) = if let Some(rest) = s.strip_prefix('[') {
         let (v6, after) = rest.split_once(']').ok_or(HostError::Invalid)?;
         v6.parse::<std::net::Ipv6Addr>()
@@ -100,7 +139,11 @@ pub fn canonical(s: &str) -> Result<String, HostError> {
         }
     }
     if host.starts_with('[') {
-        return Ok(s.to_ascii_lowercase());
+        return Ok(if lower {
+            Cow::Borrowed(s)
+        } else {
+            Cow::Owned(s.to_ascii_lowercase())
+        });
     }
     {
         let bare = host.strip_suffix('.').unwrap_or(host);
@@ -123,6 +166,9 @@ pub fn canonical(s: &str) -> Result<String, HostError> {
         if numeric && bare.parse::<std::net::Ipv4Addr>().is_err() {
             return Err(HostError::Invalid);
         }
+        if lower && bare.len() == host.len() {
+            return Ok(Cow::Borrowed(s));
+        }
         // One allocation: the name without its trailing dot, then the port as sent.
         let mut out = String::with_capacity(s.len());
         out.push_str(bare);
@@ -131,7 +177,7 @@ pub fn canonical(s: &str) -> Result<String, HostError> {
             out.push(':');
             out.push_str(p);
         }
-        Ok(out)
+        Ok(Cow::Owned(out))
     }
 }
 
@@ -141,12 +187,28 @@ mod tests {
     use http::HeaderValue;
 
     fn req(version: Version, target: &str, hosts: &[&str]) -> Result<String, HostError> {
+        req_host(version, target, hosts).map(|h| h.as_str().to_string())
+    }
+
+    fn req_host(version: Version, target: &str, hosts: &[&str]) -> Result<Host, HostError> {
         let uri: Uri = target.parse().unwrap();
         let mut h = HeaderMap::new();
         for v in hosts {
             h.append(header::HOST, HeaderValue::from_str(v).unwrap());
         }
         canonical_host(version, &uri, &h)
+    }
+
+    #[test]
+    fn a_host_sent_canonical_shares_the_request_bytes_and_others_are_rewritten() {
+        let v = HeaderValue::from_static("api.example.com:8080");
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, v.clone());
+        let got = canonical_host(Version::HTTP_11, &Uri::from_static("/"), &h).unwrap();
+        assert_eq!(got.as_str().as_ptr(), v.as_bytes().as_ptr());
+        let got = req_host(Version::HTTP_11, "/", &["API.example.com."]).unwrap();
+        assert_eq!(got.as_str(), "api.example.com");
+        assert_eq!(got.header(), "api.example.com");
     }
 
     #[test]

@@ -116,8 +116,10 @@ pub struct AccessRecord {
     pub client: IpAddr,
     pub peer: SocketAddr,
     pub method: Method,
-    pub host: String,
-    pub path: String,
+    /// The canonical host (shares the request's bytes).
+    pub host: HeaderValue,
+    /// The request target as routed; its path is logged (no copy per request).
+    pub uri: http::Uri,
     pub route: Option<Arc<str>>,
     pub cluster: Option<Arc<str>>,
     pub endpoint: Option<Arc<str>>,
@@ -190,9 +192,9 @@ impl AccessRecord {
         out.extend_from_slice(b",\"method\":");
         json_str(out, self.method.as_str());
         out.extend_from_slice(b",\"host\":");
-        json_str(out, &self.host);
+        json_str(out, self.host.to_str().unwrap_or(""));
         out.extend_from_slice(b",\"path\":");
-        json_str(out, &self.path);
+        json_str(out, self.uri.path());
         out.extend_from_slice(b",\"route\":");
         json_opt(out, self.route.as_deref());
         out.extend_from_slice(b",\"cluster\":");

@@ -10,20 +10,31 @@ pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
 /// The request ID to use: the client's if sane, else a new UUIDv7.
 pub fn request_id(headers: &HeaderMap) -> HeaderValue {
-    if let Some(v) = headers.get(&X_REQUEST_ID) {
-        let b = v.as_bytes();
-        if !b.is_empty()
-            && b.len() <= 128
-            && b.iter()
-                .all(|c| c.is_ascii_alphanumeric() || b"-_.:/+=@".contains(c))
-        {
-            return v.clone();
-        }
-    }
-    new_request_id()
+    client_request_id(headers).unwrap_or_else(new_request_id)
+}
+
+/// The client's `X-Request-ID`, if sane.
+fn client_request_id(headers: &HeaderMap) -> Option<HeaderValue> {
+    let v = headers.get(&X_REQUEST_ID)?;
+    let b = v.as_bytes();
+    let sane = !b.is_empty()
+        && b.len() <= 128
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || b"-_.:/+=@".contains(c));
+    sane.then(|| v.clone())
 }
 
 pub fn new_request_id() -> HeaderValue {
+    let mut buf = [0u8; REQUEST_ID_LEN];
+    write_request_id(&mut buf);
+    HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+}
+
+const REQUEST_ID_LEN: usize = uuid::fmt::Hyphenated::LENGTH;
+const TRACEPARENT_LEN: usize = 55;
+
+/// A new UUIDv7, hyphenated, into `out`.
+fn write_request_id(out: &mut [u8; REQUEST_ID_LEN]) {
     let ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -32,9 +43,39 @@ pub fn new_request_id() -> HeaderValue {
         .try_into()
         .unwrap_or([0; 10]);
     let id = uuid::Builder::from_unix_timestamp_millis(ms, &rand).into_uuid();
-    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    let s = id.hyphenated().encode_lower(&mut buf);
-    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+    id.hyphenated().encode_lower(out);
+}
+
+/// One request's identity: its request ID and trace context, with the `traceparent` to send
+/// upstream. The generated values share one buffer, so every copy of them (upstream headers, a
+/// retry's copy, the response, the access log) costs one allocation in all.
+pub struct RequestIds {
+    pub request_id: HeaderValue,
+    pub trace: TraceContext,
+    pub traceparent: HeaderValue,
+}
+
+impl RequestIds {
+    pub fn for_request(headers: &HeaderMap) -> Self {
+        let trace = TraceContext::from_headers(headers);
+        let kept = client_request_id(headers);
+        let mut buf = [0u8; REQUEST_ID_LEN + TRACEPARENT_LEN];
+        let (id, tp) = buf.split_at_mut(REQUEST_ID_LEN);
+        trace.write(tp.try_into().unwrap_or(&mut [0; TRACEPARENT_LEN]));
+        if kept.is_none() {
+            write_request_id(id.try_into().unwrap_or(&mut [0; REQUEST_ID_LEN]));
+        }
+        let shared = bytes::Bytes::from_owner(buf);
+        let value = |range: std::ops::Range<usize>| {
+            HeaderValue::from_maybe_shared(shared.slice(range))
+                .unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+        };
+        RequestIds {
+            traceparent: value(REQUEST_ID_LEN..REQUEST_ID_LEN + TRACEPARENT_LEN),
+            request_id: kept.unwrap_or_else(|| value(0..REQUEST_ID_LEN)),
+            trace,
+        }
+    }
 }
 
 /// W3C trace context for one request through the gateway.
@@ -79,13 +120,18 @@ impl TraceContext {
 
     /// The `traceparent` to send upstream: our span as the parent.
     pub fn header(&self) -> HeaderValue {
+        let mut buf = [0u8; TRACEPARENT_LEN];
+        self.write(&mut buf);
+        HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+    }
+
+    fn write(&self, buf: &mut [u8; TRACEPARENT_LEN]) {
         // Hand-rolled hex: this runs on every request and `format!` costs ~4x more.
-        let mut buf = [b'-'; 55];
+        buf.fill(b'-');
         buf[..2].copy_from_slice(b"00");
         hex_into(&mut buf[3..35], &self.trace_id.to_be_bytes());
         hex_into(&mut buf[36..52], &self.span_id.to_be_bytes());
         hex_into(&mut buf[53..55], &[self.flags]);
-        HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
     }
 }
 
@@ -148,6 +194,17 @@ mod tests {
         let b = new_request_id();
         assert_ne!(a, b);
         assert_eq!(&a.to_str().unwrap()[14..15], "7", "UUID version 7: {a:?}");
+    }
+
+    #[test]
+    fn request_ids_share_one_buffer_and_keep_a_sane_client_id() {
+        let ids = RequestIds::for_request(&HeaderMap::new());
+        assert_eq!(ids.request_id.len(), 36);
+        assert_eq!(&ids.request_id.to_str().unwrap()[14..15], "7");
+        assert_eq!(ids.traceparent, ids.trace.header());
+        let kept = RequestIds::for_request(&headers(&X_REQUEST_ID, "abc-123"));
+        assert_eq!(kept.request_id, "abc-123");
+        assert_eq!(kept.traceparent, kept.trace.header());
     }
 
     #[test]

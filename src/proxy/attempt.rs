@@ -193,7 +193,8 @@ pub async fn run(
     let may_retry_method = idempotent(&head.method) || allow_non_idempotent;
     cluster.state.budget.record_request(started);
     let mut body = Some(body);
-    let mut tried: Vec<usize> = Vec::new();
+    // Inline: most requests make one try, and no try should cost an allocation for this.
+    let mut tried: smallvec::SmallVec<[usize; 4]> = smallvec::SmallVec::new();
     // The previous try's result, answered if no other endpoint is left to retry on.
     let mut last: Option<Result<Answer, ProxyError>> = None;
     loop {

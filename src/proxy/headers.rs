@@ -91,7 +91,7 @@ pub struct Hop<'a> {
     /// Whether the peer is a trusted proxy (whose `X-Forwarded-Proto/-Host` are kept).
     pub trusted: bool,
     pub proto: &'static str,
-    pub host: Option<&'a str>,
+    pub host: Option<&'a HeaderValue>,
     /// `1.0`, `1.1` or `2`: the client's protocol version, for `Via`.
     pub version: &'static str,
 }
@@ -104,9 +104,9 @@ pub fn set_forwarding(h: &mut HeaderMap, hop: &Hop<'_>) {
         h.insert(X_FORWARDED_PROTO, HeaderValue::from_static(hop.proto));
     }
     if !hop.trusted || !h.contains_key(&X_FORWARDED_HOST) {
-        match hop.host.and_then(|s| HeaderValue::from_str(s).ok()) {
+        match hop.host {
             Some(v) => {
-                h.insert(X_FORWARDED_HOST, v);
+                h.insert(X_FORWARDED_HOST, v.clone());
             }
             None => {
                 h.remove(&X_FORWARDED_HOST);
@@ -202,6 +202,7 @@ mod tests {
 
     #[test]
     fn forwarding_trusted_and_untrusted() {
+        let host = HeaderValue::from_static("api.example.com");
         let hop = |trusted| Hop {
             forwarded_for: HeaderValue::from_static(if trusted {
                 "1.2.3.4, 10.0.0.9"
@@ -210,7 +211,7 @@ mod tests {
             }),
             trusted,
             proto: "http",
-            host: Some("api.example.com"),
+            host: Some(&host),
             version: "1.1",
         };
         let client = [
