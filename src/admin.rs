@@ -7,6 +7,7 @@
 mod dashboard;
 pub mod guard;
 mod handlers;
+pub mod traffic;
 
 use crate::observe::events::Events;
 use crate::runtime::Runtime;

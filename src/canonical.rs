@@ -7,7 +7,7 @@
 //! path in the request from here on; the host and client are returned.
 
 pub mod client;
-pub mod framing;
+use crate::framing;
 pub mod host;
 pub mod path;
 

@@ -10,9 +10,11 @@ pub mod body;
 pub mod canonical;
 pub mod clock;
 pub mod cluster;
+pub mod conn;
 pub mod demo;
 pub mod error;
 pub mod filter;
+pub mod framing;
 pub mod listener;
 pub mod observe;
 pub mod proxy;
@@ -135,6 +137,7 @@ impl Gateway {
             };
             anyhow::anyhow!("invalid config:\n{errors}")
         })?;
+        admin::traffic::start(Arc::downgrade(&runtime));
         let tracker = tokio_util::task::TaskTracker::new();
         let listeners = Arc::new(listener::Listeners::new(runtime.clone(), tracker.clone()));
         let errors = listeners.reconcile(&listener_cfgs);
@@ -243,13 +246,7 @@ impl Gateway {
     }
 }
 
-/// Logs what the config allows but an operator should look at (`gatehouse check` prints the
-/// same lines).
-pub fn log_warnings(text: &str, path: &std::path::Path, config: &Config) {
-    for w in gatehouse_config::warnings(text, &path.display().to_string(), config).0 {
-        tracing::warn!(warning = %w, "config warning");
-    }
-}
+pub use reload::log_warnings;
 
 /// Resolves when the process is asked to stop (SIGTERM or SIGINT).
 pub async fn shutdown_signal() {

@@ -7,79 +7,21 @@
 
 pub mod proxy_protocol;
 
-use crate::proxy::{self, ConnCtx};
+use crate::conn::{Activity, ConnCtx, ListenerSettings};
+use crate::proxy;
 use crate::runtime::Runtime;
 use bytes::Bytes;
 use gatehouse_config::Listener as ListenerConfig;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
-
-/// A listener's settings as its connections use them (fixed when the connection is accepted).
-pub struct ListenerSettings {
-    pub name: Arc<str>,
-    pub edge: crate::canonical::EdgeSettings,
-    pub max_body_bytes: u64,
-    pub idle_timeout: Duration,
-    pub max_connections: usize,
-    /// `gatehouse_downstream_connections_rejected_total{listener}`, resolved once.
-    pub rejected_connections: prometheus_client::metrics::counter::Counter,
-    pub body_read_timeout: Duration,
-    pub request_buffering: u64,
-    proxy_protocol: bool,
-    header_read_timeout: Duration,
-    http1: hyper::server::conn::http1::Builder,
-    http2: hyper::server::conn::http2::Builder<TokioExecutor>,
-}
-
-impl ListenerSettings {
-    pub fn new(cfg: &ListenerConfig, metrics: &crate::observe::metrics::Metrics) -> Self {
-        let lim = &cfg.limits;
-        let mut http1 = hyper::server::conn::http1::Builder::new();
-        http1
-            .timer(TokioTimer::new())
-            .header_read_timeout(lim.header_read_timeout.0)
-            .max_buf_size(lim.max_header_bytes.0.max(8192) as usize)
-            .max_headers(lim.max_headers);
-        let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-        http2
-            .timer(TokioTimer::new())
-            .max_header_list_size(u32::try_from(lim.max_header_bytes.0).unwrap_or(u32::MAX))
-            .max_concurrent_streams(1024);
-        ListenerSettings {
-            name: cfg.name.as_str().into(),
-            edge: crate::canonical::EdgeSettings {
-                path: cfg.path_normalization,
-                underscores: cfg.headers_with_underscores,
-                trusted_proxies: cfg
-                    .trusted_proxies
-                    .iter()
-                    .filter_map(|t| gatehouse_config::validate::parse_cidr(t))
-                    .collect(),
-            },
-            max_body_bytes: lim.max_body_bytes.0,
-            idle_timeout: lim.idle_timeout.0,
-            max_connections: lim.max_connections,
-            rejected_connections: metrics
-                .connections_rejected
-                .get_or_create(&vec![("listener", cfg.name.clone())])
-                .clone(),
-            body_read_timeout: lim.body_read_timeout.0,
-            request_buffering: lim.request_buffering.0,
-            proxy_protocol: cfg.proxy_protocol,
-            header_read_timeout: lim.header_read_timeout.0,
-            http1,
-            http2,
-        }
-    }
-}
 
 /// Binds `address` with a deep accept backlog and `SO_REUSEADDR` (restarts don't wait for
 /// TIME_WAIT).
@@ -97,53 +39,6 @@ pub fn bind(address: &str) -> std::io::Result<TcpListener> {
     socket.bind(&addr.into())?;
     socket.listen(4096)?;
     TcpListener::from_std(socket.into())
-}
-
-/// Per-connection activity: requests in flight and when the last one ended, so an idle
-/// keep-alive connection can be closed after the listener's `idle_timeout`.
-pub struct Activity {
-    base: Instant,
-    in_flight: AtomicU32,
-    last_ms: AtomicU64,
-    /// Whether a request has started on this connection.
-    used: std::sync::atomic::AtomicBool,
-}
-
-impl Activity {
-    fn new() -> Self {
-        Activity {
-            base: Instant::now(),
-            in_flight: AtomicU32::new(0),
-            last_ms: AtomicU64::new(0),
-            used: std::sync::atomic::AtomicBool::new(false),
-        }
-    }
-
-    pub fn begin(self: &Arc<Self>) -> ActivityGuard {
-        self.used.store(true, Ordering::Relaxed);
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-        ActivityGuard(self.clone())
-    }
-
-    /// When the connection became idle, or `None` while a request is in flight.
-    fn idle_since(&self) -> Option<Instant> {
-        if self.in_flight.load(Ordering::Relaxed) > 0 {
-            return None;
-        }
-        Some(self.base + Duration::from_millis(self.last_ms.load(Ordering::Relaxed)))
-    }
-}
-
-/// Marks a request in flight on its connection until dropped (when its response body ends).
-pub struct ActivityGuard(Arc<Activity>);
-
-impl Drop for ActivityGuard {
-    fn drop(&mut self) {
-        let a = &self.0;
-        a.last_ms
-            .store(a.base.elapsed().as_millis() as u64, Ordering::Relaxed);
-        a.in_flight.fetch_sub(1, Ordering::Relaxed);
-    }
 }
 
 /// Everything an accept loop needs.
@@ -311,7 +206,7 @@ async fn serve_connection<I>(
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let activity = Arc::new(Activity::new());
+    let activity = Arc::new(Activity::default());
     let metrics = runtime.metrics.clone();
     let ctx = Arc::new(ConnCtx {
         runtime,

@@ -9,32 +9,20 @@ pub mod headers;
 use crate::body::Body;
 use crate::canonical::Canonical;
 use crate::cluster::Cluster;
+use crate::conn::ConnCtx;
 use crate::error::{local_reply, ProxyError};
-use crate::listener::ListenerSettings;
 use crate::observe::access_log::AccessRecord;
 use crate::observe::ids::{self, TRACEPARENT, X_REQUEST_ID};
-use crate::runtime::{Runtime, Snapshot};
+use crate::runtime::Snapshot;
 use bytes::Bytes;
 use gatehouse_config::policy::HashOn;
 use http::{header, HeaderValue, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
-
-/// What a request handler knows about the connection it came in on.
-pub struct ConnCtx {
-    pub runtime: Arc<Runtime>,
-    pub listener: Arc<ListenerSettings>,
-    /// The TCP peer, or the source address of the connection's PROXY protocol header.
-    pub peer: SocketAddr,
-    /// The peer's IP as an `X-Forwarded-For` value, made once per connection.
-    pub peer_header: HeaderValue,
-    pub activity: Arc<crate::listener::Activity>,
-}
 
 /// Serves one request. Never fails: errors become local replies.
 pub async fn handle(

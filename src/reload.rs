@@ -84,7 +84,7 @@ impl Reloader {
             Ok(t) => gatehouse_config::load_str_at(t, &self.path)
                 .map_err(strings)
                 .and_then(|config| {
-                    crate::log_warnings(t, &self.path, &config);
+                    log_warnings(t, &self.path, &config);
                     // Build and publish the snapshot before touching listeners: a snapshot that
                     // cannot be built leaves everything as it was.
                     let listeners = config.listeners.clone();
@@ -195,6 +195,14 @@ pub fn watch(reloader: Arc<Reloader>) -> Option<notify::RecommendedWatcher> {
         }
     });
     Some(watcher)
+}
+
+/// Logs what the config allows but an operator should look at (`gatehouse check` prints the
+/// same lines).
+pub fn log_warnings(text: &str, path: &std::path::Path, config: &gatehouse_config::Config) {
+    for w in gatehouse_config::warnings(text, &path.display().to_string(), config).0 {
+        tracing::warn!(warning = %w, "config warning");
+    }
 }
 
 #[cfg(test)]

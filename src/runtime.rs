@@ -2,14 +2,12 @@
 //! snapshots, keyed by identity: endpoints by (cluster, address), upstream clients (pools) by
 //! (cluster, address, transport settings). Keys never contain tunables such as weights.
 
-use crate::cluster::balance::Balancer;
 use crate::cluster::endpoint::EndpointState;
-use crate::cluster::{Cluster, ClusterState, EndpointRef};
+use crate::cluster::ClusterState;
 use crate::filter::limit::{redis_store::RedisStore, Limiter, LocalStore};
-use crate::filter::Filter;
 use crate::observe::access_log::AccessLogSink;
 use crate::observe::events::Events;
-use crate::observe::metrics::{EndpointMetrics, Metrics, RouteMetrics};
+use crate::observe::metrics::{Metrics, RouteMetrics};
 use crate::route::RouteTable;
 use crate::upstream::UpstreamClient;
 use arc_swap::ArcSwap;
@@ -22,24 +20,9 @@ use tokio::task::AbortHandle;
 
 pub mod filters;
 mod prune;
+mod snapshot;
 
-/// One immutable, validated, compiled version of the config.
-pub struct Snapshot {
-    pub generation: u64,
-    pub config: Arc<Config>,
-    pub routes: RouteTable,
-    pub clusters: HashMap<Arc<str>, Arc<Cluster>>,
-    /// Each route's filters, by the route's position in the config.
-    pub route_filters: Vec<Vec<Filter>>,
-    /// Every rate-limit policy, by name.
-    pub limiters: HashMap<Arc<str>, Arc<Limiter>>,
-    /// Each route's metric handles, by the route's position in the config.
-    pub route_metrics: Vec<RouteMetrics>,
-    /// Handles for requests no route matched.
-    pub unrouted: RouteMetrics,
-    /// The consumer header and the identity headers removed from every request.
-    pub identity: crate::filter::IdentityHeaders,
-}
+pub use snapshot::Snapshot;
 
 type EndpointKey = (Arc<str>, Arc<str>);
 /// A pool is one endpoint spoken to in one protocol; its timeouts are settings of the pool, so
@@ -129,7 +112,6 @@ impl Runtime {
         });
         rt.apply(config)?;
         crate::observe::metrics::count_events(&rt.events, rt.metrics.clone());
-        crate::observe::metrics::traffic_summaries(Arc::downgrade(&rt));
         // Every 10 s: forget idle rate-limit keys so memory follows active clients, expire
         // retired endpoint state.
         let weak = Arc::downgrade(&rt);
@@ -167,111 +149,7 @@ impl Runtime {
         self.keep_limiter_state(&limiters);
         let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
         let first = generation == 1;
-        let mut clusters = HashMap::new();
-        let mut wanted_tasks = Vec::new();
-        {
-            let mut eps = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
-            let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
-            let mut cstates = self.clusters.lock().unwrap_or_else(|p| p.into_inner());
-            for c in &config.clusters {
-                let name: Arc<str> = c.name.as_str().into();
-                let cstate = cstates.entry(name.clone()).or_default().clone();
-                cstate
-                    .connections
-                    .set(c.limits.max_connections, c.limits.max_pending);
-                let pool = (c.timeouts, c.limits.max_idle_per_endpoint);
-                let new_client = |addr: &str| {
-                    UpstreamClient::new(
-                        addr,
-                        c.protocol,
-                        &c.timeouts,
-                        cstate.connections.clone(),
-                        c.limits.max_idle_per_endpoint,
-                    )
-                };
-                let endpoints: Vec<EndpointRef> = c
-                    .endpoints
-                    .iter()
-                    .map(|e| {
-                        let addr: Arc<str> = e.address.as_str().into();
-                        let key = (name.clone(), addr.clone());
-                        let state = eps
-                            .entry(key.clone())
-                            .or_insert_with(|| {
-                                let s = EndpointState::new(
-                                    name.clone(),
-                                    addr.clone(),
-                                    &c.circuit_breaker,
-                                );
-                                // New endpoints of a running gateway ramp up; the first
-                                // snapshot's all start together, so ramping them means nothing.
-                                if !first {
-                                    s.start_ramp(c.slow_start.0);
-                                }
-                                Arc::new(s)
-                            })
-                            .clone();
-                        let slot = clients
-                            .entry((name.clone(), addr.clone(), c.protocol))
-                            .or_insert_with(|| (pool, new_client(&e.address)));
-                        if slot.0 != pool {
-                            // Old snapshots keep the old pool until their requests finish.
-                            *slot = (pool, new_client(&e.address));
-                        }
-                        let client = slot.1.clone();
-                        if c.health_check.enabled {
-                            wanted_tasks.push(WantedTask {
-                                key,
-                                settings: (
-                                    c.health_check.clone(),
-                                    c.slow_start.0,
-                                    c.timeouts,
-                                    c.protocol,
-                                ),
-                                state: state.clone(),
-                                client: client.clone(),
-                            });
-                        }
-                        EndpointRef {
-                            metrics: EndpointMetrics::new(&self.metrics, &name, &addr),
-                            state,
-                            weight: e.weight,
-                            client,
-                        }
-                    })
-                    .collect();
-                let hash_on = c
-                    .hash_on
-                    .as_deref()
-                    .and_then(|h| gatehouse_config::policy::parse_hash_on(h).ok());
-                let balancer = Balancer::new(c.lb, hash_on.as_ref(), &endpoints);
-                let retry_counters = crate::cluster::RetryCounters::new(&self.metrics, &name);
-                clusters.insert(
-                    name.clone(),
-                    Arc::new(Cluster {
-                        name,
-                        protocol: c.protocol,
-                        endpoints,
-                        balancer,
-                        timeouts: c.timeouts,
-                        breaker: c.circuit_breaker,
-                        outlier: c.outlier_detection,
-                        retries: c.retries.clone(),
-                        retry_on: c
-                            .retries
-                            .on
-                            .iter()
-                            .filter_map(|r| gatehouse_config::policy::parse_retry_on(r).ok())
-                            .collect(),
-                        slow_start: c.slow_start.0,
-                        retry_counters,
-                        state: cstate,
-                        limits: c.limits,
-                        panic_cache: std::sync::atomic::AtomicU64::new(0),
-                    }),
-                );
-            }
-        }
+        let (clusters, wanted_tasks) = self.build_clusters(&config, first);
         let route_metrics = config
             .routes
             .iter()

@@ -25,7 +25,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 /// A response head the client can be given: a single `chunked` coding at most, and no
-/// `Content-Length` beside it (`canonical::framing`); a 101 only when an upgrade was asked for.
+/// `Content-Length` beside it (`framing`); a 101 only when an upgrade was asked for.
 fn framed(
     mut resp: Response<Incoming>,
     upgrade_asked: bool,
@@ -33,7 +33,7 @@ fn framed(
     if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS && !upgrade_asked {
         return Err(ProxyError::UpstreamBadFraming);
     }
-    crate::canonical::framing::check_response(resp.headers_mut())
+    crate::framing::check_response(resp.headers_mut())
         .map_err(|_| ProxyError::UpstreamBadFraming)?;
     Ok(resp)
 }

@@ -5,8 +5,10 @@
 //! client typed and are never believed. The same address feeds rate limits, hashing, logs and
 //! the forwarded `X-Forwarded-For`, whose first entry it becomes.
 
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use std::net::{IpAddr, SocketAddr};
+
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// The client and the `X-Forwarded-For` to send upstream.
 #[derive(Debug, PartialEq, Eq)]
@@ -46,7 +48,7 @@ pub fn resolve(
         // Split the raw bytes: a line with one non-UTF-8 entry still has the trusted proxy's
         // own entry at its end (nginx appends to whatever the client sent).
         let entries = h
-            .get_all(crate::proxy::headers::X_FORWARDED_FOR)
+            .get_all(X_FORWARDED_FOR)
             .iter()
             .flat_map(|v| v.as_bytes().split(|b| *b == b','))
             .collect::<Vec<_>>();
@@ -91,10 +93,7 @@ mod tests {
         let nets: Vec<ipnet::IpNet> = trusted.iter().map(|t| t.parse().unwrap()).collect();
         let mut h = HeaderMap::new();
         for v in xff {
-            h.append(
-                crate::proxy::headers::X_FORWARDED_FOR,
-                HeaderValue::from_str(v).unwrap(),
-            );
+            h.append(X_FORWARDED_FOR, HeaderValue::from_str(v).unwrap());
         }
         let peer: IpAddr = peer.parse().unwrap();
         let value = peer_header(peer);
@@ -109,7 +108,7 @@ mod tests {
     fn a_non_utf8_entry_does_not_hide_the_proxys_own() {
         let mut h = HeaderMap::new();
         h.append(
-            crate::proxy::headers::X_FORWARDED_FOR,
+            X_FORWARDED_FOR,
             HeaderValue::from_bytes(b"\x80, 7.7.7.7").unwrap(),
         );
         let peer: IpAddr = "127.0.0.1".parse().unwrap();

@@ -1,0 +1,133 @@
+//! What a downstream connection is, as the request path sees it: the listener settings it was
+//! accepted with (limits, edge rules, protocol builders), its peer, and its activity (requests
+//! in flight, idle since). Below both the listener (which makes these) and the proxy (which
+//! reads them), so neither imports the other.
+
+use crate::runtime::Runtime;
+use gatehouse_config::Listener as ListenerConfig;
+use http::HeaderValue;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// What a request handler knows about the connection it came in on.
+pub struct ConnCtx {
+    pub runtime: Arc<Runtime>,
+    pub listener: Arc<ListenerSettings>,
+    /// The TCP peer, or the source address of the connection's PROXY protocol header.
+    pub peer: SocketAddr,
+    /// The peer's IP as an `X-Forwarded-For` value, made once per connection.
+    pub peer_header: HeaderValue,
+    pub activity: Arc<Activity>,
+}
+
+/// A listener's settings as its connections use them (fixed when the connection is accepted).
+pub struct ListenerSettings {
+    pub name: Arc<str>,
+    pub edge: crate::canonical::EdgeSettings,
+    pub max_body_bytes: u64,
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+    /// `gatehouse_downstream_connections_rejected_total{listener}`, resolved once.
+    pub rejected_connections: prometheus_client::metrics::counter::Counter,
+    pub body_read_timeout: Duration,
+    pub request_buffering: u64,
+    pub proxy_protocol: bool,
+    pub header_read_timeout: Duration,
+    pub http1: hyper::server::conn::http1::Builder,
+    pub http2: hyper::server::conn::http2::Builder<TokioExecutor>,
+}
+
+impl ListenerSettings {
+    pub fn new(cfg: &ListenerConfig, metrics: &crate::observe::metrics::Metrics) -> Self {
+        let lim = &cfg.limits;
+        let mut http1 = hyper::server::conn::http1::Builder::new();
+        http1
+            .timer(TokioTimer::new())
+            .header_read_timeout(lim.header_read_timeout.0)
+            .max_buf_size(lim.max_header_bytes.0.max(8192) as usize)
+            .max_headers(lim.max_headers);
+        let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        http2
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(lim.max_header_bytes.0).unwrap_or(u32::MAX))
+            .max_concurrent_streams(1024);
+        ListenerSettings {
+            name: cfg.name.as_str().into(),
+            edge: crate::canonical::EdgeSettings {
+                path: cfg.path_normalization,
+                underscores: cfg.headers_with_underscores,
+                trusted_proxies: cfg
+                    .trusted_proxies
+                    .iter()
+                    .filter_map(|t| gatehouse_config::validate::parse_cidr(t))
+                    .collect(),
+            },
+            max_body_bytes: lim.max_body_bytes.0,
+            idle_timeout: lim.idle_timeout.0,
+            max_connections: lim.max_connections,
+            rejected_connections: metrics
+                .connections_rejected
+                .get_or_create(&vec![("listener", cfg.name.clone())])
+                .clone(),
+            body_read_timeout: lim.body_read_timeout.0,
+            request_buffering: lim.request_buffering.0,
+            proxy_protocol: cfg.proxy_protocol,
+            header_read_timeout: lim.header_read_timeout.0,
+            http1,
+            http2,
+        }
+    }
+}
+
+/// Per-connection activity: requests in flight and when the last one ended, so an idle
+/// keep-alive connection can be closed after the listener's `idle_timeout`.
+pub struct Activity {
+    base: Instant,
+    in_flight: AtomicU32,
+    last_ms: AtomicU64,
+    /// Whether a request has started on this connection.
+    pub used: std::sync::atomic::AtomicBool,
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Activity {
+            base: Instant::now(),
+            in_flight: AtomicU32::new(0),
+            last_ms: AtomicU64::new(0),
+            used: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+}
+
+impl Activity {
+    pub fn begin(self: &Arc<Self>) -> ActivityGuard {
+        self.used.store(true, Ordering::Relaxed);
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        ActivityGuard(self.clone())
+    }
+
+    /// When the connection became idle, or `None` while a request is in flight.
+    pub fn idle_since(&self) -> Option<Instant> {
+        if self.in_flight.load(Ordering::Relaxed) > 0 {
+            return None;
+        }
+        Some(self.base + Duration::from_millis(self.last_ms.load(Ordering::Relaxed)))
+    }
+}
+
+/// Marks a request in flight on its connection until dropped (when its response body ends).
+pub struct ActivityGuard(Arc<Activity>);
+
+impl Drop for ActivityGuard {
+    fn drop(&mut self) {
+        let a = &self.0;
+        a.last_ms
+            .store(a.base.elapsed().as_millis() as u64, Ordering::Relaxed);
+        a.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,147 @@
+//! Building a snapshot's clusters from a validated config: each endpoint gets its runtime
+//! state (breaker, health, ramp) and its pool from the registries, by identity, so what a
+//! reload keeps is decided here; the published [`Snapshot`] is immutable.
+
+use super::{Runtime, WantedTask};
+use crate::cluster::balance::Balancer;
+use crate::cluster::endpoint::EndpointState;
+use crate::cluster::{Cluster, EndpointRef};
+use crate::filter::limit::Limiter;
+use crate::filter::Filter;
+use crate::observe::metrics::{EndpointMetrics, RouteMetrics};
+use crate::route::RouteTable;
+use crate::upstream::UpstreamClient;
+use gatehouse_config::Config;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// One immutable, validated, compiled version of the config.
+pub struct Snapshot {
+    pub generation: u64,
+    pub config: Arc<Config>,
+    pub routes: RouteTable,
+    pub clusters: HashMap<Arc<str>, Arc<Cluster>>,
+    /// Each route's filters, by the route's position in the config.
+    pub route_filters: Vec<Vec<Filter>>,
+    /// Every rate-limit policy, by name.
+    pub limiters: HashMap<Arc<str>, Arc<Limiter>>,
+    /// Each route's metric handles, by the route's position in the config.
+    pub route_metrics: Vec<RouteMetrics>,
+    /// Handles for requests no route matched.
+    pub unrouted: RouteMetrics,
+    /// The consumer header and the identity headers removed from every request.
+    pub identity: crate::filter::IdentityHeaders,
+}
+
+impl Runtime {
+    /// Every cluster of `config`, with the health-check tasks its endpoints want. `first`: the
+    /// gateway's first snapshot (its endpoints start together, so none ramps up).
+    pub(super) fn build_clusters(
+        &self,
+        config: &Config,
+        first: bool,
+    ) -> (HashMap<Arc<str>, Arc<Cluster>>, Vec<WantedTask>) {
+        let mut clusters = HashMap::new();
+        let mut wanted_tasks = Vec::new();
+
+        let mut eps = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        let mut cstates = self.clusters.lock().unwrap_or_else(|p| p.into_inner());
+        for c in &config.clusters {
+            let name: Arc<str> = c.name.as_str().into();
+            let cstate = cstates.entry(name.clone()).or_default().clone();
+            cstate
+                .connections
+                .set(c.limits.max_connections, c.limits.max_pending);
+            let pool = (c.timeouts, c.limits.max_idle_per_endpoint);
+            let new_client = |addr: &str| {
+                UpstreamClient::new(
+                    addr,
+                    c.protocol,
+                    &c.timeouts,
+                    cstate.connections.clone(),
+                    c.limits.max_idle_per_endpoint,
+                )
+            };
+            let endpoints: Vec<EndpointRef> = c
+                .endpoints
+                .iter()
+                .map(|e| {
+                    let addr: Arc<str> = e.address.as_str().into();
+                    let key = (name.clone(), addr.clone());
+                    let state = eps
+                        .entry(key.clone())
+                        .or_insert_with(|| {
+                            let s =
+                                EndpointState::new(name.clone(), addr.clone(), &c.circuit_breaker);
+                            // New endpoints of a running gateway ramp up; the first
+                            // snapshot's all start together, so ramping them means nothing.
+                            if !first {
+                                s.start_ramp(c.slow_start.0);
+                            }
+                            Arc::new(s)
+                        })
+                        .clone();
+                    let slot = clients
+                        .entry((name.clone(), addr.clone(), c.protocol))
+                        .or_insert_with(|| (pool, new_client(&e.address)));
+                    if slot.0 != pool {
+                        // Old snapshots keep the old pool until their requests finish.
+                        *slot = (pool, new_client(&e.address));
+                    }
+                    let client = slot.1.clone();
+                    if c.health_check.enabled {
+                        wanted_tasks.push(WantedTask {
+                            key,
+                            settings: (
+                                c.health_check.clone(),
+                                c.slow_start.0,
+                                c.timeouts,
+                                c.protocol,
+                            ),
+                            state: state.clone(),
+                            client: client.clone(),
+                        });
+                    }
+                    EndpointRef {
+                        metrics: EndpointMetrics::new(&self.metrics, &name, &addr),
+                        state,
+                        weight: e.weight,
+                        client,
+                    }
+                })
+                .collect();
+            let hash_on = c
+                .hash_on
+                .as_deref()
+                .and_then(|h| gatehouse_config::policy::parse_hash_on(h).ok());
+            let balancer = Balancer::new(c.lb, hash_on.as_ref(), &endpoints);
+            let retry_counters = crate::cluster::RetryCounters::new(&self.metrics, &name);
+            clusters.insert(
+                name.clone(),
+                Arc::new(Cluster {
+                    name,
+                    protocol: c.protocol,
+                    endpoints,
+                    balancer,
+                    timeouts: c.timeouts,
+                    breaker: c.circuit_breaker,
+                    outlier: c.outlier_detection,
+                    retries: c.retries.clone(),
+                    retry_on: c
+                        .retries
+                        .on
+                        .iter()
+                        .filter_map(|r| gatehouse_config::policy::parse_retry_on(r).ok())
+                        .collect(),
+                    slow_start: c.slow_start.0,
+                    retry_counters,
+                    state: cstate,
+                    limits: c.limits,
+                    panic_cache: std::sync::atomic::AtomicU64::new(0),
+                }),
+            );
+        }
+        (clusters, wanted_tasks)
+    }
+}
