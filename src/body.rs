@@ -44,27 +44,45 @@ pub enum DownstreamFault {
 /// Where a client's request body is, shared between the body (which the upstream client polls)
 /// and the try loop (which must tell a client that stopped sending from an endpoint that failed).
 #[derive(Debug, Default)]
-pub struct Progress(AtomicU8);
+pub struct Progress {
+    state: AtomicU8,
+    /// When the body ended ([`crate::clock::now_us`]); 0 for a request without one.
+    ended_us: AtomicU64,
+    /// When the last body frame was handed on (0: none yet), and whether the body has been
+    /// asked for more since and is waiting on the client. Handed on and not asked for again
+    /// means the endpoint is not taking the body.
+    last_frame_us: AtomicU64,
+    waiting_on_client: std::sync::atomic::AtomicBool,
+}
 
 const STREAMING: u8 = 0;
 const ENDED: u8 = 1;
 
 /// The progress of a request that has no body: ended before it began.
-pub static NO_BODY: Progress = Progress(AtomicU8::new(ENDED));
+pub static NO_BODY: Progress = Progress {
+    state: AtomicU8::new(ENDED),
+    ended_us: AtomicU64::new(0),
+    last_frame_us: AtomicU64::new(0),
+    waiting_on_client: std::sync::atomic::AtomicBool::new(false),
+};
 
 impl Progress {
     fn set(&self, v: u8) {
+        if v == ENDED && self.state.load(Ordering::Relaxed) == STREAMING {
+            let now = crate::clock::now_us(tokio::time::Instant::now());
+            self.ended_us.store(now, Ordering::Relaxed);
+        }
         // The first outcome sticks.
         let _ = self
-            .0
-            .compare_exchange(STREAMING, v, Ordering::Relaxed, Ordering::Relaxed);
+            .state
+            .compare_exchange(STREAMING, v, Ordering::Release, Ordering::Relaxed);
     }
     fn fail(&self, f: DownstreamFault) {
         self.set(2 + f as u8);
     }
     /// How the body failed, if it did.
     pub fn fault(&self) -> Option<DownstreamFault> {
-        match self.0.load(Ordering::Relaxed) {
+        match self.state.load(Ordering::Relaxed) {
             2 => Some(DownstreamFault::Aborted),
             3 => Some(DownstreamFault::Malformed),
             4 => Some(DownstreamFault::TimedOut),
@@ -74,7 +92,26 @@ impl Progress {
     }
     /// Whether the whole body has been read.
     pub fn ended(&self) -> bool {
-        self.0.load(Ordering::Relaxed) == ENDED
+        self.state.load(Ordering::Relaxed) == ENDED
+    }
+    /// Since when the endpoint has not asked for the next piece of a body that is still
+    /// streaming ([`crate::clock::now_us`]), if that is where the body stands.
+    pub fn stalled_since_us(&self) -> Option<u64> {
+        let last = self.last_frame_us.load(Ordering::Relaxed);
+        let streaming = self.state.load(Ordering::Relaxed) == STREAMING;
+        (streaming && last != 0 && !self.waiting_on_client.load(Ordering::Relaxed)).then_some(last)
+    }
+    fn handed_on(&self) {
+        let now = crate::clock::now_us(tokio::time::Instant::now());
+        self.last_frame_us.store(now, Ordering::Relaxed);
+        self.waiting_on_client.store(false, Ordering::Relaxed);
+    }
+    fn waiting(&self) {
+        self.waiting_on_client.store(true, Ordering::Relaxed);
+    }
+    /// When the whole body had been read ([`crate::clock::now_us`]), if it has.
+    pub fn ended_at_us(&self) -> Option<u64> {
+        (self.state.load(Ordering::Acquire) == ENDED).then(|| self.ended_us.load(Ordering::Relaxed))
     }
 }
 
@@ -107,6 +144,10 @@ fn fault_of(e: &hyper::Error) -> DownstreamFault {
 struct ReadTimeout {
     every: std::time::Duration,
     timer: Pin<Box<tokio::time::Sleep>>,
+    /// The clock starts when the body is first asked for (after a connection is in hand and,
+    /// with `Expect: 100-continue`, once the client has been told to go on), not when the
+    /// request arrived.
+    started: bool,
 }
 
 /// The body went idle for longer than the listener allows.
@@ -228,6 +269,7 @@ impl Body {
         self.read_timeout = Some(ReadTimeout {
             every,
             timer: Box::pin(tokio::time::sleep(every)),
+            started: false,
         });
         self
     }
@@ -262,6 +304,11 @@ impl http_body::Body for Body {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
+        if let Some(t) = this.read_timeout.as_mut().filter(|t| !t.started) {
+            t.started = true;
+            let first = tokio::time::Instant::now() + t.every;
+            t.timer.as_mut().reset(first);
+        }
         let frame = match &mut this.kind {
             Kind::Chain(queued, rest) => {
                 // Already counted and checked when they were read.
@@ -297,6 +344,9 @@ impl http_body::Body for Body {
                     return Poll::Ready(None);
                 }
                 Poll::Pending => {
+                    if let Some(p) = &this.progress {
+                        p.waiting();
+                    }
                     if let Some(t) = this.read_timeout.as_mut() {
                         if t.timer.as_mut().poll(cx).is_ready() {
                             if let Some(p) = &this.progress {
@@ -314,6 +364,19 @@ impl http_body::Body for Body {
             t.timer.as_mut().reset(next);
         }
         let frame = this.count(frame);
+        // hyper stops asking for a body with a `Content-Length` once that many bytes went out;
+        // its last data frame is its end.
+        if let Kind::Stream(inner) = &this.kind {
+            if inner.is_end_stream() && this.seen <= this.limit {
+                this.ended = true;
+                if let Some(p) = &this.progress {
+                    p.set(ENDED);
+                }
+            }
+        }
+        if let Some(p) = &this.progress {
+            p.handed_on();
+        }
         if this.seen > this.limit {
             if let Some(r) = this.record.as_mut() {
                 r.error = Some("body_too_large");

@@ -410,6 +410,14 @@ async fn forward_upgrade(
         .ok_or_else(|| ProxyError::NoEligibleEndpoint {
             retry_after: cluster.retry_after(now),
         })?;
+    // A tunnel is a request (and a connection) like any other under the cluster's limits.
+    let Some(slot) = cluster
+        .state
+        .take(|s| &s.requests, cluster.limits.max_requests)
+    else {
+        cluster.retry_counters.overflow_requests.inc();
+        return Err(ProxyError::ClusterOverloaded);
+    };
     let ep = picked.endpoint;
     let in_flight = ep.state.start_request();
     let body = match body {
@@ -433,7 +441,7 @@ async fn forward_upgrade(
         tokio::spawn(tunnel(
             client_upgrade,
             upstream_up,
-            in_flight,
+            (in_flight, slot),
             ctx.runtime.stopping(),
         ));
         // The protocol the backend switched to, as it said it.
@@ -537,7 +545,7 @@ fn version_str(v: Version) -> &'static str {
 async fn tunnel(
     client: hyper::upgrade::OnUpgrade,
     upstream: hyper::upgrade::OnUpgrade,
-    _in_flight: crate::cluster::endpoint::InFlight,
+    _held: (crate::cluster::endpoint::InFlight, crate::cluster::Slot),
     mut stopping: tokio::sync::watch::Receiver<bool>,
 ) {
     let (Ok(c), Ok(u)) = (client.await, upstream.await) else {

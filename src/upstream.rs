@@ -82,6 +82,8 @@ pub struct UpstreamClient {
     kind: Kind,
     address: String,
     connect_timeout: Duration,
+    /// The cluster's connection limit, which upgrades' own connections count against too.
+    limit: Arc<ConnLimit>,
 }
 
 #[derive(Clone)]
@@ -91,6 +93,23 @@ enum Kind {
 }
 
 pub use pool::Checkin;
+
+/// When a try's request got its connection ([`crate::clock::now_us`]): from then on the wait is
+/// the endpoint's; before, it was the gateway's (room under the cluster's `max_connections`).
+#[derive(Debug, Default)]
+pub struct Connected(std::sync::atomic::AtomicU64);
+
+impl Connected {
+    /// The first mark sticks.
+    pub fn mark(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = crate::clock::now_us(tokio::time::Instant::now());
+        let _ = self.0.compare_exchange(0, now, Relaxed, Relaxed);
+    }
+    pub fn at_us(&self) -> Option<u64> {
+        Some(self.0.load(std::sync::atomic::Ordering::Relaxed)).filter(|t| *t != 0)
+    }
+}
 
 impl UpstreamClient {
     /// A client for one endpoint whose connections count against `limit` (its cluster's) and
@@ -109,10 +128,11 @@ impl UpstreamClient {
                     timeouts.connect.0,
                     timeouts.idle.0,
                     max_idle,
-                    limit,
+                    limit.clone(),
                 )),
                 address: address.to_string(),
                 connect_timeout: timeouts.connect.0,
+                limit,
             };
         }
         let mut http = HttpConnector::new();
@@ -124,7 +144,7 @@ impl UpstreamClient {
         let connector = FixedConnector {
             inner: http,
             target,
-            limit,
+            limit: limit.clone(),
             wait: timeouts.connect.0,
         };
         let client = Client::builder(TokioExecutor::new())
@@ -138,14 +158,17 @@ impl UpstreamClient {
             kind: Kind::H2(Box::new(client)),
             address: address.to_string(),
             connect_timeout: timeouts.connect.0,
+            limit,
         }
     }
 
     /// Sends a request over a pooled connection; resolves when the response head arrives, with
     /// what gives an HTTP/1.1 connection back to the pool when the body has been read.
+    /// `connected` is marked when the request has a connection.
     pub async fn send(
         &self,
         mut req: Request<Body>,
+        connected: &Connected,
     ) -> Result<(Response<Incoming>, Option<Checkin>), ProxyError> {
         match &self.kind {
             Kind::H1(pool) => {
@@ -159,10 +182,12 @@ impl UpstreamClient {
                 if let Some(pq) = req.uri().path_and_query().cloned() {
                     *req.uri_mut() = Uri::from(pq);
                 }
-                let (resp, checkin) = pool.send(req).await?;
+                let (resp, checkin) = pool.send(req, connected).await?;
                 Ok((framed(resp, false)?, Some(checkin)))
             }
             Kind::H2(client) => {
+                // Multiplexed: a request waits for no connection of its own.
+                connected.mark();
                 let resp = client
                     .request(req)
                     .await
@@ -183,8 +208,14 @@ impl UpstreamClient {
                 *req.uri_mut() = origin;
             }
         }
+        let permit = self
+            .limit
+            .acquire(self.connect_timeout)
+            .await
+            .map_err(|_| ProxyError::ClusterOverloaded)?;
         let stream = connect(&self.address, self.connect_timeout).await?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        let io = limit::Counted::new(TokioIo::new(stream), permit);
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
             .await
             .map_err(|_| ProxyError::UpstreamReset)?;
         tokio::spawn(async move {

@@ -297,3 +297,132 @@ async fn cluster_limits_answer_overload_at_once_and_cap_connections() {
     gw.shutdown(Duration::from_secs(2)).await;
     gw2.shutdown(Duration::from_secs(2)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_uploads_and_waiting_for_a_connection_are_not_slow_calls() {
+    let app = FakeUpstream::start("app").await;
+    app.update(|b| b.mode = Mode::Sink);
+    // Slow means 300 ms of the endpoint's time; 3 calls are enough for the rate to count.
+    let slow_config = |limits: &str, cluster: &str| {
+        config(&app.addr().to_string(), limits, cluster).replace(
+            "circuit_breaker: {consecutive_failures: 3}",
+            "circuit_breaker: {slow_call_duration: 300ms, slow_call_rate: 50%, minimum_calls: 3}",
+        )
+    };
+    let gw = TestGateway::start(&slow_config(
+        "request_buffering: 0, body_read_timeout: 2s",
+        ", retries: {attempts: 0}",
+    ))
+    .await;
+    // Four uploads that each take ~700 ms to arrive, answered at once by the endpoint.
+    let uploads: Vec<_> = (0..4)
+        .map(|_| {
+            let addr = gw.addr();
+            tokio::spawn(async move {
+                let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+                s.write_all(b"POST /up HTTP/1.1\r\nHost: gw\r\nContent-Length: 8\r\nConnection: close\r\n\r\n")
+                    .await
+                    .unwrap();
+                for b in b"01234567" {
+                    tokio::time::sleep(Duration::from_millis(90)).await;
+                    s.write_all(&[*b]).await.unwrap();
+                }
+                let mut out = String::new();
+                s.read_to_string(&mut out).await.unwrap();
+                out
+            })
+        })
+        .collect();
+    for u in uploads {
+        let out = u.await.unwrap();
+        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    }
+    assert_eq!(
+        breaker(&gw).await,
+        "CLOSED",
+        "slow uploads counted against the endpoint"
+    );
+    gw.shutdown(Duration::from_secs(2)).await;
+
+    // One connection allowed: six concurrent 150 ms calls queue for it, the last ones for
+    // ~750 ms, yet each is only 150 ms of the endpoint's time.
+    app.update(|b| {
+        b.mode = Mode::Normal;
+        b.delay = Duration::from_millis(150);
+    });
+    let gw = TestGateway::start(&slow_config(
+        "",
+        ", retries: {attempts: 0}, limits: {max_connections: 1, max_pending: 10}, timeouts: {connect: 5s}",
+    ))
+    .await;
+    let calls: Vec<_> = (0..6)
+        .map(|_| {
+            let url = gw.url("/q");
+            tokio::spawn(async move { common::client().get(url).send().await.unwrap().status() })
+        })
+        .collect();
+    for c in calls {
+        assert_eq!(c.await.unwrap(), 200);
+    }
+    assert_eq!(
+        breaker(&gw).await,
+        "CLOSED",
+        "queue time counted against the endpoint"
+    );
+    // Every try is counted, slow or not.
+    let text = common::client()
+        .get(gw.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("gatehouse_upstream_requests_total")
+                && l.contains("success")
+                && l.ends_with(" 6")),
+        "{text}"
+    );
+    gw.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test]
+async fn a_streamed_upload_with_a_length_still_times_out_on_a_slow_endpoint() {
+    let app = FakeUpstream::start("app").await;
+    // The endpoint takes 5 s before it answers (and before it reads the body).
+    app.update(|b| {
+        b.mode = Mode::Sink;
+        b.delay = Duration::from_secs(5);
+    });
+    let gw = TestGateway::start(&config(
+        &app.addr().to_string(),
+        "request_buffering: 0",
+        ", retries: {attempts: 0}, timeouts: {request: 600ms}",
+    ))
+    .await;
+    // Small (all of it fits in socket buffers) and large (the endpoint must read to take it).
+    for size in [1000usize, 8 << 20] {
+        let body = vec![b'x'; size];
+        let started = std::time::Instant::now();
+        let r = common::client()
+            .post(gw.url("/up"))
+            .header("content-length", size.to_string())
+            .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+                body.chunks(64 << 10)
+                    .map(|c| Ok::<_, std::io::Error>(bytes::Bytes::copy_from_slice(c)))
+                    .collect::<Vec<_>>(),
+            )))
+            .send()
+            .await;
+        let took = started.elapsed();
+        match r {
+            Ok(r) => assert_eq!(r.status(), 504, "{size} bytes"),
+            // The gateway may answer 504 before reading the rest of a large body.
+            Err(e) => assert!(size > 1000, "{size} bytes: {e}"),
+        }
+        assert!(took < Duration::from_secs(3), "{size} bytes: {took:?}");
+    }
+    gw.shutdown(Duration::from_secs(2)).await;
+}

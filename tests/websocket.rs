@@ -59,3 +59,40 @@ async fn non_websocket_traffic_continues_after_an_upgrade() {
         Message::text("still open")
     );
 }
+
+#[tokio::test]
+async fn tunnels_count_against_the_clusters_limits() {
+    let up = FakeUpstream::start("ws").await;
+    let gw = TestGateway::start(&one_cluster(
+        &[up.addr()],
+        "",
+        "    limits: {max_requests: 2, max_connections: 5}\n",
+    ))
+    .await;
+    let url = format!("ws://{}/chat", gw.addr());
+    let (mut a, _) = tokio_tungstenite::connect_async(url.clone()).await.unwrap();
+    let (mut b, _) = tokio_tungstenite::connect_async(url.clone()).await.unwrap();
+    // Two tunnels hold both request slots: a third upgrade is refused, not opened.
+    match tokio_tungstenite::connect_async(url.clone()).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 503),
+        other => panic!("a third tunnel: {:?}", other.map(|(_, r)| r.status())),
+    }
+    // Closing one frees its slot.
+    a.close(None).await.unwrap();
+    while let Some(Ok(m)) = a.next().await {
+        if m.is_close() {
+            break;
+        }
+    }
+    drop(a);
+    let (mut c, _) =
+        gatehouse_testkit::eventually("a slot frees", std::time::Duration::from_secs(5), || {
+            let url = url.clone();
+            async move { tokio_tungstenite::connect_async(url).await.ok() }
+        })
+        .await;
+    c.send(Message::text("hi")).await.unwrap();
+    assert_eq!(c.next().await.unwrap().unwrap(), Message::text("hi"));
+    b.send(Message::text("b")).await.unwrap();
+    assert_eq!(b.next().await.unwrap().unwrap(), Message::text("b"));
+}

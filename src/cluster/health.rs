@@ -97,7 +97,7 @@ pub async fn probe(cfg: &HealthCheck, address: &str, client: &UpstreamClient) ->
             let Ok(req) = req else {
                 return Probe::Fail("invalid_request");
             };
-            match tokio::time::timeout(cfg.timeout.0, client.send(req)).await {
+            match tokio::time::timeout(cfg.timeout.0, client.send(req, &Default::default())).await {
                 Err(_) => Probe::Fail("timeout"),
                 Ok(Err(_)) => Probe::Fail("connect_failed"),
                 Ok(Ok((resp, checkin))) => {

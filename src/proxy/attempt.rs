@@ -2,12 +2,13 @@
 //! endpoint's breaker → retry on another endpoint when the condition, the method, the body and
 //! the cluster's retry budget all allow, after a jittered backoff.
 
-use crate::body::Body;
+use crate::body::{Body, Progress};
 use crate::cluster::breaker::Call;
 use crate::cluster::endpoint::{Admission, EndpointState, InFlight};
 use crate::cluster::Cluster;
 use crate::error::ProxyError;
 use crate::observe::events::Events;
+use crate::upstream::Connected;
 use bytes::Bytes;
 use gatehouse_config::policy::RetryOn;
 use http::request::Parts;
@@ -109,7 +110,7 @@ fn with_slot(
 async fn watched<F>(
     send: F,
     (cluster, ep, admission): (&Cluster, &Arc<EndpointState>, Admission),
-    may_move: bool,
+    (may_move, on_wire): (bool, (&Connected, &Progress)),
     events: &Events,
 ) -> (Result<Response<Incoming>, ProxyError>, bool)
 where
@@ -119,7 +120,7 @@ where
     let opened = ep.opened.notified();
     tokio::pin!(send, opened);
     opened.as_mut().enable();
-    let slow = tokio::time::sleep(cfg.slow_call_duration.0);
+    let slow = endpoint_time(on_wire.0, on_wire.1, cfg.slow_call_duration.0);
     tokio::pin!(slow);
     let mut slow_recorded = false;
     loop {
@@ -137,25 +138,57 @@ where
     }
 }
 
-/// Waits for a try's response head for `within`, counted from when the request is fully sent: a
-/// streamed body still arriving from a slow client is not the endpoint's delay (the body read
-/// timeout bounds an idle client).
+/// Resolves once `d` has passed with the try's request in the endpoint's hands: from when it
+/// had its connection and the client's body had been read to the end, or from when the
+/// endpoint stopped taking a body that is still streaming. Time spent waiting for room under
+/// the cluster's connection limit or for a slow client's body is never the endpoint's.
+async fn endpoint_time(connected: &Connected, progress: &Progress, d: Duration) {
+    let span = d.as_micros() as u64;
+    let mut wait = d;
+    loop {
+        tokio::time::sleep(wait).await;
+        let since = match (connected.at_us(), progress.ended_at_us()) {
+            (Some(c), Some(b)) => Some(c.max(b)),
+            (Some(c), None) => progress.stalled_since_us().map(|t| t.max(c)),
+            (None, _) => None,
+        };
+        let Some(since) = since else {
+            // Not in the endpoint's hands yet: the earliest this can be due is `d` from now.
+            wait = d;
+            continue;
+        };
+        let now = crate::clock::now_us(tokio::time::Instant::now());
+        if now >= since + span {
+            return;
+        }
+        wait = Duration::from_micros(since + span - now);
+    }
+}
+
+/// How long the try has been in the endpoint's hands (see [`endpoint_time`]); `total` when it
+/// never got that far.
+fn endpoint_took(connected: &Connected, progress: &Progress, total: Duration) -> Duration {
+    let Some(c) = connected.at_us() else {
+        return total;
+    };
+    let since = progress.ended_at_us().map_or(c, |b| b.max(c));
+    let now = crate::clock::now_us(tokio::time::Instant::now());
+    Duration::from_micros(now.saturating_sub(since)).min(total)
+}
+
+/// Waits for a try's response head for `within` of [`endpoint_time`].
 async fn send_within<F>(
     send: F,
     within: Duration,
-    buffered: bool,
-    progress: &crate::body::Progress,
+    (connected, progress): (&Connected, &Progress),
 ) -> Result<Response<Incoming>, ProxyError>
 where
     F: std::future::Future<Output = Result<Response<Incoming>, ProxyError>>,
 {
-    tokio::pin!(send);
-    loop {
-        match tokio::time::timeout(within, &mut send).await {
-            Ok(r) => return r,
-            Err(_) if !buffered && !progress.ended() && progress.fault().is_none() => continue,
-            Err(_) => return Err(ProxyError::RequestTimeout),
-        }
+    tokio::select! {
+        biased;
+        r = send => r,
+        _ = endpoint_time(connected, progress, within) => Err(ProxyError::RequestTimeout),
     }
 }
 
@@ -243,24 +276,28 @@ pub async fn run(
         let sent = Instant::now();
         let fault = ep.state.active_fault(now, events);
         let mut checkin: Option<crate::upstream::Checkin> = None;
+        let connected = Connected::default();
         let send = async {
             if let Some(d) = fault.and_then(|f| f.delay) {
+                // The drill's delay stands in for the endpoint's own.
+                connected.mark();
                 tokio::time::sleep(d).await;
             }
             match fault.and_then(|f| f.abort) {
                 // A drill answers in the endpoint's place: recorded like a real failure.
                 Some(status) => Err(ProxyError::Injected { status }),
-                None => ep.client.send(req).await.map(|(resp, c)| {
+                None => ep.client.send(req, &connected).await.map(|(resp, c)| {
                     checkin = c;
                     resp
                 }),
             }
         };
         let may_move = can_replay && may_retry_method && tries.retries < cluster.retries.attempts;
+        let on_wire = (&connected, progress);
         let (result, slow_recorded) = watched(
-            send_within(send, per_try.min(budget_left), can_replay, progress),
+            send_within(send, per_try.min(budget_left), on_wire),
             (cluster, &ep.state, picked.admission),
-            may_move,
+            (may_move, on_wire),
             events,
         )
         .await;
@@ -273,8 +310,10 @@ pub async fn run(
             (Err(_), Some(f)) => Err(ProxyError::Downstream(f)),
             (r, _) => r,
         };
-        let took = sent.elapsed();
-        tries.upstream += took;
+        let elapsed = sent.elapsed();
+        tries.upstream += elapsed;
+        // The endpoint's own time: not the wait for a connection, not a slow client's upload.
+        let took = endpoint_took(&connected, progress, elapsed);
         if matches!(result, Ok(_) | Err(ProxyError::RequestTimeout)) {
             ep.state.observe_latency(took, Instant::now());
         }
@@ -304,14 +343,16 @@ pub async fn run(
             }
             Err(_) => None,
         };
-        // A try already counted as slow when it crossed the threshold adds only a failure.
-        let call = call.filter(|c| !slow_recorded || c.failed);
-        if let Some(call) = call {
-            if call.failed {
+        if let Some(c) = &call {
+            if c.failed {
                 ep.metrics.failure.inc();
             } else {
                 ep.metrics.success.inc();
             }
+        }
+        // A try already counted as slow when it crossed the threshold adds only a failure.
+        let call = call.filter(|c| !slow_recorded || c.failed);
+        if let Some(call) = call {
             guard.armed = false;
             let may_trip = !(call.failed || call.slow) || cluster.may_eject();
             let t = ep.state.record(

@@ -165,6 +165,7 @@ impl H1Pool {
     pub async fn send(
         self: &Arc<Self>,
         mut req: Request<Body>,
+        connected: &super::Connected,
     ) -> Result<(Response<Incoming>, Checkin), ProxyError> {
         // Whether the request has already been handed back once by a pooled connection that
         // closed under it: then it goes on a new connection and is not handed back again.
@@ -190,6 +191,7 @@ impl H1Pool {
                 // Closed while idle: try the next one (or a new one).
                 continue;
             }
+            connected.mark();
             match sender.try_send_request(req).await {
                 Ok(resp) => {
                     let checkin = Checkin {
@@ -279,7 +281,7 @@ mod tests {
             .header("host", "x")
             .body(Body::empty())
             .unwrap();
-        let (resp, checkin) = pool.send(req).await.unwrap();
+        let (resp, checkin) = pool.send(req, &Default::default()).await.unwrap();
         let status = resp.status().as_u16();
         http_body_util::BodyExt::collect(resp.into_body())
             .await
