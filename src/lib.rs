@@ -239,7 +239,11 @@ impl Gateway {
             .is_ok();
         self.runtime.stop();
         if let Some(log) = &self.runtime.access_log {
-            log.flush();
+            if !log.flush(Duration::from_secs(1)) {
+                tracing::warn!(
+                    "access log lines still unwritten at exit: stdout is not being read"
+                );
+            }
         }
         observe::events::flush(Duration::from_secs(1));
         drained

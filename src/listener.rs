@@ -142,7 +142,14 @@ async fn accept_connection(
     // Until the first request head has arrived (or 1 KiB of it), the connection holds a 1 KiB
     // buffer and a small task; hyper's own buffers (16 KiB) and connection state are made only
     // then, so a slow client that never finishes a head costs about what it costs NGINX.
-    let Some(first) = first_head(&mut stream, read, deadline).await else {
+    // A connection that has not sent a whole request head yet has nothing in flight: on
+    // shutdown it is closed at once.
+    let mut stop = shutdown.clone();
+    let first = tokio::select! {
+        first = first_head(&mut stream, read, deadline) => first,
+        _ = stop.changed() => None,
+    };
+    let Some(first) = first else {
         return;
     };
     // HTTP/2 with prior knowledge starts with its preface; anything else is HTTP/1.x.
@@ -237,6 +244,9 @@ async fn serve_connection<I>(
     }
 }
 
+/// How long a closing connection with nothing in flight may take to finish closing.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
 /// What a served connection is watched for: shutdown, a first request that never comes, and
 /// idle keep-alive time.
 struct Watch {
@@ -268,18 +278,30 @@ impl Watch {
                 _ = self.shutdown.changed(), if !closing => {
                     closing = true;
                     graceful(conn.as_mut());
+                    // An HTTP/2 client that never acknowledges the GOAWAY must not hold the
+                    // process for the whole drain: idle a moment after it, it is dropped.
+                    check_at = Instant::now() + CLOSE_GRACE;
                 }
-                _ = tokio::time::sleep_until(check_at), if !closing => {
+                _ = tokio::time::sleep_until(check_at) => {
                     let a = &self.activity;
+                    if closing {
+                        if a.idle_since().is_some() {
+                            break;
+                        }
+                        check_at = Instant::now() + CLOSE_GRACE;
+                        continue;
+                    }
                     if !a.used.load(Ordering::Relaxed) && Instant::now() >= self.first_request_by {
                         closing = true;
                         graceful(conn.as_mut());
+                        check_at = Instant::now() + CLOSE_GRACE;
                         continue;
                     }
                     match a.idle_since() {
                         Some(since) if since + idle <= Instant::now() => {
                             closing = true;
                             graceful(conn.as_mut());
+                            check_at = Instant::now() + CLOSE_GRACE;
                         }
                         Some(since) => check_at = since + idle,
                         None => check_at = Instant::now() + idle,

@@ -80,7 +80,15 @@ pub async fn handle(
     let metrics = &ctx.runtime.metrics;
     metrics.in_flight.inc();
     let in_flight_gauge = InFlightGauge(metrics.in_flight.clone());
-    let mut out = Outcome::default();
+    // Counted as a 499 on its route if the client leaves before it is answered (hyper then
+    // drops this future).
+    let mut pending = Unanswered {
+        out: Outcome::default(),
+        snap: &snap,
+        start,
+        answered: false,
+    };
+    let out = &mut pending.out;
     let result = match canon {
         Ok(canon) => {
             forward(
@@ -89,7 +97,7 @@ pub async fn handle(
                 req,
                 &canon,
                 (&request_id, &traceparent),
-                &mut out,
+                out,
                 rec.as_deref_mut(),
             )
             .await
@@ -99,11 +107,12 @@ pub async fn handle(
             Err(e)
         }
     };
+    pending.answered = true;
     let Outcome {
         response_headers: extra,
         route_index,
         upstream,
-    } = out;
+    } = std::mem::take(&mut pending.out);
     let mut resp = match result {
         Ok(r) => r,
         Err(e) => {
@@ -148,6 +157,26 @@ struct Outcome {
         crate::cluster::endpoint::InFlight,
         Option<crate::cluster::Slot>,
     )>,
+}
+
+/// A request whose client may still leave before it is answered.
+struct Unanswered<'a> {
+    out: Outcome,
+    snap: &'a Snapshot,
+    start: Instant,
+    answered: bool,
+}
+
+impl Drop for Unanswered<'_> {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.out
+                .route_index
+                .and_then(|i| self.snap.route_metrics.get(i))
+                .unwrap_or(&self.snap.unrouted)
+                .answered(499, self.start.elapsed().as_secs_f64());
+        }
+    }
 }
 
 /// Decrements the in-flight gauge when the response body ends.

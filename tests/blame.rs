@@ -426,3 +426,40 @@ async fn a_streamed_upload_with_a_length_still_times_out_on_a_slow_endpoint() {
     }
     gw.shutdown(Duration::from_secs(2)).await;
 }
+
+#[tokio::test]
+async fn a_client_that_leaves_before_the_answer_is_logged_as_499() {
+    let app = FakeUpstream::start("app").await;
+    app.update(|b| b.delay = Duration::from_secs(3));
+    let gw = TestGateway::start(&config(&app.addr().to_string(), "", "")).await;
+    let mut s = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+    s.write_all(b"GET /slow HTTP/1.1\r\nHost: gw\r\nX-Request-Id: gone-1\r\n\r\n")
+        .await
+        .unwrap();
+    app.wait_hits(1).await;
+    drop(s);
+    let line = gw.log_line("gone-1").await;
+    assert_eq!(line["status"], 499, "{line}");
+    assert_eq!(line["error"], "client_closed", "{line}");
+    let text = common::client()
+        .get(gw.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("gatehouse_requests_total")
+                && l.contains("4xx")
+                && l.ends_with(" 1")),
+        "{}",
+        text.lines()
+            .filter(|l| l.starts_with("gatehouse_requests_total"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert_eq!(breaker(&gw).await, "CLOSED");
+    gw.shutdown(Duration::from_secs(1)).await;
+}

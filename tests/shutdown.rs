@@ -105,11 +105,45 @@ async fn sigterm_with_idle_connections_exits_at_once() {
     let (_ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", gw.addr))
         .await
         .unwrap();
+    // A connection that has sent nothing, and one halfway through a request head.
+    let _silent = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let mut partial = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    use tokio::io::AsyncWriteExt;
+    partial
+        .write_all(b"GET /half HTTP/1.1\r\nHo")
+        .await
+        .unwrap();
     let sent = Instant::now();
     gw.signal("TERM");
     let (status, took) = exit_after(&mut gw, sent).await;
     assert!(status.success(), "{status:?}");
     assert!(took < Duration::from_secs(1), "exited after {took:?}");
+}
+
+#[tokio::test]
+async fn sigterm_does_not_wait_for_an_http2_client_that_ignores_goaway() {
+    let up = FakeUpstream::start("up").await;
+    let mut gw = Running::start(&one_cluster(&[up.addr()], "", ""), &[]);
+    // The HTTP/2 preface and an empty SETTINGS frame, then silence: never an ACK, never a PING
+    // answer, so a graceful close can never complete on its own.
+    use tokio::io::AsyncWriteExt;
+    let mut h2 = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .unwrap();
+    // Wait until the gateway is serving it (it answers with its own SETTINGS).
+    let mut buf = [0u8; 9];
+    use tokio::io::AsyncReadExt;
+    tokio::time::timeout(Duration::from_secs(5), h2.read_exact(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let sent = Instant::now();
+    gw.signal("TERM");
+    let (status, took) = exit_after(&mut gw, sent).await;
+    assert!(status.success(), "{status:?}");
+    // One second of grace for the GOAWAY, not the 30 s drain timeout.
+    assert!(took < Duration::from_millis(2500), "exited after {took:?}");
 }
 
 #[tokio::test]
@@ -132,4 +166,26 @@ async fn sigterm_exits_as_soon_as_the_last_request_ends() {
         took < Duration::from_secs(1),
         "exited {took:?} after the last request ended"
     );
+}
+
+#[tokio::test]
+async fn sigterm_exits_even_when_nobody_reads_the_access_log() {
+    let up = FakeUpstream::start("up").await;
+    let mut gw = Running::start_with_unread_stdout(&one_cluster(&[up.addr()], "", ""));
+    // Enough lines to fill the pipe (64 KiB) many times over: the writer thread blocks in write.
+    let c = client();
+    for i in 0..1500 {
+        let r = c
+            .get(format!("http://{}/fill?{}", gw.addr, "x".repeat(200)))
+            .header("x-request-id", format!("fill-{i}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let sent = Instant::now();
+    gw.signal("TERM");
+    let (status, took) = exit_after(&mut gw, sent).await;
+    assert!(status.success(), "{status:?}");
+    assert!(took < Duration::from_millis(2500), "exited after {took:?}");
 }

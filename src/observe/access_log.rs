@@ -94,9 +94,18 @@ impl AccessLogSink {
         }
     }
 
-    /// Writes every pending line now (on shutdown).
-    pub fn flush(&self) {
-        self.shared.drain();
+    /// Writes every pending line now (on shutdown), waiting at most `within`: a stdout nobody
+    /// reads must not hold the process past its drain.
+    pub fn flush(&self, within: Duration) -> bool {
+        let shared = self.shared.clone();
+        let (done, wait) = std::sync::mpsc::channel();
+        let spawned = std::thread::Builder::new()
+            .name("gatehouse-access-log-flush".into())
+            .spawn(move || {
+                shared.drain();
+                let _ = done.send(());
+            });
+        spawned.is_ok() && wait.recv_timeout(within).is_ok()
     }
 
     /// Lines dropped because the writer could not keep up.
@@ -174,6 +183,18 @@ fn json_time(out: &mut Vec<u8>, t: SystemTime) {
         out.extend_from_slice(&c.1);
         let _ = write!(out, ".{:03}Z\"", since.subsec_millis());
     });
+}
+
+impl Drop for AccessRecord {
+    fn drop(&mut self) {
+        // Never answered: the client left while the request was on its way (the response body
+        // that would have written the line was never made).
+        if self.status == 0 {
+            self.status = 499;
+            self.error.get_or_insert("client_closed");
+            self.emit();
+        }
+    }
 }
 
 impl AccessRecord {

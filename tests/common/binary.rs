@@ -18,12 +18,21 @@ impl Running {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("gatehouse.yaml");
         std::fs::write(&path, yaml).unwrap();
-        Self::spawn(&path, extra_args, &[], dir)
+        Self::spawn(&path, extra_args, &[], dir, Stdio::null())
+    }
+
+    /// Like [`Running::start`], with stdout (the access log) a pipe that nobody reads.
+    #[allow(dead_code)]
+    pub fn start_with_unread_stdout(yaml: &str) -> Running {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gatehouse.yaml");
+        std::fs::write(&path, yaml).unwrap();
+        Self::spawn(&path, &[], &[], dir, Stdio::piped())
     }
 
     /// Starts `gatehouse run -c <path>` with extra environment variables.
     pub fn start_with_env(path: &std::path::Path, env: &[(&str, &str)]) -> Running {
-        Self::spawn(path, &[], env, tempfile::tempdir().unwrap())
+        Self::spawn(path, &[], env, tempfile::tempdir().unwrap(), Stdio::null())
     }
 
     fn spawn(
@@ -31,17 +40,14 @@ impl Running {
         extra_args: &[&str],
         env: &[(&str, &str)],
         dir: tempfile::TempDir,
+        stdout: Stdio,
     ) -> Running {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_gatehouse"));
         cmd.arg("run").arg("-c").arg(path).args(extra_args);
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let mut child = cmd
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = cmd.stdout(stdout).stderr(Stdio::piped()).spawn().unwrap();
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
