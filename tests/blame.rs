@@ -20,14 +20,8 @@ fn config(upstream: &str, limits: &str, cluster: &str) -> String {
 }
 
 async fn failures(gw: &TestGateway) -> String {
-    common::client()
-        .get(gw.admin_url("/metrics"))
-        .send()
+    common::metrics(&gw)
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
         .lines()
         .filter(|l| {
             l.starts_with("gatehouse_upstream_requests_total")
@@ -270,26 +264,12 @@ async fn cluster_limits_answer_overload_at_once_and_cap_connections() {
         (a.await.unwrap().as_u16(), b.await.unwrap().as_u16()),
         (200, 200)
     );
-    let m = common::client()
-        .get(gw2.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = common::metrics(&gw2).await;
     assert!(
         m.contains("gatehouse_cluster_overflow_total{cluster=\"app\",limit=\"requests\"} 1"),
         "{m}"
     );
-    let m1 = common::client()
-        .get(gw.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m1 = common::metrics(&gw).await;
     assert!(
         m1.contains("gatehouse_cluster_overflow_total{cluster=\"app\",limit=\"connections\"} 1"),
         "{m1}"
@@ -370,14 +350,7 @@ async fn slow_uploads_and_waiting_for_a_connection_are_not_slow_calls() {
         "queue time counted against the endpoint"
     );
     // Every try is counted, slow or not.
-    let text = common::client()
-        .get(gw.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = common::metrics(&gw).await;
     assert!(
         text.lines()
             .any(|l| l.starts_with("gatehouse_upstream_requests_total")
@@ -441,14 +414,7 @@ async fn a_client_that_leaves_before_the_answer_is_logged_as_499() {
     let line = gw.log_line("gone-1").await;
     assert_eq!(line["status"], 499, "{line}");
     assert_eq!(line["error"], "client_closed", "{line}");
-    let text = common::client()
-        .get(gw.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = common::metrics(&gw).await;
     assert!(
         text.lines()
             .any(|l| l.starts_with("gatehouse_requests_total")

@@ -24,14 +24,7 @@ fn config(upstream: &str, listener_extra: &str, extra: &str) -> String {
 }
 
 async fn metrics(gw: &TestGateway) -> String {
-    common::client()
-        .get(gw.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    common::metrics(&gw).await
 }
 
 #[tokio::test]

@@ -42,3 +42,16 @@ pub async fn raw(addr: SocketAddr, request: &[u8]) -> String {
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_end(&mut out)).await;
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// The gateway's `/metrics` text, from its admin listener.
+#[allow(dead_code)]
+pub async fn metrics(gw: &gatehouse_testkit::TestGateway) -> String {
+    client()
+        .get(gw.admin_url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics body")
+}
