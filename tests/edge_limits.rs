@@ -24,7 +24,7 @@ fn config(upstream: &str, listener_extra: &str, extra: &str) -> String {
 }
 
 async fn metrics(gw: &TestGateway) -> String {
-    common::metrics(&gw).await
+    common::metrics(gw).await
 }
 
 #[tokio::test]
