@@ -20,7 +20,7 @@ fn config(upstream: &str, limits: &str, cluster: &str) -> String {
 }
 
 async fn failures(gw: &TestGateway) -> String {
-    common::metrics(&gw)
+    common::metrics(gw)
         .await
         .lines()
         .filter(|l| {
