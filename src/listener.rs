@@ -108,7 +108,7 @@ impl AcceptLoop {
 
 /// Reads the PROXY protocol header when the listener expects one, then serves HTTP.
 async fn accept_connection(
-    mut stream: TcpStream,
+    stream: TcpStream,
     peer: SocketAddr,
     settings: Arc<ListenerSettings>,
     runtime: Arc<Runtime>,
@@ -121,35 +121,10 @@ async fn accept_connection(
     let _open = scopeguard(move || {
         gauge.dec();
     });
-    let deadline = Instant::now() + settings.header_read_timeout;
-    let (peer, read) = if settings.proxy_protocol {
-        let header =
-            tokio::time::timeout_at(deadline, proxy_protocol::read_header(&mut stream)).await;
-        match header {
-            Ok(Ok((source, rest))) => (source.unwrap_or(peer), rest),
-            Ok(Err(e)) => {
-                tracing::debug!(listener = %settings.name, %peer, error = %e, "PROXY protocol header refused");
-                return reject(&runtime, "proxy_protocol");
-            }
-            Err(_) => {
-                tracing::debug!(listener = %settings.name, %peer, "no PROXY protocol header in time");
-                return reject(&runtime, "proxy_protocol");
-            }
-        }
-    } else {
-        (peer, Bytes::new())
-    };
-    // Until the first request head has arrived (or 1 KiB of it), the connection holds a 1 KiB
-    // buffer and a small task; hyper's own buffers (16 KiB) and connection state are made only
-    // then, so a slow client that never finishes a head costs about what it costs NGINX.
-    // A connection that has not sent a whole request head yet has nothing in flight: on
-    // shutdown it is closed at once.
-    let mut stop = shutdown.clone();
-    let first = tokio::select! {
-        first = first_head(&mut stream, read, deadline) => first,
-        _ = stop.changed() => None,
-    };
-    let Some(first) = first else {
+    // Each phase is boxed on its own, so the connection's task is only as big as what it holds
+    // for its whole life (an idle keep-alive connection does not keep the first phase's state).
+    let opened = Box::pin(open(stream, peer, &settings, &runtime, shutdown.clone())).await;
+    let Some((stream, peer, first)) = opened else {
         return;
     };
     // HTTP/2 with prior knowledge starts with its preface; anything else is HTTP/1.x.
@@ -159,6 +134,45 @@ async fn accept_connection(
         io, h2, peer, settings, runtime, shutdown, tokens,
     ))
     .await
+}
+
+/// A connection's first phase: its PROXY protocol header when the listener expects one, then
+/// its first request head. Until that head has arrived (or 1 KiB of it), the connection holds a
+/// 1 KiB buffer and a small task; hyper's own buffers (16 KiB) and connection state are made only
+/// then, so a slow client that never finishes a head costs about what it costs NGINX. A
+/// connection that has not sent a whole head has nothing in flight: on shutdown it is closed.
+async fn open(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    settings: &ListenerSettings,
+    runtime: &Runtime,
+    mut stop: watch::Receiver<bool>,
+) -> Option<(TcpStream, SocketAddr, Bytes)> {
+    let deadline = Instant::now() + settings.header_read_timeout;
+    let (peer, read) = if settings.proxy_protocol {
+        let header =
+            tokio::time::timeout_at(deadline, proxy_protocol::read_header(&mut stream)).await;
+        match header {
+            Ok(Ok((source, rest))) => (source.unwrap_or(peer), rest),
+            Ok(Err(e)) => {
+                tracing::debug!(listener = %settings.name, %peer, error = %e, "PROXY protocol header refused");
+                reject(runtime, "proxy_protocol");
+                return None;
+            }
+            Err(_) => {
+                tracing::debug!(listener = %settings.name, %peer, "no PROXY protocol header in time");
+                reject(runtime, "proxy_protocol");
+                return None;
+            }
+        }
+    } else {
+        (peer, Bytes::new())
+    };
+    let first = tokio::select! {
+        first = first_head(&mut stream, read, deadline) => first,
+        _ = stop.changed() => None,
+    };
+    first.map(|f| (stream, peer, f))
 }
 
 /// Reads until the buffered bytes hold a complete request head (or an HTTP/2 preface), or
@@ -222,7 +236,10 @@ async fn serve_connection<I>(
         peer_header: crate::canonical::client::peer_header(peer.ip()),
         activity: activity.clone(),
     });
-    let service = service_fn(move |req| proxy::handle(ctx.clone(), req));
+    // hyper keeps one slot for the request future per connection, sized for it, for as long as
+    // the connection lives; the request path's future is ~15 KiB. Boxed per request, an idle
+    // keep-alive connection holds a pointer instead (one allocation per request, freed at once).
+    let service = service_fn(move |req| Box::pin(proxy::handle(ctx.clone(), req)));
     let watch = Watch {
         activity,
         idle: settings.idle_timeout,
