@@ -2,6 +2,8 @@
 # GATEWAY_CMD for ../shared/bench/run.sh: writes a Gatehouse config from the harness contract
 # (LISTEN_ADDR, UPSTREAMS) and runs the release binary on one worker thread.
 #   GATEHOUSE_ACCESS_LOG=stdout|off   (default stdout: the access log is part of the product)
+#   GATEHOUSE_WORKERS=N               (default 1: the harness compares one core; 2 measures the
+#                                      multi-threaded runtime's own cost on that core)
 #   GATEHOUSE_BENCH_LIMIT=local|redis (optional: a rate limit on every request, high enough never to
 #                                      refuse; redis needs GATEHOUSE_BENCH_REDIS_URL)
 set -euo pipefail
@@ -25,4 +27,4 @@ cfg=$(mktemp /tmp/gatehouse-bench.XXXXXX)
     *) echo "routes: [{name: all, cluster: backends}]" ;;
   esac
 } > "$cfg"
-exec "$bin" run -c "$cfg" --worker-threads 1
+exec "$bin" run -c "$cfg" --worker-threads "${GATEHOUSE_WORKERS:-1}"

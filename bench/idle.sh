@@ -4,7 +4,7 @@
 # and then every SAMPLE_S seconds for HOLD_S seconds (a soak: flat means no per-connection
 # growth). Rows: nginx (the shared harness's proxy config, one worker) and Gatehouse (release
 # binary, one worker thread, access log on). Everything runs on 127.0.0.1 and is killed on exit.
-#   CONNS (10000), HOLD_S (20; 300 for the 5-minute soak), SAMPLE_S (10),
+#   CONNS (10000), HOLD_S (20; 300 for the 5-minute soak), SAMPLE_S (10), SETTLE_S (4),
 #   ROWS ("nginx gatehouse"; also "refgw", the bare hyper proxy: REFGW_BIN)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -13,6 +13,7 @@ bin=${GATEHOUSE_BIN:-$root/target/release/gatehouse}
 conns=${CONNS:-10000}
 hold=${HOLD_S:-20}
 sample=${SAMPLE_S:-10}
+settle=${SETTLE_S:-4}
 rows=${ROWS:-nginx gatehouse}
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true  # each process needs CONNS + a few descriptors
 run=$(mktemp -d /tmp/gatehouse-idle.XXXXXX)
@@ -98,6 +99,7 @@ EOF
   exec 3> "$run/hold"
   for _ in $(seq 600); do grep -q open "$run/client.out" 2>/dev/null && break; sleep 0.1; done
   grep -q open "$run/client.out" || { echo "$row: the client could not open $conns connections" >&2; exit 1; }
+  sleep "$settle"  # idle connections settle (Gatehouse parks them after 2 s)
   all=$(tree_rss "$pid")
   waited=0
   while [ "$waited" -lt "$hold" ]; do sleep "$sample"; waited=$((waited + sample)); done

@@ -22,7 +22,18 @@ pub struct ConnCtx {
     /// The peer's IP as an `X-Forwarded-For` value, made once per connection.
     pub peer_header: HeaderValue,
     pub activity: Arc<Activity>,
+    /// Set by the request path when it answers 101 to an upgrade: the listener hands the
+    /// client's socket here once hyper has written the 101, and the tunnel takes it.
+    pub upgrade: std::sync::Mutex<Option<tokio::sync::oneshot::Sender<Handover>>>,
 }
+
+/// A client connection's socket, handed over for a tunnel with the bytes already read past the
+/// upgrade request.
+pub type Handover = Box<dyn ClientIo>;
+
+/// What a handed-over client connection is: bytes both ways.
+pub trait ClientIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> ClientIo for T {}
 
 /// A listener's settings as its connections use them (fixed when the connection is accepted).
 pub struct ListenerSettings {

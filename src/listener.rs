@@ -3,17 +3,18 @@
 //! when configured, serve HTTP/1.1 and HTTP/2 (h2c, prior knowledge) on one port with the
 //! listener's limits, close idle keep-alive connections, and drain on shutdown. The protocol is
 //! chosen from the connection's first bytes (the HTTP/2 preface or not), so an HTTP/1.1
-//! connection is served by hyper's plain HTTP/1.1 server with no version sniffing layer.
+//! connection is served by hyper's plain HTTP/1.1 server with no version sniffing layer
+//! ([`serve`], which also parks idle keep-alive connections outside hyper).
 
 pub mod proxy_protocol;
+mod serve;
 
-use crate::conn::{Activity, ConnCtx, ListenerSettings};
-use crate::proxy;
+pub use serve::PARK_AFTER;
+
+use crate::conn::ListenerSettings;
 use crate::runtime::Runtime;
 use bytes::Bytes;
 use gatehouse_config::Listener as ListenerConfig;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -129,9 +130,8 @@ async fn accept_connection(
     };
     // HTTP/2 with prior knowledge starts with its preface; anything else is HTTP/1.x.
     let h2 = first.starts_with(b"PRI * HTTP/2.0\r\n\r\n");
-    let io = proxy_protocol::Rewind::new(stream, first);
-    Box::pin(serve_connection(
-        io, h2, peer, settings, runtime, shutdown, tokens,
+    Box::pin(serve::serve_connection(
+        stream, first, h2, peer, settings, runtime, shutdown, tokens,
     ))
     .await
 }
@@ -214,132 +214,6 @@ fn scopeguard<F: FnOnce()>(f: F) -> impl Drop {
 
 fn reject(runtime: &Runtime, reason: &str) {
     runtime.metrics.rejected.count(reason);
-}
-
-async fn serve_connection<I>(
-    io: I,
-    h2: bool,
-    peer: SocketAddr,
-    settings: Arc<ListenerSettings>,
-    runtime: Arc<Runtime>,
-    shutdown: watch::Receiver<bool>,
-    _tokens: OpenGuard,
-) where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let activity = Arc::new(Activity::default());
-    let metrics = runtime.metrics.clone();
-    let ctx = Arc::new(ConnCtx {
-        runtime,
-        listener: settings.clone(),
-        peer,
-        peer_header: crate::canonical::client::peer_header(peer.ip()),
-        activity: activity.clone(),
-    });
-    // hyper keeps one slot for the request future per connection, sized for it, for as long as
-    // the connection lives; the request path's future is ~15 KiB. Boxed per request, an idle
-    // keep-alive connection holds a pointer instead (one allocation per request, freed at once).
-    let service = service_fn(move |req| Box::pin(proxy::handle(ctx.clone(), req)));
-    let watch = Watch {
-        activity,
-        idle: settings.idle_timeout,
-        // hyper's header timer starts with the first byte; a connection that sends nothing at
-        // all gets the same bound, counted from the accept.
-        first_request_by: Instant::now() + settings.header_read_timeout,
-        shutdown,
-        metrics,
-    };
-    if h2 {
-        let conn = settings.http2.serve_connection(TokioIo::new(io), service);
-        watch.drive(conn, |c| c.graceful_shutdown()).await;
-    } else {
-        let conn = settings
-            .http1
-            .serve_connection(TokioIo::new(io), service)
-            .with_upgrades();
-        watch.drive(conn, |c| c.graceful_shutdown()).await;
-    }
-}
-
-/// How long a closing connection with nothing in flight may take to finish closing.
-const CLOSE_GRACE: Duration = Duration::from_secs(1);
-
-/// What a served connection is watched for: shutdown, a first request that never comes, and
-/// idle keep-alive time.
-struct Watch {
-    activity: Arc<Activity>,
-    idle: Duration,
-    first_request_by: Instant,
-    shutdown: watch::Receiver<bool>,
-    metrics: Arc<crate::observe::metrics::Metrics>,
-}
-
-impl Watch {
-    /// Runs `conn` to its end, asking it to close gracefully (`graceful`) on shutdown or idleness.
-    async fn drive<C>(mut self, conn: C, graceful: fn(std::pin::Pin<&mut C>))
-    where
-        C: std::future::Future<Output = Result<(), hyper::Error>>,
-    {
-        tokio::pin!(conn);
-        let idle = self.idle;
-        let mut check_at = self.first_request_by.min(Instant::now() + idle);
-        let mut closing = false;
-        loop {
-            tokio::select! {
-                done = conn.as_mut() => {
-                    if let Err(e) = done {
-                        count_malformed(&self.metrics, &e);
-                    }
-                    break;
-                }
-                _ = self.shutdown.changed(), if !closing => {
-                    closing = true;
-                    graceful(conn.as_mut());
-                    // An HTTP/2 client that never acknowledges the GOAWAY must not hold the
-                    // process for the whole drain: idle a moment after it, it is dropped.
-                    check_at = Instant::now() + CLOSE_GRACE;
-                }
-                _ = tokio::time::sleep_until(check_at) => {
-                    let a = &self.activity;
-                    if closing {
-                        if a.idle_since().is_some() {
-                            break;
-                        }
-                        check_at = Instant::now() + CLOSE_GRACE;
-                        continue;
-                    }
-                    if !a.used.load(Ordering::Relaxed) && Instant::now() >= self.first_request_by {
-                        closing = true;
-                        graceful(conn.as_mut());
-                        check_at = Instant::now() + CLOSE_GRACE;
-                        continue;
-                    }
-                    match a.idle_since() {
-                        Some(since) if since + idle <= Instant::now() => {
-                            closing = true;
-                            graceful(conn.as_mut());
-                            check_at = Instant::now() + CLOSE_GRACE;
-                        }
-                        Some(since) => check_at = since + idle,
-                        None => check_at = Instant::now() + idle,
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// hyper answers what it cannot parse itself (a bare 400 or 431) and ends the connection;
-/// those refusals are counted with the gateway's own.
-fn count_malformed(metrics: &crate::observe::metrics::Metrics, e: &hyper::Error) {
-    let reason = if e.is_parse_too_large() {
-        "header_too_large"
-    } else if e.is_parse() {
-        "malformed_request"
-    } else {
-        return;
-    };
-    metrics.rejected.count(reason);
 }
 
 /// The running listeners, reconciled by name on every (re)load: new ones start, removed ones

@@ -305,7 +305,6 @@ async fn forward(
     } else {
         None
     };
-    let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
     let uri = upstream_uri(&req, rewritten, host, cluster.protocol)?;
     let client_version = req.version();
     let (mut parts, body) = req.into_parts();
@@ -397,8 +396,8 @@ async fn forward(
         }
     };
 
-    if let (Some(up), Some(client_up)) = (upgrade, client_upgrade) {
-        return forward_upgrade(ctx, cluster, parts, body, up, client_up, rec).await;
+    if let Some(up) = upgrade {
+        return forward_upgrade(ctx, cluster, parts, body, up, rec).await;
     }
 
     let mut tries = attempt::Tries::default();
@@ -430,7 +429,6 @@ async fn forward_upgrade(
     parts: http::request::Parts,
     body: attempt::ReqBody,
     upgrade: HeaderValue,
-    client_upgrade: hyper::upgrade::OnUpgrade,
     rec: Option<&mut AccessRecord>,
 ) -> Result<Response<Body>, ProxyError> {
     let now = tokio::time::Instant::now();
@@ -467,8 +465,11 @@ async fn forward_upgrade(
     let mut resp = result?;
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         let upstream_up = hyper::upgrade::on(&mut resp);
+        // The listener hands the client's socket over once hyper has written the 101.
+        let (handover, client) = tokio::sync::oneshot::channel();
+        *ctx.upgrade.lock().unwrap_or_else(|e| e.into_inner()) = Some(handover);
         tokio::spawn(tunnel(
-            client_upgrade,
+            client,
             upstream_up,
             (in_flight, slot),
             ctx.runtime.stopping(),
@@ -572,15 +573,14 @@ fn version_str(v: Version) -> &'static str {
 /// Copies bytes both ways between the upgraded client and upstream connections until
 /// either side closes, or the gateway shuts down (a tunnel has no request boundary to drain at).
 async fn tunnel(
-    client: hyper::upgrade::OnUpgrade,
+    client: tokio::sync::oneshot::Receiver<crate::conn::Handover>,
     upstream: hyper::upgrade::OnUpgrade,
     _held: (crate::cluster::endpoint::InFlight, crate::cluster::Slot),
     mut stopping: tokio::sync::watch::Receiver<bool>,
 ) {
-    let (Ok(c), Ok(u)) = (client.await, upstream.await) else {
+    let (Ok(mut c), Ok(u)) = (client.await, upstream.await) else {
         return;
     };
-    let mut c = TokioIo::new(c);
     let mut u = TokioIo::new(u);
     tokio::select! {
         _ = tokio::io::copy_bidirectional(&mut c, &mut u) => {}

@@ -101,6 +101,11 @@ impl<S> Rewind<S> {
     pub fn new(inner: S, prefix: Bytes) -> Self {
         Rewind { prefix, inner }
     }
+
+    /// The stream back, with whatever of the prefix was not read yet.
+    pub fn into_parts(self) -> (S, Bytes) {
+        (self.inner, self.prefix)
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {

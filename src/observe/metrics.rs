@@ -26,6 +26,8 @@ pub struct Metrics {
     pub upstream_duration: HistogramFamily,
     pub in_flight: Gauge,
     pub connections: Gauge,
+    /// Idle HTTP/1.1 keep-alive connections parked outside hyper (no buffers held).
+    pub connections_parked: Gauge,
     pub endpoint_health: Family<Labels, Gauge>,
     pub endpoint_breaker: Family<Labels, Gauge>,
     pub endpoint_in_flight: Family<Labels, Gauge>,
@@ -61,6 +63,7 @@ impl Default for Metrics {
             upstream_duration: hist(),
             in_flight: Gauge::default(),
             connections: Gauge::default(),
+            connections_parked: Gauge::default(),
             endpoint_health: Family::default(),
             endpoint_breaker: Family::default(),
             endpoint_in_flight: Family::default(),
@@ -109,6 +112,11 @@ impl Default for Metrics {
             "downstream_connections",
             "Open client connections",
             m.connections.clone(),
+        );
+        r.register(
+            "downstream_connections_parked",
+            "Idle keep-alive client connections parked with no buffers (part of downstream_connections)",
+            m.connections_parked.clone(),
         );
         r.register(
             "endpoint_health",
