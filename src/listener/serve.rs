@@ -79,14 +79,17 @@ pub(super) async fn serve_connection(
     let (mut stream, mut pending) = (stream, first);
     loop {
         let io = TokioIo::new(Rewind::new(stream, pending));
-        let mut conn = H1(Some(settings.http1.serve_connection(io, service.clone())));
+        // Boxed: a parked connection's task keeps no room for hyper's connection state.
+        let mut conn = H1(Some(Box::new(
+            settings.http1.serve_connection(io, service.clone()),
+        )));
         let end = watch.drive(&mut conn, true).await;
         let Some(conn) = conn.0.take() else { return };
         let handover = ctx.upgrade.lock().unwrap_or_else(|e| e.into_inner()).take();
         if end == End::Closed || (end == End::Finished && handover.is_none()) {
             return;
         }
-        let parts = conn.into_parts();
+        let parts = (*conn).into_parts();
         let (socket, unread) = parts.io.into_inner().into_parts();
         // What hyper had read past its last message comes first, then what it had not yet
         // taken of the replayed bytes.
@@ -104,6 +107,8 @@ pub(super) async fn serve_connection(
             (stream, pending) = (socket, rest);
             continue;
         }
+        // Even empty, it may point into hyper's 8 KiB read buffer: let it go before parking.
+        drop(rest);
         match watch.park(socket, settings.header_read_timeout).await {
             Some((socket, first)) => (stream, pending) = (socket, first),
             None => return,
@@ -131,7 +136,7 @@ trait Served {
 /// HTTP/1.1: run without shutting the socket down, so it can be taken back.
 struct H1<C>(Option<C>);
 
-impl<I, S, B> Served for H1<hyper::server::conn::http1::Connection<I, S>>
+impl<I, S, B> Served for H1<Box<hyper::server::conn::http1::Connection<I, S>>>
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin,
     S: hyper::service::HttpService<hyper::body::Incoming, ResBody = B> + Unpin,
@@ -148,7 +153,7 @@ where
     }
     fn graceful(&mut self) {
         if let Some(c) = self.0.as_mut() {
-            std::pin::Pin::new(c).graceful_shutdown();
+            std::pin::Pin::new(&mut **c).graceful_shutdown();
         }
     }
 }

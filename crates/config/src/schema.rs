@@ -228,7 +228,9 @@ pub struct ClusterLimits {
     pub max_requests: usize,
     /// Retries in flight at once; past it a retry is not made (the retry budget still applies).
     pub max_retries: usize,
-    /// Idle keep-alive connections kept per endpoint.
+    /// Idle keep-alive connections kept per endpoint. As many as may be open by default: a cap
+    /// below the concurrency a cluster sees makes every burst close connections and dial them
+    /// again (the idle timeout still closes the ones no longer needed).
     pub max_idle_per_endpoint: usize,
 }
 
@@ -239,7 +241,7 @@ impl Default for ClusterLimits {
             max_pending: 1024,
             max_requests: 1024,
             max_retries: 128,
-            max_idle_per_endpoint: 64,
+            max_idle_per_endpoint: 1024,
         }
     }
 }
