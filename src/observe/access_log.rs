@@ -141,6 +141,37 @@ pub struct AccessRecord {
     pub error: Option<&'static str>,
 }
 
+/// Appends `n` in decimal (no formatting machinery: this runs for every field of every line).
+fn push_int(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+}
+
+/// Appends `bytes` as lower-case hex.
+fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        out.push(HEX[usize::from(b >> 4)]);
+        out.push(HEX[usize::from(b & 0xf)]);
+    }
+}
+
+/// Appends an IP address as `Display` writes it (IPv4 without the formatting machinery).
+fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, o) in v4.octets().iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                push_int(out, u64::from(*o));
+            }
+        }
+        IpAddr::V6(v6) => {
+            let _ = write!(out, "{v6}");
+        }
+    }
+}
+
 /// Appends `s` as a JSON string.
 fn json_str(out: &mut Vec<u8>, s: &str) {
     // serde_json's escaping, straight into the buffer.
@@ -204,12 +235,22 @@ impl AccessRecord {
         json_time(out, self.time);
         out.extend_from_slice(b",\"request_id\":");
         json_str(out, self.request_id.to_str().unwrap_or(""));
-        let _ = write!(out, ",\"trace_id\":\"{:032x}\"", self.trace_id);
-        let _ = write!(
-            out,
-            ",\"client\":\"{}\",\"peer\":\"{}\"",
-            self.client, self.peer
-        );
+        out.extend_from_slice(b",\"trace_id\":\"");
+        push_hex(out, &self.trace_id.to_be_bytes());
+        out.extend_from_slice(b"\",\"client\":\"");
+        push_ip(out, self.client);
+        out.extend_from_slice(b"\",\"peer\":\"");
+        match self.peer {
+            SocketAddr::V4(a) => push_ip(out, IpAddr::V4(*a.ip())),
+            SocketAddr::V6(a) => {
+                out.push(b'[');
+                push_ip(out, IpAddr::V6(*a.ip()));
+                out.push(b']');
+            }
+        }
+        out.push(b':');
+        push_int(out, u64::from(self.peer.port()));
+        out.push(b'"');
         out.extend_from_slice(b",\"method\":");
         json_str(out, self.method.as_str());
         out.extend_from_slice(b",\"host\":");
@@ -228,18 +269,22 @@ impl AccessRecord {
             .bytes_in
             .as_ref()
             .map_or(0, |c| c.load(Ordering::Relaxed));
-        let _ = write!(
-            out,
-            ",\"status\":{},\"bytes_in\":{},\"bytes_out\":{},\"duration_ms\":",
-            self.status, bytes_in, self.bytes_out
-        );
+        out.extend_from_slice(b",\"status\":");
+        push_int(out, u64::from(self.status));
+        out.extend_from_slice(b",\"bytes_in\":");
+        push_int(out, bytes_in);
+        out.extend_from_slice(b",\"bytes_out\":");
+        push_int(out, self.bytes_out);
+        out.extend_from_slice(b",\"duration_ms\":");
         json_ms(out, self.start.elapsed());
         out.extend_from_slice(b",\"upstream_ms\":");
         match self.upstream_duration {
             Some(d) => json_ms(out, d),
             None => out.extend_from_slice(b"null"),
         }
-        let _ = write!(out, ",\"retries\":{},\"error\":", self.retries);
+        out.extend_from_slice(b",\"retries\":");
+        push_int(out, u64::from(self.retries));
+        out.extend_from_slice(b",\"error\":");
         json_opt(out, self.error);
         out.push(b'}');
     }
@@ -256,5 +301,59 @@ impl AccessRecord {
             l.push(b'\n');
             self.sink.send(&l);
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(client: &str, peer: &str) -> AccessRecord {
+        AccessRecord {
+            sink: AccessLogSink::to_writer(Box::new(std::io::sink())),
+            start: Instant::now(),
+            time: SystemTime::UNIX_EPOCH,
+            request_id: HeaderValue::from_static("id-1"),
+            trace_id: 0x0af7651916cd43dd8448eb211c80319c,
+            client: client.parse().unwrap(),
+            peer: peer.parse().unwrap(),
+            method: Method::GET,
+            host: HeaderValue::from_static("gw.test"),
+            uri: http::Uri::from_static("/a?b=1"),
+            route: Some("r".into()),
+            cluster: None,
+            endpoint: None,
+            consumer: None,
+            status: 503,
+            bytes_in: Some(Arc::new(AtomicU64::new(17))),
+            bytes_out: 1234567890123,
+            upstream_duration: None,
+            retries: 2,
+            error: Some("no_eligible_endpoint"),
+        }
+    }
+
+    #[test]
+    fn a_line_is_json_with_every_field_as_display_would_write_it() {
+        for (client, peer) in [
+            ("10.0.0.7", "127.0.0.1:40001"),
+            ("2001:db8::1", "[::1]:8080"),
+            ("0.0.0.0", "255.255.255.255:65535"),
+        ] {
+            let r = record(client, peer);
+            let mut out = Vec::new();
+            r.write_line(&mut out);
+            let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+            assert_eq!(v["trace_id"], "0af7651916cd43dd8448eb211c80319c");
+            assert_eq!(v["client"], client);
+            assert_eq!(v["peer"], peer);
+            assert_eq!(v["path"], "/a");
+            assert_eq!(v["status"], 503);
+            assert_eq!(v["bytes_in"], 17);
+            assert_eq!(v["bytes_out"], 1234567890123u64);
+            assert_eq!(v["retries"], 2);
+            assert_eq!(v["error"], "no_eligible_endpoint");
+            assert_eq!(v["upstream_ms"], serde_json::Value::Null);
+        }
     }
 }
