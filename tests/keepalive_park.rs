@@ -109,3 +109,68 @@ async fn a_parked_connection_closes_at_its_idle_timeout_and_on_shutdown() {
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn a_response_still_being_flushed_to_a_slow_reader_is_not_cut_by_parking() {
+    let up = FakeUpstream::start("up").await;
+    const SIZE: u64 = 6 << 20;
+    up.update(|b| b.mode = gatehouse_testkit::Mode::Stream(SIZE));
+    let gw = TestGateway::start(&one_cluster(&[up.addr()], "", "")).await;
+    let mut s = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+    s.write_all(b"GET /big HTTP/1.1\r\nHost: gw\r\n\r\n")
+        .await
+        .unwrap();
+    // The client reads nothing until the gateway has taken the whole body from the backend (its
+    // tail waits in socket and hyper buffers), then past the moment the connection would park.
+    eventually("body taken", Duration::from_secs(10), || async {
+        (gw.gateway().runtime().metrics.in_flight.get() == 0).then_some(())
+    })
+    .await;
+    // The scenario itself: a reader that stalls past the park delay.
+    tokio::time::sleep(past_the_park_delay()).await;
+    let mut got = Vec::with_capacity(SIZE as usize + 1024);
+    let mut buf = vec![0u8; 1 << 16];
+    let body_start = loop {
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed early");
+        got.extend_from_slice(&buf[..n]);
+        if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&got[..body_start]).to_lowercase();
+    assert!(
+        head.contains("transfer-encoding: chunked")
+            || head.contains(&format!("content-length: {SIZE}")),
+        "{head}"
+    );
+    // Read until the whole body has arrived (chunked framing adds a few bytes per chunk).
+    while (got.len() - body_start) < SIZE as usize {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("the rest of the body arrives")
+            .unwrap();
+        assert!(n > 0, "cut after {} body bytes", got.len() - body_start);
+        got.extend_from_slice(&buf[..n]);
+    }
+    // And the connection still serves.
+    up.update(|b| b.mode = gatehouse_testkit::Mode::Normal);
+    if head.contains("transfer-encoding: chunked") {
+        // Drain the final chunk marker if it has not arrived yet.
+        while !got.ends_with(b"0\r\n\r\n") {
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0);
+            got.extend_from_slice(&buf[..n]);
+        }
+    }
+    s.write_all(b"GET /after HTTP/1.1\r\nHost: gw\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(response(&mut s).await.starts_with("HTTP/1.1 200"));
+    gw.shutdown(Duration::from_secs(2)).await;
+}
+
+/// Longer than the park delay (2 s).
+fn past_the_park_delay() -> Duration {
+    gatehouse::listener::PARK_AFTER + Duration::from_millis(500)
+}
