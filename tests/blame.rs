@@ -32,15 +32,20 @@ async fn failures(gw: &TestGateway) -> String {
         .join("\n")
 }
 
-async fn breaker(gw: &TestGateway) -> String {
-    let v: serde_json::Value = common::client()
+/// The admin view of cluster `app`.
+async fn cluster_app(gw: &TestGateway) -> serde_json::Value {
+    common::client()
         .get(gw.admin_url("/clusters/app"))
         .send()
         .await
         .unwrap()
         .json()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+async fn breaker(gw: &TestGateway) -> String {
+    let v = cluster_app(gw).await;
     v["endpoints"][0]["breaker"].as_str().unwrap().to_string()
 }
 
@@ -216,14 +221,7 @@ async fn cluster_limits_answer_overload_at_once_and_cap_connections() {
     app.wait_hits(1).await;
     let second = send();
     let v: serde_json::Value = eventually("one pending", Duration::from_secs(5), || async {
-        let v: serde_json::Value = common::client()
-            .get(gw.admin_url("/clusters/app"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v = cluster_app(&gw).await;
         (v["load"]["pending"] == 1).then_some(v)
     })
     .await;

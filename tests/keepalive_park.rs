@@ -45,16 +45,22 @@ async fn parked(gw: &TestGateway, n: i64) {
     .await;
 }
 
-#[tokio::test]
-async fn a_parked_connection_serves_its_next_requests_on_the_same_socket() {
-    let up = FakeUpstream::start("up").await;
-    let gw = TestGateway::start(&one_cluster(&[up.addr()], "", "")).await;
+/// A connection that has had one answer and is parked now.
+async fn answered_then_parked(gw: &TestGateway) -> tokio::net::TcpStream {
     let mut s = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
     s.write_all(b"GET /one HTTP/1.1\r\nHost: gw\r\n\r\n")
         .await
         .unwrap();
     assert!(response(&mut s).await.starts_with("HTTP/1.1 200"));
-    parked(&gw, 1).await;
+    parked(gw, 1).await;
+    s
+}
+
+#[tokio::test]
+async fn a_parked_connection_serves_its_next_requests_on_the_same_socket() {
+    let up = FakeUpstream::start("up").await;
+    let gw = TestGateway::start(&one_cluster(&[up.addr()], "", "")).await;
+    let mut s = answered_then_parked(&gw).await;
     // The next request arrives in two pieces: the parked socket wakes on the first.
     s.write_all(b"GET /two HTTP/1.1\r\nHo").await.unwrap();
     parked(&gw, 0).await;
@@ -83,24 +89,14 @@ async fn a_parked_connection_closes_at_its_idle_timeout_and_on_shutdown() {
         "",
     ))
     .await;
-    let mut s = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
-    s.write_all(b"GET /one HTTP/1.1\r\nHost: gw\r\n\r\n")
-        .await
-        .unwrap();
-    assert!(response(&mut s).await.starts_with("HTTP/1.1 200"));
-    parked(&gw, 1).await;
+    let mut s = answered_then_parked(&gw).await;
     let mut rest = Vec::new();
     let closed = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest)).await;
     assert!(closed.is_ok(), "closed at the idle timeout");
     parked(&gw, 0).await;
 
     // On shutdown a parked connection closes at once.
-    let mut s = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
-    s.write_all(b"GET /one HTTP/1.1\r\nHost: gw\r\n\r\n")
-        .await
-        .unwrap();
-    assert!(response(&mut s).await.starts_with("HTTP/1.1 200"));
-    parked(&gw, 1).await;
+    let _held = answered_then_parked(&gw).await;
     let started = std::time::Instant::now();
     assert!(gw.shutdown(Duration::from_secs(10)).await, "drained");
     assert!(
