@@ -4,6 +4,7 @@
 #   GATEHOUSE_ACCESS_LOG=stdout|off   (default stdout: the access log is part of the product)
 #   GATEHOUSE_WORKERS=N               (default 1: the harness compares one core; 2 measures the
 #                                      multi-threaded runtime's own cost on that core)
+#   --print-config                    (prints the config instead of running it)
 #   GATEHOUSE_BENCH_LIMIT=local|redis (optional: a rate limit on every request, high enough never to
 #                                      refuse; redis needs GATEHOUSE_BENCH_REDIS_URL)
 set -euo pipefail
@@ -27,4 +28,5 @@ cfg=$(mktemp /tmp/gatehouse-bench.XXXXXX)
     *) echo "routes: [{name: all, cluster: backends}]" ;;
   esac
 } > "$cfg"
+if [ "${1:-}" = --print-config ]; then cat "$cfg"; rm -f "$cfg"; exit 0; fi
 exec "$bin" run -c "$cfg" --worker-threads "${GATEHOUSE_WORKERS:-1}"

@@ -108,7 +108,7 @@ fn with_slot(
 /// abandoned (`EndpointEjected`) so the request can be retried on another endpoint. Returns the
 /// result and whether the slow call was recorded.
 async fn watched<F>(
-    send: F,
+    mut send: std::pin::Pin<&mut F>,
     (cluster, ep, admission): (&Cluster, &Arc<EndpointState>, Admission),
     (may_move, on_wire): (bool, (&Connected, &Progress)),
     events: &Events,
@@ -118,7 +118,7 @@ where
 {
     let cfg = &cluster.breaker;
     let opened = ep.opened.notified();
-    tokio::pin!(send, opened);
+    tokio::pin!(opened);
     opened.as_mut().enable();
     let slow = endpoint_time(on_wire.0, on_wire.1, cfg.slow_call_duration.0);
     tokio::pin!(slow);
@@ -126,7 +126,7 @@ where
     loop {
         tokio::select! {
             biased;
-            r = &mut send => return (r, slow_recorded),
+            r = send.as_mut() => return (r, slow_recorded),
             _ = &mut slow, if cfg.enabled && !slow_recorded => {
                 slow_recorded = true;
                 let may_trip = cluster.may_eject();
@@ -167,18 +167,23 @@ async fn endpoint_time(connected: &Connected, progress: &Progress, d: Duration) 
 
 /// How long the try has been in the endpoint's hands (see [`endpoint_time`]); `total` when it
 /// never got that far.
-fn endpoint_took(connected: &Connected, progress: &Progress, total: Duration) -> Duration {
+fn endpoint_took(
+    connected: &Connected,
+    progress: &Progress,
+    total: Duration,
+    now: Instant,
+) -> Duration {
     let Some(c) = connected.at_us() else {
         return total;
     };
     let since = progress.ended_at_us().map_or(c, |b| b.max(c));
-    let now = crate::clock::now_us(tokio::time::Instant::now());
+    let now = crate::clock::now_us(now);
     Duration::from_micros(now.saturating_sub(since)).min(total)
 }
 
 /// Waits for a try's response head for `within` of [`endpoint_time`].
 async fn send_within<F>(
-    send: F,
+    send: std::pin::Pin<&mut F>,
     within: Duration,
     (connected, progress): (&Connected, &Progress),
 ) -> Result<Response<Incoming>, ProxyError>
@@ -230,8 +235,9 @@ pub async fn run(
     let mut tried: smallvec::SmallVec<[usize; 4]> = smallvec::SmallVec::new();
     // The previous try's result, answered if no other endpoint is left to retry on.
     let mut last: Option<Result<Answer, ProxyError>> = None;
+    let mut first_try = Some(started);
     loop {
-        let now = Instant::now();
+        let now = first_try.take().unwrap_or_else(Instant::now);
         let Some(picked) = cluster.pick(now, &tried, key, events) else {
             let last = last.unwrap_or_else(|| {
                 Err(ProxyError::NoEligibleEndpoint {
@@ -273,34 +279,43 @@ pub async fn run(
         }
 
         let budget_left = deadline.saturating_duration_since(now);
-        let sent = Instant::now();
+        // The pick took nanoseconds: one clock read serves both.
+        let sent = now;
         let fault = ep.state.active_fault(now, events);
         let mut checkin: Option<crate::upstream::Checkin> = None;
         let connected = Connected::default();
-        let send = async {
-            if let Some(d) = fault.and_then(|f| f.delay) {
-                // The drill's delay stands in for the endpoint's own.
-                connected.mark();
-                tokio::time::sleep(d).await;
-            }
-            match fault.and_then(|f| f.abort) {
-                // A drill answers in the endpoint's place: recorded like a real failure.
-                Some(status) => Err(ProxyError::Injected { status }),
-                None => ep.client.send(req, &connected).await.map(|(resp, c)| {
-                    checkin = c;
-                    resp
-                }),
-            }
+        let (result, slow_recorded) = {
+            // The try's futures are pinned here and lent to the layers that watch them: passed by
+            // value, each layer would hold its own copy (an async fn keeps its argument and the
+            // local it moves it to), and the request's future was 16 KiB, copied onto the heap
+            // for every request.
+            let send = std::pin::pin!(async {
+                if let Some(d) = fault.and_then(|f| f.delay) {
+                    // The drill's delay stands in for the endpoint's own.
+                    connected.mark();
+                    tokio::time::sleep(d).await;
+                }
+                match fault.and_then(|f| f.abort) {
+                    // A drill answers in the endpoint's place: recorded like a real failure.
+                    Some(status) => Err(ProxyError::Injected { status }),
+                    None => ep.client.send(req, &connected).await.map(|(resp, c)| {
+                        checkin = c;
+                        resp
+                    }),
+                }
+            });
+            let may_move =
+                can_replay && may_retry_method && tries.retries < cluster.retries.attempts;
+            let on_wire = (&connected, progress);
+            let within = std::pin::pin!(send_within(send, per_try.min(budget_left), on_wire));
+            watched(
+                within,
+                (cluster, &ep.state, picked.admission),
+                (may_move, on_wire),
+                events,
+            )
+            .await
         };
-        let may_move = can_replay && may_retry_method && tries.retries < cluster.retries.attempts;
-        let on_wire = (&connected, progress);
-        let (result, slow_recorded) = watched(
-            send_within(send, per_try.min(budget_left), on_wire),
-            (cluster, &ep.state, picked.admission),
-            (may_move, on_wire),
-            events,
-        )
-        .await;
         if slow_recorded {
             // The breaker has this try's outcome (and a probe its verdict) already.
             guard.armed = false;
@@ -310,12 +325,14 @@ pub async fn run(
             (Err(_), Some(f)) => Err(ProxyError::Downstream(f)),
             (r, _) => r,
         };
-        let elapsed = sent.elapsed();
+        // One clock read for everything after the try (latency, breaker, retry decision).
+        let after = Instant::now();
+        let elapsed = after.saturating_duration_since(sent);
         tries.upstream += elapsed;
         // The endpoint's own time: not the wait for a connection, not a slow client's upload.
-        let took = endpoint_took(&connected, progress, elapsed);
+        let took = endpoint_took(&connected, progress, elapsed, after);
         if matches!(result, Ok(_) | Err(ProxyError::RequestTimeout)) {
-            ep.state.observe_latency(took, Instant::now());
+            ep.state.observe_latency(took, after);
         }
         ep.metrics.duration.observe(took.as_secs_f64());
 
@@ -357,7 +374,7 @@ pub async fn run(
             let may_trip = !(call.failed || call.slow) || cluster.may_eject();
             let t = ep.state.record(
                 &cluster.breaker,
-                Instant::now(),
+                after,
                 call,
                 picked.admission,
                 may_trip,
@@ -374,7 +391,7 @@ pub async fn run(
             && can_replay
             && (condition(&result).is_some_and(|c| cluster.retry_on.contains(&c))
                 || matches!(result, Err(ProxyError::EndpointEjected)))
-            && Instant::now() < deadline;
+            && after < deadline;
         // At most `max_retries` retries in flight at once.
         let next_slot = if wanted {
             let slot = cluster
@@ -389,7 +406,7 @@ pub async fn run(
         };
         let retry = next_slot.is_some()
             && cluster.state.budget.try_spend(
-                Instant::now(),
+                after,
                 cluster.retries.budget.0,
                 cluster.retries.min_retries_per_second,
             );
