@@ -5,6 +5,7 @@
 # requests (h2load, keep-alive, CONNS connections); the slope between the two is the cost of
 # one request with start-up and shutdown taken out.
 #   bench/instructions.sh [NAME=BINARY ...]     (default: target/release/gatehouse)
+#   bench/instructions.sh refgw=target/refgw/release/refgw gatehouse=target/release/gatehouse
 #   N=2000 CONNS=16 PATH_=/ok
 # Backends: two nginx from ../shared/bench/conf (the harness's own).
 set -euo pipefail
@@ -23,10 +24,15 @@ for port in 19201 19202; do
 done
 count() { # binary requests -> total user instructions of the gateway's whole life
   local bin=$1 reqs=$2 out="$run/cg.$RANDOM"
-  LISTEN_ADDR=127.0.0.1:18200 UPSTREAMS=127.0.0.1:19201,127.0.0.1:19202 \
-    GATEHOUSE_BIN="valgrind --tool=cachegrind --cache-sim=no --cachegrind-out-file=$out $bin" \
-    bash -c 'exec $GATEHOUSE_BIN run -c <(bash '"$here"'/gatehouse-gw.sh --print-config) --worker-threads 1' \
-    > /dev/null 2>&1 & local gw=$!
+  local vg="valgrind --tool=cachegrind --cache-sim=no --cachegrind-out-file=$out"
+  export LISTEN_ADDR=127.0.0.1:18200 UPSTREAMS=127.0.0.1:19201,127.0.0.1:19202
+  case $bin in
+    # The bare hyper row of ../shared/bench (reads LISTEN_ADDR and UPSTREAMS itself).
+    *refgw) $vg "$bin" > /dev/null 2>&1 & ;;
+    *) $vg "$bin" run -c <(bash "$here/gatehouse-gw.sh" --print-config) --worker-threads 1 \
+         > /dev/null 2>&1 & ;;
+  esac
+  local gw=$!
   for _ in $(seq 300); do curl -fs -o /dev/null "http://127.0.0.1:18200$path" && break; sleep 0.1; done
   h2load --h1 -n "$reqs" -c "$conns" "http://127.0.0.1:18200$path" | grep -q "0 failed, 0 errored" \
     || echo "warning: some requests failed" >&2

@@ -174,8 +174,27 @@ fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
 
 /// Appends `s` as a JSON string.
 fn json_str(out: &mut Vec<u8>, s: &str) {
+    // Most values (methods, paths, names, addresses) need no escaping: copied as they are.
+    if s.bytes()
+        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+    {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+        return;
+    }
     // serde_json's escaping, straight into the buffer.
     let _ = serde_json::to_writer(&mut *out, s);
+}
+
+/// Appends `n` (below 1000) as three digits, zero-padded.
+fn push_3digits(out: &mut Vec<u8>, n: u32) {
+    let n = n.min(999);
+    out.extend_from_slice(&[
+        b'0' + (n / 100) as u8,
+        b'0' + (n / 10 % 10) as u8,
+        b'0' + (n % 10) as u8,
+    ]);
 }
 
 fn json_opt(out: &mut Vec<u8>, s: Option<&str>) {
@@ -188,7 +207,9 @@ fn json_opt(out: &mut Vec<u8>, s: Option<&str>) {
 /// Milliseconds with three decimals, as the lines have always shown them.
 fn json_ms(out: &mut Vec<u8>, d: Duration) {
     let us = d.as_micros() as u64;
-    let _ = write!(out, "{}.{:03}", us / 1000, us % 1000);
+    push_int(out, us / 1000);
+    out.push(b'.');
+    push_3digits(out, (us % 1000) as u32);
 }
 
 /// RFC 3339 with milliseconds, UTC (`2026-12-01T10:25:37.395Z`). The part up to the second is
@@ -212,7 +233,9 @@ fn json_time(out: &mut Vec<u8>, t: SystemTime) {
         }
         out.push(b'"');
         out.extend_from_slice(&c.1);
-        let _ = write!(out, ".{:03}Z\"", since.subsec_millis());
+        out.push(b'.');
+        push_3digits(out, since.subsec_millis());
+        out.extend_from_slice(b"Z\"");
     });
 }
 
@@ -354,6 +377,38 @@ mod tests {
             assert_eq!(v["retries"], 2);
             assert_eq!(v["error"], "no_eligible_endpoint");
             assert_eq!(v["upstream_ms"], serde_json::Value::Null);
+        }
+    }
+
+    #[test]
+    fn strings_times_and_durations_are_written_as_serde_and_fmt_would() {
+        for text in [
+            "/plain/path",
+            "",
+            "say \"hi\"",
+            "back\\slash",
+            "tab\there",
+            "\u{7f}",
+            "é✓",
+        ] {
+            let mut out = Vec::new();
+            json_str(&mut out, text);
+            assert_eq!(out, serde_json::to_vec(text).unwrap(), "{text:?}");
+        }
+        for us in [0u64, 7, 999, 1000, 1001, 12_345_678] {
+            let mut out = Vec::new();
+            json_ms(&mut out, Duration::from_micros(us));
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                format!("{}.{:03}", us / 1000, us % 1000)
+            );
+        }
+        for ms in [0u64, 5, 999, 1_764_585_937_395] {
+            let t = SystemTime::UNIX_EPOCH + Duration::from_millis(ms);
+            let mut out = Vec::new();
+            json_time(&mut out, t);
+            let want = format!("\"{}\"", humantime::format_rfc3339_millis(t));
+            assert_eq!(String::from_utf8(out).unwrap(), want);
         }
     }
 }

@@ -4,6 +4,7 @@
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+/// `Connection` first: [`strip_hop_by_hop`] reads its bit as "look for the names it lists".
 const HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
@@ -57,24 +58,47 @@ pub fn upgrade_protocol(h: &HeaderMap) -> Option<HeaderValue> {
 /// Removes hop-by-hop headers. With `upgrade`, re-adds `Connection: upgrade` and the
 /// `Upgrade` value so the next hop sees the upgrade request or its acceptance.
 pub fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: Option<HeaderValue>) {
-    if h.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = h
+    // One scan of the names: which hop-by-hop headers are there at all. Comparing a few names
+    // is far cheaper than a hashed removal per hop-by-hop name, and most messages carry none
+    // of them or one (`Connection: keep-alive`).
+    let mut present = 0u16;
+    let mut te = false;
+    for n in h.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|hop| hop == n) {
+            present |= 1 << i;
+        }
+        te |= n == header::TE;
+    }
+    if present & 1 != 0 {
+        // `Connection` names more headers to drop; the hop-by-hop ones go below anyway.
+        let named: smallvec::SmallVec<[HeaderName; 2]> = h
             .get_all(header::CONNECTION)
             .iter()
-            .flat_map(|v| v.to_str().unwrap_or("").split(','))
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+            .map(|t| t.trim_ascii())
+            .filter(|t| {
+                !t.eq_ignore_ascii_case(b"close")
+                    && !HOP_BY_HOP
+                        .iter()
+                        .any(|n| t.eq_ignore_ascii_case(n.as_str().as_bytes()))
+            })
+            .filter_map(|t| HeaderName::from_bytes(t).ok())
             .collect();
         for n in named {
             h.remove(n);
         }
     }
-    for n in &HOP_BY_HOP {
-        h.remove(n);
+    for (i, n) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            h.remove(n);
+        }
     }
     // `TE: trailers` is the one TE value worth keeping: gRPC over HTTP/2 requires it.
-    if let Some(te) = h.get(header::TE) {
-        if !te.as_bytes().eq_ignore_ascii_case(b"trailers") {
-            h.remove(header::TE);
+    if te {
+        if let Some(v) = h.get(header::TE) {
+            if !v.as_bytes().eq_ignore_ascii_case(b"trailers") {
+                h.remove(header::TE);
+            }
         }
     }
     if let Some(up) = upgrade {
@@ -177,6 +201,22 @@ mod tests {
         let mut h = map(&[("te", "trailers")]);
         strip_hop_by_hop(&mut h, None);
         assert_eq!(h.get("te").unwrap(), "trailers");
+        // Several `Connection` lines, odd spacing and case, a name listed twice, `close`.
+        let mut h = map(&[
+            ("connection", "close"),
+            ("connection", " X-One ,KEEP-ALIVE,,x-two, x-one"),
+            ("x-one", "1"),
+            ("x-two", "2"),
+            ("keep-alive", "timeout=5"),
+            ("x-keep", "yes"),
+        ]);
+        strip_hop_by_hop(&mut h, None);
+        let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, vec!["x-keep"]);
+        // Nothing hop-by-hop: untouched.
+        let mut h = map(&[("x-a", "1"), ("content-length", "2")]);
+        strip_hop_by_hop(&mut h, None);
+        assert_eq!(h.len(), 2);
     }
 
     #[test]
