@@ -60,7 +60,7 @@ pub(super) async fn serve_connection(
         upgrade: std::sync::Mutex::new(None),
     });
     // hyper keeps one slot for the request future per connection, sized for it, for as long as
-    // the connection lives; the request path's future is ~15 KiB. Boxed per request, an idle
+    // the connection lives; the request path's future is ~8 KiB. Boxed per request, an idle
     // keep-alive connection holds a pointer instead (one allocation per request, freed at once).
     let service = {
         let ctx = ctx.clone();
