@@ -252,25 +252,35 @@ impl Gateway {
 
 pub use reload::log_warnings;
 
-/// Resolves when the process is asked to stop (SIGTERM or SIGINT).
-pub async fn shutdown_signal() {
+/// Resolves when the process is asked to stop (SIGTERM or SIGINT). The handlers are installed
+/// when this is called, not when the future is first polled: a SIGTERM that arrives while the
+/// gateway is starting (its listeners already accepting) must drain it, not kill it. Call it
+/// inside the runtime, before anything is served.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
     {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
+        use tokio::signal::unix::{signal, Signal, SignalKind};
+        async fn next(s: Option<Signal>) {
+            match s {
+                Some(mut s) => {
+                    s.recv().await;
                 }
+                None => std::future::pending().await,
             }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+        }
+        let term = signal(SignalKind::terminate()).ok();
+        let int = signal(SignalKind::interrupt()).ok();
+        async move {
+            tokio::select! {
+                _ = next(term) => {}
+                _ = next(int) => {}
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

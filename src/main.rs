@@ -111,6 +111,7 @@ fn main() -> ExitCode {
         }) => (
             Some(1),
             Box::pin(async move {
+                let stop = gatehouse::shutdown_signal();
                 let l = gatehouse::listener::bind(&listen)
                     .with_context(|| format!("cannot listen on {listen}"))?;
                 eprintln!("demo backend {name:?} on http://{}", l.local_addr()?);
@@ -121,7 +122,7 @@ fn main() -> ExitCode {
                 };
                 tokio::select! {
                     _ = demo::serve_backend(l, spec) => {}
-                    _ = gatehouse::shutdown_signal() => {}
+                    _ = stop => {}
                 }
                 Ok(())
             }) as BoxedRun,
@@ -223,17 +224,40 @@ fn raise_nofile_limit() {
 
 async fn run(path: PathBuf) -> anyhow::Result<()> {
     raise_nofile_limit();
+    let signals = Signals::install()?;
     let gw = gatehouse::Gateway::start_file(&path, None).await?;
-    wait_and_drain(gw).await
+    wait_and_drain(gw, signals).await
+}
+
+/// The signals the process answers, installed before anything is served (a signal that arrives
+/// while the gateway starts is handled, not fatal).
+struct Signals {
+    stop: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+    #[cfg(unix)]
+    hangup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Self> {
+        Ok(Signals {
+            stop: Box::pin(gatehouse::shutdown_signal()),
+            #[cfg(unix)]
+            hangup: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?,
+        })
+    }
 }
 
 /// Serves until SIGTERM/SIGINT, reloading on SIGHUP, then drains.
-async fn wait_and_drain(gw: gatehouse::Gateway) -> anyhow::Result<()> {
-    let stop = gatehouse::shutdown_signal();
-    tokio::pin!(stop);
+async fn wait_and_drain(gw: gatehouse::Gateway, signals: Signals) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    let Signals {
+        mut stop,
+        mut hangup,
+    } = signals;
+    #[cfg(not(unix))]
+    let Signals { mut stop } = signals;
     #[cfg(unix)]
     {
-        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
         loop {
             tokio::select! {
                 _ = &mut stop => break,
@@ -293,6 +317,7 @@ async fn run_demo(listen: String, admin: String, print_config: bool) -> anyhow::
         return Ok(());
     }
     let config = gatehouse_config::load_str(&yaml, "<demo>").map_err(|e| anyhow::anyhow!("{e}"))?;
+    let signals = Signals::install()?;
     let gw = gatehouse::Gateway::start(config, None).await?;
     let g = format!("http://{}", gw.addrs()[0].1);
     let a = gw
@@ -304,5 +329,5 @@ async fn run_demo(listen: String, admin: String, print_config: bool) -> anyhow::
         env!("CARGO_PKG_VERSION"),
         lines.join("\n")
     );
-    wait_and_drain(gw).await
+    wait_and_drain(gw, signals).await
 }

@@ -67,53 +67,95 @@ pub(super) async fn serve_connection(
         service_fn(move |req| Box::pin(proxy::handle(ctx.clone(), req)))
     };
     if h2 {
-        let io = TokioIo::new(Rewind::new(stream, first));
-        let conn = Box::pin(settings.http2.serve_connection(io, service));
-        let mut conn = H2 {
-            conn,
-            graceful: |c| c.graceful_shutdown(),
-        };
-        watch.drive(&mut conn, false).await;
+        // Boxed, as each HTTP/1.1 phase is below: the task itself stays small.
+        Box::pin(async {
+            let io = TokioIo::new(Rewind::new(stream, first));
+            let conn = Box::pin(settings.http2.serve_connection(io, service));
+            let mut conn = H2 {
+                conn,
+                graceful: |c| c.graceful_shutdown(),
+            };
+            watch.drive(&mut conn, false).await;
+        })
+        .await;
         return;
     }
     let (mut stream, mut pending) = (stream, first);
     loop {
-        let io = TokioIo::new(Rewind::new(stream, pending));
-        // Boxed: a parked connection's task keeps no room for hyper's connection state.
-        let mut conn = H1(Some(Box::new(
-            settings.http1.serve_connection(io, service.clone()),
-        )));
-        let end = watch.drive(&mut conn, true).await;
-        let Some(conn) = conn.0.take() else { return };
-        let handover = ctx.upgrade.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if end == End::Closed || (end == End::Finished && handover.is_none()) {
-            return;
-        }
-        let parts = (*conn).into_parts();
-        let (socket, unread) = parts.io.into_inner().into_parts();
-        // What hyper had read past its last message comes first, then what it had not yet
-        // taken of the replayed bytes.
-        let rest = if unread.is_empty() {
-            parts.read_buf
-        } else {
-            [parts.read_buf, unread].concat().into()
-        };
-        if let Some(handover) = handover {
-            let _ = handover.send(Box::new(Rewind::new(socket, rest)));
-            return;
-        }
-        if !rest.is_empty() {
-            // The next request had begun arriving: serve it at once.
-            (stream, pending) = (socket, rest);
-            continue;
-        }
-        // Even empty, it may point into hyper's 8 KiB read buffer: let it go before parking.
-        drop(rest);
-        match watch.park(socket, settings.header_read_timeout).await {
-            Some((socket, first)) => (stream, pending) = (socket, first),
-            None => return,
+        // Each phase with hyper is boxed and freed when it ends: a parked connection's task
+        // holds only what the wait below needs.
+        let next = Box::pin(serve_h1(
+            &mut watch, &ctx, &settings, &service, stream, pending,
+        ));
+        match next.await {
+            Next::Stop => return,
+            Next::Again(socket, first) => (stream, pending) = (socket, first),
+            Next::Park(socket) => match watch.park(socket, settings.header_read_timeout).await {
+                Some((socket, first)) => (stream, pending) = (socket, first),
+                None => return,
+            },
         }
     }
+}
+
+/// What follows one hyper HTTP/1.1 connection on a socket.
+enum Next {
+    /// The connection is over (closed, handed to a tunnel).
+    Stop,
+    /// The next request had begun arriving: serve it at once.
+    Again(TcpStream, Bytes),
+    /// Idle past [`PARK_AFTER`]: wait for the client without hyper.
+    Park(TcpStream),
+}
+
+/// Serves `stream` with one hyper HTTP/1.1 connection until it ends, is upgraded or is idle
+/// long enough to park.
+async fn serve_h1<S>(
+    watch: &mut Watch,
+    ctx: &ConnCtx,
+    settings: &ListenerSettings,
+    service: &S,
+    stream: TcpStream,
+    pending: Bytes,
+) -> Next
+where
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = crate::body::Body>
+        + Clone
+        + Unpin,
+    S::Future: Unpin,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let io = TokioIo::new(Rewind::new(stream, pending));
+    // Boxed: a parked connection's task keeps no room for hyper's connection state.
+    let mut conn = H1(Some(Box::new(
+        settings.http1.serve_connection(io, service.clone()),
+    )));
+    let end = watch.drive(&mut conn, true).await;
+    let Some(boxed) = conn.0.take() else {
+        return Next::Stop;
+    };
+    let handover = ctx.upgrade.lock().unwrap_or_else(|e| e.into_inner()).take();
+    if end == End::Closed || (end == End::Finished && handover.is_none()) {
+        return Next::Stop;
+    }
+    let parts = (*boxed).into_parts();
+    let (socket, unread) = parts.io.into_inner().into_parts();
+    // What hyper had read past its last message comes first, then what it had not yet taken of
+    // the replayed bytes.
+    let rest: Bytes = if unread.is_empty() {
+        parts.read_buf
+    } else {
+        [parts.read_buf, unread].concat().into()
+    };
+    if let Some(handover) = handover {
+        let _ = handover.send(Box::new(Rewind::new(socket, rest)));
+        return Next::Stop;
+    }
+    if !rest.is_empty() {
+        return Next::Again(socket, rest);
+    }
+    // Even empty, `rest` may point into hyper's 8 KiB read buffer: it goes with this phase.
+    Next::Park(socket)
 }
 
 /// How a served connection ended.
@@ -253,14 +295,16 @@ impl Watch {
     /// reads its next head as the accept path does), its idle timeout passes, or shutdown.
     async fn park(
         &mut self,
-        mut socket: TcpStream,
+        socket: TcpStream,
         header_read_timeout: Duration,
     ) -> Option<(TcpStream, Bytes)> {
         let since = self.activity.idle_since().unwrap_or_else(Instant::now);
         let parked = self.metrics.connections_parked.clone();
         parked.inc();
+        // `poll_read_ready`, not `readable()`: the registration's own waker slot, no waiter
+        // node in the parked connection's state.
         let woke = tokio::select! {
-            ready = socket.readable() => ready.is_ok(),
+            ready = std::future::poll_fn(|cx| socket.poll_read_ready(cx)) => ready.is_ok(),
             _ = tokio::time::sleep_until(since + self.idle) => false,
             _ = self.shutdown.changed() => false,
         };
@@ -268,6 +312,16 @@ impl Watch {
         if !woke {
             return None;
         }
+        // Boxed: while parked, the connection's task holds only the wait above.
+        Box::pin(self.next_head(socket, header_read_timeout)).await
+    }
+
+    /// A woken parked connection's next head, read as the accept path reads a first one.
+    async fn next_head(
+        &mut self,
+        mut socket: TcpStream,
+        header_read_timeout: Duration,
+    ) -> Option<(TcpStream, Bytes)> {
         let deadline = Instant::now() + header_read_timeout;
         tokio::select! {
             first = first_head(&mut socket, Bytes::new(), deadline) => first.map(|f| (socket, f)),
