@@ -10,7 +10,9 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 bin=${GATEHOUSE_BIN:-$here/../target/release/gatehouse}
-cfg=$(mktemp /tmp/gatehouse-bench.XXXXXX)
+# In a directory of its own: the config watcher watches the file's directory, and every write
+# into a busy one (/tmp during a benchmark) would wake it.
+cfg=$(mktemp -d /tmp/gatehouse-bench.XXXXXX)/gatehouse.yaml
 {
   echo "access_log: ${GATEHOUSE_ACCESS_LOG:-stdout}"
   echo "listeners: [{name: bench, address: '$LISTEN_ADDR'}]"
@@ -28,5 +30,5 @@ cfg=$(mktemp /tmp/gatehouse-bench.XXXXXX)
     *) echo "routes: [{name: all, cluster: backends}]" ;;
   esac
 } > "$cfg"
-if [ "${1:-}" = --print-config ]; then cat "$cfg"; rm -f "$cfg"; exit 0; fi
+if [ "${1:-}" = --print-config ]; then cat "$cfg"; rm -rf "$(dirname "$cfg")"; exit 0; fi
 exec "$bin" run -c "$cfg" --worker-threads "${GATEHOUSE_WORKERS:-1}"
