@@ -77,10 +77,9 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: Option<HeaderValue>) {
             .flat_map(|v| v.as_bytes().split(|b| *b == b','))
             .map(|t| t.trim_ascii())
             .filter(|t| {
-                !t.eq_ignore_ascii_case(b"close")
-                    && !HOP_BY_HOP
-                        .iter()
-                        .any(|n| t.eq_ignore_ascii_case(n.as_str().as_bytes()))
+                !HOP_BY_HOP
+                    .iter()
+                    .any(|n| t.eq_ignore_ascii_case(n.as_str().as_bytes()))
             })
             .filter_map(|t| HeaderName::from_bytes(t).ok())
             .collect();
@@ -93,13 +92,15 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: Option<HeaderValue>) {
             h.remove(n);
         }
     }
-    // `TE: trailers` is the one TE value worth keeping: gRPC over HTTP/2 requires it.
-    if te {
-        if let Some(v) = h.get(header::TE) {
-            if !v.as_bytes().eq_ignore_ascii_case(b"trailers") {
-                h.remove(header::TE);
-            }
-        }
+    // `TE: trailers` is the one TE value worth keeping: gRPC over HTTP/2 requires it. Every
+    // line of it must say only that (a second `TE: gzip` line would otherwise ride along).
+    if te
+        && !h
+            .get_all(header::TE)
+            .iter()
+            .all(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"))
+    {
+        h.remove(header::TE);
     }
     if let Some(up) = upgrade {
         h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -213,6 +214,21 @@ mod tests {
         strip_hop_by_hop(&mut h, None);
         let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(names, vec!["x-keep"]);
+        // A header named by `Connection` is dropped whatever its name (even `close`), and a
+        // second `TE` line that is not `trailers` takes the whole field with it.
+        let mut h = map(&[
+            ("connection", "close"),
+            ("close", "yes"),
+            ("te", "trailers"),
+            ("te", "gzip"),
+            ("x-keep", "yes"),
+        ]);
+        strip_hop_by_hop(&mut h, None);
+        let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, vec!["x-keep"]);
+        let mut h = map(&[("te", "trailers"), ("te", "Trailers")]);
+        strip_hop_by_hop(&mut h, None);
+        assert_eq!(h.get_all("te").iter().count(), 2);
         // Nothing hop-by-hop: untouched.
         let mut h = map(&[("x-a", "1"), ("content-length", "2")]);
         strip_hop_by_hop(&mut h, None);
