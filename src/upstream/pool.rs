@@ -49,12 +49,32 @@ pub struct Checkin {
     sender: Option<Sender>,
 }
 
+/// How long a connection whose response was abandoned may take to become idle again and be
+/// taken back.
+const SALVAGE_WITHIN: Duration = Duration::from_secs(1);
+
 impl Checkin {
     /// Called by the response body when it is dropped: `clean` when it was read to its end.
     pub fn finish(mut self, clean: bool) {
-        if let (true, Some(sender)) = (clean, self.sender.take()) {
+        let Some(mut sender) = self.sender.take() else {
+            return;
+        };
+        if clean {
             self.pool.put(sender);
+            return;
         }
+        // Abandoned before its end (the client left): hyper drops the rest of a body it already
+        // has and the connection is idle again; one with more to read, it closes. Taken back
+        // when that happens, rather than dialing anew for the next request.
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let pool = self.pool.clone();
+        drop(rt.spawn(async move {
+            if let Ok(Ok(())) = tokio::time::timeout(SALVAGE_WITHIN, sender.ready()).await {
+                pool.put(sender);
+            }
+        }));
     }
 }
 
@@ -304,8 +324,8 @@ mod tests {
         assert_eq!(accepted.load(Ordering::Relaxed), 5);
     }
 
-    #[tokio::test]
-    async fn a_finished_connection_is_reused() {
+    /// A backend on hyper answering every request with `body`; counts connections.
+    async fn hyper_backend(body: &'static [u8]) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap().to_string();
         let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -314,9 +334,9 @@ mod tests {
             while let Ok((s, _)) = l.accept().await {
                 count.fetch_add(1, Ordering::Relaxed);
                 tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(|_req| async {
+                    let svc = hyper::service::service_fn(move |_req| async move {
                         Ok::<_, std::convert::Infallible>(Response::new(http_body_util::Full::new(
-                            bytes::Bytes::from_static(b"ok"),
+                            bytes::Bytes::from_static(body),
                         )))
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
@@ -325,6 +345,34 @@ mod tests {
                 });
             }
         });
+        (addr, accepted)
+    }
+
+    #[tokio::test]
+    async fn a_connection_whose_short_response_was_abandoned_is_taken_back() {
+        let (addr, accepted) = hyper_backend(b"a short answer nobody reads").await;
+        let pool = pool(&addr);
+        let req = Request::get("/")
+            .header("host", "x")
+            .body(Body::empty())
+            .unwrap();
+        let (resp, checkin) = pool.send(req, &Default::default()).await.unwrap();
+        // The client went away before the body was read.
+        drop(resp);
+        checkin.finish(false);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while pool.idle_count() == 0 {
+            assert!(Instant::now() < deadline, "never taken back");
+            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(get(&pool).await, 200);
+        assert_eq!(accepted.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn a_finished_connection_is_reused() {
+        let (addr, accepted) = hyper_backend(b"ok").await;
         let pool = pool(&addr);
         for _ in 0..5 {
             assert_eq!(get(&pool).await, 200);
