@@ -49,23 +49,34 @@ pub struct Checkin {
     sender: Option<Sender>,
 }
 
-/// How long a connection whose response was abandoned may take to become idle again and be
+/// How long a connection whose exchange was abandoned may take to become idle again and be
 /// taken back.
 const SALVAGE_WITHIN: Duration = Duration::from_secs(1);
 
 impl Checkin {
     /// Called by the response body when it is dropped: `clean` when it was read to its end.
     pub fn finish(mut self, clean: bool) {
+        if clean {
+            if let Some(sender) = self.sender.take() {
+                self.pool.put(sender);
+            }
+        }
+        // Otherwise dropped here: see `Drop`.
+    }
+}
+
+impl Drop for Checkin {
+    /// A response abandoned before its body ended — the client left, a retry replaced it, an
+    /// upload was still going — does not have to cost the connection: hyper drops the rest of a
+    /// body it already has and the connection is idle again (one with more to read, it closes).
+    /// Taken back if that happens soon, rather than dialing anew for the next request.
+    fn drop(&mut self) {
         let Some(mut sender) = self.sender.take() else {
             return;
         };
-        if clean {
-            self.pool.put(sender);
+        if sender.is_closed() {
             return;
         }
-        // Abandoned before its end (the client left): hyper drops the rest of a body it already
-        // has and the connection is idle again; one with more to read, it closes. Taken back
-        // when that happens, rather than dialing anew for the next request.
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             return;
         };
@@ -216,13 +227,15 @@ impl H1Pool {
                 continue;
             }
             connected.mark();
+            // Not held while the answer is awaited: hyper closes a connection whose answer
+            // nobody waits for any more (the client left, the try timed out).
             match sender.try_send_request(req).await {
                 Ok(resp) => {
-                    let checkin = Checkin {
+                    let held = Checkin {
                         pool: self.clone(),
                         sender: Some(sender),
                     };
-                    return Ok((resp, checkin));
+                    return Ok((resp, held));
                 }
                 Err(mut e) => match e.take_message() {
                     // Never written: the pooled connection had just closed. Once more on a
@@ -360,14 +373,17 @@ mod tests {
         // The client went away before the body was read.
         drop(resp);
         checkin.finish(false);
+        wait_idle(&pool).await;
+        assert_eq!(get(&pool).await, 200);
+        assert_eq!(accepted.load(Ordering::Relaxed), 1);
+    }
+
+    async fn wait_idle(pool: &H1Pool) {
         let deadline = Instant::now() + Duration::from_secs(5);
         while pool.idle_count() == 0 {
             assert!(Instant::now() < deadline, "never taken back");
-            tokio::task::yield_now().await;
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        assert_eq!(get(&pool).await, 200);
-        assert_eq!(accepted.load(Ordering::Relaxed), 1);
     }
 
     #[tokio::test]
