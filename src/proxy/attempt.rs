@@ -425,7 +425,8 @@ pub async fn run(
             in_flight,
             cluster_slot: None,
             // A backend that answered before the whole request body was read has a connection
-            // still busy with the upload: not one to give the next request.
+            // still busy with the upload: the body does not hand it back; dropped here, the pool
+            // takes it back only once it is idle (`Checkin`'s `Drop`).
             checkin: checkin.take().filter(|_| progress.ended()),
         });
         if !retry {
