@@ -4,8 +4,10 @@
 //! listener's limits, close idle keep-alive connections, and drain on shutdown. The protocol is
 //! chosen from the connection's first bytes (the HTTP/2 preface or not), so an HTTP/1.1
 //! connection is served by hyper's plain HTTP/1.1 server with no version sniffing layer
-//! ([`serve`], which also parks idle keep-alive connections outside hyper).
+//! ([`serve`], which also parks idle keep-alive connections outside hyper, in the listener's
+//! lot: [`park`]).
 
+mod park;
 pub mod proxy_protocol;
 mod serve;
 
@@ -56,17 +58,39 @@ pub struct AcceptLoop {
     pub open: Arc<AtomicUsize>,
 }
 
-/// Counts a connection as open on its listener until dropped.
-struct OpenGuard(Arc<AtomicUsize>);
+/// Counts a connection as open, on its listener and in `gatehouse_downstream_connections`,
+/// until dropped (it moves with the connection through the tasks serving it and the lot).
+struct OpenGuard {
+    listener: Arc<AtomicUsize>,
+    gauge: prometheus_client::metrics::gauge::Gauge,
+}
+
+impl OpenGuard {
+    fn new(listener: &Arc<AtomicUsize>, gauge: &prometheus_client::metrics::gauge::Gauge) -> Self {
+        listener.fetch_add(1, Ordering::Relaxed);
+        gauge.inc();
+        OpenGuard {
+            listener: listener.clone(),
+            gauge: gauge.clone(),
+        }
+    }
+}
 
 impl Drop for OpenGuard {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.listener.fetch_sub(1, Ordering::Relaxed);
+        self.gauge.dec();
     }
 }
 
 impl AcceptLoop {
     pub async fn run(mut self) {
+        let lot = park::Lot::start(
+            &self.tracker,
+            self.shutdown.clone(),
+            self.runtime.metrics.connections_parked.clone(),
+            serve::resume,
+        );
         loop {
             tokio::select! {
                 biased;
@@ -83,8 +107,7 @@ impl AcceptLoop {
                             settings.rejected_connections.inc();
                             continue;
                         }
-                        self.open.fetch_add(1, Ordering::Relaxed);
-                        let open = OpenGuard(self.open.clone());
+                        let open = OpenGuard::new(&self.open, &self.runtime.metrics.connections);
                         let _ = stream.set_nodelay(true);
                         self.tracker.spawn(accept_connection(
                             stream,
@@ -92,6 +115,7 @@ impl AcceptLoop {
                             settings,
                             self.runtime.clone(),
                             self.shutdown.clone(),
+                            lot.clone(),
                             open,
                         ));
                     }
@@ -114,14 +138,9 @@ async fn accept_connection(
     settings: Arc<ListenerSettings>,
     runtime: Arc<Runtime>,
     shutdown: watch::Receiver<bool>,
-    tokens: OpenGuard,
+    lot: park::Lot,
+    counted: OpenGuard,
 ) {
-    // Open from the accept, whatever it goes on to send.
-    let gauge = runtime.metrics.connections.clone();
-    gauge.inc();
-    let _open = scopeguard(move || {
-        gauge.dec();
-    });
     // Each phase is boxed on its own, so the connection's task is only as big as what it holds
     // for its whole life (an idle keep-alive connection does not keep the first phase's state).
     let opened = Box::pin(open(stream, peer, &settings, &runtime, shutdown.clone())).await;
@@ -131,7 +150,7 @@ async fn accept_connection(
     // HTTP/2 with prior knowledge starts with its preface; anything else is HTTP/1.x.
     let h2 = first.starts_with(b"PRI * HTTP/2.0\r\n\r\n");
     Box::pin(serve::serve_connection(
-        stream, first, h2, peer, settings, runtime, shutdown, tokens,
+        stream, first, h2, peer, settings, runtime, shutdown, lot, counted,
     ))
     .await
 }
@@ -197,19 +216,6 @@ async fn first_head(stream: &mut TcpStream, already: Bytes, deadline: Instant) -
             }
         }
     }
-}
-
-/// Runs `f` when dropped.
-fn scopeguard<F: FnOnce()>(f: F) -> impl Drop {
-    struct Guard<F: FnOnce()>(Option<F>);
-    impl<F: FnOnce()> Drop for Guard<F> {
-        fn drop(&mut self) {
-            if let Some(f) = self.0.take() {
-                f();
-            }
-        }
-    }
-    Guard(Some(f))
 }
 
 fn reject(runtime: &Runtime, reason: &str) {

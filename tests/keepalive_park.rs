@@ -89,11 +89,17 @@ async fn a_parked_connection_closes_at_its_idle_timeout_and_on_shutdown() {
         "",
     ))
     .await;
+    let open = || gw.gateway().runtime().metrics.connections.get();
     let mut s = answered_then_parked(&gw).await;
+    assert_eq!(open(), 1, "a parked connection is still counted as open");
     let mut rest = Vec::new();
     let closed = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest)).await;
     assert!(closed.is_ok(), "closed at the idle timeout");
     parked(&gw, 0).await;
+    eventually("no connection open", Duration::from_secs(5), || async {
+        (open() == 0).then_some(())
+    })
+    .await;
 
     // On shutdown a parked connection closes at once.
     let _held = answered_then_parked(&gw).await;
@@ -169,4 +175,63 @@ async fn a_response_still_being_flushed_to_a_slow_reader_is_not_cut_by_parking()
 /// Longer than the park delay (2 s).
 fn past_the_park_delay() -> Duration {
     gatehouse::listener::PARK_AFTER + Duration::from_millis(500)
+}
+
+#[tokio::test]
+async fn many_parked_connections_wake_independently() {
+    let up = FakeUpstream::start("up").await;
+    let gw = TestGateway::start(&one_cluster(&[up.addr()], "", "")).await;
+    let mut conns = Vec::new();
+    for _ in 0..20 {
+        let mut s = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+        s.write_all(b"GET /one HTTP/1.1\r\nHost: gw\r\n\r\n")
+            .await
+            .unwrap();
+        assert!(response(&mut s).await.starts_with("HTTP/1.1 200"));
+        conns.push(s);
+    }
+    parked(&gw, 20).await;
+    // Every other connection sends again: those wake, the rest stay parked.
+    for (i, s) in conns.iter_mut().enumerate().filter(|(i, _)| i % 2 == 0) {
+        let id = format!("X-Request-Id: wake-{i}\r\n");
+        s.write_all(format!("GET /two HTTP/1.1\r\nHost: gw\r\n{id}\r\n").as_bytes())
+            .await
+            .unwrap();
+    }
+    for s in conns.iter_mut().step_by(2) {
+        assert!(response(s).await.starts_with("HTTP/1.1 200"));
+    }
+    assert_eq!(gw.log_line("wake-18").await["status"], 200);
+    // Those served park again; one closed by its client leaves the lot.
+    parked(&gw, 20).await;
+    drop(conns.pop());
+    parked(&gw, 19).await;
+    for s in conns.iter_mut().skip(1).step_by(2) {
+        s.write_all(b"GET /three HTTP/1.1\r\nHost: gw\r\n\r\n")
+            .await
+            .unwrap();
+        assert!(response(s).await.starts_with("HTTP/1.1 200"));
+    }
+    gw.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test]
+async fn a_listener_removed_by_a_reload_closes_its_parked_connections() {
+    let up = FakeUpstream::start("up").await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gw.yaml");
+    std::fs::write(&path, one_cluster(&[up.addr()], "", "")).unwrap();
+    let gw = TestGateway::start_file(&path).await;
+    let mut s = answered_then_parked(&gw).await;
+    let renamed = one_cluster(&[up.addr()], "", "").replace("name: public", "name: other");
+    std::fs::write(&path, renamed).unwrap();
+    gw.gateway().reload("test").await.unwrap();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest)).await;
+    assert!(
+        closed.is_ok(),
+        "the removed listener's parked connection is closed"
+    );
+    parked(&gw, 0).await;
+    gw.shutdown(Duration::from_secs(2)).await;
 }

@@ -3,9 +3,10 @@
 //!
 //! An HTTP/1.1 connection idle for [`PARK_AFTER`] is parked, as NGINX does with its keep-alive
 //! connections: hyper hands the socket back and its buffers (16 KiB) and state are freed; the
-//! socket waits with no buffer at all until the client sends again, and then gets a new hyper
-//! connection. A WebSocket upgrade leaves hyper the same way, to the tunnel.
+//! socket waits in the listener's lot ([`super::park`]) with no buffer and no task at all
+//! until the client sends again, and then gets a new task and a new hyper connection. A WebSocket upgrade leaves hyper the same way, to the tunnel.
 
+use super::park::{Held, Lot, Parked};
 use super::proxy_protocol::Rewind;
 use super::{first_head, OpenGuard};
 use crate::conn::{Activity, ConnCtx, ListenerSettings};
@@ -39,61 +40,92 @@ pub(super) async fn serve_connection(
     settings: Arc<ListenerSettings>,
     runtime: Arc<Runtime>,
     shutdown: watch::Receiver<bool>,
-    _tokens: OpenGuard,
+    lot: Lot,
+    open: OpenGuard,
 ) {
-    let activity = Arc::new(Activity::default());
-    let mut watch = Watch {
-        activity: activity.clone(),
-        idle: settings.idle_timeout,
-        // hyper's header timer starts with the first byte; a connection that sends nothing at
-        // all gets the same bound, counted from the accept.
-        first_request_by: Instant::now() + settings.header_read_timeout,
-        shutdown,
-        metrics: runtime.metrics.clone(),
-    };
     let ctx = Arc::new(ConnCtx {
-        runtime,
-        listener: settings.clone(),
-        peer,
         peer_header: crate::canonical::client::peer_header(peer.ip()),
-        activity,
+        runtime,
+        listener: settings,
+        peer,
+        activity: Arc::new(Activity::default()),
         upgrade: std::sync::Mutex::new(None),
     });
-    // hyper keeps one slot for the request future per connection, sized for it, for as long as
-    // the connection lives; the request path's future is ~8 KiB. Boxed per request, an idle
-    // keep-alive connection holds a pointer instead (one allocation per request, freed at once).
-    let service = {
-        let ctx = ctx.clone();
-        service_fn(move |req| Box::pin(proxy::handle(ctx.clone(), req)))
-    };
-    if h2 {
-        // Boxed, as each HTTP/1.1 phase is below: the task itself stays small.
-        Box::pin(async {
-            let io = TokioIo::new(Rewind::new(stream, first));
-            let conn = Box::pin(settings.http2.serve_connection(io, service));
-            let mut conn = H2 {
-                conn,
-                graceful: |c| c.graceful_shutdown(),
-            };
-            watch.drive(&mut conn, false).await;
-        })
-        .await;
-        return;
+    // hyper's header timer starts with the first byte; a connection that sends nothing at all
+    // gets the same bound, counted from the accept.
+    let first_request_by = Instant::now() + ctx.listener.header_read_timeout;
+    let mut watch = Watch::new(&ctx, shutdown, first_request_by);
+    let held = Held { ctx, _open: open };
+    if !h2 {
+        return serve_h1_loop(watch, held, stream, first, lot).await;
     }
+    // Boxed, as each HTTP/1.1 phase is: the task itself stays small.
+    Box::pin(async {
+        let io = TokioIo::new(Rewind::new(stream, first));
+        let conn = held
+            .ctx
+            .listener
+            .http2
+            .serve_connection(io, service(&held.ctx));
+        let mut conn = H2 {
+            conn: Box::pin(conn),
+            graceful: |c| c.graceful_shutdown(),
+        };
+        watch.drive(&mut conn, false).await;
+    })
+    .await;
+}
+
+/// A parked connection the client has sent on again: its next head, then HTTP/1.1 as before.
+pub(super) async fn resume(conn: Parked, lot: Lot, shutdown: watch::Receiver<bool>) {
+    let mut watch = Watch::new(&conn.held.ctx, shutdown, Instant::now());
+    let timeout = conn.held.ctx.listener.header_read_timeout;
+    let Some((stream, first)) = Box::pin(watch.next_head(conn.socket, timeout)).await else {
+        return;
+    };
+    serve_h1_loop(watch, conn.held, stream, first, lot).await
+}
+
+/// The request path as hyper calls it. hyper keeps one slot for the request future per
+/// connection, sized for it, for as long as the connection lives; the request path's future is
+/// ~8 KiB. Boxed per request, a keep-alive connection holds a pointer instead (one allocation
+/// per request, freed at once).
+fn service(
+    ctx: &Arc<ConnCtx>,
+) -> impl hyper::service::HttpService<
+    hyper::body::Incoming,
+    ResBody = crate::body::Body,
+    Future = impl Future<
+        Output = Result<http::Response<crate::body::Body>, std::convert::Infallible>,
+    > + Send
+                 + Unpin,
+    Error = std::convert::Infallible,
+> + Clone
+       + Unpin
+       + Send {
+    let ctx = ctx.clone();
+    service_fn(move |req| Box::pin(proxy::handle(ctx.clone(), req)))
+}
+
+/// HTTP/1.1 on `stream`, one hyper connection after another, until the connection ends or
+/// parks (then the listener's lot has it, and this task ends).
+async fn serve_h1_loop(mut watch: Watch, held: Held, stream: TcpStream, first: Bytes, lot: Lot) {
+    let service = service(&held.ctx);
     let (mut stream, mut pending) = (stream, first);
     loop {
-        // Each phase with hyper is boxed and freed when it ends: a parked connection's task
-        // holds only what the wait below needs.
-        let next = Box::pin(serve_h1(
-            &mut watch, &ctx, &settings, &service, stream, pending,
-        ));
+        // Each phase with hyper is boxed and freed when it ends.
+        let next = Box::pin(serve_h1(&mut watch, &held.ctx, &service, stream, pending));
         match next.await {
             Next::Stop => return,
             Next::Again(socket, first) => (stream, pending) = (socket, first),
-            Next::Park(socket) => match watch.park(socket, settings.header_read_timeout).await {
-                Some((socket, first)) => (stream, pending) = (socket, first),
-                None => return,
-            },
+            Next::Park(socket) => {
+                let since = held.ctx.activity.idle_since().unwrap_or_else(Instant::now);
+                return lot.park(Parked {
+                    socket,
+                    held,
+                    since,
+                });
+            }
         }
     }
 }
@@ -113,7 +145,6 @@ enum Next {
 async fn serve_h1<S>(
     watch: &mut Watch,
     ctx: &ConnCtx,
-    settings: &ListenerSettings,
     service: &S,
     stream: TcpStream,
     pending: Bytes,
@@ -128,7 +159,7 @@ where
     let io = TokioIo::new(Rewind::new(stream, pending));
     // Boxed: a parked connection's task keeps no room for hyper's connection state.
     let mut conn = H1(Some(Box::new(
-        settings.http1.serve_connection(io, service.clone()),
+        ctx.listener.http1.serve_connection(io, service.clone()),
     )));
     let end = watch.drive(&mut conn, true).await;
     let Some(boxed) = conn.0.take() else {
@@ -226,6 +257,16 @@ struct Watch {
 }
 
 impl Watch {
+    fn new(ctx: &ConnCtx, shutdown: watch::Receiver<bool>, first_request_by: Instant) -> Self {
+        Watch {
+            activity: ctx.activity.clone(),
+            idle: ctx.listener.idle_timeout,
+            first_request_by,
+            shutdown,
+            metrics: ctx.runtime.metrics.clone(),
+        }
+    }
+
     /// Runs `conn` to its end, asking it to close gracefully on shutdown or idleness, or, when
     /// `park`, to let go of an HTTP/1.1 connection idle past [`PARK_AFTER`].
     async fn drive(&mut self, conn: &mut impl Served, park: bool) -> End {
@@ -289,31 +330,6 @@ impl Watch {
                 }
             }
         }
-    }
-
-    /// Holds a parked connection's socket, with no buffer, until the client sends again (then
-    /// reads its next head as the accept path does), its idle timeout passes, or shutdown.
-    async fn park(
-        &mut self,
-        socket: TcpStream,
-        header_read_timeout: Duration,
-    ) -> Option<(TcpStream, Bytes)> {
-        let since = self.activity.idle_since().unwrap_or_else(Instant::now);
-        let parked = self.metrics.connections_parked.clone();
-        parked.inc();
-        // `poll_read_ready`, not `readable()`: the registration's own waker slot, no waiter
-        // node in the parked connection's state.
-        let woke = tokio::select! {
-            ready = std::future::poll_fn(|cx| socket.poll_read_ready(cx)) => ready.is_ok(),
-            _ = tokio::time::sleep_until(since + self.idle) => false,
-            _ = self.shutdown.changed() => false,
-        };
-        parked.dec();
-        if !woke {
-            return None;
-        }
-        // Boxed: while parked, the connection's task holds only the wait above.
-        Box::pin(self.next_head(socket, header_read_timeout)).await
     }
 
     /// A woken parked connection's next head, read as the accept path reads a first one.
