@@ -22,6 +22,8 @@ pub struct ConnCtx {
     /// The peer's IP as an `X-Forwarded-For` value, made once per connection.
     pub peer_header: HeaderValue,
     pub activity: Arc<Activity>,
+    /// What the TLS handshake settled, on a TLS listener.
+    pub tls: Option<Box<crate::tls::TlsInfo>>,
     /// Set by the request path when it answers 101 to an upgrade: the listener hands the
     /// client's socket here once hyper has written the 101, and the tunnel takes it.
     pub upgrade: std::sync::Mutex<Option<tokio::sync::oneshot::Sender<Handover>>>,
@@ -50,10 +52,17 @@ pub struct ListenerSettings {
     pub header_read_timeout: Duration,
     pub http1: hyper::server::conn::http1::Builder,
     pub http2: hyper::server::conn::http2::Builder<TokioExecutor>,
+    /// HTTPS: the handshake and certificates (shared with reloads, which swap what is inside).
+    pub tls: Option<Arc<crate::tls::Terminator>>,
+    /// A plain-HTTP listener that sends every request to `https` (308).
+    pub redirect_https: bool,
 }
 
 impl ListenerSettings {
-    pub fn new(cfg: &ListenerConfig, metrics: &crate::observe::metrics::Metrics) -> Self {
+    /// `runtime` has the listener's TLS terminator, when it is a TLS listener (built with the
+    /// snapshot, before listeners are reconciled).
+    pub fn new(cfg: &ListenerConfig, runtime: &Runtime) -> Self {
+        let metrics = &runtime.metrics;
         let lim = &cfg.limits;
         let mut http1 = hyper::server::conn::http1::Builder::new();
         http1
@@ -90,6 +99,8 @@ impl ListenerSettings {
             header_read_timeout: lim.header_read_timeout.0,
             http1,
             http2,
+            tls: runtime.tls.get(&cfg.name).filter(|_| cfg.tls.is_some()),
+            redirect_https: cfg.redirect_https,
         }
     }
 }

@@ -60,6 +60,11 @@ pub enum ProxyError {
     },
     /// The path is not in normal form and the listener answers with the normal form: 308.
     Redirect { location: HeaderValue },
+    /// A plain-HTTP listener with `redirect_https` sends the request to `https`: 308.
+    HttpsRedirect { location: HeaderValue },
+    /// The request's host is for another certificate than the TLS connection's SNI: 421, so
+    /// the client opens a connection for that host.
+    Misdirected,
     /// The backend's response could not be framed safely (a transfer coding other than a
     /// single `chunked`): 502, and a failure of that endpoint.
     UpstreamBadFraming,
@@ -95,7 +100,10 @@ impl ProxyError {
             }
             ProxyError::Invalid { .. } => StatusCode::BAD_REQUEST,
             ProxyError::NotImplemented { .. } => StatusCode::NOT_IMPLEMENTED,
-            ProxyError::Redirect { .. } => StatusCode::PERMANENT_REDIRECT,
+            ProxyError::Redirect { .. } | ProxyError::HttpsRedirect { .. } => {
+                StatusCode::PERMANENT_REDIRECT
+            }
+            ProxyError::Misdirected => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::UpstreamBadFraming => StatusCode::BAD_GATEWAY,
             ProxyError::Downstream(f) => match f {
                 DownstreamFault::Aborted => CLIENT_CLOSED,
@@ -131,6 +139,8 @@ impl ProxyError {
             | ProxyError::Invalid { .. }
             | ProxyError::NotImplemented { .. }
             | ProxyError::Redirect { .. }
+            | ProxyError::HttpsRedirect { .. }
+            | ProxyError::Misdirected
             | ProxyError::Downstream(_) => Source::Downstream,
         }
     }
@@ -153,6 +163,8 @@ impl ProxyError {
                 reason
             }
             ProxyError::Redirect { .. } => "path_redirect",
+            ProxyError::HttpsRedirect { .. } => "https_redirect",
+            ProxyError::Misdirected => "misdirected_request",
             ProxyError::UpstreamBadFraming => "upstream_bad_framing",
             ProxyError::Downstream(f) => match f {
                 DownstreamFault::Aborted => "client_aborted",
@@ -209,6 +221,11 @@ impl ProxyError {
                 (*detail).into()
             }
             ProxyError::Redirect { .. } => "the path is not in normal form".into(),
+            ProxyError::HttpsRedirect { .. } => "this listener redirects to https".into(),
+            ProxyError::Misdirected => {
+                "this connection's TLS server name is not for this host: open a connection for it"
+                    .into()
+            }
             ProxyError::UpstreamBadFraming => {
                 "the backend's response could not be framed safely".into()
             }
@@ -251,7 +268,7 @@ pub fn local_reply(err: &ProxyError, request_id: &HeaderValue) -> Response<Body>
             let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
             h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
-        ProxyError::Redirect { location } => {
+        ProxyError::Redirect { location } | ProxyError::HttpsRedirect { location } => {
             h.insert(header::LOCATION, location.clone());
         }
         // RFC 9110 §15.5.2: every 401 says how to authenticate. RFC 6750 §3 for bearer tokens:

@@ -21,6 +21,7 @@ pub mod proxy;
 pub mod reload;
 pub mod route;
 pub mod runtime;
+pub mod tls;
 pub mod upstream;
 
 use anyhow::Context as _;
@@ -138,6 +139,7 @@ impl Gateway {
             anyhow::anyhow!("invalid config:\n{errors}")
         })?;
         admin::traffic::start(Arc::downgrade(&runtime));
+        reload::certs::watch(&runtime);
         let tracker = tokio_util::task::TaskTracker::new();
         let listeners = Arc::new(listener::Listeners::new(runtime.clone(), tracker.clone()));
         let errors = listeners.reconcile(&listener_cfgs);

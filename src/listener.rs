@@ -85,12 +85,21 @@ impl Drop for OpenGuard {
 
 impl AcceptLoop {
     pub async fn run(mut self) {
-        let lot = park::Lot::start(
-            &self.tracker,
-            self.shutdown.clone(),
-            self.runtime.metrics.connections_parked.clone(),
-            serve::resume,
-        );
+        let parked = &self.runtime.metrics.connections_parked;
+        let lots = Lots {
+            plain: park::Lot::start(
+                &self.tracker,
+                self.shutdown.clone(),
+                parked.clone(),
+                serve::resume,
+            ),
+            tls: park::Lot::start(
+                &self.tracker,
+                self.shutdown.clone(),
+                parked.clone(),
+                serve::resume,
+            ),
+        };
         loop {
             tokio::select! {
                 biased;
@@ -115,7 +124,7 @@ impl AcceptLoop {
                             settings,
                             self.runtime.clone(),
                             self.shutdown.clone(),
-                            lot.clone(),
+                            lots.clone(),
                             open,
                         ));
                     }
@@ -131,72 +140,151 @@ impl AcceptLoop {
     }
 }
 
-/// Reads the PROXY protocol header when the listener expects one, then serves HTTP.
+/// The two kinds of client stream a listener may serve (a reload can turn TLS on or off), each
+/// with its lot for parked connections.
+#[derive(Clone)]
+struct Lots {
+    plain: park::Lot<TcpStream>,
+    tls: park::Lot<TlsIo>,
+}
+
+/// A client connection over TLS (after an optional PROXY protocol header, whose extra bytes
+/// the `Rewind` replays into the handshake).
+pub(crate) type TlsIo = tokio_rustls::server::TlsStream<proxy_protocol::Rewind<TcpStream>>;
+
+/// Reads the PROXY protocol header when the listener expects one, runs the TLS handshake on a
+/// TLS listener, then serves HTTP.
+///
+/// Until its first request head has arrived (or 1 KiB of it), a connection holds a 1 KiB
+/// buffer and a small task; hyper's own buffers (16 KiB) and connection state are made only
+/// then, so a slow client that never finishes a head costs about what it costs NGINX. A
+/// connection that has not sent a whole head has nothing in flight: on shutdown it is closed.
 async fn accept_connection(
     stream: TcpStream,
     peer: SocketAddr,
     settings: Arc<ListenerSettings>,
     runtime: Arc<Runtime>,
     shutdown: watch::Receiver<bool>,
-    lot: park::Lot,
+    lots: Lots,
     counted: OpenGuard,
 ) {
+    let deadline = Instant::now() + settings.header_read_timeout;
     // Each phase is boxed on its own, so the connection's task is only as big as what it holds
     // for its whole life (an idle keep-alive connection does not keep the first phase's state).
-    let opened = Box::pin(open(stream, peer, &settings, &runtime, shutdown.clone())).await;
-    let Some((stream, peer, first)) = opened else {
+    let opened = Box::pin(proxy_header(stream, peer, &settings, &runtime, deadline)).await;
+    let Some((stream, peer, read)) = opened else {
         return;
     };
-    // HTTP/2 with prior knowledge starts with its preface; anything else is HTTP/1.x.
-    let h2 = first.starts_with(b"PRI * HTTP/2.0\r\n\r\n");
-    Box::pin(serve::serve_connection(
-        stream, first, h2, peer, settings, runtime, shutdown, lot, counted,
+    let Some(tls) = settings.tls.clone() else {
+        let Some((stream, first)) =
+            Box::pin(head_or_stop(stream, read, deadline, shutdown.clone())).await
+        else {
+            return;
+        };
+        let conn = (peer, None);
+        let serve = serve::serve_connection(
+            stream, first, conn, settings, runtime, shutdown, lots.plain, counted,
+        );
+        return Box::pin(serve).await;
+    };
+    let shook = Box::pin(handshake(&tls, stream, read, &runtime, shutdown.clone())).await;
+    let Some((stream, info)) = shook else {
+        return;
+    };
+    let deadline = Instant::now() + settings.header_read_timeout;
+    let Some((stream, first)) = Box::pin(head_or_stop(
+        stream,
+        Bytes::new(),
+        deadline,
+        shutdown.clone(),
     ))
     .await
+    else {
+        return;
+    };
+    let conn = (peer, Some(info));
+    let serve = serve::serve_connection(
+        stream, first, conn, settings, runtime, shutdown, lots.tls, counted,
+    );
+    Box::pin(serve).await
 }
 
-/// A connection's first phase: its PROXY protocol header when the listener expects one, then
-/// its first request head. Until that head has arrived (or 1 KiB of it), the connection holds a
-/// 1 KiB buffer and a small task; hyper's own buffers (16 KiB) and connection state are made only
-/// then, so a slow client that never finishes a head costs about what it costs NGINX. A
-/// connection that has not sent a whole head has nothing in flight: on shutdown it is closed.
-async fn open(
+/// The connection's PROXY protocol header, when the listener expects one: the peer it names,
+/// and the bytes read past it.
+async fn proxy_header(
     mut stream: TcpStream,
     peer: SocketAddr,
     settings: &ListenerSettings,
     runtime: &Runtime,
-    mut stop: watch::Receiver<bool>,
+    deadline: Instant,
 ) -> Option<(TcpStream, SocketAddr, Bytes)> {
-    let deadline = Instant::now() + settings.header_read_timeout;
-    let (peer, read) = if settings.proxy_protocol {
-        let header =
-            tokio::time::timeout_at(deadline, proxy_protocol::read_header(&mut stream)).await;
-        match header {
-            Ok(Ok((source, rest))) => (source.unwrap_or(peer), rest),
-            Ok(Err(e)) => {
-                tracing::debug!(listener = %settings.name, %peer, error = %e, "PROXY protocol header refused");
-                reject(runtime, "proxy_protocol");
-                return None;
-            }
-            Err(_) => {
-                tracing::debug!(listener = %settings.name, %peer, "no PROXY protocol header in time");
-                reject(runtime, "proxy_protocol");
-                return None;
-            }
+    if !settings.proxy_protocol {
+        return Some((stream, peer, Bytes::new()));
+    }
+    let header = tokio::time::timeout_at(deadline, proxy_protocol::read_header(&mut stream)).await;
+    match header {
+        Ok(Ok((source, rest))) => Some((stream, source.unwrap_or(peer), rest)),
+        Ok(Err(e)) => {
+            tracing::debug!(listener = %settings.name, %peer, error = %e, "PROXY protocol header refused");
+            reject(runtime, "proxy_protocol");
+            None
         }
-    } else {
-        (peer, Bytes::new())
+        Err(_) => {
+            tracing::debug!(listener = %settings.name, %peer, "no PROXY protocol header in time");
+            reject(runtime, "proxy_protocol");
+            None
+        }
+    }
+}
+
+/// The TLS handshake (its own timeout and cap on handshakes in flight), counted by result.
+async fn handshake(
+    tls: &crate::tls::Terminator,
+    stream: TcpStream,
+    read: Bytes,
+    runtime: &Runtime,
+    mut stop: watch::Receiver<bool>,
+) -> Option<(TlsIo, Box<crate::tls::TlsInfo>)> {
+    let result = tokio::select! {
+        r = tls.accept(proxy_protocol::Rewind::new(stream, read)) => r,
+        _ = stop.changed() => return None,
     };
+    let label = match &result {
+        Ok(_) => "ok",
+        Err(reason) => reason,
+    };
+    runtime
+        .metrics
+        .tls_handshakes
+        .get_or_create(&vec![
+            ("listener", tls.listener().to_string()),
+            ("result", label.to_string()),
+        ])
+        .inc();
+    result.ok()
+}
+
+/// The first request head (see [`first_head`]), or `None` on shutdown.
+async fn head_or_stop<S: tokio::io::AsyncRead + Unpin>(
+    mut stream: S,
+    read: Bytes,
+    deadline: Instant,
+    mut stop: watch::Receiver<bool>,
+) -> Option<(S, Bytes)> {
     let first = tokio::select! {
         first = first_head(&mut stream, read, deadline) => first,
         _ = stop.changed() => None,
     };
-    first.map(|f| (stream, peer, f))
+    first.map(|f| (stream, f))
 }
 
 /// Reads until the buffered bytes hold a complete request head (or an HTTP/2 preface), or
 /// 1 KiB, whichever comes first. `None` when the client closes or `deadline` passes first.
-async fn first_head(stream: &mut TcpStream, already: Bytes, deadline: Instant) -> Option<Bytes> {
+async fn first_head<S: tokio::io::AsyncRead + Unpin>(
+    stream: &mut S,
+    already: Bytes,
+    deadline: Instant,
+) -> Option<Bytes> {
     use tokio::io::AsyncReadExt;
     const SMALL: usize = 1024;
     let complete = |b: &[u8]| b.len() >= SMALL || b.windows(4).any(|w| w == b"\r\n\r\n");
@@ -253,7 +341,7 @@ impl Listeners {
         let addr = tcp.local_addr()?;
         let settings = Arc::new(arc_swap::ArcSwap::from_pointee(ListenerSettings::new(
             cfg,
-            &self.runtime.metrics,
+            &self.runtime,
         )));
         let (stop, stop_rx) = watch::channel(false);
         let accept = AcceptLoop {
@@ -287,7 +375,7 @@ impl Listeners {
                     let mut r = old.swap_remove(i);
                     if r.config != *cfg {
                         r.settings
-                            .store(Arc::new(ListenerSettings::new(cfg, &self.runtime.metrics)));
+                            .store(Arc::new(ListenerSettings::new(cfg, &self.runtime)));
                         r.config = cfg.clone();
                     }
                     next.push(r);

@@ -189,7 +189,10 @@ fn check(files: &[PathBuf]) -> ExitCode {
                     eprintln!("{at}: warning: {}", w.message);
                 }
                 // What building the snapshot would find: key files that cannot be read, ...
-                let problems = gatehouse::runtime::filters::preflight(&config);
+                let mut problems = gatehouse::runtime::filters::preflight(&config);
+                // ... and TLS files that cannot be read, keys that are not their certificate's,
+                // certificates that have expired.
+                problems.extend(gatehouse::tls::preflight(&config));
                 if problems.is_empty() {
                     Ok(())
                 } else {

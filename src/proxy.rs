@@ -75,6 +75,7 @@ pub async fn handle(
             upstream_duration: None,
             retries: 0,
             error: None,
+            tls: ctx.tls.as_ref().map(|t| t.facts.clone()),
         })
     });
     let metrics = &ctx.runtime.metrics;
@@ -123,6 +124,10 @@ pub async fn handle(
         }
     };
     resp.headers_mut().insert(X_REQUEST_ID, request_id);
+    if let Some(hsts) = ctx.tls.as_ref().and_then(|t| t.hsts.clone()) {
+        resp.headers_mut()
+            .insert(header::STRICT_TRANSPORT_SECURITY, hsts);
+    }
     for (name, value) in extra {
         if let Some(name) = name {
             resp.headers_mut().append(name, value);
@@ -188,6 +193,24 @@ impl Drop for InFlightGauge {
     }
 }
 
+/// `host` without its port (`[::1]:8080` → `[::1]`).
+fn host_name(host: &str) -> &str {
+    match host.rsplit_once(':') {
+        Some((name, port)) if !name.is_empty() && !port.contains(']') => name,
+        _ => host,
+    }
+}
+
+/// A 308 to the same host (on https's own port) and request target.
+fn https_redirect(host: &str, uri: &http::Uri) -> ProxyError {
+    let target = uri.path_and_query().map_or("/", |p| p.as_str());
+    let location = format!("https://{}{target}", host_name(host));
+    ProxyError::HttpsRedirect {
+        location: HeaderValue::from_str(&location)
+            .unwrap_or_else(|_| HeaderValue::from_static("/")),
+    }
+}
+
 /// The host as the client sent it (the URI authority or `Host`), for logging a refused request;
 /// everything else uses the canonical host.
 fn request_host<B>(req: &Request<B>) -> Option<&str> {
@@ -212,6 +235,11 @@ async fn forward(
         upstream: held,
     } = out;
     let host = canon.host.as_str();
+    match &ctx.tls {
+        Some(t) if t.misdirected(host_name(host)) => return Err(ProxyError::Misdirected),
+        None if ctx.listener.redirect_https => return Err(https_redirect(host, req.uri())),
+        _ => {}
+    }
     let match_path = canon.match_path.as_deref().unwrap_or(req.uri().path());
     let matched = snap
         .routes
@@ -325,7 +353,7 @@ async fn forward(
         &headers::Hop {
             forwarded_for: canon.client.forwarded_for.clone(),
             trusted: ctx.listener.edge.trusts(ctx.peer.ip()),
-            proto: "http",
+            proto: if ctx.tls.is_some() { "https" } else { "http" },
             host: (!host.is_empty()).then_some(canon.host.header()),
             version: version_str(client_version),
         },

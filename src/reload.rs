@@ -3,6 +3,8 @@
 //! with its position, count it, show it in `GET /config` → else reconcile listeners, build and
 //! swap the snapshot (runtime state of unchanged identities carries over) and announce it.
 
+pub mod certs;
+
 use crate::listener::Listeners;
 use crate::runtime::Runtime;
 use gatehouse_config::Config;

@@ -64,6 +64,8 @@ pub struct Runtime {
     pub access_log: Option<AccessLogSink>,
     pub events: Events,
     pub metrics: Arc<Metrics>,
+    /// Every TLS listener's certificates and handshake config, by listener name.
+    pub tls: crate::tls::Registry,
     /// Flips once on shutdown: upgraded connections (tunnels) close when it does.
     stopping: tokio::sync::watch::Sender<bool>,
 }
@@ -108,6 +110,7 @@ impl Runtime {
             access_log,
             events,
             metrics: Arc::new(Metrics::default()),
+            tls: crate::tls::Registry::default(),
             stopping: tokio::sync::watch::Sender::new(false),
         });
         rt.apply(config)?;
@@ -144,6 +147,7 @@ impl Runtime {
     /// Fails closed: when a filter cannot be built (a key file that cannot be read, a policy
     /// that does not exist), nothing changes and the errors are returned.
     pub fn apply(&self, config: Config) -> Result<u64, Vec<Problem>> {
+        let tls = crate::tls::prepare(&config)?;
         let limiters = self.build_limiters(&config);
         let route_filters = filters::build(&config, &limiters, &self.metrics)?;
         self.keep_limiter_state(&limiters);
@@ -168,6 +172,7 @@ impl Runtime {
             clusters,
         };
         let previous = self.current.swap(Arc::new(snapshot));
+        self.tls.publish(tls, &self.events, &self.metrics);
         self.reconcile_health_tasks(wanted_tasks);
         self.prune(&previous);
         Ok(generation)

@@ -18,6 +18,7 @@ const LAYERS: &[&[&str]] = &[
     &["canonical"],
     &["filter"],
     &["cluster"],
+    &["tls"],
     &["runtime"],
     &["conn"],
     &["proxy"],

@@ -12,6 +12,7 @@ use crate::conn::ConnCtx;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use std::future::Future;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -23,21 +24,56 @@ pub(super) struct Held {
     pub _open: OpenGuard,
 }
 
+/// A client connection's byte stream, as it is served and as the lot waits on it: a TCP
+/// socket, or TLS over one.
+pub(crate) trait Transport:
+    tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Sync + Unpin + 'static
+{
+    /// Ready when the client has sent something (or closed).
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>>;
+}
+
+impl Transport for TcpStream {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        TcpStream::poll_read_ready(self, cx)
+    }
+}
+
+/// TLS: the socket's readiness. A parked connection's rustls state holds no plaintext hyper
+/// has not read (hyper was idle, its last read came back empty); a record that arrives later
+/// makes the socket readable.
+impl Transport for super::TlsIo {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let (io, _) = self.get_ref();
+        if io.has_prefix() {
+            return Poll::Ready(Ok(()));
+        }
+        io.get_ref().poll_read_ready(cx)
+    }
+}
+
 /// An idle connection in the lot.
-pub(super) struct Parked {
-    pub socket: TcpStream,
+pub(super) struct Parked<Io> {
+    pub socket: Io,
     pub held: Held,
     /// When its last response ended: its idle timeout counts from here.
     pub since: Instant,
 }
 
 /// Where a listener's connections park. Cloned into each connection (a channel handle).
-#[derive(Clone)]
-pub(super) struct Lot {
-    tx: mpsc::UnboundedSender<Parked>,
+pub(super) struct Lot<Io> {
+    tx: mpsc::UnboundedSender<Parked<Io>>,
 }
 
-impl Lot {
+impl<Io> Clone for Lot<Io> {
+    fn clone(&self) -> Self {
+        Lot {
+            tx: self.tx.clone(),
+        }
+    }
+}
+
+impl<Io: Transport> Lot<Io> {
     /// Starts the listener's lot on `tracker`. A connection that wakes is served again by
     /// `resume`, in a task of its own on `tracker`, with its own clone of `shutdown`. The lot
     /// closes every parked connection and ends when `shutdown` changes.
@@ -46,9 +82,9 @@ impl Lot {
         shutdown: watch::Receiver<bool>,
         parked: prometheus_client::metrics::gauge::Gauge,
         resume: R,
-    ) -> Lot
+    ) -> Lot<Io>
     where
-        R: Fn(Parked, Lot, watch::Receiver<bool>) -> F + Send + 'static,
+        R: Fn(Parked<Io>, Lot<Io>, watch::Receiver<bool>) -> F + Send + 'static,
         F: Future<Output = ()> + Send + 'static,
     {
         let (tx, rx) = mpsc::unbounded_channel();
@@ -65,20 +101,20 @@ impl Lot {
     }
 
     /// Parks `conn`; once the lot has ended (shutdown) the connection is closed instead.
-    pub fn park(&self, conn: Parked) {
+    pub fn park(&self, conn: Parked<Io>) {
         let _ = self.tx.send(conn);
     }
 }
 
-async fn run<F, R>(
-    mut arriving: mpsc::UnboundedReceiver<Parked>,
-    lot: Lot,
+async fn run<Io: Transport, F, R>(
+    mut arriving: mpsc::UnboundedReceiver<Parked<Io>>,
+    lot: Lot<Io>,
     mut shutdown: watch::Receiver<bool>,
     tracker: TaskTracker,
     parked: prometheus_client::metrics::gauge::Gauge,
     resume: R,
 ) where
-    R: Fn(Parked, Lot, watch::Receiver<bool>) -> F,
+    R: Fn(Parked<Io>, Lot<Io>, watch::Receiver<bool>) -> F,
     F: Future<Output = ()> + Send + 'static,
 {
     let mut waiting = FuturesUnordered::new();
@@ -103,7 +139,7 @@ async fn run<F, R>(
 }
 
 /// Waits until the client sends again (`Some`), or its idle timeout passes (`None`).
-async fn wait(conn: Parked) -> Option<Parked> {
+async fn wait<Io: Transport>(conn: Parked<Io>) -> Option<Parked<Io>> {
     let deadline = conn.since + conn.held.ctx.listener.idle_timeout;
     // `poll_read_ready`, not `readable()`: the registration's own waker slot, no waiter node.
     let ready = std::future::poll_fn(|cx| conn.socket.poll_read_ready(cx));

@@ -102,6 +102,15 @@ impl<S> Rewind<S> {
         Rewind { prefix, inner }
     }
 
+    /// Whether some of the prefix is still to be read.
+    pub fn has_prefix(&self) -> bool {
+        !self.prefix.is_empty()
+    }
+
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
     /// The stream back, with whatever of the prefix was not read yet.
     pub fn into_parts(self) -> (S, Bytes) {
         (self.inner, self.prefix)

@@ -6,6 +6,7 @@
 //! socket waits in the listener's lot ([`super::park`]) with no buffer and no task at all
 //! until the client sends again, and then gets a new task and a new hyper connection. A WebSocket upgrade leaves hyper the same way, to the tunnel.
 
+use super::park::Transport;
 use super::park::{Held, Lot, Parked};
 use super::proxy_protocol::Rewind;
 use super::{first_head, OpenGuard};
@@ -21,7 +22,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -32,18 +32,21 @@ pub const PARK_AFTER: Duration = Duration::from_secs(2);
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 #[allow(clippy::too_many_arguments)] // one call site: the accept path's pieces, by name
-pub(super) async fn serve_connection(
-    stream: TcpStream,
+pub(super) async fn serve_connection<Io: Transport>(
+    stream: Io,
     first: Bytes,
-    h2: bool,
-    peer: SocketAddr,
+    (peer, tls): (SocketAddr, Option<Box<crate::tls::TlsInfo>>),
     settings: Arc<ListenerSettings>,
     runtime: Arc<Runtime>,
     shutdown: watch::Receiver<bool>,
-    lot: Lot,
+    lot: Lot<Io>,
     open: OpenGuard,
 ) {
+    // HTTP/2 with prior knowledge starts with its preface, or TLS's ALPN chose it; anything
+    // else is HTTP/1.x.
+    let h2 = tls.as_ref().is_some_and(|t| t.h2) || first.starts_with(b"PRI * HTTP/2.0\r\n\r\n");
     let ctx = Arc::new(ConnCtx {
+        tls,
         peer_header: crate::canonical::client::peer_header(peer.ip()),
         runtime,
         listener: settings,
@@ -77,7 +80,11 @@ pub(super) async fn serve_connection(
 }
 
 /// A parked connection the client has sent on again: its next head, then HTTP/1.1 as before.
-pub(super) async fn resume(conn: Parked, lot: Lot, shutdown: watch::Receiver<bool>) {
+pub(super) async fn resume<Io: Transport>(
+    conn: Parked<Io>,
+    lot: Lot<Io>,
+    shutdown: watch::Receiver<bool>,
+) {
     let mut watch = Watch::new(&conn.held.ctx, shutdown, Instant::now());
     let timeout = conn.held.ctx.listener.header_read_timeout;
     let Some((stream, first)) = Box::pin(watch.next_head(conn.socket, timeout)).await else {
@@ -109,7 +116,13 @@ fn service(
 
 /// HTTP/1.1 on `stream`, one hyper connection after another, until the connection ends or
 /// parks (then the listener's lot has it, and this task ends).
-async fn serve_h1_loop(mut watch: Watch, held: Held, stream: TcpStream, first: Bytes, lot: Lot) {
+async fn serve_h1_loop<Io: Transport>(
+    mut watch: Watch,
+    held: Held,
+    stream: Io,
+    first: Bytes,
+    lot: Lot<Io>,
+) {
     let service = service(&held.ctx);
     let (mut stream, mut pending) = (stream, first);
     loop {
@@ -131,24 +144,24 @@ async fn serve_h1_loop(mut watch: Watch, held: Held, stream: TcpStream, first: B
 }
 
 /// What follows one hyper HTTP/1.1 connection on a socket.
-enum Next {
+enum Next<Io> {
     /// The connection is over (closed, handed to a tunnel).
     Stop,
     /// The next request had begun arriving: serve it at once.
-    Again(TcpStream, Bytes),
+    Again(Io, Bytes),
     /// Idle past [`PARK_AFTER`]: wait for the client without hyper.
-    Park(TcpStream),
+    Park(Io),
 }
 
 /// Serves `stream` with one hyper HTTP/1.1 connection until it ends, is upgraded or is idle
 /// long enough to park.
-async fn serve_h1<S>(
+async fn serve_h1<Io: Transport, S>(
     watch: &mut Watch,
     ctx: &ConnCtx,
     service: &S,
-    stream: TcpStream,
+    stream: Io,
     pending: Bytes,
-) -> Next
+) -> Next<Io>
 where
     S: hyper::service::HttpService<hyper::body::Incoming, ResBody = crate::body::Body>
         + Clone
@@ -333,11 +346,11 @@ impl Watch {
     }
 
     /// A woken parked connection's next head, read as the accept path reads a first one.
-    async fn next_head(
+    async fn next_head<Io: Transport>(
         &mut self,
-        mut socket: TcpStream,
+        mut socket: Io,
         header_read_timeout: Duration,
-    ) -> Option<(TcpStream, Bytes)> {
+    ) -> Option<(Io, Bytes)> {
         let deadline = Instant::now() + header_read_timeout;
         tokio::select! {
             first = first_head(&mut socket, Bytes::new(), deadline) => first.map(|f| (socket, f)),

@@ -139,6 +139,17 @@ pub struct AccessRecord {
     pub upstream_duration: Option<Duration>,
     pub retries: u32,
     pub error: Option<&'static str>,
+    /// The connection's TLS, on a TLS listener (shared by its requests).
+    pub tls: Option<Arc<TlsFacts>>,
+}
+
+/// What the access log says of a TLS connection.
+pub struct TlsFacts {
+    pub version: &'static str,
+    pub cipher: &'static str,
+    pub sni: Option<Box<str>>,
+    /// The verified client certificate's subject (mTLS).
+    pub client_subject: Option<Box<str>>,
 }
 
 /// Appends `n` in decimal (no formatting machinery: this runs for every field of every line).
@@ -309,6 +320,16 @@ impl AccessRecord {
         push_int(out, u64::from(self.retries));
         out.extend_from_slice(b",\"error\":");
         json_opt(out, self.error);
+        if let Some(t) = &self.tls {
+            out.extend_from_slice(b",\"tls_version\":");
+            json_str(out, t.version);
+            out.extend_from_slice(b",\"tls_cipher\":");
+            json_str(out, t.cipher);
+            out.extend_from_slice(b",\"sni\":");
+            json_opt(out, t.sni.as_deref());
+            out.extend_from_slice(b",\"client_cert\":");
+            json_opt(out, t.client_subject.as_deref());
+        }
         out.push(b'}');
     }
 
@@ -347,6 +368,7 @@ mod tests {
             cluster: None,
             endpoint: None,
             consumer: None,
+            tls: None,
             status: 503,
             bytes_in: Some(Arc::new(AtomicU64::new(17))),
             bytes_out: 1234567890123,

@@ -48,6 +48,10 @@ pub struct Metrics {
     pub access_log_dropped: Counter,
     /// Event and operational log lines dropped because their writers fell behind.
     pub log_dropped: Family<Labels, Counter>,
+    /// `notAfter` of each listener certificate, by listener and name.
+    pub tls_certificate_expiry: Family<Labels, Gauge>,
+    /// TLS handshakes, by listener and result (`ok` or why it failed).
+    pub tls_handshakes: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -81,6 +85,8 @@ impl Default for Metrics {
             generation: Gauge::default(),
             access_log_dropped: Counter::default(),
             log_dropped: Family::default(),
+            tls_certificate_expiry: Family::default(),
+            tls_handshakes: Family::default(),
             registry: Registry::default(),
         };
         r.register(
@@ -193,6 +199,16 @@ impl Default for Metrics {
             "log_dropped_lines",
             "Event and operational log lines dropped because their writer fell behind, by log",
             m.log_dropped.clone(),
+        );
+        r.register(
+            "tls_certificate_expiry_timestamp_seconds",
+            "Expiry (notAfter) of each listener certificate, by listener and name",
+            m.tls_certificate_expiry.clone(),
+        );
+        r.register(
+            "tls_handshakes",
+            "TLS handshakes on listeners, by listener and result (ok or the failure reason)",
+            m.tls_handshakes.clone(),
         );
         r.register(
             "access_log_dropped_lines",

@@ -12,6 +12,7 @@ pub mod position;
 pub mod schema;
 pub mod shadow;
 pub mod template;
+pub mod tls;
 pub mod traffic;
 pub mod units;
 pub mod validate;

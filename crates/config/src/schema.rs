@@ -46,6 +46,13 @@ impl Config {
                 }
             }
         };
+        for l in &mut self.listeners {
+            for f in l.tls.iter_mut().flat_map(|t| t.files_mut()) {
+                let mut o = Some(std::mem::take(f));
+                fix(&mut o);
+                *f = o.unwrap_or_default();
+            }
+        }
         for j in &mut self.jwt_issuers {
             fix(&mut j.key_file);
             fix(&mut j.keys_file);
@@ -82,6 +89,13 @@ pub struct Listener {
     /// whose source address is then the connection's peer. Default false.
     #[serde(default)]
     pub proxy_protocol: bool,
+    /// HTTPS on this listener (`docs/tls.md`); absent: plain HTTP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<crate::tls::ListenerTls>,
+    /// A plain-HTTP listener answers every request with a 308 to the same host and path over
+    /// `https` (default false).
+    #[serde(default)]
+    pub redirect_https: bool,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]

@@ -91,6 +91,16 @@ pub fn validate(c: &Config) -> Vec<Problem> {
                 );
             }
         }
+        if let Some(t) = &l.tls {
+            validate_tls(&mut p, &at, t);
+            if l.redirect_https {
+                p(
+                    format!("{at}.redirect_https"),
+                    "a TLS listener is already HTTPS: redirect_https is for plain-HTTP listeners"
+                        .into(),
+                );
+            }
+        }
     }
     if let Some(a) = &c.admin {
         validate_admin(&mut p, a);
@@ -592,4 +602,43 @@ fn levenshtein(a: &str, b: &str) -> usize {
         prev = cur;
     }
     prev[b.len()]
+}
+
+fn validate_tls(p: &mut impl FnMut(String, String), at: &str, t: &crate::tls::ListenerTls) {
+    if t.certificates.is_empty() {
+        p(
+            format!("{at}.tls.certificates"),
+            "at least one certificate/key pair is required".into(),
+        );
+    }
+    for (j, pair) in t.certificates.iter().enumerate() {
+        for (field, v) in [("cert", &pair.cert), ("key", &pair.key)] {
+            if v.trim().is_empty() {
+                p(
+                    format!("{at}.tls.certificates[{j}].{field}"),
+                    "a file name is required".into(),
+                );
+            }
+        }
+    }
+    if let Some(ca) = &t.client_auth {
+        if ca.ca.trim().is_empty() {
+            p(
+                format!("{at}.tls.client_auth.ca"),
+                "a CA bundle file is required".into(),
+            );
+        }
+    }
+    if t.handshake_timeout.0.is_zero() {
+        p(
+            format!("{at}.tls.handshake_timeout"),
+            "must be greater than 0".into(),
+        );
+    }
+    if t.max_handshakes == 0 {
+        p(
+            format!("{at}.tls.max_handshakes"),
+            "must be at least 1".into(),
+        );
+    }
 }

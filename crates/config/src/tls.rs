@@ -1,0 +1,114 @@
+//! TLS settings as written: a listener's certificates, client-certificate verification and
+//! protocol floor. Files are read (and their keys matched, names and expiry taken from them)
+//! by the gateway when it builds a listener, not here.
+
+use crate::units::Dur;
+use serde::{Deserialize, Serialize};
+
+/// `listeners[].tls`: the listener speaks HTTPS.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTls {
+    /// Certificate/key pairs (PEM; RSA or ECDSA; full chains). A handshake gets the pair whose
+    /// certificate names the client's SNI (exact names before wildcards); the first pair is the
+    /// default for clients without SNI or with a name no certificate has.
+    pub certificates: Vec<CertificatePair>,
+    /// Verify client certificates (mTLS) against a CA bundle.
+    #[serde(default)]
+    pub client_auth: Option<ClientAuth>,
+    /// Oldest protocol version accepted: `"1.2"` (default) or `"1.3"`.
+    #[serde(default)]
+    pub min_version: TlsVersion,
+    /// Refuse handshakes without SNI instead of answering them with the default certificate.
+    #[serde(default)]
+    pub require_sni: bool,
+    /// Time a client has to finish its handshake (default 10s).
+    #[serde(default = "handshake_timeout")]
+    pub handshake_timeout: Dur,
+    /// Handshakes in progress at once; beyond it new connections wait for a slot within their
+    /// handshake timeout (default 1024).
+    #[serde(default = "max_handshakes")]
+    pub max_handshakes: usize,
+    /// `Strict-Transport-Security` on every response from this listener.
+    #[serde(default)]
+    pub hsts: Option<Hsts>,
+}
+
+fn handshake_timeout() -> Dur {
+    Dur::secs(10)
+}
+
+fn max_handshakes() -> usize {
+    1024
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CertificatePair {
+    /// PEM file: the certificate first, then its chain.
+    pub cert: String,
+    /// PEM file: the private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: String,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ClientAuth {
+    /// PEM bundle of the CAs whose client certificates are accepted.
+    pub ca: String,
+    #[serde(default)]
+    pub mode: ClientAuthMode,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuthMode {
+    /// A handshake without a valid client certificate fails.
+    #[default]
+    Required,
+    /// A client without a certificate is let in (routes and filters can tell); one with an
+    /// invalid certificate still fails the handshake.
+    Optional,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+pub enum TlsVersion {
+    #[default]
+    #[serde(rename = "1.2")]
+    V1_2,
+    #[serde(rename = "1.3")]
+    V1_3,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Hsts {
+    /// `max-age` (default 365d).
+    #[serde(default = "hsts_max_age")]
+    pub max_age: Dur,
+    #[serde(default)]
+    pub include_subdomains: bool,
+    #[serde(default)]
+    pub preload: bool,
+}
+
+fn hsts_max_age() -> Dur {
+    Dur::secs(365 * 24 * 3600)
+}
+
+impl ListenerTls {
+    /// Every file this listener's TLS reads.
+    pub fn files(&self) -> impl Iterator<Item = &str> {
+        self.certificates
+            .iter()
+            .flat_map(|p| [p.cert.as_str(), p.key.as_str()])
+            .chain(self.client_auth.iter().map(|c| c.ca.as_str()))
+    }
+
+    pub(crate) fn files_mut(&mut self) -> impl Iterator<Item = &mut String> {
+        self.certificates
+            .iter_mut()
+            .flat_map(|p| [&mut p.cert, &mut p.key])
+            .chain(self.client_auth.iter_mut().map(|c| &mut c.ca))
+    }
+}

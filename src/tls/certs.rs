@@ -1,0 +1,197 @@
+//! Certificate/key pairs read from PEM files: the chain and key checked against each other, the
+//! names (SAN DNS names, else the subject's CN) and expiry taken from the leaf certificate, and
+//! the store a handshake's SNI is looked up in (exact names before one-label wildcards).
+
+use rustls::crypto::CryptoProvider;
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// One loaded pair.
+pub struct Pair {
+    pub key: Arc<CertifiedKey>,
+    /// Lowercase DNS names the leaf certificate is for (`*.example.com` for a wildcard).
+    pub names: Vec<String>,
+    /// The leaf's `notAfter`, seconds since the Unix epoch.
+    pub not_after: i64,
+    /// What the pair is called in metrics, events and errors: its first name, else the file.
+    pub label: String,
+}
+
+/// A pair from the bytes of its files (named for errors): the chain and key checked against
+/// each other, the leaf parsed. The error names the file and what is wrong.
+pub fn load_pair(
+    (cert, cert_pem): (&str, &[u8]),
+    (key, key_pem): (&str, &[u8]),
+    provider: &CryptoProvider,
+) -> Result<Pair, String> {
+    let chain = parse_certs(cert, cert_pem)?;
+    let key_der =
+        PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| pem_error(key, "private key", e))?;
+    let certified = CertifiedKey::from_der(chain, key_der, provider).map_err(|e| match e {
+        rustls::Error::InconsistentKeys(_) => {
+            format!("{key}: this private key does not belong to the certificate in {cert}")
+        }
+        e => format!("{key}: unusable private key: {e}"),
+    })?;
+    let leaf = certified
+        .cert
+        .first()
+        .ok_or_else(|| format!("{cert}: no certificate in the file"))?;
+    let (names, not_after) = leaf_facts(leaf).map_err(|e| format!("{cert}: {e}"))?;
+    if names.is_empty() {
+        return Err(format!(
+            "{cert}: the certificate names no DNS name (no subjectAltName, no common name)"
+        ));
+    }
+    Ok(Pair {
+        label: names[0].clone(),
+        key: Arc::new(certified),
+        names,
+        not_after,
+    })
+}
+
+/// Every certificate in PEM text (named `path` for errors), in order; at least one.
+pub fn parse_certs(path: &str, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| pem_error(path, "certificate", e))?;
+    if certs.is_empty() {
+        return Err(format!("{path}: no PEM certificate in the file"));
+    }
+    Ok(certs)
+}
+
+fn pem_error(path: &str, what: &str, e: rustls_pki_types::pem::Error) -> String {
+    match e {
+        rustls_pki_types::pem::Error::Io(e) => format!("{path}: cannot read file: {e}"),
+        rustls_pki_types::pem::Error::NoItemsFound => format!("{path}: no PEM {what} in the file"),
+        e => format!("{path}: not a valid PEM {what}: {e}"),
+    }
+}
+
+/// The DNS names and `notAfter` of a certificate.
+pub fn leaf_facts(der: &CertificateDer<'_>) -> Result<(Vec<String>, i64), String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der)
+        .map_err(|e| format!("the certificate cannot be parsed: {e}"))?;
+    let mut names = Vec::new();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for n in &san.value.general_names {
+            if let x509_parser::extensions::GeneralName::DNSName(d) = n {
+                names.push(d.to_ascii_lowercase());
+            }
+        }
+    }
+    if names.is_empty() {
+        // Only for certificates without a SAN extension, as browsers once did.
+        if let Some(cn) = cert.subject().iter_common_name().next() {
+            if let Ok(cn) = cn.as_str() {
+                names.push(cn.to_ascii_lowercase());
+            }
+        }
+    }
+    Ok((names, cert.validity().not_after.timestamp()))
+}
+
+/// The pairs of one listener, looked up by SNI.
+pub struct Store {
+    pub pairs: Vec<Pair>,
+    exact: HashMap<String, usize>,
+    /// `example.com` for `*.example.com`.
+    wildcard: HashMap<String, usize>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let labels: Vec<&str> = self.pairs.iter().map(|p| p.label.as_str()).collect();
+        f.debug_struct("Store").field("pairs", &labels).finish()
+    }
+}
+
+impl Store {
+    /// The earlier pair wins where two name the same host.
+    pub fn new(pairs: Vec<Pair>) -> Self {
+        let mut exact = HashMap::new();
+        let mut wildcard = HashMap::new();
+        for (i, p) in pairs.iter().enumerate() {
+            for n in &p.names {
+                match n.strip_prefix("*.") {
+                    Some(parent) => wildcard.entry(parent.to_string()).or_insert(i),
+                    None => exact.entry(n.clone()).or_insert(i),
+                };
+            }
+        }
+        Store {
+            pairs,
+            exact,
+            wildcard,
+        }
+    }
+
+    /// The pair whose certificate names `host` (case-insensitive; a wildcard covers one label).
+    pub fn lookup(&self, host: &str) -> Option<usize> {
+        let host = host.trim_end_matches('.');
+        let lower;
+        let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            lower = host.to_ascii_lowercase();
+            lower.as_str()
+        } else {
+            host
+        };
+        if let Some(&i) = self.exact.get(host) {
+            return Some(i);
+        }
+        let (label, parent) = host.split_once('.')?;
+        if label.is_empty() {
+            return None;
+        }
+        self.wildcard.get(parent).copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair(names: &[&str]) -> Pair {
+        let cert = rcgen::generate_simple_self_signed(
+            names.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+        )
+        .unwrap();
+        let provider = rustls::crypto::aws_lc_rs::default_provider();
+        let key = PrivateKeyDer::try_from(cert.signing_key.serialize_der()).unwrap();
+        let ck = CertifiedKey::from_der(vec![cert.cert.der().clone()], key, &provider).unwrap();
+        let (names, not_after) = leaf_facts(&ck.cert[0]).unwrap();
+        Pair {
+            label: names[0].clone(),
+            key: Arc::new(ck),
+            names,
+            not_after,
+        }
+    }
+
+    #[test]
+    fn exact_names_win_over_wildcards_and_wildcards_cover_one_label() {
+        let s = Store::new(vec![
+            pair(&["a.example.com"]),
+            pair(&["*.example.com", "example.org"]),
+            pair(&["b.example.com"]),
+        ]);
+        assert_eq!(s.lookup("a.example.com"), Some(0));
+        assert_eq!(s.lookup("A.Example.COM."), Some(0));
+        assert_eq!(s.lookup("b.example.com"), Some(2), "exact beats wildcard");
+        assert_eq!(s.lookup("c.example.com"), Some(1));
+        assert_eq!(s.lookup("example.org"), Some(1));
+        assert_eq!(
+            s.lookup("example.com"),
+            None,
+            "a wildcard is not its parent"
+        );
+        assert_eq!(s.lookup("x.c.example.com"), None, "one label only");
+        assert_eq!(s.lookup(".example.com"), None);
+        assert_eq!(s.lookup("other.test"), None);
+    }
+}
