@@ -133,6 +133,21 @@ impl Activity {
         ActivityGuard(self.clone())
     }
 
+    /// The client sent something (a parked connection woke): idle time counts from now.
+    pub fn touch(&self) {
+        self.last_ms
+            .store(self.base.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Changes whenever a request ends (or [`Activity::touch`]): whether anything happened
+    /// between two reads.
+    pub fn stamp(&self) -> (u32, u64) {
+        (
+            self.in_flight.load(Ordering::Relaxed),
+            self.last_ms.load(Ordering::Relaxed),
+        )
+    }
+
     /// When the connection became idle, or `None` while a request is in flight.
     pub fn idle_since(&self) -> Option<Instant> {
         if self.in_flight.load(Ordering::Relaxed) > 0 {

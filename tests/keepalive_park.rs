@@ -235,3 +235,47 @@ async fn a_listener_removed_by_a_reload_closes_its_parked_connections() {
     parked(&gw, 0).await;
     gw.shutdown(Duration::from_secs(2)).await;
 }
+
+/// A woken connection's next head may arrive slowly: it is neither parked again nor closed for
+/// idleness mid-head (the idle time counts from the wake), and its answer keeps the connection.
+#[tokio::test]
+async fn a_slow_head_after_waking_is_served_on_a_kept_connection() {
+    let up = FakeUpstream::start("up").await;
+    let gw = TestGateway::start(&one_cluster(
+        &[up.addr()],
+        "    limits: {idle_timeout: 3s}\n",
+        "",
+    ))
+    .await;
+    let mut s = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+    s.set_nodelay(true).unwrap();
+    s.write_all(b"GET /one HTTP/1.1\r\nHost: gw\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(response(&mut s).await.starts_with("HTTP/1.1 200"));
+    let answered = tokio::time::Instant::now();
+    parked(&gw, 1).await;
+    // Woken shortly before the idle timeout, the rest of the head (over 1 KiB, so it does not
+    // come with the wake) only after it.
+    tokio::time::sleep_until(answered + Duration::from_millis(2700)).await;
+    let cookie = "a".repeat(2500);
+    s.write_all(format!("GET /late HTTP/1.1\r\nCookie: {cookie}\r\n").as_bytes())
+        .await
+        .unwrap();
+    tokio::time::sleep_until(answered + Duration::from_millis(3300)).await;
+    s.write_all(b"Host: gw\r\nX-Request-Id: slow-head\r\n\r\n")
+        .await
+        .unwrap();
+    let head = response(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        !head.to_ascii_lowercase().contains("connection: close"),
+        "{head}"
+    );
+    // Still open and served.
+    s.write_all(b"GET /again HTTP/1.1\r\nHost: gw\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(response(&mut s).await.starts_with("HTTP/1.1 200"));
+    gw.shutdown(Duration::from_secs(2)).await;
+}

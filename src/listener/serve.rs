@@ -85,6 +85,9 @@ pub(super) async fn resume<Io: Transport>(
     lot: Lot<Io>,
     shutdown: watch::Receiver<bool>,
 ) {
+    // The client has just sent: its idle time starts again (a head still arriving must not
+    // look idle since the last response, or it would be parked or closed mid-head).
+    conn.held.ctx.activity.touch();
     let mut watch = Watch::new(&conn.held.ctx, shutdown, Instant::now());
     let timeout = conn.held.ctx.listener.header_read_timeout;
     let Some((stream, first)) = Box::pin(watch.next_head(conn.socket, timeout)).await else {
@@ -286,9 +289,17 @@ impl Watch {
         let idle = self.idle;
         let park = park && PARK_AFTER < idle;
         let first = if park { PARK_AFTER } else { idle };
-        let mut check_at = self.first_request_by.min(Instant::now() + first);
+        // The first-request bound only matters until a request has come.
+        let mut check_at = if self.activity.used.load(Ordering::Relaxed) {
+            Instant::now() + first
+        } else {
+            self.first_request_by.min(Instant::now() + first)
+        };
         let mut closing = false;
         let mut parking = false;
+        // What the activity was when parking was asked for: a request that still came in the
+        // meantime was answered `Connection: close` by hyper, so the socket must close, not park.
+        let mut parked_at = (0, 0);
         loop {
             tokio::select! {
                 done = std::future::poll_fn(|cx| conn.poll_end(cx)) => {
@@ -298,7 +309,8 @@ impl Watch {
                             End::Closed
                         }
                         Ok(()) if closing => End::Closed,
-                        Ok(()) if parking => End::Parked,
+                        Ok(()) if parking && self.activity.stamp() == parked_at => End::Parked,
+                        Ok(()) if parking => End::Closed,
                         Ok(()) => End::Finished,
                     };
                 }
@@ -333,6 +345,7 @@ impl Watch {
                         }
                         Some(since) if park && since + PARK_AFTER <= now => {
                             parking = true;
+                            parked_at = a.stamp();
                             conn.graceful();
                             check_at = now + CLOSE_GRACE;
                         }
