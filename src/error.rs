@@ -36,6 +36,9 @@ pub enum ProxyError {
     RequestTimeout,
     /// The connection was reset or closed before a complete response head arrived.
     UpstreamReset,
+    /// The TLS handshake with the endpoint failed (its certificate was not accepted, no common
+    /// protocol): 502, and a failure of that endpoint.
+    UpstreamTls,
     /// The request body is larger than the listener allows.
     BodyTooLarge,
     /// The client's request could not be forwarded as sent.
@@ -88,7 +91,9 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute | ProxyError::UnknownCluster(_) => StatusCode::NOT_FOUND,
             ProxyError::NoEligibleEndpoint { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::ConnectRefused | ProxyError::UpstreamReset => StatusCode::BAD_GATEWAY,
+            ProxyError::ConnectRefused | ProxyError::UpstreamReset | ProxyError::UpstreamTls => {
+                StatusCode::BAD_GATEWAY
+            }
             ProxyError::ConnectTimeout | ProxyError::RequestTimeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
@@ -124,6 +129,7 @@ impl ProxyError {
             | ProxyError::ConnectTimeout
             | ProxyError::RequestTimeout
             | ProxyError::UpstreamReset
+            | ProxyError::UpstreamTls
             | ProxyError::UpstreamBadFraming => Source::Upstream,
             ProxyError::NoEligibleEndpoint { .. }
             | ProxyError::Injected { .. }
@@ -155,6 +161,7 @@ impl ProxyError {
             ProxyError::ConnectTimeout => "connect_timeout",
             ProxyError::RequestTimeout => "request_timeout",
             ProxyError::UpstreamReset => "upstream_reset",
+            ProxyError::UpstreamTls => "upstream_tls_failed",
             ProxyError::BodyTooLarge => "body_too_large",
             ProxyError::BadRequest(r) | ProxyError::Unauthorized(r) | ProxyError::Forbidden(r) => r,
             ProxyError::RateLimited { .. } => "rate_limited",
@@ -194,6 +201,7 @@ impl ProxyError {
             ProxyError::ConnectRefused
                 | ProxyError::ConnectTimeout
                 | ProxyError::UpstreamReset
+                | ProxyError::UpstreamTls
                 | ProxyError::NoEligibleEndpoint { .. }
         )
     }
@@ -211,6 +219,7 @@ impl ProxyError {
             ProxyError::UpstreamReset => {
                 "the backend closed the connection before answering".into()
             }
+            ProxyError::UpstreamTls => "the TLS handshake with the backend failed".into(),
             ProxyError::BodyTooLarge => "request body too large".into(),
             ProxyError::BadRequest(r) => format!("bad request: {r}"),
             ProxyError::Unauthorized(_) => "authentication required".into(),

@@ -29,7 +29,7 @@ type EndpointKey = (Arc<str>, Arc<str>);
 /// a timeout change replaces it rather than adding another beside it.
 type ClientKey = (Arc<str>, Arc<str>, Protocol);
 /// What a pool was built with; a change builds a new pool.
-type PoolSettings = (Timeouts, usize);
+type PoolSettings = (Timeouts, usize, Option<u64>);
 
 /// What a health-check task is started with; a change restarts the task.
 type HealthSettings = (HealthCheck, std::time::Duration, Timeouts, Protocol);
@@ -148,12 +148,13 @@ impl Runtime {
     /// that does not exist), nothing changes and the errors are returned.
     pub fn apply(&self, config: Config) -> Result<u64, Vec<Problem>> {
         let tls = crate::tls::prepare(&config)?;
+        let upstream_tls = snapshot::upstream_tls(&config)?;
         let limiters = self.build_limiters(&config);
         let route_filters = filters::build(&config, &limiters, &self.metrics)?;
         self.keep_limiter_state(&limiters);
         let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
         let first = generation == 1;
-        let (clusters, wanted_tasks) = self.build_clusters(&config, first);
+        let (clusters, wanted_tasks) = self.build_clusters(&config, first, &upstream_tls);
         let route_metrics = config
             .routes
             .iter()

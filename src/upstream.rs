@@ -13,10 +13,10 @@ pub use limit::ConnLimit;
 
 pub mod limit;
 pub mod pool;
+pub mod tls;
 use gatehouse_config::{Protocol, Timeouts};
 use http::{Request, Response, Uri};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::future::Future;
@@ -38,38 +38,37 @@ fn framed(
     Ok(resp)
 }
 
-/// Dials one fixed endpoint, ignoring the URI it is asked for, within its cluster's connection
-/// limit.
+/// Dials one fixed endpoint (TLS when its cluster says so), ignoring the URI it is asked for,
+/// within its cluster's connection limit.
 #[derive(Clone)]
 pub struct FixedConnector {
-    inner: HttpConnector,
-    target: Uri,
+    address: Arc<str>,
+    tls: Option<Arc<tls::Connector>>,
     limit: Arc<ConnLimit>,
-    /// How long a request may wait for room under the limit (the connect timeout).
+    /// The connect timeout; also how long a request may wait for room under the limit.
     wait: Duration,
 }
 
-type Dialed = <HttpConnector as tower_service::Service<Uri>>::Response;
 type ConnectError = Box<dyn std::error::Error + Send + Sync>;
 
 impl tower_service::Service<Uri> for FixedConnector {
-    type Response = limit::Counted<Dialed>;
+    type Response = limit::Counted<tls::UpstreamIo>;
     type Error = ConnectError;
     type Future = std::pin::Pin<
         Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send + 'static>,
     >;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, _uri: Uri) -> Self::Future {
-        let dial = self.inner.call(self.target.clone());
-        let limit = self.limit.clone();
-        let wait = self.wait;
+        let this = self.clone();
         Box::pin(async move {
-            let permit = limit.acquire(wait).await?;
-            let stream = dial.await?;
+            let permit = this.limit.acquire(this.wait).await?;
+            let stream = dial(&this.address, this.wait, this.tls.as_deref())
+                .await
+                .map_err(|e| ConnectError::from(e.reason()))?;
             Ok(limit::Counted::new(stream, permit))
         })
     }
@@ -84,6 +83,8 @@ pub struct UpstreamClient {
     connect_timeout: Duration,
     /// The cluster's connection limit, which upgrades' own connections count against too.
     limit: Arc<ConnLimit>,
+    /// TLS to the endpoint, when its cluster has `tls` (upgrades' connections too).
+    tls: Option<Arc<tls::Connector>>,
 }
 
 #[derive(Clone)]
@@ -118,8 +119,8 @@ impl UpstreamClient {
         address: &str,
         protocol: Protocol,
         timeouts: &Timeouts,
-        limit: Arc<ConnLimit>,
-        max_idle: usize,
+        (limit, max_idle): (Arc<ConnLimit>, usize),
+        tls: Option<Arc<tls::Connector>>,
     ) -> Self {
         if protocol == Protocol::Http1 {
             return UpstreamClient {
@@ -128,22 +129,17 @@ impl UpstreamClient {
                     timeouts.connect.0,
                     timeouts.idle.0,
                     max_idle,
-                    limit.clone(),
+                    (limit.clone(), tls.clone()),
                 )),
                 address: address.to_string(),
                 connect_timeout: timeouts.connect.0,
                 limit,
+                tls,
             };
         }
-        let mut http = HttpConnector::new();
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(timeouts.connect.0));
-        let target: Uri = format!("http://{address}/")
-            .parse()
-            .unwrap_or_else(|_| Uri::from_static("http://invalid.invalid/"));
         let connector = FixedConnector {
-            inner: http,
-            target,
+            address: address.into(),
+            tls: tls.clone(),
             limit: limit.clone(),
             wait: timeouts.connect.0,
         };
@@ -159,6 +155,7 @@ impl UpstreamClient {
             address: address.to_string(),
             connect_timeout: timeouts.connect.0,
             limit,
+            tls,
         }
     }
 
@@ -213,8 +210,8 @@ impl UpstreamClient {
             .acquire(self.connect_timeout)
             .await
             .map_err(|_| ProxyError::ClusterOverloaded)?;
-        let stream = connect(&self.address, self.connect_timeout).await?;
-        let io = limit::Counted::new(TokioIo::new(stream), permit);
+        let stream = dial(&self.address, self.connect_timeout, self.tls.as_deref()).await?;
+        let io = limit::Counted::new(stream, permit);
         let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
             .await
             .map_err(|_| ProxyError::UpstreamReset)?;
@@ -226,6 +223,23 @@ impl UpstreamClient {
             .await
             .map_err(|e| classify_upstream(&e))
             .and_then(|r| framed(r, true))
+    }
+}
+
+/// A connection to `address`: TCP, then TLS when the cluster has it (the connect timeout
+/// bounds each).
+pub(crate) async fn dial(
+    address: &str,
+    timeout: Duration,
+    tls: Option<&tls::Connector>,
+) -> Result<tls::UpstreamIo, ProxyError> {
+    let tcp = connect(address, timeout).await?;
+    match tls {
+        None => Ok(tls::UpstreamIo::Plain(TokioIo::new(tcp))),
+        Some(t) => {
+            let s = t.handshake(tcp, address, timeout).await?;
+            Ok(tls::UpstreamIo::Tls(Box::new(TokioIo::new(s))))
+        }
     }
 }
 

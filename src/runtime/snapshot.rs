@@ -10,7 +10,9 @@ use crate::filter::limit::Limiter;
 use crate::filter::Filter;
 use crate::observe::metrics::{EndpointMetrics, RouteMetrics};
 use crate::route::RouteTable;
+use crate::upstream::tls::Connector;
 use crate::upstream::UpstreamClient;
+use gatehouse_config::validate::Problem;
 use gatehouse_config::Config;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -40,6 +42,7 @@ impl Runtime {
         &self,
         config: &Config,
         first: bool,
+        tls: &HashMap<String, Arc<Connector>>,
     ) -> (HashMap<Arc<str>, Arc<Cluster>>, Vec<WantedTask>) {
         let mut clusters = HashMap::new();
         let mut wanted_tasks = Vec::new();
@@ -53,14 +56,19 @@ impl Runtime {
             cstate
                 .connections
                 .set(c.limits.max_connections, c.limits.max_pending);
-            let pool = (c.timeouts, c.limits.max_idle_per_endpoint);
+            let connector = tls.get(&c.name).cloned();
+            let pool = (
+                c.timeouts,
+                c.limits.max_idle_per_endpoint,
+                connector.as_ref().map(|t| t.fingerprint),
+            );
             let new_client = |addr: &str| {
                 UpstreamClient::new(
                     addr,
                     c.protocol,
                     &c.timeouts,
-                    cstate.connections.clone(),
-                    c.limits.max_idle_per_endpoint,
+                    (cstate.connections.clone(), c.limits.max_idle_per_endpoint),
+                    connector.clone(),
                 )
             };
             let endpoints: Vec<EndpointRef> = c
@@ -143,5 +151,33 @@ impl Runtime {
             );
         }
         (clusters, wanted_tasks)
+    }
+}
+
+/// Every TLS cluster's client, built before anything changes: a CA or client certificate that
+/// cannot be read fails the load (`clusters[i].tls...`). An `insecure_skip_verify` warns at
+/// every load.
+pub fn upstream_tls(config: &Config) -> Result<HashMap<String, Arc<Connector>>, Vec<Problem>> {
+    let mut built = HashMap::new();
+    let mut problems = Vec::new();
+    for (i, c) in config.clusters.iter().enumerate() {
+        let Some(t) = &c.tls else { continue };
+        if t.insecure_skip_verify {
+            tracing::warn!(cluster = %c.name, "tls.insecure_skip_verify: this cluster's endpoint certificates are not verified");
+        }
+        match Connector::build(t, c.protocol) {
+            Ok(conn) => {
+                built.insert(c.name.clone(), Arc::new(conn));
+            }
+            Err(ps) => problems.extend(
+                ps.into_iter()
+                    .map(|(f, m)| (format!("clusters[{i}].{f}"), m)),
+            ),
+        }
+    }
+    if problems.is_empty() {
+        Ok(built)
+    } else {
+        Err(problems)
     }
 }

@@ -15,7 +15,6 @@ use crate::error::{classify_upstream, ProxyError};
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{Builder, SendRequest};
-use hyper_util::rt::TokioIo;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -34,6 +33,8 @@ pub struct H1Pool {
     idle_timeout: Duration,
     max_idle: usize,
     limit: Arc<ConnLimit>,
+    /// TLS to the endpoint, when its cluster has `tls`.
+    tls: Option<Arc<super::tls::Connector>>,
     idle: Mutex<Vec<Idle>>,
     /// Signalled when a connection is given back: a request waiting for room under
     /// `max_connections` takes it rather than waiting for one to close.
@@ -95,7 +96,7 @@ impl H1Pool {
         connect_timeout: Duration,
         idle_timeout: Duration,
         max_idle: usize,
-        limit: Arc<ConnLimit>,
+        (limit, tls): (Arc<ConnLimit>, Option<Arc<super::tls::Connector>>),
     ) -> Arc<Self> {
         Arc::new(H1Pool {
             address: address.to_string(),
@@ -103,6 +104,7 @@ impl H1Pool {
             idle_timeout,
             max_idle,
             limit,
+            tls,
             idle: Mutex::new(Vec::new()),
             returned: tokio::sync::Notify::new(),
             sweeping: Default::default(),
@@ -180,8 +182,8 @@ impl H1Pool {
     }
 
     async fn dial(&self, permit: super::limit::ConnPermit) -> Result<Sender, ProxyError> {
-        let stream = super::connect(&self.address, self.connect_timeout).await?;
-        let io = Counted::new(TokioIo::new(stream), permit);
+        let stream = super::dial(&self.address, self.connect_timeout, self.tls.as_deref()).await?;
+        let io = Counted::new(stream, permit);
         let (sender, conn) = Builder::new()
             // A slow client reading a fast backend's body: hyper reads the body only as the
             // client takes it, into at most this much, and TCP pushes back on the backend.
@@ -309,7 +311,7 @@ mod tests {
             Duration::from_secs(2),
             Duration::from_secs(60),
             8,
-            limit,
+            (limit, None),
         )
     }
 
@@ -353,7 +355,7 @@ mod tests {
                         )))
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(s), svc)
+                        .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
                         .await;
                 });
             }

@@ -53,6 +53,13 @@ impl Config {
                 *f = o.unwrap_or_default();
             }
         }
+        for c in &mut self.clusters {
+            for f in c.tls.iter_mut().flat_map(|t| t.files_mut()) {
+                let mut o = Some(std::mem::take(f));
+                fix(&mut o);
+                *f = o.unwrap_or_default();
+            }
+        }
         for j in &mut self.jwt_issuers {
             fix(&mut j.key_file);
             fix(&mut j.keys_file);
@@ -227,6 +234,9 @@ pub struct Cluster {
     /// What the cluster takes at most at once (Envoy's circuit-breaker thresholds).
     #[serde(default)]
     pub limits: ClusterLimits,
+    /// TLS to the endpoints (`docs/tls.md`); absent: plain TCP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<crate::tls::UpstreamTls>,
 }
 
 /// `clusters[].limits`: beyond them requests get 503 `cluster_overloaded` at once instead of

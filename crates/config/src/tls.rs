@@ -42,7 +42,7 @@ fn max_handshakes() -> usize {
     1024
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, Hash)]
 #[serde(deny_unknown_fields)]
 pub struct CertificatePair {
     /// PEM file: the certificate first, then its chain.
@@ -110,5 +110,36 @@ impl ListenerTls {
             .iter_mut()
             .flat_map(|p| [&mut p.cert, &mut p.key])
             .chain(self.client_auth.iter_mut().map(|c| &mut c.ca))
+    }
+}
+
+/// `clusters[].tls`: the cluster's endpoints are spoken to over TLS.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTls {
+    /// The server name sent (SNI) and verified; default the endpoint's host (an IP address is
+    /// verified as one, and no SNI is sent for it).
+    #[serde(default)]
+    pub sni: Option<String>,
+    /// PEM bundle of the CAs the endpoints' certificates must chain to; default the system's
+    /// roots.
+    #[serde(default)]
+    pub ca: Option<String>,
+    /// Accept any certificate (no verification at all). For tests and emergencies only: every
+    /// load logs a warning.
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
+    /// A client certificate for endpoints that require one (mTLS to the backend).
+    #[serde(default)]
+    pub client_cert: Option<CertificatePair>,
+}
+
+impl UpstreamTls {
+    pub(crate) fn files_mut(&mut self) -> impl Iterator<Item = &mut String> {
+        self.ca.iter_mut().chain(
+            self.client_cert
+                .iter_mut()
+                .flat_map(|p| [&mut p.cert, &mut p.key]),
+        )
     }
 }

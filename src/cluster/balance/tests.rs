@@ -30,8 +30,8 @@ fn eps(weights: &[u32]) -> Vec<EndpointRef> {
                     &addr,
                     Protocol::Http1,
                     &Timeouts::default(),
-                    Default::default(),
-                    1,
+                    (Default::default(), 1),
+                    None,
                 ),
             }
         })
