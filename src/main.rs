@@ -193,6 +193,11 @@ fn check(files: &[PathBuf]) -> ExitCode {
                 // ... and TLS files that cannot be read, keys that are not their certificate's,
                 // certificates that have expired.
                 problems.extend(gatehouse::tls::preflight(&config));
+                problems.extend(
+                    gatehouse::runtime::upstream_tls(&config)
+                        .err()
+                        .unwrap_or_default(),
+                );
                 if problems.is_empty() {
                     Ok(())
                 } else {

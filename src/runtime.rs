@@ -22,6 +22,8 @@ pub mod filters;
 mod prune;
 mod snapshot;
 
+pub use snapshot::upstream_tls;
+
 pub use snapshot::Snapshot;
 
 type EndpointKey = (Arc<str>, Arc<str>);

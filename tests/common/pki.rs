@@ -267,3 +267,100 @@ where
         }
     }
 }
+
+/// What a TLS backend saw of one request.
+#[derive(Clone, Debug)]
+pub struct BackendSeen {
+    pub sni: Option<String>,
+    pub version: http::Version,
+    pub client_cert: bool,
+}
+
+/// A TLS backend on `127.0.0.1:0` serving `leaf` (HTTP/1.1 or HTTP/2 by ALPN), answering 200
+/// to everything, optionally requiring client certificates from `client_ca` (PEM). Returns its
+/// address, what it saw, and how many connections it accepted.
+pub async fn tls_backend(
+    leaf: &Leaf,
+    client_ca: Option<&str>,
+) -> (
+    std::net::SocketAddr,
+    Arc<Mutex<Vec<BackendSeen>>>,
+    Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use rustls_pki_types::pem::PemObject;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap();
+    let builder = match client_ca {
+        Some(pem) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+                roots.add(c.unwrap()).unwrap();
+            }
+            builder.with_client_cert_verifier(
+                rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    provider,
+                )
+                .build()
+                .unwrap(),
+            )
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder
+        .with_single_cert(
+            CertificateDer::pem_slice_iter(leaf.cert_pem.as_bytes())
+                .map(Result::unwrap)
+                .collect(),
+            rustls::pki_types::PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).unwrap(),
+        )
+        .unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (seen2, accepted2) = (seen.clone(), accepted.clone());
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            accepted2.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let acceptor = acceptor.clone();
+            let seen = seen2.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let (_, conn) = tls.get_ref();
+                let sni = conn.server_name().map(str::to_string);
+                let client_cert = conn.peer_certificates().is_some();
+                let svc =
+                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        seen.lock().unwrap().push(BackendSeen {
+                            sni: sni.clone(),
+                            version: req.version(),
+                            client_cert,
+                        });
+                        async {
+                            Ok::<_, std::convert::Infallible>(http::Response::new(
+                                http_body_util::Full::new(bytes::Bytes::from_static(
+                                    b"tls backend",
+                                )),
+                            ))
+                        }
+                    });
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                .await;
+            });
+        }
+    });
+    (addr, seen, accepted)
+}
