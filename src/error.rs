@@ -286,6 +286,8 @@ pub fn local_reply(err: &ProxyError, request_id: &HeaderValue) -> Response<Body>
             let v = match *r {
                 "missing_api_key" => "ApiKey realm=\"gatehouse\"",
                 "missing_token" => "Bearer realm=\"gatehouse\"",
+                // No HTTP scheme exists for TLS client certificates; this names what is missing.
+                "missing_client_certificate" => "ClientCertificate realm=\"gatehouse\"",
                 "ambiguous_credentials" => "Bearer realm=\"gatehouse\", error=\"invalid_request\"",
                 _ => "Bearer realm=\"gatehouse\", error=\"invalid_token\"",
             };

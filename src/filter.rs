@@ -21,6 +21,10 @@ pub enum Filter {
         Arc<jwt::JwtAuth>,
         Arc<crate::observe::metrics::AuthCounters>,
     ),
+    ClientCert(
+        Arc<ClientCertAuth>,
+        Arc<crate::observe::metrics::AuthCounters>,
+    ),
     RateLimit(Arc<Limiter>, LimitCounters),
     Fault(gatehouse_config::traffic::FaultFilter),
 }
@@ -87,6 +91,53 @@ impl IdentityHeaders {
 pub struct Identity {
     pub consumer: Option<Arc<str>>,
     pub claims: Option<Map<String, Value>>,
+    /// The connection's verified client certificate's subject (mTLS), for rate-limit keys.
+    pub client_subject: Option<Arc<str>>,
+}
+
+/// A verified client certificate, as filters and the log see it.
+pub struct PeerCert {
+    /// The subject's distinguished name (`CN=alice, O=Example`).
+    pub subject: Arc<str>,
+    /// Its subjectAltName DNS names, URIs and e-mail addresses.
+    pub sans: Vec<String>,
+}
+
+/// `auth: {client_cert: ...}`: which certificates are let in, and who they are.
+pub struct ClientCertAuth {
+    allow: Vec<String>,
+    /// Certificate subject or SAN → consumer name.
+    consumers: std::collections::HashMap<String, Arc<str>>,
+}
+
+impl ClientCertAuth {
+    pub fn new(
+        cfg: &gatehouse_config::traffic::ClientCertAuth,
+        consumers: &[gatehouse_config::traffic::Consumer],
+    ) -> Self {
+        let mut by_cert = std::collections::HashMap::new();
+        for c in consumers {
+            let name: Arc<str> = c.name.as_str().into();
+            for id in &c.client_certs {
+                by_cert.entry(id.clone()).or_insert_with(|| name.clone());
+            }
+        }
+        ClientCertAuth {
+            allow: cfg.allow.clone(),
+            consumers: by_cert,
+        }
+    }
+
+    /// The consumer this certificate is (if any names it), or 401 without a certificate and
+    /// 403 for one `allow` does not list.
+    fn authenticate(&self, peer: Option<&PeerCert>) -> Result<Option<Arc<str>>, ProxyError> {
+        let peer = peer.ok_or(ProxyError::Unauthorized("missing_client_certificate"))?;
+        let ids = || std::iter::once(&*peer.subject).chain(peer.sans.iter().map(String::as_str));
+        if !self.allow.is_empty() && !ids().any(|id| self.allow.iter().any(|a| a == id)) {
+            return Err(ProxyError::Forbidden("client_certificate_not_allowed"));
+        }
+        Ok(ids().find_map(|id| self.consumers.get(id).cloned()))
+    }
 }
 
 fn counted(counters: &crate::observe::metrics::AuthCounters, e: ProxyError) -> ProxyError {
@@ -99,13 +150,22 @@ fn counted(counters: &crate::observe::metrics::AuthCounters, e: ProxyError) -> P
 pub async fn run(
     filters: &[Filter],
     parts: &mut http::request::Parts,
-    client: std::net::IpAddr,
+    (client, peer_cert): (std::net::IpAddr, Option<&PeerCert>),
     route: &str,
     identity: &mut Identity,
     response_headers: &mut HeaderMap,
 ) -> Result<(), ProxyError> {
+    identity.client_subject = peer_cert.map(|p| p.subject.clone());
     for f in filters {
         match f {
+            Filter::ClientCert(a, counters) => {
+                if let Some(c) = a
+                    .authenticate(peer_cert)
+                    .map_err(|e| counted(counters, e))?
+                {
+                    identity.consumer = Some(c);
+                }
+            }
             Filter::ApiKey(a, counters) => {
                 identity.consumer = Some(a.authenticate(parts).map_err(|e| counted(counters, e))?)
             }

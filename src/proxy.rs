@@ -299,7 +299,10 @@ async fn forward(
         let outcome = crate::filter::run(
             filters,
             &mut parts,
-            canon.client.ip,
+            (
+                canon.client.ip,
+                ctx.tls.as_ref().and_then(|t| t.client_cert.as_ref()),
+            ),
             &route.name,
             &mut identity,
             response_headers,

@@ -75,13 +75,7 @@ pub struct TlsInfo {
     store: Arc<certs::Store>,
 }
 
-/// A verified client certificate, as routes, limits and the log see it.
-pub struct ClientCert {
-    /// The subject's distinguished name (`CN=client,O=Example`).
-    pub subject: String,
-    /// Its subjectAltName DNS names, URIs and e-mail addresses.
-    pub sans: Vec<String>,
-}
+pub use crate::filter::PeerCert as ClientCert;
 
 impl TlsInfo {
     /// Whether `host` is for another certificate of this listener than the one the
@@ -314,7 +308,7 @@ fn info<Io>(tls: &TlsStream<Io>, state: &State) -> TlsInfo {
             version,
             cipher,
             sni: conn.server_name().map(Into::into),
-            client_subject: client_cert.as_ref().map(|c| c.subject.as_str().into()),
+            client_subject: client_cert.as_ref().map(|c| (*c.subject).into()),
         }),
         hsts: state.hsts.clone(),
         h2: conn.alpn_protocol() == Some(b"h2"),
@@ -338,7 +332,7 @@ fn client_cert(der: &rustls_pki_types::CertificateDer<'_>) -> Option<ClientCert>
         }
     }
     Some(ClientCert {
-        subject: cert.subject().to_string(),
+        subject: cert.subject().to_string().into(),
         sans,
     })
 }

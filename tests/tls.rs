@@ -424,3 +424,59 @@ fn curl_gets_through_the_shipped_binary_with_the_ca() {
     }
     assert_eq!(up.hits(), 2);
 }
+
+#[tokio::test]
+async fn client_certificates_authenticate_consumers_and_key_rate_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Pki::new(dir.path(), "ca");
+    let a = ca.leaf("a", &["a.test"]);
+    let alice = ca.client("alice", "alice");
+    let bob = ca.client("bob", "bob");
+    let up = FakeUpstream::start("up").await;
+    let extra = format!(
+        "      client_auth: {{ca: '{}', mode: optional}}\n",
+        ca.ca_file("ca").display()
+    );
+    let yaml = tls_config(up.addr(), &[&a], &extra)
+        .replace(
+            "routes:\n",
+            "consumers:\n  - {name: alice-team, client_certs: ['CN=alice']}\nrate_limits:\n  - {name: per-cert, rate: 1/m, key: client_cert}\nroutes:\n  - name: limited\n    match: {path_prefix: /limited}\n    cluster: backend\n    filters: [{rate_limit: per-cert}]\n  - name: admin\n    match: {path_prefix: /admin}\n    cluster: backend\n    filters: [{auth: {client_cert: {allow: ['CN=alice']}}}]\n",
+        );
+    let gw = TestGateway::start(&yaml).await;
+    let as_alice = Client {
+        identity: Some((&alice.cert_pem, &alice.key_pem)),
+        ..Client::default()
+    };
+    let as_bob = Client {
+        identity: Some((&bob.cert_pem, &bob.key_pem)),
+        ..Client::default()
+    };
+    let anonymous = Client::default();
+    let addr = gw.addr();
+    let get = |c, path| fetch(addr, c, path);
+    // The route that needs a certificate: none is 401, one not allowed is 403.
+    let (status, text) = get(&anonymous, "/admin").await;
+    assert_eq!(status, 401, "{text}");
+    assert!(text.contains("missing_client_certificate"), "{text}");
+    assert!(
+        text.contains("www-authenticate: ClientCertificate"),
+        "{text}"
+    );
+    let (status, text) = get(&as_bob, "/admin").await;
+    assert_eq!(status, 403, "{text}");
+    assert!(text.contains("client_certificate_not_allowed"), "{text}");
+    assert_eq!(up.hits(), 0);
+    let (status, _) = get(&as_alice, "/admin").await;
+    assert_eq!(status, 200);
+    assert_eq!(up.last_seen().headers["x-gatehouse-consumer"], "alice-team");
+    // A limit keyed by the certificate: alice's second request is refused, bob's first is not.
+    assert_eq!(get(&as_alice, "/limited").await.0, 200);
+    assert_eq!(get(&as_alice, "/limited").await.0, 429);
+    assert_eq!(get(&as_bob, "/limited").await.0, 200);
+    gw.shutdown(Duration::from_secs(2)).await;
+}
+
+async fn fetch(addr: std::net::SocketAddr, c: &Client<'_>, path: &str) -> (u16, String) {
+    let mut s = pki::connect(addr, "a.test", c).await.unwrap();
+    pki::get(&mut s, "a.test", path).await
+}

@@ -166,6 +166,10 @@ impl Limiter {
                 .headers
                 .get(h.as_str())
                 .map_or_else(by_ip, |v| tagged(b'h', v.as_bytes())),
+            LimitKey::ClientCert => who
+                .client_subject
+                .as_ref()
+                .map_or_else(by_ip, |s| tagged(b'x', s.as_bytes())),
             LimitKey::Claim(c) => who
                 .claims
                 .as_ref()

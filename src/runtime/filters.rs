@@ -92,15 +92,19 @@ fn build_one(
             }
             Ok(Filter::Fault(f.clone()))
         }
-        FilterConfig::Auth(a) => match (&a.api_key, &a.jwt) {
-            (Some(k), None) => Ok(Filter::ApiKey(
+        FilterConfig::Auth(a) => match (&a.api_key, &a.jwt, &a.client_cert) {
+            (None, None, Some(c)) => Ok(Filter::ClientCert(
+                Arc::new(crate::filter::ClientCertAuth::new(c, &config.consumers)),
+                auth_counters.clone(),
+            )),
+            (Some(k), None, None) => Ok(Filter::ApiKey(
                 Arc::new(
                     ApiKeyAuth::new(k, &config.consumers)
                         .map_err(|e| format!("auth.api_key: {e}"))?,
                 ),
                 auth_counters.clone(),
             )),
-            (None, Some(j)) => {
+            (None, Some(j), None) => {
                 let issuer = config
                     .jwt_issuers
                     .iter()
@@ -110,7 +114,7 @@ fn build_one(
                     .map_err(|e| format!("auth.jwt: issuer {:?}: {e}", issuer.name))?;
                 Ok(Filter::Jwt(Arc::new(auth), auth_counters.clone()))
             }
-            _ => Err("auth needs exactly one of api_key and jwt".into()),
+            _ => Err("auth needs exactly one of api_key, jwt and client_cert".into()),
         },
     }
 }

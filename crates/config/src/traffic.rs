@@ -12,6 +12,10 @@ pub struct Consumer {
     /// SHA-256 digests of the consumer's API keys, as `sha256:<64 hex>` (`gatehouse hash-key`).
     #[serde(default)]
     pub api_keys: Vec<String>,
+    /// Verified client certificates (mTLS) that are this consumer: a subject as the access log
+    /// writes it (`CN=alice, O=Example`) or one of the certificate's subjectAltNames.
+    #[serde(default)]
+    pub client_certs: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Hash)]
@@ -165,6 +169,19 @@ pub struct Auth {
     pub api_key: Option<ApiKeyAuth>,
     #[serde(default)]
     pub jwt: Option<JwtAuth>,
+    /// The connection's verified client certificate (a TLS listener with `client_auth`).
+    #[serde(default)]
+    pub client_cert: Option<ClientCertAuth>,
+}
+
+/// `auth: {client_cert: {allow: [...]}}`: a request needs a verified client certificate (401
+/// without one); with `allow`, one whose subject or a subjectAltName is listed (403 otherwise).
+/// The consumer is the one whose `client_certs` names the certificate.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[serde(deny_unknown_fields)]
+pub struct ClientCertAuth {
+    #[serde(default)]
+    pub allow: Vec<String>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, Hash)]
@@ -237,6 +254,8 @@ pub enum LimitKey {
     Consumer,
     Header(String),
     Claim(String),
+    /// The verified client certificate's subject (mTLS).
+    ClientCert,
 }
 
 pub fn parse_limit_key(s: &str) -> Result<LimitKey, String> {
@@ -244,13 +263,14 @@ pub fn parse_limit_key(s: &str) -> Result<LimitKey, String> {
         "client_ip" => Ok(LimitKey::ClientIp),
         "route" => Ok(LimitKey::Route),
         "consumer" => Ok(LimitKey::Consumer),
+        "client_cert" => Ok(LimitKey::ClientCert),
         other => match other.split_once(':') {
             Some(("header", n)) if crate::validate::is_token(n) => {
                 Ok(LimitKey::Header(n.to_ascii_lowercase()))
             }
             Some(("claim", n)) if !n.is_empty() => Ok(LimitKey::Claim(n.to_string())),
             _ => Err(format!(
-                "invalid key {s:?}: expected client_ip, route, consumer, header:NAME or claim:NAME"
+                "invalid key {s:?}: expected client_ip, route, consumer, client_cert, header:NAME or claim:NAME"
             )),
         },
     }

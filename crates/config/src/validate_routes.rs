@@ -38,9 +38,10 @@ fn auth_of(r: &Route) -> Vec<String> {
     r.filters
         .iter()
         .filter_map(|f| match f {
-            Filter::Auth(a) => Some(match (&a.api_key, &a.jwt) {
-                (Some(k), _) => format!("api_key(header {})", k.header),
-                (_, Some(j)) => format!("jwt(issuer {})", j.issuer),
+            Filter::Auth(a) => Some(match (&a.api_key, &a.jwt, &a.client_cert) {
+                (Some(k), _, _) => format!("api_key(header {})", k.header),
+                (_, Some(j), _) => format!("jwt(issuer {})", j.issuer),
+                (_, _, Some(c)) => format!("client_cert(allow {:?})", c.allow),
                 _ => "auth".into(),
             }),
             _ => None,

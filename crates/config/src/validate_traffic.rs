@@ -250,11 +250,18 @@ pub fn validate_traffic(c: &Config, p: &mut impl FnMut(String, String)) {
                             );
                         }
                     }
-                    match (&a.api_key, &a.jwt) {
-                        (Some(_), Some(_)) | (None, None) => p(
+                    let kinds = [
+                        a.api_key.is_some(),
+                        a.jwt.is_some(),
+                        a.client_cert.is_some(),
+                    ];
+                    if kinds.iter().filter(|k| **k).count() != 1 {
+                        p(
                             format!("{at}.auth"),
-                            "use exactly one of api_key and jwt".into(),
-                        ),
+                            "use exactly one of api_key, jwt and client_cert".into(),
+                        );
+                    }
+                    match (&a.api_key, &a.jwt) {
                         (None, Some(jwt)) if !iss_known.contains(&jwt.issuer.as_str()) => {
                             let hint = did_you_mean(&jwt.issuer, &iss_known)
                                 .map(|s| format!(" (did you mean {s:?}?)"))
