@@ -201,14 +201,21 @@ fn host_name(host: &str) -> &str {
     }
 }
 
-/// A 308 to the same host (on https's own port) and request target.
-fn https_redirect(host: &str, uri: &http::Uri) -> ProxyError {
+/// A 308 to the same host (on https's own port) and request target; a 400 for a request that
+/// names no host (an HTTP/1.0 one), which has nowhere to go (`https:///x` would be read by a
+/// browser as a scheme-relative `//x`).
+fn https_redirect(host: &str, uri: &http::Uri) -> Result<ProxyError, ProxyError> {
+    let no_host = ProxyError::Invalid {
+        reason: "invalid_host",
+        detail: "a request to an https redirect must name its host",
+    };
+    if host_name(host).is_empty() {
+        return Err(no_host);
+    }
     let target = uri.path_and_query().map_or("/", |p| p.as_str());
     let location = format!("https://{}{target}", host_name(host));
-    ProxyError::HttpsRedirect {
-        location: HeaderValue::from_str(&location)
-            .unwrap_or_else(|_| HeaderValue::from_static("/")),
-    }
+    let location = HeaderValue::from_str(&location).map_err(|_| no_host)?;
+    Ok(ProxyError::HttpsRedirect { location })
 }
 
 /// The host as the client sent it (the URI authority or `Host`), for logging a refused request;
@@ -237,7 +244,7 @@ async fn forward(
     let host = canon.host.as_str();
     match &ctx.tls {
         Some(t) if t.misdirected(host_name(host)) => return Err(ProxyError::Misdirected),
-        None if ctx.listener.redirect_https => return Err(https_redirect(host, req.uri())),
+        None if ctx.listener.redirect_https => return Err(https_redirect(host, req.uri())?),
         _ => {}
     }
     let match_path = canon.match_path.as_deref().unwrap_or(req.uri().path());

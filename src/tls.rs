@@ -23,8 +23,6 @@ use tokio_rustls::server::TlsStream;
 pub struct Terminator {
     listener: String,
     state: ArcSwap<State>,
-    /// Handshakes in progress at once (`max_handshakes` when the listener was first built).
-    handshakes: Arc<tokio::sync::Semaphore>,
     /// The expiry metric's series for the pairs published last (removed when they change).
     expiry_series: std::sync::Mutex<Vec<crate::observe::metrics::Labels>>,
     /// The errors of the last refused file reload: one save makes several file events, and the
@@ -41,6 +39,8 @@ pub struct State {
     pub hsts: Option<http::HeaderValue>,
     /// A hash of every file's bytes: a reload whose files are unchanged changes nothing.
     fingerprint: u64,
+    /// Handshakes past their ClientHello at once (`max_handshakes`).
+    handshakes: Arc<tokio::sync::Semaphore>,
 }
 
 /// Chooses the pair for a handshake from its SNI.
@@ -168,6 +168,7 @@ impl State {
             server: Arc::new(server),
             store,
             fingerprint: hash.digest(),
+            handshakes: Arc::new(tokio::sync::Semaphore::new(cfg.max_handshakes)),
         })
     }
 }
@@ -224,7 +225,6 @@ impl Terminator {
     pub fn new(listener: &str, state: State) -> Self {
         Terminator {
             listener: listener.to_string(),
-            handshakes: Arc::new(tokio::sync::Semaphore::new(state.cfg.max_handshakes)),
             expiry_series: std::sync::Mutex::new(Vec::new()),
             last_refusal: std::sync::Mutex::new(Vec::new()),
             state: ArcSwap::from_pointee(state),
@@ -266,9 +266,15 @@ impl Terminator {
         let state = self.state();
         let timeout = state.cfg.handshake_timeout.0;
         let handshake = async {
-            let _slot = self.handshakes.acquire().await.map_err(|_| "closed")?;
-            tokio_rustls::TlsAcceptor::from(state.server.clone())
-                .accept(stream)
+            // The ClientHello first, with no slot: a socket that sends nothing must not hold
+            // one (the cap is for the handshake's CPU, and the timeout bounds the wait).
+            let hello =
+                tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream)
+                    .await
+                    .map_err(|e| failure_reason(&e))?;
+            let _slot = state.handshakes.acquire().await.map_err(|_| "closed")?;
+            hello
+                .into_stream(state.server.clone())
                 .await
                 .map_err(|e| failure_reason(&e))
         };

@@ -146,7 +146,25 @@ async fn hsts_on_tls_and_a_plain_listener_that_redirects_to_https() {
         "{got}"
     );
     assert!(!got.contains("strict-transport-security"), "{got}");
-    assert_eq!(up.hits(), 1, "the redirect never reaches the backend");
+    // A request that names no host has nowhere to be sent: 400, not `https:///...`.
+    let got = common::raw(plain, b"GET /evil.example/x HTTP/1.0\r\n\r\n").await;
+    assert!(got.starts_with("HTTP/1.0 400"), "{got}");
+    assert!(!got.contains("location:"), "{got}");
+    // A TLS connection the gateway closes ends with close_notify, not a bare TCP close.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = pki::connect(gw.addr(), "a.test", &Client::default())
+        .await
+        .unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut all = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut all))
+        .await
+        .unwrap();
+    assert!(read.is_ok(), "closed without close_notify: {read:?}");
+    assert!(String::from_utf8_lossy(&all).starts_with("HTTP/1.1 200"));
+    assert_eq!(up.hits(), 2, "the redirects never reach the backend");
     gw.shutdown(Duration::from_secs(2)).await;
 }
 

@@ -31,12 +31,18 @@ pub(crate) trait Transport:
 {
     /// Ready when the client has sent something (or closed).
     fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>>;
+
+    /// Ends the connection the way its protocol says: TLS sends its close_notify alert first
+    /// (RFC 8446 §6.1, so a client can tell a complete close-delimited response from a cut
+    /// one), within a second; TCP just closes.
+    fn close(self) -> impl Future<Output = ()> + Send;
 }
 
 impl Transport for TcpStream {
     fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         TcpStream::poll_read_ready(self, cx)
     }
+    async fn close(self) {}
 }
 
 /// TLS: the socket's readiness. A parked connection's rustls state holds no plaintext hyper
@@ -49,6 +55,10 @@ impl Transport for super::TlsIo {
             return Poll::Ready(Ok(()));
         }
         io.get_ref().poll_read_ready(cx)
+    }
+    async fn close(mut self) {
+        use tokio::io::AsyncWriteExt;
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), self.shutdown()).await;
     }
 }
 
@@ -143,8 +153,10 @@ async fn wait<Io: Transport>(conn: Parked<Io>) -> Option<Parked<Io>> {
     let deadline = conn.since + conn.held.ctx.listener.idle_timeout;
     // `poll_read_ready`, not `readable()`: the registration's own waker slot, no waiter node.
     let ready = std::future::poll_fn(|cx| conn.socket.poll_read_ready(cx));
-    match tokio::time::timeout_at(deadline, ready).await {
-        Ok(Ok(())) => Some(conn),
-        _ => None,
+    let woke = matches!(tokio::time::timeout_at(deadline, ready).await, Ok(Ok(())));
+    if woke {
+        return Some(conn);
     }
+    conn.socket.close().await;
+    None
 }

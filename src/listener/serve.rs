@@ -182,11 +182,13 @@ where
         return Next::Stop;
     };
     let handover = ctx.upgrade.lock().unwrap_or_else(|e| e.into_inner()).take();
-    if end == End::Closed || (end == End::Finished && handover.is_none()) {
-        return Next::Stop;
-    }
     let parts = (*boxed).into_parts();
     let (socket, unread) = parts.io.into_inner().into_parts();
+    if end == End::Closed || (end == End::Finished && handover.is_none()) {
+        drop(parts.read_buf);
+        socket.close().await;
+        return Next::Stop;
+    }
     // What hyper had read past its last message comes first, then what it had not yet taken of
     // the replayed bytes.
     let rest: Bytes = if unread.is_empty() {

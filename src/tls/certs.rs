@@ -16,6 +16,8 @@ pub struct Pair {
     pub names: Vec<String>,
     /// The leaf's `notAfter`, seconds since the Unix epoch.
     pub not_after: i64,
+    /// The leaf's `notBefore`.
+    pub not_before: i64,
     /// What the pair is called in metrics, events and errors: its first name, else the file.
     pub label: String,
 }
@@ -40,7 +42,7 @@ pub fn load_pair(
         .cert
         .first()
         .ok_or_else(|| format!("{cert}: no certificate in the file"))?;
-    let (names, not_after) = leaf_facts(leaf).map_err(|e| format!("{cert}: {e}"))?;
+    let (names, (not_before, not_after)) = leaf_facts(leaf).map_err(|e| format!("{cert}: {e}"))?;
     if names.is_empty() {
         return Err(format!(
             "{cert}: the certificate names no DNS name (no subjectAltName, no common name)"
@@ -51,6 +53,7 @@ pub fn load_pair(
         key: Arc::new(certified),
         names,
         not_after,
+        not_before,
     })
 }
 
@@ -73,19 +76,20 @@ fn pem_error(path: &str, what: &str, e: rustls_pki_types::pem::Error) -> String 
     }
 }
 
-/// The DNS names and `notAfter` of a certificate.
-pub fn leaf_facts(der: &CertificateDer<'_>) -> Result<(Vec<String>, i64), String> {
+/// The DNS names and validity (`notBefore`, `notAfter`) of a certificate.
+pub fn leaf_facts(der: &CertificateDer<'_>) -> Result<(Vec<String>, (i64, i64)), String> {
     let (_, cert) = x509_parser::parse_x509_certificate(der)
         .map_err(|e| format!("the certificate cannot be parsed: {e}"))?;
     let mut names = Vec::new();
-    if let Ok(Some(san)) = cert.subject_alternative_name() {
+    let san = cert.subject_alternative_name().ok().flatten();
+    if let Some(san) = &san {
         for n in &san.value.general_names {
             if let x509_parser::extensions::GeneralName::DNSName(d) = n {
                 names.push(d.to_ascii_lowercase());
             }
         }
     }
-    if names.is_empty() {
+    if san.is_none() {
         // Only for certificates without a SAN extension, as browsers once did.
         if let Some(cn) = cert.subject().iter_common_name().next() {
             if let Ok(cn) = cn.as_str() {
@@ -93,7 +97,8 @@ pub fn leaf_facts(der: &CertificateDer<'_>) -> Result<(Vec<String>, i64), String
             }
         }
     }
-    Ok((names, cert.validity().not_after.timestamp()))
+    let v = cert.validity();
+    Ok((names, (v.not_before.timestamp(), v.not_after.timestamp())))
 }
 
 /// The pairs of one listener, looked up by SNI.
@@ -113,7 +118,13 @@ impl std::fmt::Debug for Store {
 
 impl Store {
     /// The earlier pair wins where two name the same host.
-    pub fn new(pairs: Vec<Pair>) -> Self {
+    pub fn new(mut pairs: Vec<Pair>) -> Self {
+        // Labels name metric series: two pairs for the same first name stay apart.
+        for i in 1..pairs.len() {
+            if pairs[..i].iter().any(|p| p.label == pairs[i].label) {
+                pairs[i].label = format!("{} #{}", pairs[i].label, i + 1);
+            }
+        }
         let mut exact = HashMap::new();
         let mut wildcard = HashMap::new();
         for (i, p) in pairs.iter().enumerate() {
@@ -164,12 +175,13 @@ mod tests {
         let provider = rustls::crypto::aws_lc_rs::default_provider();
         let key = PrivateKeyDer::try_from(cert.signing_key.serialize_der()).unwrap();
         let ck = CertifiedKey::from_der(vec![cert.cert.der().clone()], key, &provider).unwrap();
-        let (names, not_after) = leaf_facts(&ck.cert[0]).unwrap();
+        let (names, (not_before, not_after)) = leaf_facts(&ck.cert[0]).unwrap();
         Pair {
             label: names[0].clone(),
             key: Arc::new(ck),
             names,
             not_after,
+            not_before,
         }
     }
 

@@ -61,6 +61,17 @@ pub fn preflight(config: &Config) -> Vec<Problem> {
             .position(|l| &l.name == name)
             .unwrap_or(0);
         for (j, p) in state.store.pairs.iter().enumerate() {
+            if p.not_before > now {
+                problems.push((
+                    format!("listeners[{i}].tls.certificates[{j}].cert"),
+                    format!(
+                        "{}: the certificate for {} is not valid before {}",
+                        state.cfg.certificates[j].cert,
+                        p.label,
+                        rfc3339(p.not_before)
+                    ),
+                ));
+            }
             if p.not_after < now {
                 problems.push((
                     format!("listeners[{i}].tls.certificates[{j}].cert"),
@@ -158,6 +169,21 @@ impl Registry {
         }
     }
 
+    /// Every TLS file of every listener.
+    pub fn files(&self) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = self
+            .lock()
+            .values()
+            .flat_map(|t| {
+                let s = t.state();
+                s.cfg.files().map(PathBuf::from).collect::<Vec<_>>()
+            })
+            .collect();
+        files.sort();
+        files.dedup();
+        files
+    }
+
     /// The directories holding TLS files (watched for changes: editors save by rename,
     /// Kubernetes swaps a symlink).
     pub fn dirs(&self) -> Vec<PathBuf> {
@@ -207,7 +233,15 @@ fn announce(t: &Terminator, events: &Events, metrics: &Metrics) {
             None,
             json!({"listener": t.listener(), "name": p.label, "names": p.names, "not_after": rfc3339(p.not_after)}),
         );
-        if p.not_after - now < EXPIRY_WARNING_SECS {
+        if p.not_after < now || p.not_before > now {
+            tracing::error!(listener = %t.listener(), name = %p.label, not_before = %rfc3339(p.not_before), not_after = %rfc3339(p.not_after), "certificate is not valid now: clients will refuse it");
+            events.emit(
+                "certificate_invalid_now",
+                "",
+                None,
+                json!({"listener": t.listener(), "name": p.label, "not_before": rfc3339(p.not_before), "not_after": rfc3339(p.not_after)}),
+            );
+        } else if p.not_after - now < EXPIRY_WARNING_SECS {
             tracing::warn!(listener = %t.listener(), name = %p.label, not_after = %rfc3339(p.not_after), "certificate expires within 14 days");
             events.emit(
                 "certificate_expiring",
