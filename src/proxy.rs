@@ -250,7 +250,16 @@ async fn forward(
     let match_path = canon.match_path.as_deref().unwrap_or(req.uri().path());
     let matched = snap
         .routes
-        .find(host, match_path, req.method(), req.headers())
+        .find_with_cert(
+            host,
+            match_path,
+            req.method(),
+            req.headers(),
+            ctx.tls
+                .as_ref()
+                .and_then(|t| t.client_cert.as_ref())
+                .map(|c| (&*c.subject, c.sans.as_slice())),
+        )
         .ok_or(ProxyError::NoRoute)?;
     if let Some(r) = rec.as_deref_mut() {
         r.route = Some(matched.route.name.clone());

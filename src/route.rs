@@ -53,6 +53,7 @@ pub struct Route {
     pub strip_prefix: bool,
     pub retry_non_idempotent: bool,
     ignore_case: bool,
+    client_cert: Option<gatehouse_config::schema::ClientCertMatch>,
     /// The table's order: `gatehouse_config::shadow::specificity`, shared with the check that
     /// refuses routes that can never match.
     rank: Specificity,
@@ -99,8 +100,24 @@ impl RouteTable {
         method: &Method,
         headers: &HeaderMap,
     ) -> Option<Matched<'t, 'p>> {
+        self.find_with_cert(host, path, method, headers, None)
+    }
+
+    /// [`RouteTable::find`] for a connection with this verified client certificate (subject,
+    /// subjectAltNames), or none.
+    pub fn find_with_cert<'t, 'p>(
+        &'t self,
+        host: &str,
+        path: &'p str,
+        method: &Method,
+        headers: &HeaderMap,
+        cert: Option<(&str, &[String])>,
+    ) -> Option<Matched<'t, 'p>> {
         let host = strip_port(host);
         for r in &self.routes {
+            if r.client_cert.as_ref().is_some_and(|c| !c.matches(cert)) {
+                continue;
+            }
             if !host_matches(&r.host, host) {
                 continue;
             }
@@ -170,6 +187,7 @@ fn compile(index: usize, c: &RouteConfig) -> Route {
         strip_prefix: c.strip_prefix,
         retry_non_idempotent: c.retry_non_idempotent,
         ignore_case: m.ignore_case,
+        client_cert: m.client_cert.clone(),
         rank: gatehouse_config::shadow::specificity(m),
     }
 }

@@ -498,3 +498,47 @@ async fn fetch(addr: std::net::SocketAddr, c: &Client<'_>, path: &str) -> (u16, 
     let mut s = pki::connect(addr, "a.test", c).await.unwrap();
     pki::get(&mut s, "a.test", path).await
 }
+
+#[tokio::test]
+async fn routes_match_on_the_client_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Pki::new(dir.path(), "ca");
+    let a = ca.leaf("a", &["a.test"]);
+    let alice = ca.client("alice", "alice");
+    let bob = ca.client("bob", "bob");
+    let (anyone, certified, alices) = (
+        FakeUpstream::start("anyone").await,
+        FakeUpstream::start("certified").await,
+        FakeUpstream::start("alice").await,
+    );
+    let yaml = format!(
+        "listeners:\n  - name: https\n    address: 127.0.0.1:0\n    tls:\n      certificates: [{{cert: '{}', key: '{}'}}]\n      client_auth: {{ca: '{}', mode: optional}}\nclusters:\n  - {{name: anyone, endpoints: [{{address: '{}'}}]}}\n  - {{name: certified, endpoints: [{{address: '{}'}}]}}\n  - {{name: alice, endpoints: [{{address: '{}'}}]}}\nroutes:\n  - {{name: public, cluster: anyone}}\n  - {{name: partners, match: {{client_cert: {{present: true}}}}, cluster: certified}}\n  - {{name: alice, match: {{client_cert: {{subject: 'CN=alice'}}}}, cluster: alice}}\n",
+        a.cert.display(),
+        a.key.display(),
+        ca.ca_file("ca").display(),
+        anyone.addr(),
+        certified.addr(),
+        alices.addr()
+    );
+    let gw = TestGateway::start(&yaml).await;
+    let anonymous = Client::default();
+    let as_alice = Client {
+        identity: Some((&alice.cert_pem, &alice.key_pem)),
+        ..Client::default()
+    };
+    let as_bob = Client {
+        identity: Some((&bob.cert_pem, &bob.key_pem)),
+        ..Client::default()
+    };
+    for (c, backend) in [
+        (&anonymous, &anyone),
+        (&as_bob, &certified),
+        (&as_alice, &alices),
+    ] {
+        let before = backend.hits();
+        let (status, text) = fetch(gw.addr(), c, "/x").await;
+        assert_eq!(status, 200, "{text}");
+        assert_eq!(backend.hits(), before + 1, "{}", backend.name());
+    }
+    gw.shutdown(Duration::from_secs(2)).await;
+}

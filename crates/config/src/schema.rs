@@ -526,6 +526,41 @@ pub struct RouteMatch {
     /// `/ADMIN` as `/admin`). Default false.
     #[serde(default)]
     pub ignore_case: bool,
+    /// The connection's verified client certificate (a TLS listener with `client_auth`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert: Option<ClientCertMatch>,
+}
+
+/// `match.client_cert`: every condition given must hold.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[serde(deny_unknown_fields)]
+pub struct ClientCertMatch {
+    /// `true`: the connection has a verified client certificate; `false`: it has none.
+    #[serde(default)]
+    pub present: Option<bool>,
+    /// The certificate's subject, as the access log writes it (`CN=alice, O=Example`).
+    #[serde(default)]
+    pub subject: Option<String>,
+    /// One of the certificate's subjectAltNames (DNS name, URI or e-mail address).
+    #[serde(default)]
+    pub san: Option<String>,
+}
+
+impl ClientCertMatch {
+    /// Whether a connection's certificate (`subject`, `sans`), or its absence, matches.
+    pub fn matches(&self, cert: Option<(&str, &[String])>) -> bool {
+        match cert {
+            None => self.present != Some(true) && self.subject.is_none() && self.san.is_none(),
+            Some((subject, sans)) => {
+                self.present != Some(false)
+                    && self.subject.as_deref().is_none_or(|s| s == subject)
+                    && self
+                        .san
+                        .as_deref()
+                        .is_none_or(|s| sans.iter().any(|x| x == s))
+            }
+        }
+    }
 }
 
 mod defaults {

@@ -53,7 +53,14 @@ pub fn specificity(m: &RouteMatch) -> Specificity {
         Path::Prefix(p) => (1, p.len()),
         Path::Any => (0, 0),
     };
-    Specificity(hk, hl, pk, pl, m.headers.len(), !m.methods.is_empty())
+    // Client-certificate conditions rank like header matches; naming a subject or SAN is
+    // narrower than asking for any certificate.
+    let cert = m.client_cert.as_ref().map_or(0, |c| {
+        usize::from(c.present.is_some())
+            + 2 * (usize::from(c.subject.is_some()) + usize::from(c.san.is_some()))
+    });
+    let headers = m.headers.len() + cert;
+    Specificity(hk, hl, pk, pl, headers, !m.methods.is_empty())
 }
 
 /// Whether `a` wins over `b` for a request both match (`i < j` are their config positions).
@@ -186,8 +193,11 @@ pub fn covers(a: &RouteMatch, b: &RouteMatch) -> bool {
             .iter()
             .any(|(bk, bv)| bk.eq_ignore_ascii_case(k) && bv == v)
     });
+    // A certificate condition covers only the same condition.
+    let cert = a.client_cert.is_none() || a.client_cert == b.client_cert;
     methods
         && headers
+        && cert
         && host_covers(&a.host, &b.host)
         && path_covers(&path_of(a), &path_of(b), a.ignore_case)
 }
