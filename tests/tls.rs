@@ -408,6 +408,27 @@ fn gatehouse_check_reads_the_files_and_names_the_field() {
     );
     assert!(out.contains("expired"), "{out}");
     assert!(out.contains("gw.yaml:5:"), "the line of the field: {out}");
+    // Certificate conditions with no listener verifying client certificates: warned; an empty
+    // condition: refused.
+    let plain = format!(
+        "listeners: [{{name: p, address: '127.0.0.1:0'}}]\nclusters: [{{name: c, endpoints: [{{address: '{up}'}}]}}]\nroutes:\n  - {{name: r, match: {{client_cert: {{present: true}}}}, cluster: c}}\n"
+    );
+    std::fs::write(&path, &plain).unwrap();
+    let (ok, out) = check(&path);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains(
+            "routes[0].match.client_cert: warning: no listener verifies client certificates"
+        ),
+        "{out}"
+    );
+    std::fs::write(&path, plain.replace("{present: true}", "{}")).unwrap();
+    let (ok, out) = check(&path);
+    assert!(!ok);
+    assert!(
+        out.contains("give at least one of present, subject and san"),
+        "{out}"
+    );
     std::fs::write(&path, relative.replace("a.key", "missing.key")).unwrap();
     let (ok, out) = check(&path);
     assert!(!ok);

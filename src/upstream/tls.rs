@@ -96,6 +96,15 @@ impl Connector {
                     (Ok(chain), Ok(key)) if !chain.is_empty() => {
                         match builder.with_client_auth_cert(chain, key) {
                             Ok(c) => c,
+                            Err(rustls::Error::InconsistentKeys(_)) => {
+                                return Err(vec![(
+                                    "tls.client_cert".into(),
+                                    format!(
+                                    "{}: this private key does not belong to the certificate in {}",
+                                    pair.key, pair.cert
+                                ),
+                                )])
+                            }
                             Err(e) => {
                                 return Err(vec![(
                                     "tls.client_cert".into(),
@@ -160,7 +169,9 @@ impl Connector {
         match tokio::time::timeout(timeout, connect).await {
             Err(_) => Err(ProxyError::ConnectTimeout),
             Ok(Err(e)) => {
-                tracing::debug!(endpoint = %address, error = %e, "TLS handshake with the endpoint failed");
+                // The reason is only here (the client gets a bare 502): a wrong CA or SNI must
+                // be findable. The endpoint's breaker stops the flood when it keeps failing.
+                tracing::warn!(endpoint = %address, error = %e, "TLS handshake with the endpoint failed");
                 Err(ProxyError::UpstreamTls)
             }
             Ok(Ok(s)) => Ok(s),

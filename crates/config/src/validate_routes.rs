@@ -50,6 +50,19 @@ fn auth_of(r: &Route) -> Vec<String> {
 }
 
 pub fn validate_routes(c: &Config, p: &mut impl FnMut(String, String)) {
+    for (i, r) in c.routes.iter().enumerate() {
+        if let Some(m) = &r.matches.client_cert {
+            let at = format!("routes[{i}].match.client_cert");
+            if m.present.is_none() && m.subject.is_none() && m.san.is_none() {
+                p(at, "give at least one of present, subject and san".into());
+            } else if m.present == Some(false) && (m.subject.is_some() || m.san.is_some()) {
+                p(
+                    at,
+                    "present: false (no certificate) cannot also name a subject or san".into(),
+                );
+            }
+        }
+    }
     // Shadowed routes: another route matches every request this one does and always wins.
     for (j, i) in crate::shadow::shadowed(&c.routes) {
         p(
@@ -114,6 +127,45 @@ pub fn validate_routes(c: &Config, p: &mut impl FnMut(String, String)) {
 /// Clusters that routes with different authentication reach (by `cluster` or a
 /// `cluster_from_path` allow list). Reported by `check` and logged at load; not errors.
 pub fn warnings(c: &Config) -> Vec<Problem> {
+    let mut out = client_cert_warnings(c);
+    out.extend(reach_warnings(c));
+    out
+}
+
+/// Client-certificate conditions where no listener verifies client certificates: they could
+/// never hold (a route that never matches, an auth filter that always answers 401).
+fn client_cert_warnings(c: &Config) -> Vec<Problem> {
+    let verified = c
+        .listeners
+        .iter()
+        .any(|l| l.tls.as_ref().is_some_and(|t| t.client_auth.is_some()));
+    if verified {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    let why = "no listener verifies client certificates (tls.client_auth), so this never sees one";
+    for (i, r) in c.routes.iter().enumerate() {
+        if r.matches.client_cert.is_some() {
+            out.push((format!("routes[{i}].match.client_cert"), why.to_string()));
+        }
+        for (j, f) in r.filters.iter().enumerate() {
+            if matches!(f, Filter::Auth(a) if a.client_cert.is_some()) {
+                out.push((
+                    format!("routes[{i}].filters[{j}].auth.client_cert"),
+                    why.to_string(),
+                ));
+            }
+        }
+    }
+    for (i, rl) in c.rate_limits.iter().enumerate() {
+        if rl.key.trim() == "client_cert" {
+            out.push((format!("rate_limits[{i}].key"), why.to_string()));
+        }
+    }
+    out
+}
+
+fn reach_warnings(c: &Config) -> Vec<Problem> {
     let mut reach: BTreeMap<&str, Vec<(usize, Vec<String>)>> = BTreeMap::new();
     for (i, r) in c.routes.iter().enumerate() {
         let auth = auth_of(r);
