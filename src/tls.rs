@@ -15,7 +15,6 @@ use gatehouse_config::tls::{ClientAuthMode, ListenerTls, TlsVersion};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::server::TlsStream;
 
@@ -287,10 +286,6 @@ impl Terminator {
 
     pub fn listener(&self) -> &str {
         &self.listener
-    }
-
-    pub fn handshake_timeout(&self) -> Duration {
-        self.state.load().cfg.handshake_timeout.0
     }
 }
 

@@ -374,6 +374,36 @@ async fn handshakes_are_counted_by_result_and_tls_1_3_only_refuses_1_2() {
     gw.shutdown(Duration::from_secs(2)).await;
 }
 
+#[tokio::test]
+async fn require_sni_refuses_a_handshake_without_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Pki::new(dir.path(), "ca");
+    let a = ca.leaf("a", &["a.test"]);
+    let up = FakeUpstream::start("up").await;
+    let gw = TestGateway::start(&tls_config(up.addr(), &[&a], "      require_sni: true\n")).await;
+    // An IP literal as the server name: the client sends no SNI.
+    assert!(pki::connect(gw.addr(), "127.0.0.1", &Client::default())
+        .await
+        .is_err());
+    assert_eq!(pki::served_cert(gw.addr(), "a.test").await, a.der);
+    let count = |result: &str| {
+        gw.gateway()
+            .runtime()
+            .metrics
+            .tls_handshakes
+            .get_or_create(&vec![
+                ("listener", "https".into()),
+                ("result", result.into()),
+            ])
+            .get()
+    };
+    eventually("counted", Duration::from_secs(5), || async {
+        (count("no_sni") == 1 && count("ok") == 1).then_some(())
+    })
+    .await;
+    gw.shutdown(Duration::from_secs(2)).await;
+}
+
 fn check(path: &Path) -> (bool, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
         .arg("check")
