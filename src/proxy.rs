@@ -372,6 +372,7 @@ async fn forward(
         &headers::Hop {
             forwarded_for: canon.client.forwarded_for.clone(),
             trusted: ctx.listener.edge.trusts(ctx.peer.ip()),
+            peer: ctx.peer.ip(),
             proto: if ctx.tls.is_some() { "https" } else { "http" },
             host: (!host.is_empty()).then_some(canon.host.header()),
             version: version_str(client_version),

@@ -129,7 +129,8 @@ const CASES: &[Case] = &[
             ("x-forwarded-proto", "http"),
             ("via", "1.1 gatehouse"),
         ],
-        not_seen: &["forwarded"],
+        // `forwarded` is replaced too: `host_is_preserved_and_forwarded_host_set` checks it.
+        not_seen: &[],
         status: 200,
         got: &[],
         not_got: &[],
@@ -222,6 +223,10 @@ async fn host_is_preserved_and_forwarded_host_set() {
     let seen = up.last_seen();
     assert_eq!(seen.headers["host"], "api.example.com");
     assert_eq!(seen.headers["x-forwarded-host"], "api.example.com");
+    assert_eq!(
+        seen.headers["forwarded"],
+        "for=127.0.0.1;host=api.example.com;proto=http"
+    );
 }
 
 #[tokio::test]
@@ -239,10 +244,16 @@ async fn trusted_proxy_forwarding_headers_are_kept_and_appended() {
         .header("x-forwarded-proto", "https")
         .header("x-forwarded-host", "shop.example")
         .header("via", "1.1 edge")
+        .header("forwarded", "for=203.0.113.7;proto=https")
         .send()
         .await
         .unwrap();
     let h = up.last_seen().headers;
+    let host = gw.addr().to_string();
+    assert_eq!(
+        h["forwarded"],
+        format!("for=203.0.113.7;proto=https, for=127.0.0.1;host=\"{host}\";proto=http").as_str()
+    );
     assert_eq!(h["x-forwarded-for"], "203.0.113.7, 127.0.0.1");
     assert_eq!(h["x-forwarded-proto"], "https");
     assert_eq!(h["x-forwarded-host"], "shop.example");

@@ -69,6 +69,10 @@ async fn sni_chooses_the_certificate_and_alpn_the_protocol() {
     let seen = up.last_seen();
     assert_eq!(seen.headers["x-forwarded-proto"], "https");
     assert_eq!(seen.headers["x-forwarded-host"], "x.b.test");
+    assert_eq!(
+        seen.headers["forwarded"],
+        "for=127.0.0.1;host=x.b.test;proto=https"
+    );
 
     // HTTP/2 when offered, on the same port and request path.
     let h2 = Client {

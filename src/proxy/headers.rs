@@ -1,8 +1,11 @@
 //! Header rewriting at the proxy boundary: hop-by-hop removal (RFC 9110 §7.6.1, including
 //! every header named in `Connection`) and the forwarding headers (`X-Forwarded-For/-Proto/
-//! -Host`, `Via`), believing a client's own forwarding headers only from trusted proxies.
+//! -Host`, RFC 7239 `Forwarded`, `Via`), believing a client's own forwarding headers only from
+//! trusted proxies.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use std::fmt::Write as _;
+use std::net::IpAddr;
 
 /// `Connection` first: [`strip_hop_by_hop`] reads its bit as "look for the names it lists".
 const HOP_BY_HOP: [HeaderName; 9] = [
@@ -115,6 +118,8 @@ pub struct Hop<'a> {
     pub forwarded_for: HeaderValue,
     /// Whether the peer is a trusted proxy (whose `X-Forwarded-Proto/-Host` are kept).
     pub trusted: bool,
+    /// The TCP peer: `for=` of the `Forwarded` element this hop appends.
+    pub peer: IpAddr,
     pub proto: &'static str,
     pub host: Option<&'a HeaderValue>,
     /// `1.0`, `1.1` or `2`: the client's protocol version, for `Via`.
@@ -122,7 +127,8 @@ pub struct Hop<'a> {
 }
 
 /// Sets `X-Forwarded-For` (as resolved), `X-Forwarded-Proto`, `X-Forwarded-Host` (kept from a
-/// trusted peer, else ours) and `Via`.
+/// trusted peer, else ours), `Forwarded` (a trusted peer's list plus our element, else ours
+/// alone) and `Via`.
 pub fn set_forwarding(h: &mut HeaderMap, hop: &Hop<'_>) {
     h.insert(X_FORWARDED_FOR, hop.forwarded_for.clone());
     if !hop.trusted || !h.contains_key(&X_FORWARDED_PROTO) {
@@ -138,8 +144,8 @@ pub fn set_forwarding(h: &mut HeaderMap, hop: &Hop<'_>) {
             }
         }
     }
-    // We do not write RFC 7239 `Forwarded`, nor the de-facto client and forwarding headers: an
-    // untrusted client's copies would only mislead a backend that reads them. Headers that make
+    // An untrusted client's `Forwarded` and de-facto client headers would only mislead a
+    // backend that reads them (ours replaces the first; the others go). Headers that make
     // some frameworks (IIS, Symfony, Zend) serve another path than the one the route matched go
     // whoever sent them. One pass over the names (a request has few) instead of a lookup each.
     let unwanted = |name: &str| {
@@ -152,6 +158,7 @@ pub fn set_forwarding(h: &mut HeaderMap, hop: &Hop<'_>) {
             h.remove(n);
         }
     }
+    set_rfc7239(h, hop);
     let ours = match hop.version {
         "1.0" => "1.0 gatehouse",
         "2" => "2 gatehouse",
@@ -167,6 +174,58 @@ pub fn set_forwarding(h: &mut HeaderMap, hop: &Hop<'_>) {
             h.insert(header::VIA, HeaderValue::from_static(ours));
         }
     }
+}
+
+/// Appends this hop's element (`for=peer;host=...;proto=...`, RFC 7239 §4) to a trusted peer's
+/// `Forwarded` list (all its lines folded into one), or writes it alone.
+fn set_rfc7239(h: &mut HeaderMap, hop: &Hop<'_>) {
+    let mut v = String::with_capacity(64);
+    if hop.trusted {
+        for prev in h.get_all(&FORWARDED) {
+            // A trusted proxy's line that is not visible ASCII cannot be folded into a string;
+            // dropping it loses only that proxy's claim.
+            if let Ok(prev) = prev.to_str() {
+                v.push_str(prev);
+                v.push_str(", ");
+            }
+        }
+    }
+    // An IPv6 node is a quoted `"[addr]"` (§6).
+    let _ = match hop.peer.to_canonical() {
+        IpAddr::V4(ip) => write!(v, "for={ip}"),
+        IpAddr::V6(ip) => write!(v, "for=\"[{ip}]\""),
+    };
+    if let Some(host) = hop.host.and_then(|h| h.to_str().ok()) {
+        v.push_str(";host=");
+        push_value(&mut v, host);
+    }
+    v.push_str(";proto=");
+    v.push_str(hop.proto);
+    match HeaderValue::from_str(&v) {
+        Ok(v) => {
+            h.insert(&FORWARDED, v);
+        }
+        Err(_) => {
+            h.remove(&FORWARDED);
+        }
+    }
+}
+
+/// A `Forwarded` value: a token as is, anything else (a `host:port` has a colon) quoted.
+fn push_value(out: &mut String, s: &str) {
+    let tchar = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    if !s.is_empty() && s.chars().all(tchar) {
+        out.push_str(s);
+        return;
+    }
+    out.push('"');
+    for c in s.chars() {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
 }
 
 #[cfg(test)]
@@ -266,6 +325,7 @@ mod tests {
                 "10.0.0.9"
             }),
             trusted,
+            peer: "10.0.0.9".parse().unwrap(),
             proto: "http",
             host: Some(&host),
             version: "1.1",
@@ -284,7 +344,10 @@ mod tests {
         assert_eq!(h.get("x-forwarded-for").unwrap(), "10.0.0.9");
         assert_eq!(h.get("x-forwarded-proto").unwrap(), "http");
         assert_eq!(h.get("x-forwarded-host").unwrap(), "api.example.com");
-        assert!(h.get("forwarded").is_none());
+        assert_eq!(
+            h.get("forwarded").unwrap(),
+            "for=10.0.0.9;host=api.example.com;proto=http"
+        );
         assert!(h.get("x-real-ip").is_none());
         assert!(h.get("x-original-url").is_none());
         assert_eq!(h.get("via").unwrap(), "1.1 edge, 1.1 gatehouse");
@@ -294,8 +357,44 @@ mod tests {
         assert_eq!(h.get("x-forwarded-for").unwrap(), "1.2.3.4, 10.0.0.9");
         assert_eq!(h.get("x-forwarded-proto").unwrap(), "https");
         assert_eq!(h.get("x-forwarded-host").unwrap(), "spoof.example");
-        assert_eq!(h.get("forwarded").unwrap(), "for=1.2.3.4");
+        assert_eq!(
+            h.get("forwarded").unwrap(),
+            "for=1.2.3.4, for=10.0.0.9;host=api.example.com;proto=http"
+        );
         assert_eq!(h.get("x-real-ip").unwrap(), "6.6.6.6");
         assert!(h.get("x-original-url").is_none());
+    }
+
+    #[test]
+    fn forwarded_quotes_what_is_not_a_token() {
+        let host = HeaderValue::from_static("[::1]:8443");
+        let mut h = map(&[("forwarded", "for=a"), ("forwarded", "for=b")]);
+        let hop = Hop {
+            forwarded_for: HeaderValue::from_static("::1"),
+            trusted: true,
+            peer: "2001:db8::7".parse().unwrap(),
+            proto: "https",
+            host: Some(&host),
+            version: "2",
+        };
+        set_forwarding(&mut h, &hop);
+        assert_eq!(
+            h.get("forwarded").unwrap(),
+            r#"for=a, for=b, for="[2001:db8::7]";host="[::1]:8443";proto=https"#
+        );
+        let mut h = HeaderMap::new();
+        set_forwarding(
+            &mut h,
+            &Hop {
+                host: None,
+                trusted: false,
+                peer: "::ffff:1.2.3.4".parse().unwrap(),
+                ..hop
+            },
+        );
+        assert_eq!(h.get("forwarded").unwrap(), "for=1.2.3.4;proto=https");
+        let mut s = String::new();
+        push_value(&mut s, r#"a"b\c"#);
+        assert_eq!(s, r#""a\"b\\c""#);
     }
 }
