@@ -235,12 +235,14 @@ impl Terminator {
     }
 
     /// Publishes `next` unless its files and settings are what is serving now. Returns whether
-    /// anything changed.
+    /// it is worth announcing: anything changed, or a refused reload is over.
     pub fn publish(&self, next: State) -> bool {
-        self.refused(Vec::new());
+        // Files put back as they were after a refusal change nothing served, but the operator
+        // who saw `certificate_reload_failed` needs to hear that they load again.
+        let recovered = self.refused(Vec::new());
         let now = self.state.load();
         if now.fingerprint == next.fingerprint && now.cfg == next.cfg {
-            return false;
+            return recovered;
         }
         self.state.store(Arc::new(next));
         true

@@ -172,6 +172,23 @@ async fn hsts_on_tls_and_a_plain_listener_that_redirects_to_https() {
     gw.shutdown(Duration::from_secs(2)).await;
 }
 
+/// The next event named `name`, within 10 s.
+async fn next_event(
+    events: &mut tokio::sync::broadcast::Receiver<std::sync::Arc<serde_json::Value>>,
+    name: &str,
+) -> std::sync::Arc<serde_json::Value> {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let e = events.recv().await.unwrap();
+            if e["event"] == name {
+                return e;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no {name} event within 10 s"))
+}
+
 #[tokio::test]
 async fn a_certificate_swap_keeps_open_connections_and_serves_new_handshakes() {
     use futures_util::{SinkExt, StreamExt};
@@ -215,16 +232,7 @@ async fn a_certificate_swap_keeps_open_connections_and_serves_new_handshakes() {
     let mut events = gw.gateway().runtime().events.subscribe();
     let other = ca.leaf("other", &["a.test"]);
     pki::write_atomically(&new.key, &other.key_pem);
-    let refusal = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            let e = events.recv().await.unwrap();
-            if e["event"] == "certificate_reload_failed" {
-                return e;
-            }
-        }
-    })
-    .await
-    .expect("the refusal is announced");
+    let refusal = next_event(&mut events, "certificate_reload_failed").await;
     assert_eq!(refusal["listener"], "https");
     let why = refusal["errors"][0].as_str().unwrap();
     assert!(
@@ -234,6 +242,12 @@ async fn a_certificate_swap_keeps_open_connections_and_serves_new_handshakes() {
     assert_eq!(pki::served_cert(addr, "a.test").await, new.der);
     let mut s = pki::connect(addr, "a.test", &client).await.unwrap();
     assert_eq!(pki::get(&mut s, "a.test", "/still").await.0, 200);
+
+    // The right key put back: nothing served changes, but the recovery is announced.
+    pki::write_atomically(&new.key, &new.key_pem);
+    let loaded = next_event(&mut events, "certificate_loaded").await;
+    assert_eq!(loaded["listener"], "https");
+    assert_eq!(pki::served_cert(addr, "a.test").await, new.der);
     gw.shutdown(Duration::from_secs(2)).await;
 }
 

@@ -30,8 +30,18 @@ pub fn load_pair(
     provider: &CryptoProvider,
 ) -> Result<Pair, String> {
     let chain = parse_certs(cert, cert_pem)?;
-    let key_der =
-        PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| pem_error(key, "private key", e))?;
+    let key_der = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| {
+        // rustls reads only unencrypted keys; an encrypted one would otherwise be "no key".
+        if matches!(e, rustls_pki_types::pem::Error::NoItemsFound)
+            && contains(key_pem, b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
+        {
+            format!(
+                "{key}: the private key is encrypted (a passphrase); decrypt it, e.g. `openssl pkey -in {key} -out {key}`"
+            )
+        } else {
+            pem_error(key, "private key", e)
+        }
+    })?;
     let certified = CertifiedKey::from_der(chain, key_der, provider).map_err(|e| match e {
         rustls::Error::InconsistentKeys(_) => {
             format!("{key}: this private key does not belong to the certificate in {cert}")
@@ -68,10 +78,25 @@ pub fn parse_certs(path: &str, pem: &[u8]) -> Result<Vec<CertificateDer<'static>
     Ok(certs)
 }
 
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
 fn pem_error(path: &str, what: &str, e: rustls_pki_types::pem::Error) -> String {
+    use rustls_pki_types::pem::Error;
+    // The crate's own wording prints marker lines as byte arrays; say them as text.
+    let text = |b: &[u8]| String::from_utf8_lossy(b).trim().to_string();
     match e {
-        rustls_pki_types::pem::Error::Io(e) => format!("{path}: cannot read file: {e}"),
-        rustls_pki_types::pem::Error::NoItemsFound => format!("{path}: no PEM {what} in the file"),
+        Error::Io(e) => format!("{path}: cannot read file: {e}"),
+        Error::NoItemsFound => format!("{path}: no PEM {what} in the file"),
+        Error::MissingSectionEnd { end_marker } => format!(
+            "{path}: not a valid PEM {what}: the file ends before its `-----END {}-----` line (half-written?)",
+            text(&end_marker)
+        ),
+        Error::IllegalSectionStart { line } => format!(
+            "{path}: not a valid PEM {what}: malformed `{}` line",
+            text(&line)
+        ),
         e => format!("{path}: not a valid PEM {what}: {e}"),
     }
 }
@@ -205,5 +230,36 @@ mod tests {
         assert_eq!(s.lookup("x.c.example.com"), None, "one label only");
         assert_eq!(s.lookup(".example.com"), None);
         assert_eq!(s.lookup("other.test"), None);
+    }
+
+    #[test]
+    fn pem_errors_say_what_is_wrong_in_words() {
+        let provider = rustls::crypto::aws_lc_rs::default_provider();
+        let cert = rcgen::generate_simple_self_signed(vec!["a.test".to_string()]).unwrap();
+        let cert_pem = cert.cert.pem();
+        let half = &cert_pem[..cert_pem.len() / 2];
+        let e = parse_certs("c.pem", half.as_bytes()).unwrap_err();
+        assert_eq!(
+            e,
+            "c.pem: not a valid PEM certificate: the file ends before its `-----END CERTIFICATE-----` line (half-written?)"
+        );
+        let encrypted =
+            "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIB\n-----END ENCRYPTED PRIVATE KEY-----\n";
+        let e = load_pair(
+            ("c.pem", cert_pem.as_bytes()),
+            ("k.pem", encrypted.as_bytes()),
+            &provider,
+        )
+        .err()
+        .unwrap();
+        assert!(e.starts_with("k.pem: the private key is encrypted"), "{e}");
+        let e = load_pair(
+            ("c.pem", cert_pem.as_bytes()),
+            ("k.pem", b"nothing"),
+            &provider,
+        )
+        .err()
+        .unwrap();
+        assert_eq!(e, "k.pem: no PEM private key in the file");
     }
 }
