@@ -1,8 +1,11 @@
 //! Route filters, run in order on the request before an endpoint is picked: authentication
 //! (API key or JWT) and rate limiting. An enum of built-in filters, not plugins. Filters may
-//! remove credentials from the request and add headers to whatever response goes back.
+//! remove credentials from the request and add headers to whatever response goes back. The
+//! cache filter is the exception: it wraps the trip to the backend (`proxy::cache`), so it
+//! runs after the others wherever it is listed.
 
 pub mod api_key;
+pub mod cache;
 pub mod jwt;
 pub mod limit;
 
@@ -27,6 +30,16 @@ pub enum Filter {
     ),
     RateLimit(Arc<Limiter>, LimitCounters),
     Fault(gatehouse_config::traffic::FaultFilter),
+    Cache(Arc<cache::RouteCache>),
+}
+
+impl Filter {
+    pub fn as_cache(&self) -> Option<&Arc<cache::RouteCache>> {
+        match self {
+            Filter::Cache(c) => Some(c),
+            _ => None,
+        }
+    }
 }
 
 /// A rate-limit filter's decision counters for its route, resolved when the snapshot is built.
@@ -188,6 +201,8 @@ pub async fn run(
                     }
                 }
             }
+            // Wraps the backend trip instead (`proxy::cache`).
+            Filter::Cache(_) => {}
             Filter::RateLimit(l, counters) => {
                 let key = l.key_for(parts, client, route, identity);
                 let delay = match l.check(&key, response_headers).await {

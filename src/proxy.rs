@@ -75,6 +75,7 @@ pub async fn handle(
             upstream_duration: None,
             retries: 0,
             error: None,
+            cache: None,
             tls: ctx.tls.as_ref().map(|t| t.facts.clone()),
         })
     });

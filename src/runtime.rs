@@ -62,6 +62,9 @@ pub struct Runtime {
     health_tasks: Mutex<HashMap<EndpointKey, HealthTask>>,
     limiter_state: Mutex<HashMap<Arc<str>, Arc<LocalStore>>>,
     redis: Mutex<Option<(gatehouse_config::traffic::Redis, Arc<RedisStore>)>>,
+    /// The cache's memory store, kept while `cache.memory.max_bytes` is unchanged.
+    cache_memory: Mutex<Option<(u64, Arc<crate::filter::cache::memory::Memory>)>>,
+    cache_coalescer: Arc<crate::filter::cache::coalesce::Coalescer>,
     sweeper: Mutex<Option<AbortHandle>>,
     pub access_log: Option<AccessLogSink>,
     pub events: Events,
@@ -108,6 +111,8 @@ impl Runtime {
             health_tasks: Mutex::new(HashMap::new()),
             limiter_state: Mutex::new(HashMap::new()),
             redis: Mutex::new(None),
+            cache_memory: Mutex::new(None),
+            cache_coalescer: Arc::default(),
             sweeper: Mutex::new(None),
             access_log,
             events,
@@ -152,7 +157,12 @@ impl Runtime {
         let tls = crate::tls::prepare(&config)?;
         let upstream_tls = snapshot::upstream_tls(&config)?;
         let limiters = self.build_limiters(&config);
-        let route_filters = filters::build(&config, &limiters, &self.metrics)?;
+        let caches = filters::CacheStores {
+            memory: self.cache_memory(&config),
+            redis: self.redis_store(&config),
+            coalescer: self.cache_coalescer.clone(),
+        };
+        let route_filters = filters::build(&config, &limiters, &self.metrics, &caches)?;
         self.keep_limiter_state(&limiters);
         let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
         let first = generation == 1;
@@ -269,8 +279,26 @@ impl Runtime {
         states.retain(|k, _| limiters.contains_key(k));
     }
 
+    /// The cache's memory store: the running one while its budget is unchanged (entries
+    /// survive reloads), a new, empty one when it changed.
+    pub fn cache_memory(&self, config: &Config) -> Arc<crate::filter::cache::memory::Memory> {
+        let max = config.cache.memory.max_bytes.0;
+        let mut cur = self.cache_memory.lock().unwrap_or_else(|p| p.into_inner());
+        match cur.as_ref() {
+            Some((m, store)) if *m == max => store.clone(),
+            _ => {
+                let store = Arc::new(crate::filter::cache::memory::Memory::new(
+                    max,
+                    &self.metrics,
+                ));
+                *cur = Some((max, store.clone()));
+                store
+            }
+        }
+    }
+
     /// The Redis store, kept (with its connection) while the `redis` section is unchanged.
-    fn redis_store(&self, config: &Config) -> Option<Arc<RedisStore>> {
+    pub fn redis_store(&self, config: &Config) -> Option<Arc<RedisStore>> {
         let cfg = config.redis.as_ref()?;
         let mut cur = self.redis.lock().unwrap_or_else(|p| p.into_inner());
         match cur.as_ref() {

@@ -139,6 +139,9 @@ pub struct AccessRecord {
     pub upstream_duration: Option<Duration>,
     pub retries: u32,
     pub error: Option<&'static str>,
+    /// The cache filter's result (`hit`, `miss`, `stale`, `revalidated`, `bypass`), on a route
+    /// that has one.
+    pub cache: Option<&'static str>,
     /// The connection's TLS, on a TLS listener (shared by its requests).
     pub tls: Option<Arc<TlsFacts>>,
 }
@@ -320,6 +323,10 @@ impl AccessRecord {
         push_int(out, u64::from(self.retries));
         out.extend_from_slice(b",\"error\":");
         json_opt(out, self.error);
+        if let Some(c) = self.cache {
+            out.extend_from_slice(b",\"cache\":");
+            json_str(out, c);
+        }
         if let Some(t) = &self.tls {
             out.extend_from_slice(b",\"tls_version\":");
             json_str(out, t.version);
@@ -374,6 +381,7 @@ mod tests {
             bytes_out: 1234567890123,
             upstream_duration: None,
             retries: 2,
+            cache: None,
             error: Some("no_eligible_endpoint"),
         }
     }

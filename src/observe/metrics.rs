@@ -52,6 +52,17 @@ pub struct Metrics {
     pub tls_certificate_expiry: Family<Labels, Gauge>,
     /// TLS handshakes, by listener and result (`ok` or why it failed).
     pub tls_handshakes: Family<Labels, Counter>,
+    /// Cache lookups, by route and result (`hit`, `miss`, `stale`, `revalidated`, `bypass`).
+    pub cache_lookups: Family<Labels, Counter>,
+    /// Responses stored, by route.
+    pub cache_stores: Family<Labels, Counter>,
+    /// Bytes and entries held by the memory store.
+    pub cache_memory_bytes: Gauge,
+    pub cache_memory_entries: Gauge,
+    /// Memory entries dropped, by cause (`size`: the budget; `expired`).
+    pub cache_evictions: Family<Labels, Counter>,
+    /// Redis cache operations that failed or timed out, by operation.
+    pub cache_redis_errors: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -87,6 +98,12 @@ impl Default for Metrics {
             log_dropped: Family::default(),
             tls_certificate_expiry: Family::default(),
             tls_handshakes: Family::default(),
+            cache_lookups: Family::default(),
+            cache_stores: Family::default(),
+            cache_memory_bytes: Gauge::default(),
+            cache_memory_entries: Gauge::default(),
+            cache_evictions: Family::default(),
+            cache_redis_errors: Family::default(),
             registry: Registry::default(),
         };
         r.register(
@@ -108,6 +125,36 @@ impl Default for Metrics {
             "upstream_request_duration_seconds",
             "Time from sending a try to its response head, by cluster",
             m.upstream_duration.clone(),
+        );
+        r.register(
+            "cache_lookups",
+            "Response cache lookups, by route and result",
+            m.cache_lookups.clone(),
+        );
+        r.register(
+            "cache_stores",
+            "Responses stored in the cache, by route",
+            m.cache_stores.clone(),
+        );
+        r.register(
+            "cache_memory_bytes",
+            "Bytes of entries in the memory cache",
+            m.cache_memory_bytes.clone(),
+        );
+        r.register(
+            "cache_memory_entries",
+            "Keys in the memory cache",
+            m.cache_memory_entries.clone(),
+        );
+        r.register(
+            "cache_evictions",
+            "Memory cache entries dropped, by cause (size, expired)",
+            m.cache_evictions.clone(),
+        );
+        r.register(
+            "cache_redis_errors",
+            "Redis cache operations that failed or timed out, by operation",
+            m.cache_redis_errors.clone(),
         );
         r.register(
             "requests_in_flight",

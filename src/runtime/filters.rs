@@ -2,6 +2,7 @@
 //! built (its policy or issuer is missing, its key file cannot be read) is an error for the
 //! whole config, never a filter that silently vanishes from its route.
 
+use crate::filter::cache::{coalesce::Coalescer, memory::Memory, RouteCache};
 use crate::filter::limit::Limiter;
 use crate::filter::{api_key::ApiKeyAuth, jwt::JwtAuth, Filter, LimitCounters};
 use crate::observe::metrics::Metrics;
@@ -11,12 +12,20 @@ use gatehouse_config::Config;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+/// The stores cache filters use; they outlive snapshots (entries survive reloads).
+pub struct CacheStores {
+    pub memory: Arc<Memory>,
+    pub redis: Option<Arc<crate::filter::limit::redis_store::RedisStore>>,
+    pub coalescer: Arc<Coalescer>,
+}
+
 /// Each route's filters, by the route's position in the config; or every filter that could not
 /// be built, each named by its field path.
 pub fn build(
     config: &Config,
     limiters: &HashMap<Arc<str>, Arc<Limiter>>,
     metrics: &Metrics,
+    caches: &CacheStores,
 ) -> Result<Vec<Vec<Filter>>, Vec<Problem>> {
     let mut errors = Vec::new();
     let mut routes = Vec::with_capacity(config.routes.len());
@@ -24,6 +33,16 @@ pub fn build(
         let mut built = Vec::with_capacity(r.filters.len());
         let auth = Arc::new(crate::observe::metrics::AuthCounters::new(metrics, &r.name));
         for (j, f) in r.filters.iter().enumerate() {
+            if let FilterConfig::Cache(c) = f {
+                built.push(Filter::Cache(Arc::new(RouteCache::new(
+                    &r.name,
+                    c,
+                    (caches.memory.clone(), caches.redis.clone()),
+                    caches.coalescer.clone(),
+                    metrics,
+                ))));
+                continue;
+            }
             match build_one(f, (&r.name, &auth), config, limiters, metrics) {
                 Ok(f) => built.push(f),
                 Err(e) => errors.push((format!("routes[{i}].filters[{j}]"), e)),
@@ -52,7 +71,13 @@ pub fn preflight(config: &Config) -> Vec<Problem> {
             )
         })
         .collect();
-    build(config, &limiters, &Metrics::default())
+    let metrics = Metrics::default();
+    let caches = CacheStores {
+        memory: Arc::new(Memory::new(1 << 20, &metrics)),
+        redis: None,
+        coalescer: Arc::default(),
+    };
+    build(config, &limiters, &metrics, &caches)
         .err()
         .unwrap_or_default()
 }
@@ -86,6 +111,7 @@ fn build_one(
             };
             Ok(Filter::RateLimit(limiter, counters))
         }
+        FilterConfig::Cache(_) => Err("the cache filter is built by the caller".into()),
         FilterConfig::Fault(f) => {
             if f.abort.is_none() && f.delay.is_none() {
                 return Err("a fault filter needs abort or delay".into());

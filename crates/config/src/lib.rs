@@ -5,6 +5,7 @@
 //! [`position::PositionIndex`]. `gatehouse check` and every (re)load use [`load_str`], so they
 //! can never disagree. No tokio, no hyper, no network.
 
+pub mod cache;
 pub mod edge;
 pub mod normalize;
 pub mod policy;

@@ -33,6 +33,9 @@ pub struct Config {
     /// How the authenticated consumer reaches backends, and which client headers are removed.
     #[serde(default)]
     pub identity: crate::traffic::IdentityHeaders,
+    /// The response cache's shared settings (the memory budget).
+    #[serde(default)]
+    pub cache: crate::cache::CacheSettings,
 }
 
 impl Config {

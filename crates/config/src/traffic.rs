@@ -145,6 +145,8 @@ pub enum Filter {
     RateLimit(String),
     /// Fault injection for resilience testing.
     Fault(FaultFilter),
+    /// Response caching (runs after the route's auth and rate-limit filters).
+    Cache(crate::cache::CacheFilter),
 }
 
 /// `fault: { abort: 503, percent: 10 }` or `fault: { delay: 200ms, percent: 5 }`.

@@ -118,7 +118,7 @@ pub fn validate_routes(c: &Config, p: &mut impl FnMut(String, String)) {
                     ),
                     _ => {}
                 },
-                Filter::Fault(_) => {}
+                Filter::Fault(_) | Filter::Cache(_) => {}
             }
         }
     }

@@ -21,6 +21,11 @@ pub fn apply_env_overrides(c: &mut Config) -> Vec<String> {
 }
 
 pub fn validate_traffic(c: &Config, p: &mut impl FnMut(String, String)) {
+    let mut problems = Vec::new();
+    crate::cache::validate_settings(&c.cache, &mut problems);
+    for (path, msg) in problems {
+        p(path, msg);
+    }
     let mut names = HashSet::new();
     let mut digests = HashSet::new();
     for (i, con) in c.consumers.iter().enumerate() {
@@ -218,6 +223,19 @@ pub fn validate_traffic(c: &Config, p: &mut impl FnMut(String, String)) {
                     );
                 }
                 Filter::RateLimit(_) => {}
+                Filter::Cache(f) => {
+                    let mut problems = Vec::new();
+                    crate::cache::validate_filter(f, &at, c.redis.is_some(), &mut problems);
+                    for (path, msg) in problems {
+                        p(path, msg);
+                    }
+                    if r.filters[..j].iter().any(|f| matches!(f, Filter::Cache(_))) {
+                        p(
+                            format!("{at}.cache"),
+                            "a route has at most one cache filter".into(),
+                        );
+                    }
+                }
                 Filter::Fault(f) => {
                     if f.abort.is_none() == f.delay.is_none() {
                         p(

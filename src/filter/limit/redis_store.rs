@@ -4,6 +4,8 @@
 //! section's deadline (default 20 ms). The caller decides what an error means
 //! (`on_redis_error`).
 //!
+//! The response cache uses the same connection ([`RedisStore::run`]).
+//!
 //! A breaker on the connection itself: after [`TRIP_AFTER`] failures in a row, checks fail at
 //! once (no waiting out the deadline on every request) while a background task pings Redis
 //! with a doubling backoff (1 s … 30 s) and closes the breaker when it answers.
@@ -175,6 +177,32 @@ impl RedisStore {
             }
             wait = (wait * 2).min(PROBE_MAX);
         }
+    }
+
+    /// Runs one command (the response cache's GET, SET, DEL, SCAN) under the same breaker,
+    /// with the section's deadline but at least 50 ms (an entry can be a megabyte).
+    pub async fn run<T: redis::FromRedisValue>(
+        self: &Arc<Self>,
+        cmd: &redis::Cmd,
+    ) -> Result<T, String> {
+        if self.is_open() {
+            return Err("redis breaker open".into());
+        }
+        let deadline = self.timeout.max(Duration::from_millis(50));
+        let work = async {
+            let mut conn = self.connection().await?;
+            cmd.query_async::<T>(&mut conn)
+                .await
+                .map_err(|e| e.to_string())
+        };
+        let r = tokio::time::timeout(deadline, work)
+            .await
+            .unwrap_or_else(|_| Err(format!("no answer within {deadline:?}")));
+        match &r {
+            Ok(_) => self.succeeded(),
+            Err(_) => self.failed(),
+        }
+        r
     }
 
     /// One atomic check for `key` under `policy`; fails at once while the breaker is open.
