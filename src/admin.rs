@@ -121,6 +121,7 @@ pub fn router(state: AdminState) -> Router {
             post(handlers::fault),
         )
         .route("/reload", post(handlers::reload))
+        .route("/cache", axum::routing::delete(handlers::purge_cache))
         .route("/events", get(handlers::events))
         .route("/metrics", get(handlers::metrics))
         .layer(middleware::from_fn_with_state(state.clone(), guard::token))

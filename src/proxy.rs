@@ -4,6 +4,7 @@
 //! one access-log line when its response body ends.
 
 pub mod attempt;
+pub mod cache;
 pub mod headers;
 
 use crate::body::Body;
@@ -309,6 +310,16 @@ async fn forward(
         .route_filters
         .get(route.index)
         .map_or(&[][..], Vec::as_slice);
+    // The cache filter wraps the backend trip (`proxy::cache`); never for an upgrade.
+    let route_cache = filters
+        .iter()
+        .find_map(crate::filter::Filter::as_cache)
+        .filter(|_| {
+            req.version() != Version::HTTP_11 || headers::upgrade_protocol(req.headers()).is_none()
+        })
+        .cloned();
+    let had_authorization =
+        route_cache.is_some() && req.headers().contains_key(header::AUTHORIZATION);
     let mut consumer = None;
     if !filters.is_empty() {
         let mut identity = crate::filter::Identity::default();
@@ -331,6 +342,31 @@ async fn forward(
         }
         outcome?;
         consumer = identity.consumer;
+    }
+    let mut cache_plan = None;
+    if let Some(c) = &route_cache {
+        let (mut parts, body) = req.into_parts();
+        let scheme = if ctx.tls.is_some() { "https" } else { "http" };
+        let before = cache::before(
+            c,
+            &mut parts,
+            (scheme, host),
+            consumer.as_deref(),
+            had_authorization,
+        )
+        .await;
+        req = Request::from_parts(parts, body);
+        match before {
+            cache::Before::Serve(resp, lookup) => {
+                c.count(lookup);
+                if let Some(r) = rec.as_deref_mut() {
+                    r.cache = Some(lookup.as_str());
+                }
+                return Ok(resp);
+            }
+            cache::Before::Forward(p) => cache_plan = Some((p, None)),
+            cache::Before::Background(stale, p) => cache_plan = Some((p, Some(stale))),
+        }
     }
     let key = cluster
         .balancer
@@ -449,6 +485,38 @@ async fn forward(
         return forward_upgrade(ctx, cluster, parts, body, up, rec).await;
     }
 
+    // A stale entry within `stale-while-revalidate` answers now; the revalidation goes on in
+    // its own task (a request without a body: nothing of the client's is needed for it).
+    if let Some((plan, Some(stale))) =
+        cache_plan.take_if(|(_, stale)| stale.is_some() && progress.is_none())
+    {
+        let out = attempt::Outgoing {
+            head: parts,
+            body,
+            allow_non_idempotent: matched_allows_non_idempotent,
+            key,
+            progress: &crate::body::NO_BODY,
+        };
+        let cluster = cluster.clone();
+        let events = ctx.runtime.events.clone();
+        tokio::spawn(async move {
+            let mut tries = attempt::Tries::default();
+            let result = attempt::run(&cluster, out, &events, &mut tries)
+                .await
+                .map(|a| {
+                    let (resp, held) = upstream_response(a);
+                    resp.map(|b| b.with_hold(Box::new(held)))
+                });
+            let _ = cache::finish(plan, result).await;
+        });
+        if let Some(c) = &route_cache {
+            c.count(crate::filter::cache::Lookup::Stale);
+        }
+        if let Some(r) = rec {
+            r.cache = Some(crate::filter::cache::Lookup::Stale.as_str());
+        }
+        return Ok(stale);
+    }
     let mut tries = attempt::Tries::default();
     let out = attempt::Outgoing {
         head: parts,
@@ -458,17 +526,46 @@ async fn forward(
         progress: progress.as_deref().unwrap_or(&crate::body::NO_BODY),
     };
     let result = attempt::run(cluster, out, &ctx.runtime.events, &mut tries).await;
-    if let Some(r) = rec {
+    if let Some(r) = rec.as_deref_mut() {
         r.endpoint = tries.last_endpoint.clone();
         r.retries = tries.retries;
         r.upstream_duration = (!tries.upstream.is_zero()).then_some(tries.upstream);
     }
-    let answer = result?;
-    let mut resp = answer.response;
+    let result = result.map(|a| {
+        let (resp, h) = upstream_response(a);
+        *held = Some(h);
+        resp
+    });
+    match (cache_plan, &route_cache) {
+        (Some((plan, _)), Some(c)) => {
+            let (result, lookup) = cache::finish(plan, result).await;
+            c.count(lookup);
+            if let Some(r) = rec {
+                r.cache = Some(lookup.as_str());
+            }
+            result
+        }
+        _ => result,
+    }
+}
+
+/// A try's answer as the client's response, and what it holds until its body ends.
+fn upstream_response(
+    a: attempt::Answer,
+) -> (
+    Response<Body>,
+    (
+        crate::cluster::endpoint::InFlight,
+        Option<crate::cluster::Slot>,
+    ),
+) {
+    let mut resp = a.response;
     headers::strip_hop_by_hop(resp.headers_mut(), None);
-    *held = Some((answer.in_flight, answer.cluster_slot));
-    let checkin = answer.checkin;
-    Ok(resp.map(|b| Body::stream(b).with_checkin(checkin)))
+    let checkin = a.checkin;
+    (
+        resp.map(|b| Body::stream(b).with_checkin(checkin)),
+        (a.in_flight, a.cluster_slot),
+    )
 }
 
 /// An upgrade (WebSocket): one try over a dedicated connection, then bytes both ways.

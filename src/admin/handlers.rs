@@ -354,3 +354,58 @@ pub async fn fault(
         e.set_fault(fault, &s.events);
     })
 }
+
+#[derive(serde::Deserialize)]
+pub struct PurgeQuery {
+    key: Option<String>,
+    prefix: Option<String>,
+    route: Option<String>,
+}
+
+/// `DELETE /cache?key=URL | prefix=URL-prefix [&route=NAME]`: forgets cached responses in
+/// memory and in Redis (when a route caches there). Nothing named: everything.
+pub async fn purge_cache(
+    State(s): State<AdminState>,
+    axum::extract::Query(q): axum::extract::Query<PurgeQuery>,
+) -> Response {
+    let bad = |msg: String| {
+        (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": msg, "status": 400})),
+        )
+            .into_response()
+    };
+    if q.key.is_some() && q.prefix.is_some() {
+        return bad("give key or prefix, not both".into());
+    }
+    let snap = s.runtime.snapshot();
+    let config = &snap.config;
+    if let Some(r) = &q.route {
+        if !config.routes.iter().any(|x| &x.name == r) {
+            return bad(format!("no route named {r:?}"));
+        }
+    }
+    let uses_redis = config.routes.iter().flat_map(|r| &r.filters).any(|f| {
+        matches!(f, gatehouse_config::traffic::Filter::Cache(c)
+            if c.store != gatehouse_config::cache::CacheStore::Memory)
+    });
+    let redis = if uses_redis {
+        s.runtime.redis_store(config)
+    } else {
+        None
+    };
+    let purge = crate::filter::cache::Purge {
+        key: q.key.as_deref(),
+        prefix: q.prefix.as_deref(),
+        route: q.route.as_deref(),
+    };
+    match crate::filter::cache::purge(&s.runtime.cache_memory(config), redis.as_ref(), &purge).await
+    {
+        Ok(n) => Json(json!({"purged": n})).into_response(),
+        Err(e) => (
+            StatusCode::BAD_GATEWAY,
+            Json(json!({"error": format!("redis: {e}"), "status": 502})),
+        )
+            .into_response(),
+    }
+}

@@ -80,6 +80,8 @@ struct Shared {
     accepted: AtomicU64,
     open: AtomicI64,
     seen: Mutex<Vec<Seen>>,
+    /// 304s answered to a matching `If-None-Match`.
+    not_modified: AtomicU64,
 }
 
 pub struct FakeUpstream {
@@ -101,6 +103,7 @@ impl FakeUpstream {
             accepted: AtomicU64::new(0),
             open: AtomicI64::new(0),
             seen: Mutex::new(Vec::new()),
+            not_modified: AtomicU64::new(0),
         });
         let addr = listener.local_addr().expect("local addr");
         let mut f = FakeUpstream {
@@ -159,6 +162,11 @@ impl FakeUpstream {
 
     pub fn hits(&self) -> u64 {
         self.shared.hits.load(Ordering::SeqCst)
+    }
+
+    /// Requests answered 304 because their `If-None-Match` named the configured `ETag`.
+    pub fn not_modified(&self) -> u64 {
+        self.shared.not_modified.load(Ordering::SeqCst)
     }
 
     /// Waits (up to 10 s) until the fake has seen at least `n` requests.
@@ -236,6 +244,7 @@ async fn handle(
     });
     let b = shared.behavior.lock().expect("lock").clone();
     let req_path = req.uri().path().to_string();
+    let req_headers = req.headers().clone();
     if !b.delay.is_zero() {
         tokio::time::sleep(b.delay).await;
     }
@@ -280,6 +289,25 @@ async fn handle(
         .iter()
         .find(|(p, _)| *p == path)
         .map_or(b.status, |(_, s)| *s);
+    // An origin that honours validators: the configured ETag and a matching If-None-Match
+    // make a bodiless 304 with the same headers.
+    let etag = b
+        .headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("etag"));
+    let revalidated = status == 200
+        && etag.is_some_and(|(_, tag)| {
+            req_headers
+                .get("if-none-match")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|inm| inm.split(',').any(|t| t.trim() == tag))
+        });
+    let (status, body) = if revalidated {
+        shared.not_modified.fetch_add(1, Ordering::SeqCst);
+        (304, full(Bytes::new()))
+    } else {
+        (status, body)
+    };
     let mut resp = Response::new(body);
     *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
     let h = resp.headers_mut();
