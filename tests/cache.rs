@@ -136,7 +136,8 @@ async fn what_a_shared_cache_must_not_store_or_reuse() {
     let up = FakeUpstream::start("up").await;
     let gw = TestGateway::start(&config(&up, "")).await;
     // (response headers, request headers, stored?)
-    let cases: &[(&[(&str, &str)], &[(&str, &str)], bool)] = &[
+    type Headers<'a> = &'a [(&'a str, &'a str)];
+    let cases: &[(Headers, Headers, bool)] = &[
         (&[("cache-control", "max-age=60")], &[], true),
         (&[("cache-control", "no-store, max-age=60")], &[], false),
         (&[("cache-control", "private, max-age=60")], &[], false),
