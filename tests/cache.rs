@@ -272,8 +272,30 @@ async fn head_uses_the_get_entry_and_unsafe_methods_invalidate() {
     );
     assert_eq!(head.headers["content-length"], "5");
     assert_eq!(up.hits(), 1);
+    // A Range request: a fresh entry answers in full (RFC 9110 lets Range be ignored); a miss
+    // goes as sent, If-Range included, and its 206 is not stored.
+    let full = get(&gw, "/h", &[("range", "bytes=0-1")]).await;
+    assert_eq!((full.status, full.body.as_str()), (200, "hello"));
+    let part = get(
+        &gw,
+        "/part",
+        &[("range", "bytes=0-1"), ("if-range", "\"v\"")],
+    )
+    .await;
+    assert_eq!(part.x_cache, "MISS");
+    let seen = up.last_seen();
+    assert_eq!(seen.headers["range"], "bytes=0-1");
+    assert_eq!(seen.headers["if-range"], "\"v\"");
+    assert_eq!(
+        get(&gw, "/part", &[]).await.x_cache,
+        "MISS",
+        "nothing stored"
+    );
+    assert_eq!(get(&gw, "/part", &[]).await.x_cache, "HIT");
+    let hits = up.hits();
     let post = send(&gw, reqwest::Method::POST, "/h", &[]).await;
     assert_eq!((post.status, post.x_cache.as_str()), (200, "BYPASS"));
+    assert_eq!(up.hits(), hits + 1, "an unsafe method always reaches the backend");
     assert_eq!(
         get(&gw, "/h", &[]).await.x_cache,
         "MISS",

@@ -36,8 +36,9 @@ pub enum Before {
 enum Kind {
     /// A GET: store what comes back.
     Fill,
-    /// A HEAD miss: forward, store nothing (a HEAD response has no body).
-    Head,
+    /// A HEAD or a Range request: answered from a fresh entry, else forwarded as sent with
+    /// nothing stored (a HEAD response has no body, a 206 only part of one).
+    Pass,
     /// An unsafe method: forget the resource when it succeeds.
     Invalidate,
     /// Nothing to do but say so.
@@ -74,8 +75,8 @@ pub async fn before(
 ) -> Before {
     let key = cache.key((scheme, host), &parts.uri, &parts.headers, consumer);
     let kind = match parts.method {
-        Method::GET => Kind::Fill,
-        Method::HEAD => Kind::Head,
+        Method::GET if !parts.headers.contains_key(header::RANGE) => Kind::Fill,
+        Method::GET | Method::HEAD => Kind::Pass,
         Method::POST | Method::PUT | Method::DELETE | Method::PATCH => Kind::Invalidate,
         _ => Kind::Bypass,
     };
@@ -238,6 +239,11 @@ fn stale_match(p: &Plan, now: SystemTime) -> Option<Arc<Entry>> {
 /// Sends the stale entry's validators (RFC 9111 §4.3.1) instead of the client's conditionals,
 /// which the cache answers itself; without an entry, none: a full response fills the cache.
 fn revalidation_headers(p: &mut Plan, parts: &mut http::request::Parts) {
+    // HEAD and Range requests go as sent (a Range without its If-Range would be answered
+    // with a part of something else).
+    if !matches!(p.kind, Kind::Fill) {
+        return;
+    }
     for h in [
         header::IF_NONE_MATCH,
         header::IF_MODIFIED_SINCE,
@@ -394,7 +400,7 @@ pub async fn finish(
             });
             return (result, Lookup::Bypass);
         }
-        Kind::Fill | Kind::Head => {}
+        Kind::Fill | Kind::Pass => {}
     }
     // The backend failed: a stale entry, if it and the filter allow.
     let failed = match &result {
@@ -417,14 +423,14 @@ pub async fn finish(
         }
     };
     // A 304 to the cache's own validators: the entry is good again.
-    if resp.status() == StatusCode::NOT_MODIFIED {
+    if resp.status() == StatusCode::NOT_MODIFIED && matches!(p.kind, Kind::Fill) {
         if let Some(e) = p.stale.clone() {
             let (head, _) = resp.into_parts();
             return revalidated(p, &e, head, now).await;
         }
     }
-    // A HEAD, or a 304 the cache did not ask for (it sent no validators): passed on.
-    if matches!(p.kind, Kind::Head) || resp.status() == StatusCode::NOT_MODIFIED {
+    // A HEAD or Range request, or a 304 the cache did not ask for: passed on.
+    if matches!(p.kind, Kind::Pass) || resp.status() == StatusCode::NOT_MODIFIED {
         return (Ok(marked(resp, "gatehouse; fwd=miss")), Lookup::Miss);
     }
     fill(p, resp, now).await
