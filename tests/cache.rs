@@ -295,7 +295,11 @@ async fn head_uses_the_get_entry_and_unsafe_methods_invalidate() {
     let hits = up.hits();
     let post = send(&gw, reqwest::Method::POST, "/h", &[]).await;
     assert_eq!((post.status, post.x_cache.as_str()), (200, "BYPASS"));
-    assert_eq!(up.hits(), hits + 1, "an unsafe method always reaches the backend");
+    assert_eq!(
+        up.hits(),
+        hits + 1,
+        "an unsafe method always reaches the backend"
+    );
     assert_eq!(
         get(&gw, "/h", &[]).await.x_cache,
         "MISS",

@@ -140,3 +140,58 @@ pub fn validate_settings(s: &CacheSettings, out: &mut Vec<Problem>) {
         ));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_cache_settings_are_named_by_field() {
+        let f = CacheFilter {
+            store: CacheStore::Tiered,
+            max_entry_bytes: ByteSize(0),
+            serve_stale_on_error: Dur::secs(0),
+            key: CacheKey {
+                headers: vec!["x ok".into()],
+                ignore_query: true,
+                ignore_query_params: vec!["utm".into()],
+                ..CacheKey::default()
+            },
+            coalesce_timeout: Dur::secs(0),
+        };
+        let mut out = Vec::new();
+        validate_filter(&f, "routes[0].filters[1]", false, &mut out);
+        let paths: Vec<&str> = out.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "routes[0].filters[1].cache.store",
+                "routes[0].filters[1].cache.max_entry_bytes",
+                "routes[0].filters[1].cache.coalesce_timeout",
+                "routes[0].filters[1].cache.key.headers[0]",
+                "routes[0].filters[1].cache.key.ignore_query_params",
+            ]
+        );
+        let mut out = Vec::new();
+        validate_filter(
+            &CacheFilter {
+                store: CacheStore::Redis,
+                ..default_filter()
+            },
+            "f",
+            true,
+            &mut out,
+        );
+        assert!(out.is_empty(), "{out:?}");
+    }
+
+    fn default_filter() -> CacheFilter {
+        CacheFilter {
+            store: CacheStore::Memory,
+            max_entry_bytes: defaults::max_entry_bytes(),
+            serve_stale_on_error: defaults::zero(),
+            key: CacheKey::default(),
+            coalesce_timeout: defaults::coalesce_timeout(),
+        }
+    }
+}
