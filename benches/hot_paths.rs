@@ -200,8 +200,100 @@ fn canonical(c: &mut Criterion) {
     });
 }
 
+/// The cache filter: building a key, and a whole fresh hit (key, memory lookup, RFC 9111
+/// freshness, the response head).
+fn cache(c: &mut Criterion) {
+    use gatehouse::filter::cache::{memory::Memory, RouteCache};
+    use gatehouse::proxy::cache::{before, finish, Before};
+    let metrics = gatehouse::observe::metrics::Metrics::default();
+    let cfg = |key: &str| -> gatehouse_config::cache::CacheFilter {
+        serde_json::from_str(&format!("{{\"key\": {key}}}")).unwrap()
+    };
+    let memory = std::sync::Arc::new(Memory::new(64 << 20, &metrics));
+    let plain = std::sync::Arc::new(RouteCache::new(
+        "r",
+        &cfg("{}"),
+        (memory.clone(), None),
+        Default::default(),
+        &metrics,
+    ));
+    let keyed = RouteCache::new(
+        "r",
+        &cfg(
+            r#"{"headers": ["x-tenant"], "consumer": true, "ignore_query_params": ["utm_source"]}"#,
+        ),
+        (memory, None),
+        Default::default(),
+        &metrics,
+    );
+    let req = || {
+        http::Request::get("/products/42?page=2&utm_source=mail")
+            .header("host", "api.example.com")
+            .header("x-tenant", "acme")
+            .header("accept", "application/json")
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0
+    };
+    let parts = req();
+    c.bench_function("cache/key", |b| {
+        b.iter(|| {
+            black_box(plain.key(
+                ("http", "api.example.com"),
+                &parts.uri,
+                &parts.headers,
+                None,
+            ))
+        })
+    });
+    c.bench_function("cache/key_with_header_and_consumer", |b| {
+        b.iter(|| {
+            black_box(keyed.key(
+                ("http", "api.example.com"),
+                &parts.uri,
+                &parts.headers,
+                Some("alice"),
+            ))
+        })
+    });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // Fill one entry the way the request path does.
+    rt.block_on(async {
+        let mut p = req();
+        let Before::Forward(plan) =
+            before(&plain, &mut p, ("http", "api.example.com"), None, false).await
+        else {
+            panic!("a miss first")
+        };
+        let resp = http::Response::builder()
+            .header("cache-control", "max-age=3600")
+            .header("content-type", "application/json")
+            .body(gatehouse::body::Body::full(bytes::Bytes::from_static(
+                b"{\"id\":42}",
+            )))
+            .unwrap();
+        let _ = finish(plan, Ok(resp)).await;
+    });
+    c.bench_function("cache/fresh_hit", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let mut p = req();
+                match before(&plain, &mut p, ("http", "api.example.com"), None, false).await {
+                    Before::Serve(r, _) => black_box(r),
+                    _ => panic!("a hit"),
+                }
+            })
+        })
+    });
+}
+
 criterion_group!(
     benches,
+    cache,
     canonical,
     route_match,
     pick,

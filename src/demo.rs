@@ -27,7 +27,8 @@ pub struct BackendSpec {
 
 /// Serves a demo backend on `listener` until the task is dropped.
 ///
-/// Besides answering with its name, it obeys `?status=NNN` and `?delay=250ms` so the demo can
+/// Besides answering with its name, it obeys `?status=NNN`, `?delay=250ms` and `?max_age=30`
+/// (a `Cache-Control: max-age`) so the demo can
 /// show local replies and timeouts.
 pub async fn serve_backend(listener: TcpListener, spec: BackendSpec) {
     let spec = Arc::new(spec);
@@ -91,6 +92,13 @@ async fn answer(
     );
     if let Ok(v) = http::HeaderValue::from_str(&spec.name) {
         h.insert("x-backend", v);
+    }
+    // `?max_age=30`: a cacheable answer, for the demo's cached route.
+    if let Some(v) = param("max_age")
+        .and_then(|s| s.parse::<u32>().ok())
+        .and_then(|n| http::HeaderValue::from_str(&format!("max-age={n}")).ok())
+    {
+        h.insert("cache-control", v);
     }
     Ok(resp)
 }
@@ -156,6 +164,11 @@ routes:
     match: { path_prefix: /api/slow }
     cluster: slow
     strip_prefix: true
+  - name: catalog            # cached: /api/catalog?max_age=30 twice is X-Cache MISS, then HIT
+    match: { path_prefix: /api/catalog }
+    cluster: stable
+    filters:
+      - cache: { serve_stale_on_error: 5m }
   - name: services           # GET /v1/proxy/{service}: the cluster is named in the path
     match: { path_template: "/v1/proxy/{service}/{*rest}" }
     cluster_from_path: { param: service, allow: [products, stable, flaky, slow] }

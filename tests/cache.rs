@@ -543,3 +543,52 @@ async fn entries_survive_a_reload_and_the_admin_purges_them() {
     assert_eq!(status, 400, "{body}");
     gw.shutdown(Duration::from_secs(2)).await;
 }
+
+/// The shipped binary: a hit, a 256 MiB body over the cap streamed with flat memory, and the
+/// last good answer while the backend is gone.
+#[tokio::test]
+async fn the_binary_caches_streams_big_bodies_flat_and_serves_stale() {
+    let mut up = FakeUpstream::start("up").await;
+    serve(
+        &up,
+        "good",
+        &[("cache-control", "max-age=60"), ("age", "59")],
+    );
+    let yaml =
+        config(&up, "serve_stale_on_error: 60s").replace("admin: {address: \"127.0.0.1:0\"}\n", "");
+    let gw = common::binary::Running::start(&yaml, &[]);
+    let url = |p: &str| format!("http://{}{p}", gw.addr);
+    let c = client();
+    let x_cache = |r: &reqwest::Response| r.headers()["x-cache"].to_str().unwrap().to_string();
+    let r = c.get(url("/g")).send().await.unwrap();
+    assert_eq!(x_cache(&r), "MISS");
+    let r = c.get(url("/g")).send().await.unwrap();
+    assert_eq!(x_cache(&r), "HIT");
+
+    up.set(Behavior {
+        mode: gatehouse_testkit::Mode::Stream(256 << 20),
+        headers: vec![("cache-control".into(), "max-age=60".into())],
+        ..Behavior::default()
+    });
+    let before = gw.peak_rss_kib();
+    let mut r = c.get(url("/huge")).send().await.unwrap();
+    let mut n = 0usize;
+    while let Some(chunk) = r.chunk().await.unwrap() {
+        n += chunk.len();
+    }
+    assert_eq!(n, 256 << 20);
+    let grew = gw.peak_rss_kib().saturating_sub(before);
+    assert!(
+        grew < 32 << 10,
+        "peak RSS grew {grew} KiB streaming 256 MiB"
+    );
+
+    up.stop().await;
+    let body = eventually("the stale answer", Duration::from_secs(5), || async {
+        let r = c.get(url("/g")).send().await.unwrap();
+        (x_cache(&r) == "STALE").then_some(r)
+    })
+    .await;
+    assert_eq!(body.status(), 200);
+    assert_eq!(body.text().await.unwrap(), "good");
+}

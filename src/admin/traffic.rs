@@ -1,5 +1,5 @@
-//! The per-second traffic summaries the dashboard draws: requests/s, errors/s, rate-limited/s
-//! and latency quantiles per route, tries/s and failures/s per cluster, computed from the
+//! The per-second traffic summaries the dashboard draws: requests/s, errors/s, rate-limited/s,
+//! latency quantiles and the cache hit ratio per route, tries/s and failures/s per cluster, computed from the
 //! snapshot's metric handles and broadcast as `traffic` events while someone listens.
 
 /// Once a second, while anyone listens on the event stream: requests/s and 5xx/s per route,
@@ -38,6 +38,15 @@ pub fn start(rt: std::sync::Weak<crate::runtime::Runtime>) {
                         .sum()
                 });
                 let (limited, _) = delta(format!("l/{}", r.name), (limited, 0));
+                // Cached routes: the share of this second's lookups answered from the cache.
+                let cache = snap
+                    .route_filters
+                    .get(i)
+                    .and_then(|fs| fs.iter().find_map(crate::filter::Filter::as_cache))
+                    .map(|c| delta(format!("k/{}", r.name), c.hit_totals()));
+                let hit_ratio = cache
+                    .filter(|(_, looked)| *looked > 0)
+                    .map(|(served, looked)| (1000 * served / looked) as f64 / 10.0);
                 let now = m.latency.snapshot();
                 let before = last_latency.insert(r.name.clone(), now).unwrap_or(now);
                 let ms = |q| {
@@ -50,6 +59,7 @@ pub fn start(rt: std::sync::Weak<crate::runtime::Runtime>) {
                         "requests_per_second": n,
                         "errors_per_second": e,
                         "rate_limited_per_second": limited,
+                        "cache_hit_ratio": hit_ratio,
                         "p50_ms": ms(0.5),
                         "p99_ms": ms(0.99),
                     }),

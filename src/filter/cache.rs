@@ -118,6 +118,14 @@ impl RouteCache {
         }
     }
 
+    /// Lookups answered from the cache (fresh, stale or revalidated), and all lookups but
+    /// bypasses: the hit ratio's two terms, as running totals.
+    pub fn hit_totals(&self) -> (u64, u64) {
+        let n = |l: Lookup| self.lookups[LOOKUPS.iter().position(|x| *x == l).unwrap_or(0)].get();
+        let served = n(Lookup::Hit) + n(Lookup::Stale) + n(Lookup::Revalidated);
+        (served, served + n(Lookup::Miss))
+    }
+
     pub fn count(&self, l: Lookup) {
         self.lookups[LOOKUPS.iter().position(|x| *x == l).unwrap_or(0)].inc();
     }

@@ -18,6 +18,7 @@ test("dashboard: clusters, charts, a fault drill seen live, the timeline", { tim
       await Promise.allSettled([
         fetch(demo.gateway + "/api/products"),
         fetch(demo.gateway + "/v1/proxy/stable/hello"),
+        fetch(demo.gateway + "/api/catalog?max_age=2"),
       ]);
       await new Promise((r) => setTimeout(r, 40));
     }
@@ -54,6 +55,10 @@ test("dashboard: clusters, charts, a fault drill seen live, the timeline", { tim
     }
     const points = await page.evaluate(() => window.__gatehouse.points);
     assert.ok(points >= 10, `charts received ${points} points`);
+    // The cached demo route: a hit ratio (a 2 s max-age: mostly hits, a miss every 2 s).
+    const ratios = await page.evaluate(() => window.__gatehouse.data.cache["catalog"].filter((v) => v !== null));
+    assert.ok(ratios.length >= 5 && ratios.some((v) => v > 50), `cache hit ratios: ${ratios}`);
+    assert.ok(await page.evaluate(() => window.__gatehouse.data.cache["products-api"].every((v) => v === null)), "an uncached route has no ratio");
     mkdirSync(join(root, "target"), { recursive: true });
     await page.screenshot({ path: join(root, "target", "dashboard.png"), fullPage: true });
     assert.deepEqual(errors, [], "no console errors");

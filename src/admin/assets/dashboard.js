@@ -17,7 +17,7 @@ const state = {
   charts: {},
   routes: [],
   points: 0,
-  data: { t: [], rps: {}, errors: {}, p50: {}, p99: {}, limited: {} },
+  data: { t: [], rps: {}, errors: {}, p50: {}, p99: {}, limited: {}, cache: {} },
 };
 window.__gatehouse = state; // read by the browser tests
 const WINDOW = 180; // seconds of history kept
@@ -102,6 +102,7 @@ function ensureCharts(routes) {
   state.charts.errors = makeChart("chart-errors", routes);
   state.charts.latency = makeChart("chart-latency", routes.flatMap((r) => [r + " p50", r + " p99"]));
   state.charts.limited = makeChart("chart-limited", routes);
+  state.charts.cache = makeChart("chart-cache", routes);
 }
 
 function onTraffic(ev) {
@@ -111,22 +112,24 @@ function onTraffic(ev) {
   d.t.push(Date.parse(ev.time) / 1000);
   for (const r of routes) {
     const x = ev.routes[r];
-    for (const k of ["rps", "errors", "p50", "p99", "limited"]) d[k][r] = d[k][r] || [];
+    for (const k of ["rps", "errors", "p50", "p99", "limited", "cache"]) d[k][r] = d[k][r] || [];
     d.rps[r].push(x.requests_per_second);
     d.errors[r].push(x.requests_per_second ? (100 * x.errors_per_second) / x.requests_per_second : 0);
     d.p50[r].push(x.p50_ms);
     d.p99[r].push(x.p99_ms);
     d.limited[r].push(x.rate_limited_per_second);
+    d.cache[r].push(x.cache_hit_ratio ?? null); // null: no cache, or no lookups that second
   }
   if (d.t.length > WINDOW) {
     d.t.shift();
-    for (const k of ["rps", "errors", "p50", "p99", "limited"]) for (const r of routes) d[k][r].shift();
+    for (const k of ["rps", "errors", "p50", "p99", "limited", "cache"]) for (const r of routes) d[k][r].shift();
   }
   const pad = (arr) => (arr.length < d.t.length ? Array(d.t.length - arr.length).fill(null).concat(arr) : arr);
   state.charts.rps.setData([d.t, ...routes.map((r) => pad(d.rps[r]))]);
   state.charts.errors.setData([d.t, ...routes.map((r) => pad(d.errors[r]))]);
   state.charts.latency.setData([d.t, ...routes.flatMap((r) => [pad(d.p50[r]), pad(d.p99[r])])]);
   state.charts.limited.setData([d.t, ...routes.map((r) => pad(d.limited[r]))]);
+  state.charts.cache.setData([d.t, ...routes.map((r) => pad(d.cache[r]))]);
   state.points = d.t.length;
   refreshClusters();
 }
