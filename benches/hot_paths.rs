@@ -207,7 +207,7 @@ fn cache(c: &mut Criterion) {
     use gatehouse::proxy::cache::{before, finish, Before};
     let metrics = gatehouse::observe::metrics::Metrics::default();
     let cfg = |key: &str| -> gatehouse_config::cache::CacheFilter {
-        serde_json::from_str(&format!("{{\"key\": {key}}}")).unwrap()
+        serde_json::from_str(&format!("{{\"key\": {key}}}")).expect("cache filter config")
     };
     let memory = std::sync::Arc::new(Memory::new(64 << 20, &metrics));
     let plain = std::sync::Arc::new(RouteCache::new(
@@ -232,7 +232,7 @@ fn cache(c: &mut Criterion) {
             .header("x-tenant", "acme")
             .header("accept", "application/json")
             .body(())
-            .unwrap()
+            .expect("request")
             .into_parts()
             .0
     };
@@ -260,7 +260,7 @@ fn cache(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .unwrap();
+        .expect("runtime");
     // Fill one entry the way the request path does.
     rt.block_on(async {
         let mut p = req();
@@ -275,7 +275,7 @@ fn cache(c: &mut Criterion) {
             .body(gatehouse::body::Body::full(bytes::Bytes::from_static(
                 b"{\"id\":42}",
             )))
-            .unwrap();
+            .expect("response");
         let _ = finish(plan, Ok(resp)).await;
     });
     c.bench_function("cache/fresh_hit", |b| {
