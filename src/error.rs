@@ -78,6 +78,8 @@ pub enum ProxyError {
     /// The endpoint's breaker opened while this try waited on it: the try was abandoned so it
     /// can go elsewhere (never sent to a client as such unless no endpoint is left).
     EndpointEjected,
+    /// `Cache-Control: only-if-cached` and the cache has nothing fresh: 504 (RFC 9111 §5.2.1.7).
+    NotCached,
 }
 
 /// nginx's "client closed request": logged when the client went away before the response.
@@ -119,6 +121,7 @@ impl ProxyError {
             ProxyError::ClusterOverloaded | ProxyError::EndpointEjected => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            ProxyError::NotCached => StatusCode::GATEWAY_TIMEOUT,
         }
     }
 
@@ -147,6 +150,7 @@ impl ProxyError {
             | ProxyError::Redirect { .. }
             | ProxyError::HttpsRedirect { .. }
             | ProxyError::Misdirected
+            | ProxyError::NotCached
             | ProxyError::Downstream(_) => Source::Downstream,
         }
     }
@@ -181,6 +185,7 @@ impl ProxyError {
             },
             ProxyError::ClusterOverloaded => "cluster_overloaded",
             ProxyError::EndpointEjected => "endpoint_ejected",
+            ProxyError::NotCached => "not_cached",
         }
     }
 
@@ -249,6 +254,9 @@ impl ProxyError {
             }
             ProxyError::EndpointEjected => {
                 "the endpoint was ejected while the request waited on it".into()
+            }
+            ProxyError::NotCached => {
+                "only-if-cached: the cache has no fresh response for this request".into()
             }
         }
     }

@@ -364,6 +364,13 @@ async fn forward(
                 }
                 return Ok(resp);
             }
+            cache::Before::Fail(e) => {
+                c.count(crate::filter::cache::Lookup::Miss);
+                if let Some(r) = rec.as_deref_mut() {
+                    r.cache = Some(crate::filter::cache::Lookup::Miss.as_str());
+                }
+                return Err(e);
+            }
             cache::Before::Forward(p) => cache_plan = Some((p, None)),
             cache::Before::Background(stale, p) => cache_plan = Some((p, Some(stale))),
         }

@@ -7,6 +7,7 @@
 pub mod coalesce;
 pub mod entry;
 pub mod memory;
+pub mod normalize;
 
 use crate::filter::limit::redis_store::RedisStore;
 use crate::observe::metrics::{Labels, Metrics};

@@ -49,6 +49,8 @@ pub struct Behavior {
     pub mode: Mode,
     /// Status overrides for exact paths (e.g. a failing `/healthz` while traffic succeeds).
     pub path_status: Vec<(String, u16)>,
+    /// The headers of a 304 (default: `headers`), for origins that send less on one.
+    pub not_modified_headers: Option<Vec<(String, String)>>,
 }
 
 impl Default for Behavior {
@@ -60,6 +62,7 @@ impl Default for Behavior {
             headers: Vec::new(),
             mode: Mode::Normal,
             path_status: Vec::new(),
+            not_modified_headers: None,
         }
     }
 }
@@ -290,18 +293,22 @@ async fn handle(
         .find(|(p, _)| *p == path)
         .map_or(b.status, |(_, s)| *s);
     // An origin that honours validators: the configured ETag and a matching If-None-Match
-    // make a bodiless 304 with the same headers.
-    let etag = b
-        .headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("etag"));
+    // (or the configured Last-Modified and an equal If-Modified-Since) make a bodiless 304.
+    let configured = |name: &str| {
+        b.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    };
+    let sent = |name: &str| req_headers.get(name).and_then(|v| v.to_str().ok());
     let revalidated = status == 200
-        && etag.is_some_and(|(_, tag)| {
-            req_headers
-                .get("if-none-match")
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|inm| inm.split(',').any(|t| t.trim() == tag))
-        });
+        && match (configured("etag"), sent("if-none-match")) {
+            (Some(tag), Some(inm)) => inm.split(',').any(|t| t.trim() == tag),
+            _ => {
+                configured("last-modified").is_some()
+                    && configured("last-modified") == sent("if-modified-since")
+            }
+        };
     let (status, body) = if revalidated {
         shared.not_modified.fetch_add(1, Ordering::SeqCst);
         (304, full(Bytes::new()))
@@ -312,7 +319,11 @@ async fn handle(
     *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
     let h = resp.headers_mut();
     h.insert("x-upstream", shared.name.parse().expect("header value"));
-    for (k, v) in &b.headers {
+    let headers = match (&b.not_modified_headers, revalidated) {
+        (Some(h), true) => h,
+        _ => &b.headers,
+    };
+    for (k, v) in headers {
         h.append(
             http::HeaderName::from_bytes(k.as_bytes()).expect("header name"),
             v.parse().expect("header value"),

@@ -1,6 +1,7 @@
-//! A stored response: its RFC 9111 policy (`http-cache-semantics`: the response head and the
-//! request headers it was chosen by), its body and the route that stored it; the variants of
-//! one key (different `Vary` values), and their byte encoding for Redis.
+//! A stored response: its head as the backend sent it (every line), its body, its RFC 9111
+//! policy (`http-cache-semantics` over the normalized heads: `normalize`), the route that
+//! stored it; the variants of one key (different `Vary` values), and their byte encoding for
+//! Redis.
 
 use bytes::Bytes;
 use http_cache_semantics::CachePolicy;
@@ -13,6 +14,9 @@ pub const MAX_VARIANTS: usize = 8;
 
 pub struct Entry {
     pub policy: CachePolicy,
+    pub status: http::StatusCode,
+    /// The response's header lines as received (hop-by-hop ones already gone).
+    pub head: http::HeaderMap,
     pub body: Bytes,
     pub route: Arc<str>,
     /// How long after `stored` a store keeps it: fresh, then stale but still useful
@@ -32,16 +36,10 @@ pub struct Entry {
 /// The stale windows and whether stale use is forbidden, from response `Cache-Control`.
 pub fn stale_rules(h: &http::HeaderMap) -> (Duration, Duration, bool) {
     let (mut swr, mut sie, mut no_stale) = (Duration::ZERO, Duration::ZERO, false);
-    let directives = h
-        .get_all(http::header::CACHE_CONTROL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','));
-    for d in directives {
-        let (name, value) = d.split_once('=').unwrap_or((d, ""));
+    for (name, value) in super::normalize::directives(h) {
         let secs =
-            || Duration::from_secs(value.trim().trim_matches('"').parse::<u64>().unwrap_or(0));
-        match name.trim().to_ascii_lowercase().as_str() {
+            || Duration::from_secs(value.as_deref().and_then(|v| v.parse().ok()).unwrap_or(0));
+        match name.as_str() {
             "stale-while-revalidate" => swr = secs(),
             "stale-if-error" => sie = secs(),
             "must-revalidate" | "proxy-revalidate" | "s-maxage" | "no-cache" => no_stale = true,
@@ -57,13 +55,15 @@ impl Entry {
     /// it has a validator (as long again as it was fresh, 1 minute to 1 day).
     pub fn new(
         policy: CachePolicy,
-        head: &http::HeaderMap,
+        (status, head): (http::StatusCode, http::HeaderMap),
         body: Bytes,
         route: Arc<str>,
         (now, ttl): (SystemTime, Duration),
         serve_stale_on_error: Duration,
     ) -> Self {
-        let (swr, sie, no_stale) = stale_rules(head);
+        // Bounded so that no lifetime a backend can state overflows a clock (RFC 9111 §1.2.2).
+        let ttl = ttl.min(Duration::from_secs(super::normalize::MAX_DELTA));
+        let (swr, sie, no_stale) = stale_rules(&head);
         let stale = if no_stale {
             Duration::ZERO
         } else {
@@ -78,6 +78,8 @@ impl Entry {
         };
         Entry {
             policy,
+            status,
+            head,
             body,
             route,
             keep: ttl + stale.max(revalidate),
@@ -142,6 +144,9 @@ impl Variants {
 #[derive(Serialize, Deserialize)]
 struct Meta {
     policy: CachePolicy,
+    status: u16,
+    #[serde(with = "http_serde::header_map")]
+    head: http::HeaderMap,
     route: String,
     keep_ms: u64,
     stored_ms: u64,
@@ -166,6 +171,8 @@ pub fn encode(v: &Variants) -> Vec<u8> {
     for e in &v.0 {
         let meta = Meta {
             policy: e.policy.clone(),
+            status: e.status.as_u16(),
+            head: e.head.clone(),
             route: e.route.to_string(),
             keep_ms: e.keep.as_millis() as u64,
             stored_ms: unix_ms(e.stored),
@@ -205,6 +212,8 @@ pub fn decode(bytes: Bytes) -> Option<Variants> {
         let body = take(blen)?;
         out.push(Arc::new(Entry {
             policy: meta.policy,
+            status: http::StatusCode::from_u16(meta.status).ok()?,
+            head: meta.head,
             body,
             route: meta.route.into(),
             keep: Duration::from_millis(meta.keep_ms),
@@ -230,7 +239,7 @@ mod tests {
             .unwrap();
         Arc::new(Entry::new(
             CachePolicy::new_options(&req, &res, stored, Default::default()),
-            res.headers(),
+            (res.status(), res.headers().clone()),
             Bytes::from_static(body.as_bytes()),
             "r".into(),
             (stored, Duration::from_secs(60)),
