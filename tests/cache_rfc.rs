@@ -90,6 +90,21 @@ async fn directives_are_case_insensitive_and_parsed_strictly() {
             "{cc}"
         );
     }
+    // A malformed restriction still restricts (freshness from Expires would otherwise share it).
+    let later = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(3600));
+    for (i, cc) in [
+        "no-store =",
+        "private=",
+        r#"x="a, no-store"#,
+        "private max-age=60",
+        "no-cache=",
+    ]
+    .iter()
+    .enumerate()
+    {
+        serve(&up, "x", &[("cache-control", cc), ("expires", &later)]);
+        assert!(!reused(&gw, &up, &format!("/bad{i}"), &[]).await, "{cc}");
+    }
     // Request directives too.
     serve(&up, "x", &[("cache-control", "max-age=3600")]);
     assert!(!reused(&gw, &up, "/rq1", &[("cache-control", "NO-CACHE")]).await);
@@ -183,6 +198,14 @@ async fn a_304_updates_the_stored_head_and_is_never_passed_off_as_the_answer() {
         before,
         "nothing left to revalidate: a plain GET"
     );
+    // A client's conditional on a response the cache may not store still gets its 304.
+    serve(
+        &up,
+        "private",
+        &[("cache-control", "no-store"), ("etag", "\"p\"")],
+    );
+    let r = get(&gw, "/nsc", &[("if-none-match", "\"p\"")]).await;
+    assert_eq!((r.status().as_u16(), x_cache(&r).as_str()), (304, "MISS"));
 }
 
 #[tokio::test]
@@ -202,6 +225,18 @@ async fn stored_heads_keep_every_line_and_the_origin_date() {
     );
     let first = get(&gw, "/lines", &[]).await;
     let date = first.headers()["date"].clone();
+    // The miss that stored it says the backend's own age, not 0.
+    serve(&up, "x", &[("cache-control", "max-age=600"), ("age", "30")]);
+    let aged = get(&gw, "/aged", &[]).await;
+    assert_eq!(x_cache(&aged), "MISS");
+    assert!(
+        aged.headers()["age"]
+            .to_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            >= 30
+    );
     let r = get(&gw, "/lines", &[]).await;
     assert_eq!(x_cache(&r), "HIT");
     let h = r.headers();

@@ -294,6 +294,13 @@ fn stale_response(
     answer(p, e, now, &status, Lookup::Stale)
 }
 
+/// Whether `e` may stand in for a failed backend now: `stale-if-error` or the filter's
+/// `serve_stale_on_error`, unless the response forbids stale use.
+fn stale_allowed(p: &Plan, e: &Entry, now: SystemTime) -> bool {
+    let window = e.sie.max(p.cache.cfg.serve_stale_on_error.0);
+    !e.no_stale && e.staleness(now) <= window
+}
+
 /// Whether a failure lets a stale entry be served (the backend's or the cluster's, never the
 /// client's).
 fn backend_failed(e: &ProxyError) -> bool {
@@ -338,8 +345,7 @@ pub async fn finish(
         _ => None,
     };
     if let (Some(status), Some(e)) = (failed, &p.stale) {
-        let window = e.sie.max(p.cache.cfg.serve_stale_on_error.0);
-        if !e.no_stale && e.staleness(now) <= window {
+        if stale_allowed(&p, e, now) {
             let r = stale_response(&p, e, now, "stale-if-error", Some(status));
             return (Ok(r), Lookup::Stale);
         }

@@ -34,11 +34,36 @@ const NUMERIC: [&str; 6] = [
 ];
 
 /// The `Cache-Control` directives in `h`, names lowercased, values unquoted.
+/// A directive that only restricts (never grants freshness) is kept even when it is
+/// malformed (`no-store =`, inside an unterminated quote, next to a non-ASCII byte): reading a
+/// broken `private` as absent would share one client's response with the next.
+const RESTRICTIVE: [&str; 5] = [
+    "no-store",
+    "private",
+    "no-cache",
+    "must-revalidate",
+    "proxy-revalidate",
+];
+
 pub fn directives(h: &HeaderMap) -> Vec<(String, Option<String>)> {
     let mut out = Vec::new();
     for line in h.get_all(header::CACHE_CONTROL) {
-        let Ok(line) = line.to_str() else { continue };
-        parse_line(line, &mut out);
+        // Bytes beyond ASCII (obs-text) are legal in quoted strings: read them as one
+        // character each rather than losing the whole line.
+        let line: String = line.as_bytes().iter().map(|&b| char::from(b)).collect();
+        parse_line(&line, &mut out);
+        // A loose second reading: every comma- or semicolon-separated piece's leading name.
+        for piece in line.split([',', ';']) {
+            let name: String = piece
+                .trim_start_matches([' ', '\t', '"'])
+                .chars()
+                .take_while(|c| is_tchar(*c))
+                .collect::<String>()
+                .to_ascii_lowercase();
+            if RESTRICTIVE.contains(&name.as_str()) && !out.iter().any(|(n, _)| *n == name) {
+                out.push((name, None));
+            }
+        }
     }
     out
 }
@@ -211,6 +236,38 @@ pub fn response(h: &HeaderMap, response_time: SystemTime) -> HeaderMap {
             }
         }
     }
+    // Vary as one clean list; a name that is not a token cannot be compared, so the response
+    // matches nothing (`*`) rather than everything.
+    if h.contains_key(header::VARY) {
+        let mut names = Vec::new();
+        for line in h.get_all(header::VARY) {
+            for n in line.as_bytes().split(|b| *b == b',') {
+                let n = n.trim_ascii();
+                if n.is_empty() {
+                    continue;
+                }
+                match std::str::from_utf8(n) {
+                    Ok(s) if s == "*" || s.chars().all(is_tchar) => {
+                        names.push(s.to_ascii_lowercase())
+                    }
+                    _ => names.push("*".into()),
+                }
+            }
+        }
+        let vary = if names.iter().any(|n| n == "*") {
+            "*".to_string()
+        } else {
+            names.join(", ")
+        };
+        match HeaderValue::from_str(&vary) {
+            Ok(v) if !vary.is_empty() => {
+                out.insert(header::VARY, v);
+            }
+            _ => {
+                out.remove(header::VARY);
+            }
+        }
+    }
     let age_value = h
         .get(header::AGE)
         .and_then(|v| v.to_str().ok())
@@ -275,8 +332,11 @@ pub fn has(h: &HeaderMap, names: &[&str]) -> bool {
         .iter()
         .any(|(n, _)| names.contains(&n.as_str()))
         || (names.contains(&"no-cache")
-            && h.get(header::PRAGMA)
-                .is_some_and(|p| p.as_bytes().eq_ignore_ascii_case(b"no-cache")))
+            && h.get(header::PRAGMA).is_some_and(|p| {
+                p.as_bytes()
+                    .split(|b| *b == b',')
+                    .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"no-cache"))
+            }))
 }
 
 #[cfg(test)]
@@ -319,6 +379,25 @@ mod tests {
         );
         assert_eq!(cc(&["max-stale, min-fresh=x"]), "max-stale");
         assert_eq!(cc(&[r#"a="unterminated, max-age=5"#]), "");
+        // Malformed restrictions still restrict.
+        assert_eq!(cc(&["no-store =, max-age=60"]), "max-age=60, no-store");
+        assert_eq!(cc(&[r#"x="a, private"#]), "private");
+        assert_eq!(cc(&["private max-age=0"]), "private");
+        assert_eq!(cc(&["private; max-age=60"]), "private");
+        assert_eq!(
+            cc(&["must-revalidate=, max-age=1"]),
+            "max-age=1, must-revalidate"
+        );
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_bytes(b"private, x=\"caf\xe9\"").unwrap(),
+        );
+        assert_eq!(
+            directives(&h)[0].0,
+            "private",
+            "obs-text does not hide the line"
+        );
     }
 
     #[test]
@@ -344,6 +423,14 @@ mod tests {
         assert_eq!(n[header::EXPIRES], "Thu, 01 Jan 1970 00:00:00 GMT");
         assert_eq!(n[header::LAST_MODIFIED], "Thu, 18 Aug 2050 02:01:18 GMT");
         assert_eq!(n[header::AGE], "7200", "the apparent age from Date wins");
+        let mut h = HeaderMap::new();
+        h.append(header::VARY, "Accept, Cookie".parse().unwrap());
+        h.append(header::VARY, HeaderValue::from_bytes(b"X-\xe9").unwrap());
+        assert_eq!(response(&h, t)[header::VARY], "*");
+        let mut h = HeaderMap::new();
+        h.append(header::VARY, "Accept".parse().unwrap());
+        h.append(header::VARY, "COOKIE".parse().unwrap());
+        assert_eq!(response(&h, t)[header::VARY], "accept, cookie");
         let mut h = HeaderMap::new();
         h.insert(header::AGE, "99999999999999999999".parse().unwrap());
         assert_eq!(response(&h, t)[header::AGE], MAX_DELTA.to_string().as_str());

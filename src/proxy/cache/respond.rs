@@ -35,20 +35,34 @@ pub fn respond(client: &Client, a: Answer<'_>) -> Response<Body> {
     let mut head = a.head.clone();
     head.insert(header::AGE, HeaderValue::from(a.age));
     mark(&mut head, a.cache_status, a.lookup);
+    if let Some(r) = conditional_304(client, a.status, &head) {
+        return r;
+    }
     let mut resp = Response::new(Body::empty());
     *resp.status_mut() = a.status;
-    if a.status == StatusCode::OK && not_modified(client, &head) {
-        *resp.status_mut() = StatusCode::NOT_MODIFIED;
-        retain_304(&mut head);
-        *resp.headers_mut() = head;
-        return resp;
-    }
     head.insert(header::CONTENT_LENGTH, HeaderValue::from(a.body.len()));
     *resp.headers_mut() = head;
     if !client.head {
         *resp.body_mut() = Body::full(a.body.clone());
     }
     resp
+}
+
+/// The 304 for a client whose conditional matches a 200 with this head, if it does.
+pub fn conditional_304(
+    client: &Client,
+    status: StatusCode,
+    head: &HeaderMap,
+) -> Option<Response<Body>> {
+    if status != StatusCode::OK || !not_modified(client, head) {
+        return None;
+    }
+    let mut head = head.clone();
+    retain_304(&mut head);
+    let mut resp = Response::new(Body::empty());
+    *resp.status_mut() = StatusCode::NOT_MODIFIED;
+    *resp.headers_mut() = head;
+    Some(resp)
 }
 
 /// `Cache-Status` after any the response already has (each cache appends its own member),
@@ -115,19 +129,33 @@ pub fn not_modified(c: &Client, h: &HeaderMap) -> bool {
 }
 
 /// What a stored head keeps of a response: everything but what RFC 9111 §3.1 says a cache
-/// must not store (hop-by-hop fields are gone already) and the gateway's own marks.
-pub fn stored_head(h: &HeaderMap) -> HeaderMap {
+/// must not store (hop-by-hop fields are gone already) and the gateway's own marks; a `Date`
+/// of its arrival when the backend sent none (RFC 9110 §6.6.1), so that its age is its own.
+pub fn stored_head(h: &HeaderMap, now: std::time::SystemTime) -> HeaderMap {
     let mut out = h.clone();
     for n in ["proxy-authentication-info", "x-cache"] {
         out.remove(n);
     }
+    if !out.contains_key(header::DATE) {
+        out.insert(header::DATE, date(now));
+    }
     out
+}
+
+fn date(t: std::time::SystemTime) -> HeaderValue {
+    HeaderValue::from_str(&httpdate::fmt_http_date(t))
+        .unwrap_or(HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT"))
 }
 
 /// A stored head updated by a 304 (RFC 9111 §3.2): each field the 304 carries replaces the
 /// stored one, all its lines; new fields are added; `Content-Length` stays the stored body's.
-pub fn merge_304(stored: &HeaderMap, fresh: &HeaderMap) -> HeaderMap {
+/// The age starts again from the 304's own `Age` and `Date` (none: now, RFC 9110 §6.6.1).
+pub fn merge_304(stored: &HeaderMap, fresh: &HeaderMap, now: std::time::SystemTime) -> HeaderMap {
     let mut out = stored.clone();
+    out.remove(header::AGE);
+    if !fresh.contains_key(header::DATE) {
+        out.insert(header::DATE, date(now));
+    }
     for name in fresh.keys() {
         if name == header::CONTENT_LENGTH
             || name == CACHE_STATUS
@@ -171,12 +199,18 @@ mod tests {
             ("x-new", "added"),
             ("link", "<c>"),
         ]);
-        let m = merge_304(&stored, &fresh);
+        let m = merge_304(&stored, &fresh, std::time::SystemTime::now());
         assert_eq!(m["content-type"], "text/html");
         assert_eq!(m["content-length"], "10");
         assert_eq!(m["x-new"], "added");
         let links: Vec<_> = m.get_all("link").iter().collect();
         assert_eq!(links, ["<c>"]);
+        // The age starts again: the stored Age goes, a 304 without Date dates it now.
+        let stored = map(&[("age", "8"), ("date", "Thu, 01 Jan 2026 00:00:00 GMT")]);
+        let t = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000);
+        let m = merge_304(&stored, &map(&[("etag", "\"1\"")]), t);
+        assert!(!m.contains_key("age"));
+        assert_eq!(m["date"], httpdate::fmt_http_date(t).as_str());
     }
 
     #[test]

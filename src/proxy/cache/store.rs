@@ -2,7 +2,7 @@
 //! the filter allow, a 304 to the cache's own validators updates one, and each entry replaces
 //! the variant it updates.
 
-use super::respond::{mark, merge_304, respond, stored_head, Answer};
+use super::respond::{conditional_304, mark, merge_304, respond, stored_head, Answer};
 use super::{options, Plan};
 use crate::body::{buffer_up_to, Body, Buffered};
 use crate::error::ProxyError;
@@ -35,7 +35,7 @@ pub(super) async fn revalidated(
 ) -> (Result<Response<Body>, ProxyError>, Lookup) {
     // Any 304 to the entry's own validators selects it (the origin said "what you have is
     // current"); its fields update the stored head.
-    let head = merge_304(&e.head, &fresh.headers);
+    let head = merge_304(&e.head, &fresh.headers, now);
     let policy = policy(&p, e.status, &head, now);
     let ttl = policy.time_to_live(now);
     let age = policy.age(now).as_secs();
@@ -100,11 +100,16 @@ pub(super) async fn fill(
         && declared.is_none_or(|n| n <= max);
     if !storable {
         mark(&mut head.headers, "gatehouse; fwd=miss", Lookup::Miss);
+        // The client's own conditional still gets its 304 (the backend got none).
+        if let Some(r) = conditional_304(&p.client, head.status, &head.headers) {
+            return (Ok(r), Lookup::Miss);
+        }
         return (Ok(Response::from_parts(head, body)), Lookup::Miss);
     }
     match buffer_up_to(body, max).await {
         Ok(Buffered::Whole(bytes)) => {
-            let stored = stored_head(&head.headers);
+            let stored = stored_head(&head.headers, now);
+            let age = policy.age(now).as_secs();
             store_entry(
                 &p,
                 policy,
@@ -120,7 +125,7 @@ pub(super) async fn fill(
                     status: head.status,
                     head: &stored,
                     body: &bytes,
-                    age: 0,
+                    age,
                     cache_status: &cache_status,
                     lookup: Lookup::Miss,
                 },
@@ -136,7 +141,19 @@ pub(super) async fn fill(
             );
             (Ok(Response::from_parts(head, rest)), Lookup::Miss)
         }
-        Err(_) => (Err(ProxyError::UpstreamReset), Lookup::Miss),
+        // The body failed before it ended: a stale entry if the failure allows one (a
+        // revalidation's new body dying is a backend failure like any other).
+        Err(_) => match p
+            .stale
+            .as_ref()
+            .filter(|e| super::stale_allowed(&p, e, now))
+        {
+            Some(e) => {
+                let r = super::stale_response(&p, e, now, "stale-if-error", Some(502));
+                (Ok(r), Lookup::Stale)
+            }
+            None => (Err(ProxyError::UpstreamReset), Lookup::Miss),
+        },
     }
 }
 
