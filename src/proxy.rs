@@ -347,13 +347,15 @@ async fn forward(
     if let Some(c) = &route_cache {
         let (mut parts, body) = req.into_parts();
         let scheme = if ctx.tls.is_some() { "https" } else { "http" };
-        let before = cache::before(
+        // Boxed: the cache's futures would otherwise sit inside every request's future, cached
+        // route or not, and be moved with it.
+        let before = Box::pin(cache::before(
             c,
             &mut parts,
             (scheme, host),
             consumer.as_deref(),
             had_authorization,
-        )
+        ))
         .await;
         req = Request::from_parts(parts, body);
         match before {
@@ -416,7 +418,7 @@ async fn forward(
         &headers::Hop {
             forwarded_for: canon.client.forwarded_for.clone(),
             trusted: ctx.listener.edge.trusts(ctx.peer.ip()),
-            peer: ctx.peer.ip(),
+            peer: &ctx.peer_header,
             proto: if ctx.tls.is_some() { "https" } else { "http" },
             host: (!host.is_empty()).then_some(canon.host.header()),
             version: version_str(client_version),
@@ -545,7 +547,7 @@ async fn forward(
     });
     match (cache_plan, &route_cache) {
         (Some((plan, _)), Some(c)) => {
-            let (result, lookup) = cache::finish(plan, result).await;
+            let (result, lookup) = Box::pin(cache::finish(plan, result)).await;
             c.count(lookup);
             if let Some(r) = rec {
                 r.cache = Some(lookup.as_str());

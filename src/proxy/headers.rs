@@ -4,11 +4,9 @@
 //! trusted proxies.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use std::fmt::Write as _;
-use std::net::IpAddr;
 
 /// `Connection` first: [`strip_hop_by_hop`] reads its bit as "look for the names it lists".
-const HOP_BY_HOP: [HeaderName; 9] = [
+static HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -118,8 +116,9 @@ pub struct Hop<'a> {
     pub forwarded_for: HeaderValue,
     /// Whether the peer is a trusted proxy (whose `X-Forwarded-Proto/-Host` are kept).
     pub trusted: bool,
-    /// The TCP peer: `for=` of the `Forwarded` element this hop appends.
-    pub peer: IpAddr,
+    /// The TCP peer's address as text (made once per connection): `for=` of the `Forwarded`
+    /// element this hop appends.
+    pub peer: &'a HeaderValue,
     pub proto: &'static str,
     pub host: Option<&'a HeaderValue>,
     /// `1.0`, `1.1` or `2`: the client's protocol version, for `Via`.
@@ -191,17 +190,23 @@ fn set_rfc7239(h: &mut HeaderMap, hop: &Hop<'_>) {
         }
     }
     // An IPv6 node is a quoted `"[addr]"` (§6).
-    let _ = match hop.peer.to_canonical() {
-        IpAddr::V4(ip) => write!(v, "for={ip}"),
-        IpAddr::V6(ip) => write!(v, "for=\"[{ip}]\""),
-    };
+    let peer = hop.peer.to_str().unwrap_or("unknown");
+    if peer.contains(':') {
+        v.push_str("for=\"[");
+        v.push_str(peer);
+        v.push_str("]\"");
+    } else {
+        v.push_str("for=");
+        v.push_str(peer);
+    }
     if let Some(host) = hop.host.and_then(|h| h.to_str().ok()) {
         v.push_str(";host=");
         push_value(&mut v, host);
     }
     v.push_str(";proto=");
     v.push_str(hop.proto);
-    match HeaderValue::from_str(&v) {
+    // The string's own buffer becomes the value's (no second allocation).
+    match HeaderValue::from_maybe_shared(bytes::Bytes::from(v.into_bytes())) {
         Ok(v) => {
             h.insert(&FORWARDED, v);
         }
@@ -318,6 +323,7 @@ mod tests {
     #[test]
     fn forwarding_trusted_and_untrusted() {
         let host = HeaderValue::from_static("api.example.com");
+        let peer = HeaderValue::from_static("10.0.0.9");
         let hop = |trusted| Hop {
             forwarded_for: HeaderValue::from_static(if trusted {
                 "1.2.3.4, 10.0.0.9"
@@ -325,7 +331,7 @@ mod tests {
                 "10.0.0.9"
             }),
             trusted,
-            peer: "10.0.0.9".parse().unwrap(),
+            peer: &peer,
             proto: "http",
             host: Some(&host),
             version: "1.1",
@@ -368,11 +374,15 @@ mod tests {
     #[test]
     fn forwarded_quotes_what_is_not_a_token() {
         let host = HeaderValue::from_static("[::1]:8443");
+        let (v6, v4) = (
+            HeaderValue::from_static("2001:db8::7"),
+            HeaderValue::from_static("1.2.3.4"),
+        );
         let mut h = map(&[("forwarded", "for=a"), ("forwarded", "for=b")]);
         let hop = Hop {
             forwarded_for: HeaderValue::from_static("::1"),
             trusted: true,
-            peer: "2001:db8::7".parse().unwrap(),
+            peer: &v6,
             proto: "https",
             host: Some(&host),
             version: "2",
@@ -388,7 +398,7 @@ mod tests {
             &Hop {
                 host: None,
                 trusted: false,
-                peer: "::ffff:1.2.3.4".parse().unwrap(),
+                peer: &v4,
                 ..hop
             },
         );

@@ -174,13 +174,15 @@ impl H1Pool {
                 biased;
                 permit = self.limit.acquire(wait) => {
                     let permit = permit.map_err(|_| ProxyError::ClusterOverloaded)?;
-                    return Ok((self.dial(permit).await?, true));
+                    return Ok((Box::pin(self.dial(permit)).await?, true));
                 }
                 _ = returned => {}
             }
         }
     }
 
+    /// A new connection. Its future (TCP, TLS, the HTTP/1.1 handshake) is big and rarely
+    /// needed: callers box it, so that it is not part of every request's future.
     async fn dial(&self, permit: super::limit::ConnPermit) -> Result<Sender, ProxyError> {
         let stream = super::dial(&self.address, self.connect_timeout, self.tls.as_deref()).await?;
         let io = Counted::new(stream, permit);
@@ -214,7 +216,7 @@ impl H1Pool {
                     .acquire(self.connect_timeout)
                     .await
                     .map_err(|_| ProxyError::ClusterOverloaded)?;
-                (self.dial(permit).await?, true)
+                (Box::pin(self.dial(permit)).await?, true)
             } else {
                 self.checkout().await?
             };
