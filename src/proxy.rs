@@ -6,6 +6,7 @@
 pub mod attempt;
 pub mod cache;
 pub mod headers;
+pub mod reply;
 
 use crate::body::Body;
 use crate::canonical::Canonical;
@@ -266,8 +267,14 @@ async fn forward(
     if let Some(r) = rec.as_deref_mut() {
         r.route = Some(matched.route.name.clone());
     }
-    let cluster: &Arc<Cluster> = match &matched.route.target {
-        crate::route::Target::Cluster(name) => snap.clusters.get(name.as_ref()),
+    // None: a route that answers itself (redirect, direct_response), after its filters.
+    let cluster: Option<&Arc<Cluster>> = match &matched.route.target {
+        crate::route::Target::Cluster(name) => Some(
+            snap.clusters
+                .get(name.as_ref())
+                .ok_or(ProxyError::NoRoute)?,
+        ),
+        crate::route::Target::Redirect(_) | crate::route::Target::Direct { .. } => None,
         crate::route::Target::FromPath { allow, .. } => {
             let name = matched.cluster_from_path.unwrap_or_default();
             // Only the clusters the route lists: a cluster behind an authenticated route must
@@ -281,8 +288,7 @@ async fn forward(
                     .ok_or_else(|| ProxyError::UnknownCluster(name.to_string()))?,
             )
         }
-    }
-    .ok_or(ProxyError::NoRoute)?;
+    };
     // The path the backend gets, when it is not the request's own (`strip_prefix`).
     let rewritten: Option<String> = match &canon.match_path {
         // Routes matched the path without `;` parameters; strip the same segments from the
@@ -296,8 +302,8 @@ async fn forward(
         None if matched.upstream_path.as_ref() == req.uri().path() => None,
         None => Some(matched.upstream_path.to_string()),
     };
-    if let Some(r) = rec.as_deref_mut() {
-        r.cluster = Some(cluster.name.clone());
+    if let (Some(r), Some(c)) = (rec.as_deref_mut(), cluster) {
+        r.cluster = Some(c.name.clone());
     }
     let matched_allows_non_idempotent = matched.route.retry_non_idempotent;
     let route = matched.route;
@@ -343,10 +349,13 @@ async fn forward(
         outcome?;
         consumer = identity.consumer;
     }
+    let scheme = if ctx.tls.is_some() { "https" } else { "http" };
+    let Some(cluster) = cluster else {
+        return reply::answer(&route.target, (scheme, host), req.uri());
+    };
     let mut cache_plan = None;
     if let Some(c) = &route_cache {
         let (mut parts, body) = req.into_parts();
-        let scheme = if ctx.tls.is_some() { "https" } else { "http" };
         // Boxed: the cache's futures would otherwise sit inside every request's future, cached
         // route or not, and be moved with it.
         let before = Box::pin(cache::before(

@@ -38,6 +38,14 @@ pub enum Target {
         param: String,
         allow: Vec<Arc<str>>,
     },
+    /// The gateway answers with a redirect (`proxy::reply`).
+    Redirect(Arc<gatehouse_config::reply::Redirect>),
+    /// The gateway answers with this status, content type and body (`proxy::reply`).
+    Direct {
+        status: http::StatusCode,
+        content_type: http::HeaderValue,
+        body: bytes::Bytes,
+    },
 }
 
 #[derive(Debug)]
@@ -172,9 +180,16 @@ fn compile(index: usize, c: &RouteConfig) -> Route {
             .iter()
             .filter_map(|(k, v)| Some((HeaderName::from_bytes(k.as_bytes()).ok()?, v.clone())))
             .collect(),
-        target: match &c.cluster {
-            Some(name) => Target::Cluster(name.as_str().into()),
-            None => {
+        target: match (&c.cluster, &c.redirect, &c.direct_response) {
+            (Some(name), _, _) => Target::Cluster(name.as_str().into()),
+            (None, Some(r), _) => Target::Redirect(Arc::new(r.clone())),
+            (None, None, Some(d)) => Target::Direct {
+                status: http::StatusCode::from_u16(d.status).unwrap_or(http::StatusCode::OK),
+                content_type: http::HeaderValue::from_str(&d.content_type)
+                    .unwrap_or(http::HeaderValue::from_static("text/plain; charset=utf-8")),
+                body: bytes::Bytes::from(d.body.clone()),
+            },
+            (None, None, None) => {
                 let cfp = c.cluster_from_path.as_ref();
                 Target::FromPath {
                     param: cfp.map(|c| c.param.clone()).unwrap_or_default(),
@@ -274,7 +289,7 @@ fn path_match<'t, 'p>(r: &'t Route, path: &'p str) -> Option<Matched<'t, 'p>> {
             let mut cluster = None;
             let wanted = match &r.target {
                 Target::FromPath { param, .. } => Some(param.as_str()),
-                Target::Cluster(_) => None,
+                Target::Cluster(_) | Target::Redirect(_) | Target::Direct { .. } => None,
             };
             for (i, seg) in segs.iter().enumerate() {
                 if let Segment::CatchAll(_) = seg {

@@ -79,7 +79,7 @@ pub async fn routes(State(s): State<AdminState>) -> Json<Value> {
                     "host": r.matches.host, "path": r.matches.path, "path_prefix": r.matches.path_prefix,
                     "path_template": r.matches.path_template, "methods": r.matches.methods, "headers": r.matches.headers,
                 },
-                "cluster": r.cluster, "cluster_from_path": r.cluster_from_path, "strip_prefix": r.strip_prefix,
+                "cluster": r.cluster, "cluster_from_path": r.cluster_from_path, "redirect": r.redirect, "direct_response": r.direct_response, "strip_prefix": r.strip_prefix,
                 "filters": r.filters.len(),
             })
         })

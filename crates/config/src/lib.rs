@@ -10,6 +10,7 @@ pub mod edge;
 pub mod normalize;
 pub mod policy;
 pub mod position;
+pub mod reply;
 pub mod schema;
 pub mod shadow;
 pub mod template;

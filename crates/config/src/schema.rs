@@ -459,6 +459,12 @@ pub struct Route {
     /// the clusters it may name.
     #[serde(default)]
     pub cluster_from_path: Option<ClusterFromPath>,
+    /// Instead of a cluster: answer with a redirect.
+    #[serde(default)]
+    pub redirect: Option<crate::reply::Redirect>,
+    /// Instead of a cluster: answer with this status and body.
+    #[serde(default)]
+    pub direct_response: Option<crate::reply::DirectResponse>,
     /// Remove the matched prefix (or the template's matched part) before forwarding.
     #[serde(default)]
     pub strip_prefix: bool,

@@ -420,14 +420,34 @@ fn validate_route(p: &mut impl FnMut(String, String), at: &str, r: &Route, known
             );
         }
     }
+    let answers = usize::from(r.redirect.is_some()) + usize::from(r.direct_response.is_some());
+    let mut problems = Vec::new();
+    if let Some(rd) = &r.redirect {
+        crate::reply::validate_redirect(rd, at, &mut problems);
+    }
+    if let Some(d) = &r.direct_response {
+        crate::reply::validate_direct(d, at, &mut problems);
+    }
+    for (path, msg) in problems {
+        p(path, msg);
+    }
+    if answers > 0 && r.strip_prefix {
+        p(
+            format!("{at}.strip_prefix"),
+            "a redirect or direct_response route forwards nothing to strip".into(),
+        );
+    }
+    let targets =
+        answers + usize::from(r.cluster.is_some()) + usize::from(r.cluster_from_path.is_some());
     match (&r.cluster, &r.cluster_from_path) {
-        (Some(_), Some(_)) => p(
+        _ if targets > 1 => p(
             format!("{at}.cluster"),
-            "use either cluster or cluster_from_path, not both".into(),
+            "use one of cluster, cluster_from_path, redirect and direct_response".into(),
         ),
-        (None, None) => p(
+        _ if targets == 0 => p(
             format!("{at}.cluster"),
-            "missing field: a route needs cluster or cluster_from_path".into(),
+            "missing field: a route needs cluster, cluster_from_path, redirect or direct_response"
+                .into(),
         ),
         (Some(c), None) if !known.contains(&c.as_str()) => {
             let hint = did_you_mean(c, known)

@@ -1,0 +1,132 @@
+//! Routes that answer themselves instead of naming a cluster: `redirect` and
+//! `direct_response`, and their validation.
+
+use crate::validate::Problem;
+use serde::{Deserialize, Serialize};
+
+/// `redirect: {status, scheme, host, port, path, strip_query}`: what is not given is the
+/// request's own (its scheme, host, port, normalized path and query).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[serde(deny_unknown_fields)]
+pub struct Redirect {
+    /// 301, 302, 303, 307 or 308 (default 302).
+    #[serde(default = "defaults::redirect_status")]
+    pub status: u16,
+    /// `http` or `https`.
+    #[serde(default)]
+    pub scheme: Option<String>,
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// The path to send the client to (absolute: `/new/home`).
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Leave the request's query off the location.
+    #[serde(default)]
+    pub strip_query: bool,
+}
+
+/// `direct_response: {status, body, content_type}`: the gateway answers, no backend.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[serde(deny_unknown_fields)]
+pub struct DirectResponse {
+    /// 200–599 (default 200).
+    #[serde(default = "defaults::direct_status")]
+    pub status: u16,
+    #[serde(default)]
+    pub body: String,
+    /// Default `text/plain; charset=utf-8`.
+    #[serde(default = "defaults::content_type")]
+    pub content_type: String,
+}
+
+mod defaults {
+    pub fn redirect_status() -> u16 {
+        302
+    }
+    pub fn direct_status() -> u16 {
+        200
+    }
+    pub fn content_type() -> String {
+        "text/plain; charset=utf-8".into()
+    }
+}
+
+/// The most a `direct_response` body may hold: it is kept in every snapshot.
+pub const MAX_DIRECT_BODY: usize = 64 << 10;
+
+pub fn validate_redirect(r: &Redirect, at: &str, out: &mut Vec<Problem>) {
+    if ![301, 302, 303, 307, 308].contains(&r.status) {
+        out.push((
+            format!("{at}.redirect.status"),
+            format!(
+                "{} is not a redirect: use 301, 302, 303, 307 or 308",
+                r.status
+            ),
+        ));
+    }
+    if let Some(s) = &r.scheme {
+        if s != "http" && s != "https" {
+            out.push((
+                format!("{at}.redirect.scheme"),
+                format!("expected http or https, not {s:?}"),
+            ));
+        }
+    }
+    if let Some(h) = &r.host {
+        let ok = !h.is_empty()
+            && h.len() <= 253
+            && h.split('.').all(|l| {
+                !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            });
+        if !ok {
+            out.push((
+                format!("{at}.redirect.host"),
+                format!("expected a host name like www.example.com (no port or path), not {h:?}"),
+            ));
+        }
+    }
+    if r.port == Some(0) {
+        out.push((format!("{at}.redirect.port"), "must be 1 to 65535".into()));
+    }
+    if let Some(p) = &r.path {
+        let ok = p.starts_with('/')
+            && !p.contains(['?', '#', ' '])
+            && p.bytes().all(|b| b.is_ascii_graphic());
+        if !ok {
+            out.push((
+                format!("{at}.redirect.path"),
+                format!(
+                    "expected an absolute path like /new/home (no query or fragment), not {p:?}"
+                ),
+            ));
+        }
+    }
+}
+
+pub fn validate_direct(d: &DirectResponse, at: &str, out: &mut Vec<Problem>) {
+    if !(200..=599).contains(&d.status) {
+        out.push((
+            format!("{at}.direct_response.status"),
+            "must be a status from 200 to 599".into(),
+        ));
+    }
+    if d.body.len() > MAX_DIRECT_BODY {
+        out.push((
+            format!("{at}.direct_response.body"),
+            format!("{} bytes: at most 64 KiB", d.body.len()),
+        ));
+    }
+    if d.content_type.is_empty()
+        || !d
+            .content_type
+            .bytes()
+            .all(|b| b == b' ' || b.is_ascii_graphic())
+    {
+        out.push((
+            format!("{at}.direct_response.content_type"),
+            format!("not a header value: {:?}", d.content_type),
+        ));
+    }
+}
