@@ -91,6 +91,9 @@ pub struct Cluster {
     /// (health epoch << 1) | panic, see `panic()`.
     pub panic_cache: AtomicU64,
     pub retry_counters: RetryCounters,
+    /// `request_headers` / `response_headers` (applied before the route's).
+    pub request_headers: Option<Arc<crate::route::headers::HeaderOps>>,
+    pub response_headers: Option<Arc<crate::route::headers::HeaderOps>>,
 }
 
 /// Metric handles for a cluster's retries.

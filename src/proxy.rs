@@ -116,9 +116,24 @@ pub async fn handle(
         response_headers: extra,
         route_index,
         upstream,
+        response_rules,
+        rule_vars,
     } = std::mem::take(&mut pending.out);
     let mut resp = match result {
-        Ok(r) => r,
+        Ok(mut r) => {
+            if let Some((route, client_ip, consumer)) = &rule_vars {
+                let vars = crate::route::headers::Vars {
+                    client_ip: *client_ip,
+                    request_id: &request_id,
+                    route,
+                    consumer: consumer.as_deref(),
+                };
+                for ops in response_rules.iter().flatten() {
+                    ops.apply(r.headers_mut(), &vars);
+                }
+            }
+            r
+        }
         Err(e) => {
             if let Some(r) = rec.as_deref_mut() {
                 r.error = Some(e.reason());
@@ -160,6 +175,10 @@ pub async fn handle(
 struct Outcome {
     response_headers: http::HeaderMap,
     route_index: Option<usize>,
+    /// The cluster's and the route's `response_headers`, for a response that is not a local
+    /// reply, with what their variables need.
+    response_rules: [Option<Arc<crate::route::headers::HeaderOps>>; 2],
+    rule_vars: Option<(Arc<str>, std::net::IpAddr, Option<Arc<str>>)>,
     /// The try's endpoint in-flight count and cluster slot, held until the response body ends.
     upstream: Option<(
         crate::cluster::endpoint::InFlight,
@@ -243,6 +262,8 @@ async fn forward(
         response_headers,
         route_index,
         upstream: held,
+        response_rules,
+        rule_vars,
     } = out;
     let host = canon.host.as_str();
     match &ctx.tls {
@@ -349,6 +370,13 @@ async fn forward(
         outcome?;
         consumer = identity.consumer;
     }
+    if route.response_headers.is_some() || cluster.is_some_and(|c| c.response_headers.is_some()) {
+        *response_rules = [
+            cluster.and_then(|c| c.response_headers.clone()),
+            route.response_headers.clone(),
+        ];
+        *rule_vars = Some((route.name.clone(), canon.client.ip, consumer.clone()));
+    }
     let scheme = if ctx.tls.is_some() { "https" } else { "http" };
     let Some(cluster) = cluster else {
         return reply::answer(&route.target, (scheme, host), req.uri());
@@ -452,6 +480,21 @@ async fn forward(
     }
     parts.headers.insert(X_REQUEST_ID, request_id.clone());
     parts.headers.insert(TRACEPARENT, traceparent.clone());
+    // The cluster's request_headers, then the route's (which win a `set` of the same name).
+    if cluster.request_headers.is_some() || route.request_headers.is_some() {
+        let vars = crate::route::headers::Vars {
+            client_ip: canon.client.ip,
+            request_id,
+            route: &route.name,
+            consumer: consumer.as_deref(),
+        };
+        for ops in [&cluster.request_headers, &route.request_headers]
+            .into_iter()
+            .flatten()
+        {
+            ops.apply(&mut parts.headers, &vars);
+        }
+    }
 
     // The body: buffered when small enough to be sent again by a retry, else streamed once.
     // A request without one (most GETs) needs none of the machinery below.

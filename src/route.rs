@@ -6,6 +6,8 @@
 //! Paths arrive normalized (`canonical::path`): the path a route matches is the path its
 //! backend receives. `match.ignore_case` compares the literal parts without ASCII case.
 
+pub mod headers;
+
 use gatehouse_config::shadow::Specificity;
 use gatehouse_config::template::{parse_template, Segment};
 use gatehouse_config::Route as RouteConfig;
@@ -60,6 +62,9 @@ pub struct Route {
     pub target: Target,
     pub strip_prefix: bool,
     pub retry_non_idempotent: bool,
+    /// `request_headers` / `response_headers` (applied after the cluster's).
+    pub request_headers: Option<Arc<headers::HeaderOps>>,
+    pub response_headers: Option<Arc<headers::HeaderOps>>,
     ignore_case: bool,
     client_cert: Option<gatehouse_config::schema::ClientCertMatch>,
     /// The table's order: `gatehouse_config::shadow::specificity`, shared with the check that
@@ -201,6 +206,8 @@ fn compile(index: usize, c: &RouteConfig) -> Route {
         },
         strip_prefix: c.strip_prefix,
         retry_non_idempotent: c.retry_non_idempotent,
+        request_headers: headers::HeaderOps::compile(&c.request_headers),
+        response_headers: headers::HeaderOps::compile(&c.response_headers),
         ignore_case: m.ignore_case,
         client_cert: m.client_cert.clone(),
         rank: gatehouse_config::shadow::specificity(m),

@@ -107,6 +107,7 @@ routes:
   - {name: a, redirect: {status: 200, scheme: ftp, host: "x/y", path: "nope"}}
   - {name: b, match: {path: /b}, cluster: c, direct_response: {}}
   - {name: d, match: {path: /d}, direct_response: {status: 99}, strip_prefix: true}
+  - {name: e, match: {path: /e}, cluster: c, request_headers: {set: {host: x, x-a: "%{nope}"}}, response_headers: {remove: [content-length]}}
 "#,
     )
     .unwrap();
@@ -124,7 +125,79 @@ routes:
         "routes[1].cluster: use one of cluster, cluster_from_path, redirect and direct_response",
         "routes[2].direct_response.status: must be a status from 200 to 599",
         "routes[2].strip_prefix: a redirect or direct_response route forwards nothing to strip",
+        "routes[3].request_headers.set.host: \"host\" is not a header name the gateway lets you set",
+        "routes[3].request_headers.set.x-a: unknown variable %{nope}",
+        "routes[3].response_headers.remove[0]",
     ] {
         assert!(err.contains(want), "missing {want:?} in:\n{err}");
     }
+}
+
+/// `request_headers` / `response_headers` on a cluster and a route: remove, set (the route's
+/// after the cluster's), add, variables; response rules also on a direct response, never on a
+/// local reply.
+#[tokio::test]
+async fn header_rules_on_requests_and_responses() {
+    use gatehouse_testkit::{Behavior, FakeUpstream, TestGateway};
+    let up = FakeUpstream::start("up").await;
+    up.set(Behavior {
+        headers: vec![
+            ("server".into(), "backend/1.2".into()),
+            ("x-powered-by".into(), "php".into()),
+        ],
+        ..Behavior::default()
+    });
+    let gw = TestGateway::start(&format!(
+        r#"
+listeners: [{{name: l, address: "127.0.0.1:0"}}]
+clusters:
+  - name: c
+    endpoints: [{{address: "{}"}}]
+    request_headers: {{set: {{x-env: staging, x-layer: cluster}}}}
+    response_headers: {{remove: [x-powered-by], set: {{x-served-by: cluster}}}}
+routes:
+  - name: api
+    match: {{path_prefix: /api}}
+    cluster: c
+    request_headers:
+      set: {{x-layer: route, x-client: "%{{client_ip}}", x-rid: "id=%{{request_id}}"}}
+      add: {{x-route: "%{{route}}"}}
+      remove: [x-debug]
+    response_headers: {{set: {{x-served-by: route}}, add: {{x-route: "%{{route}}"}}, remove: [server]}}
+  - name: ping
+    match: {{path: /ping}}
+    direct_response: {{body: pong}}
+    response_headers: {{set: {{cache-control: no-store}}}}
+"#,
+        up.addr()
+    ))
+    .await;
+    let c = common::client();
+    let r = c
+        .get(gw.url("/api/x"))
+        .header("x-debug", "1")
+        .header("x-request-id", "abc")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let h = r.headers();
+    assert!(!h.contains_key("x-powered-by") && !h.contains_key("server"));
+    assert_eq!(h["x-served-by"], "route");
+    assert_eq!(h["x-route"], "api");
+    let seen = up.last_seen().headers;
+    assert_eq!(seen["x-env"], "staging");
+    assert_eq!(seen["x-layer"], "route", "the route's set wins");
+    assert_eq!(seen["x-client"], "127.0.0.1");
+    assert_eq!(seen["x-rid"], "id=abc");
+    assert_eq!(seen["x-route"], "api");
+    assert!(!seen.contains_key("x-debug"));
+
+    let r = c.get(gw.url("/ping")).send().await.unwrap();
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    // A local reply (no route) gets no route's rules.
+    let r = c.get(gw.url("/nothing")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(!r.headers().contains_key("x-served-by"));
+    gw.shutdown(std::time::Duration::from_secs(2)).await;
 }

@@ -147,6 +147,10 @@ impl Runtime {
                     state: cstate,
                     limits: c.limits,
                     panic_cache: std::sync::atomic::AtomicU64::new(0),
+                    request_headers: crate::route::headers::HeaderOps::compile(&c.request_headers),
+                    response_headers: crate::route::headers::HeaderOps::compile(
+                        &c.response_headers,
+                    ),
                 }),
             );
         }

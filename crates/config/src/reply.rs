@@ -130,3 +130,93 @@ pub fn validate_direct(d: &DirectResponse, at: &str, out: &mut Vec<Problem>) {
         ));
     }
 }
+
+/// `request_headers` / `response_headers: {set, add, remove}` on a route or a cluster. Values
+/// may hold `%{client_ip}`, `%{request_id}`, `%{route}`, `%{consumer}` (empty when unknown).
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[serde(deny_unknown_fields, default)]
+pub struct HeaderRules {
+    /// Replace (or create) these headers.
+    pub set: std::collections::BTreeMap<String, String>,
+    /// Append these (a further line when the header is there).
+    pub add: std::collections::BTreeMap<String, String>,
+    /// Remove these.
+    pub remove: Vec<String>,
+}
+
+impl HeaderRules {
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.add.is_empty() && self.remove.is_empty()
+    }
+}
+
+/// The variables a header value may name.
+pub const HEADER_VARIABLES: [&str; 4] = ["client_ip", "request_id", "route", "consumer"];
+
+/// Headers only the gateway frames: setting them would break the message or its routing.
+const FRAMING: [&str; 7] = [
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "upgrade",
+    "te",
+    "trailer",
+];
+
+/// The `%{name}` variables in `v`, or the error for a bad one.
+pub fn variables(v: &str) -> Result<Vec<&str>, String> {
+    let mut out = Vec::new();
+    let mut rest = v;
+    while let Some(i) = rest.find("%{") {
+        let after = &rest[i + 2..];
+        let end = after
+            .find('}')
+            .ok_or_else(|| format!("unclosed %{{ in {v:?}"))?;
+        let name = &after[..end];
+        if !HEADER_VARIABLES.contains(&name) {
+            return Err(format!(
+                "unknown variable %{{{name}}}: use one of {}",
+                HEADER_VARIABLES.map(|n| format!("%{{{n}}}")).join(", ")
+            ));
+        }
+        out.push(name);
+        rest = &after[end + 1..];
+    }
+    Ok(out)
+}
+
+pub fn validate_header_rules(h: &HeaderRules, at: &str, out: &mut Vec<Problem>) {
+    let name_ok = |n: &str| {
+        crate::validate::is_token(n) && !FRAMING.contains(&n.to_ascii_lowercase().as_str())
+    };
+    for (kind, map) in [("set", &h.set), ("add", &h.add)] {
+        for (n, v) in map {
+            if !name_ok(n) {
+                out.push((
+                    format!("{at}.{kind}.{n}"),
+                    format!("{n:?} is not a header name the gateway lets you set"),
+                ));
+            }
+            if let Err(e) = variables(v) {
+                out.push((format!("{at}.{kind}.{n}"), e));
+            } else if !v
+                .bytes()
+                .all(|b| b == b' ' || b == b'\t' || b.is_ascii_graphic())
+            {
+                out.push((
+                    format!("{at}.{kind}.{n}"),
+                    format!("not a header value: {v:?}"),
+                ));
+            }
+        }
+    }
+    for (i, n) in h.remove.iter().enumerate() {
+        if !name_ok(n) {
+            out.push((
+                format!("{at}.remove[{i}]"),
+                format!("{n:?} is not a header name the gateway lets you remove"),
+            ));
+        }
+    }
+}

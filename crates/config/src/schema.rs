@@ -213,6 +213,12 @@ pub struct Cluster {
     pub name: String,
     #[serde(default)]
     pub protocol: Protocol,
+    /// Headers set, added or removed on every request to this cluster's endpoints.
+    #[serde(default)]
+    pub request_headers: crate::reply::HeaderRules,
+    /// Headers set, added or removed on every response from this cluster.
+    #[serde(default)]
+    pub response_headers: crate::reply::HeaderRules,
     #[serde(default)]
     pub lb: LbPolicy,
     /// What `ring_hash` and `maglev` hash: `header:NAME`, `cookie:NAME`, `client_ip` or `path`.
@@ -465,6 +471,12 @@ pub struct Route {
     /// Instead of a cluster: answer with this status and body.
     #[serde(default)]
     pub direct_response: Option<crate::reply::DirectResponse>,
+    /// Headers set, added or removed on the request to the backend (after the cluster's).
+    #[serde(default)]
+    pub request_headers: crate::reply::HeaderRules,
+    /// Headers set, added or removed on the response to the client (after the cluster's).
+    #[serde(default)]
+    pub response_headers: crate::reply::HeaderRules,
     /// Remove the matched prefix (or the template's matched part) before forwarding.
     #[serde(default)]
     pub strip_prefix: bool,

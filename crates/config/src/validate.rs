@@ -243,6 +243,20 @@ fn validate_admin(p: &mut impl FnMut(String, String), a: &crate::schema::Admin) 
 }
 
 fn validate_resilience(p: &mut impl FnMut(String, String), at: &str, cl: &crate::schema::Cluster) {
+    let mut problems = Vec::new();
+    crate::reply::validate_header_rules(
+        &cl.request_headers,
+        &format!("{at}.request_headers"),
+        &mut problems,
+    );
+    crate::reply::validate_header_rules(
+        &cl.response_headers,
+        &format!("{at}.response_headers"),
+        &mut problems,
+    );
+    for (path, msg) in problems {
+        p(path, msg);
+    }
     match (&cl.hash_on, cl.lb.is_hashing()) {
         (Some(h), true) => {
             if let Err(e) = crate::policy::parse_hash_on(h) {
@@ -422,6 +436,16 @@ fn validate_route(p: &mut impl FnMut(String, String), at: &str, r: &Route, known
     }
     let answers = usize::from(r.redirect.is_some()) + usize::from(r.direct_response.is_some());
     let mut problems = Vec::new();
+    crate::reply::validate_header_rules(
+        &r.request_headers,
+        &format!("{at}.request_headers"),
+        &mut problems,
+    );
+    crate::reply::validate_header_rules(
+        &r.response_headers,
+        &format!("{at}.response_headers"),
+        &mut problems,
+    );
     if let Some(rd) = &r.redirect {
         crate::reply::validate_redirect(rd, at, &mut problems);
     }
