@@ -186,7 +186,17 @@ pub fn variables(v: &str) -> Result<Vec<&str>, String> {
     Ok(out)
 }
 
-pub fn validate_header_rules(h: &HeaderRules, at: &str, out: &mut Vec<Problem>) {
+/// A route's or a cluster's `request_headers` and `response_headers` (at `at`).
+pub fn validate_header_pair(
+    (request, response): (&HeaderRules, &HeaderRules),
+    at: &str,
+    out: &mut Vec<Problem>,
+) {
+    validate_header_rules(request, &format!("{at}.request_headers"), out);
+    validate_header_rules(response, &format!("{at}.response_headers"), out);
+}
+
+fn validate_header_rules(h: &HeaderRules, at: &str, out: &mut Vec<Problem>) {
     let name_ok = |n: &str| {
         crate::validate::is_token(n) && !FRAMING.contains(&n.to_ascii_lowercase().as_str())
     };

@@ -244,14 +244,9 @@ fn validate_admin(p: &mut impl FnMut(String, String), a: &crate::schema::Admin) 
 
 fn validate_resilience(p: &mut impl FnMut(String, String), at: &str, cl: &crate::schema::Cluster) {
     let mut problems = Vec::new();
-    crate::reply::validate_header_rules(
-        &cl.request_headers,
-        &format!("{at}.request_headers"),
-        &mut problems,
-    );
-    crate::reply::validate_header_rules(
-        &cl.response_headers,
-        &format!("{at}.response_headers"),
+    crate::reply::validate_header_pair(
+        (&cl.request_headers, &cl.response_headers),
+        at,
         &mut problems,
     );
     for (path, msg) in problems {
@@ -436,14 +431,9 @@ fn validate_route(p: &mut impl FnMut(String, String), at: &str, r: &Route, known
     }
     let answers = usize::from(r.redirect.is_some()) + usize::from(r.direct_response.is_some());
     let mut problems = Vec::new();
-    crate::reply::validate_header_rules(
-        &r.request_headers,
-        &format!("{at}.request_headers"),
-        &mut problems,
-    );
-    crate::reply::validate_header_rules(
-        &r.response_headers,
-        &format!("{at}.response_headers"),
+    crate::reply::validate_header_pair(
+        (&r.request_headers, &r.response_headers),
+        at,
         &mut problems,
     );
     if let Some(rd) = &r.redirect {
