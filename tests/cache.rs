@@ -323,6 +323,11 @@ async fn a_body_over_the_cap_streams_through_uncached() {
         let g = get(&gw, "/big", &[]).await;
         assert_eq!(g.body.len(), 10_000);
         assert_eq!(g.x_cache, "MISS");
+        assert!(
+            g.cache_status.contains("detail=too-large"),
+            "{}",
+            g.cache_status
+        );
     }
     assert_eq!(up.hits(), 2);
     // Without a Content-Length (streamed, 8 MiB): read up to the cap, then passed on.
@@ -541,6 +546,18 @@ async fn entries_survive_a_reload_and_the_admin_purges_them() {
     assert_eq!(get(&gw, "/q", &[]).await.x_cache, "MISS");
     let (status, body) = purge("route=nope&key=x&prefix=y".into()).await;
     assert_eq!(status, 400, "{body}");
+    // A misspelled parameter is refused, never read as "purge everything".
+    get(&gw, "/q", &[]).await;
+    let (status, body) = purge("kye=x".into()).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("key, prefix and route"),
+        "{body}"
+    );
+    assert_eq!(get(&gw, "/q", &[]).await.x_cache, "HIT");
     gw.shutdown(Duration::from_secs(2)).await;
 }
 

@@ -356,6 +356,7 @@ pub async fn fault(
 }
 
 #[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PurgeQuery {
     key: Option<String>,
     prefix: Option<String>,
@@ -366,7 +367,7 @@ pub struct PurgeQuery {
 /// memory and in Redis (when a route caches there). Nothing named: everything.
 pub async fn purge_cache(
     State(s): State<AdminState>,
-    axum::extract::Query(q): axum::extract::Query<PurgeQuery>,
+    q: Result<axum::extract::Query<PurgeQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let bad = |msg: String| {
         (
@@ -374,6 +375,16 @@ pub async fn purge_cache(
             Json(json!({"error": msg, "status": 400})),
         )
             .into_response()
+    };
+    // A misspelled parameter must not read as "nothing named: purge everything".
+    let q = match q {
+        Ok(axum::extract::Query(q)) => q,
+        Err(e) => {
+            return bad(format!(
+                "{}: the parameters are key, prefix and route (percent-encode a key's ? and &)",
+                e.body_text()
+            ))
+        }
     };
     if q.key.is_some() && q.prefix.is_some() {
         return bad("give key or prefix, not both".into());

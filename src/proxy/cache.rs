@@ -286,7 +286,8 @@ fn stale_response(
     detail: &str,
     fwd: Option<u16>,
 ) -> Response<Body> {
-    let ttl = e.staleness(now).as_secs();
+    // Rounded up: a stale entry is at least a second past fresh in the header.
+    let ttl = e.staleness(now).as_millis().div_ceil(1000).max(1);
     let status = match fwd {
         Some(s) => format!("gatehouse; fwd=stale; fwd-status={s}; ttl=-{ttl}; detail={detail}"),
         None => format!("gatehouse; hit; ttl=-{ttl}; detail={detail}"),

@@ -147,7 +147,7 @@ impl RedisStore {
     fn failed(self: &Arc<Self>) {
         let n = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
         if n >= TRIP_AFTER && !self.open.swap(true, Ordering::Relaxed) {
-            tracing::warn!(url = %redacted_url(&self.url), "redis unreachable: shared limits use the fallback until it answers again");
+            tracing::warn!(url = %redacted_url(&self.url), "redis unreachable: shared rate limits use on_redis_error and cache lookups miss until it answers again");
             if tokio::runtime::Handle::try_current().is_ok() {
                 let s = self.clone();
                 tokio::spawn(async move { s.probe().await });
@@ -172,7 +172,7 @@ impl RedisStore {
             {
                 self.failures.store(0, Ordering::Relaxed);
                 self.open.store(false, Ordering::Relaxed);
-                tracing::info!(url = %redacted_url(&self.url), "redis answers again: shared limits are back");
+                tracing::info!(url = %redacted_url(&self.url), "redis answers again: shared rate limits and the cache use it");
                 return;
             }
             wait = (wait * 2).min(PROBE_MAX);

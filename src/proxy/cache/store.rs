@@ -99,7 +99,13 @@ pub(super) async fn fill(
         && !head.headers.contains_key(header::SET_COOKIE)
         && declared.is_none_or(|n| n <= max);
     if !storable {
-        mark(&mut head.headers, "gatehouse; fwd=miss", Lookup::Miss);
+        let too_large = policy.is_storable() && useful && declared.is_some_and(|n| n > max);
+        let cache_status = if too_large {
+            "gatehouse; fwd=miss; detail=too-large"
+        } else {
+            "gatehouse; fwd=miss"
+        };
+        mark(&mut head.headers, cache_status, Lookup::Miss);
         // The client's own conditional still gets its 304 (the backend got none).
         if let Some(r) = conditional_304(&p.client, head.status, &head.headers) {
             return (Ok(r), Lookup::Miss);
