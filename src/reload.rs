@@ -31,7 +31,11 @@ pub struct Reloader {
     /// One reload at a time, in the order asked.
     serial: tokio::sync::Mutex<()>,
     report: Mutex<Report>,
+    /// The text of the running config (the last load that took).
     last_text: Mutex<Option<String>>,
+    /// The text the file watcher last tried, taken or refused: a refused file is not tried
+    /// again until it changes.
+    last_tried: Mutex<Option<String>>,
 }
 
 impl Reloader {
@@ -47,6 +51,7 @@ impl Reloader {
             listeners,
             serial: tokio::sync::Mutex::new(()),
             report: Mutex::new(Report::default()),
+            last_tried: Mutex::new(loaded_text.clone()),
             last_text: Mutex::new(loaded_text),
         }
     }
@@ -62,13 +67,21 @@ impl Reloader {
             .clone()
     }
 
-    /// Reloads only if the file's text changed since the last load (file watching sees many
-    /// events per save). Returns whether a reload ran.
+    /// Reloads only if the file's text changed since the watcher last tried it (file watching
+    /// sees many events per save). A file put back as the running config after a refused
+    /// edit is loaded again, so that the report no longer shows the refusal. Returns whether a
+    /// reload ran.
     pub async fn reload_if_changed(&self, source: &str) -> bool {
         let text = std::fs::read_to_string(&self.path).ok();
-        let same = *self.last_text.lock().unwrap_or_else(|e| e.into_inner()) == text;
-        if same || text.is_none() {
+        if text.is_none() {
             return false;
+        }
+        {
+            let mut tried = self.last_tried.lock().unwrap_or_else(|e| e.into_inner());
+            if *tried == text {
+                return false;
+            }
+            tried.clone_from(&text);
         }
         let _ = self.reload(source).await;
         true
@@ -98,6 +111,9 @@ impl Reloader {
             Err(e) => Err(vec![format!("{name}: cannot read file: {e}")]),
         };
         let now = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+        if let Ok(t) = &text {
+            *self.last_tried.lock().unwrap_or_else(|e| e.into_inner()) = Some(t.clone());
+        }
         match result {
             Ok((generation, listeners)) => {
                 let listener_errors = self.listeners.reconcile(&listeners);
@@ -180,7 +196,12 @@ pub fn watch(reloader: Arc<Reloader>) -> Option<notify::RecommendedWatcher> {
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or_else(|| PathBuf::from("."));
     let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(16);
-    let mut watcher = notify::recommended_watcher(move |_res: notify::Result<notify::Event>| {
+    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        // Reading the file (each reload does) is an event too: only changes count, or a
+        // refused file would be read, refused and read again forever.
+        if res.is_ok_and(|e| e.kind.is_access()) {
+            return;
+        }
         let _ = tx.try_send(());
     })
     .ok()?;

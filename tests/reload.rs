@@ -208,6 +208,48 @@ async fn a_saved_file_is_picked_up_by_the_watcher() {
         .any(|r| &*r.name == "extra"));
 }
 
+/// A refused file is tried once, not again on every read of it; put back as it was, the file
+/// is loaded again and the report no longer shows the refusal.
+#[tokio::test]
+async fn a_refused_file_is_not_retried_and_its_fix_clears_the_report() {
+    let a = FakeUpstream::start("a").await;
+    let good = config(&[(&a, 1)], false);
+    let (gw, _dir, path) = from_file(&good).await;
+    let mut events = gw.gateway().runtime().events.subscribe();
+    save(&path, &good.replace("slow_start: 0s", "slow_start: soon"));
+    let failed = |e: &serde_json::Value| e["event"] == "config_reload_failed";
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !failed(&events.recv().await.unwrap()) {}
+    })
+    .await
+    .expect("the refusal");
+    // Nothing changes the file for 1 s: no second attempt (the reload's own read of the file
+    // used to wake the watcher again, every 150 ms).
+    let again = tokio::time::timeout(Duration::from_secs(1), async {
+        while !failed(&events.recv().await.unwrap()) {}
+    })
+    .await;
+    assert!(again.is_err(), "the same refused file was tried again");
+    assert_eq!(gw.gateway().runtime().snapshot().generation, 1);
+    save(&path, &good);
+    let rt = gw.gateway().runtime().clone();
+    eventually(
+        "the fixed file is loaded",
+        Duration::from_secs(10),
+        || async { (rt.snapshot().generation == 2).then_some(()) },
+    )
+    .await;
+    let report: serde_json::Value = client()
+        .get(gw.admin_url("/config"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(report["last_reload"]["result"], "ok", "{report}");
+}
+
 #[tokio::test]
 async fn sighup_reloads_the_shipped_binary() {
     let a = FakeUpstream::start("a").await;
