@@ -794,3 +794,26 @@ async fn tunnel(
         _ = stopping.wait_for(|s| *s) => {}
     }
 }
+
+#[cfg(test)]
+mod future_size {
+    /// The size of the future a function returns, without calling it.
+    fn ret_size<A, B, F: std::future::Future>(_: fn(A, B) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// hyper boxes each request's future, and depending on how the optimizer lays the copy
+    /// out, the box is filled by a copy of all of it: its size can be paid on every request
+    /// (docs/design/performance.md). 8,208 bytes on 2026-12-01 (debug and release alike); a
+    /// rarely taken `.await` on a big future must go through `Box::pin`, not grow this.
+    #[test]
+    fn the_request_future_does_not_grow() {
+        let size = ret_size(super::handle);
+        eprintln!("request future: {size} bytes");
+        let bound = 9 << 10;
+        assert!(
+            size <= bound,
+            "the request future is {size} bytes (at most {bound})"
+        );
+    }
+}

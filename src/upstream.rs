@@ -210,7 +210,13 @@ impl UpstreamClient {
             .acquire(self.connect_timeout)
             .await
             .map_err(|_| ProxyError::ClusterOverloaded)?;
-        let stream = dial(&self.address, self.connect_timeout, self.tls.as_deref()).await?;
+        // Boxed: a dial's future is big and this one would sit in every request's future.
+        let stream = Box::pin(dial(
+            &self.address,
+            self.connect_timeout,
+            self.tls.as_deref(),
+        ))
+        .await?;
         let io = limit::Counted::new(stream, permit);
         let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
             .await
