@@ -420,7 +420,7 @@ async fn forward(
         .and_then(|h| hash_key(h, &req, canon.client.ip))
         .map(|k| crate::cluster::balance::key_hash(&k));
 
-    let max_body = ctx.listener.max_body_bytes;
+    let max_body = route.max_body_bytes.unwrap_or(ctx.listener.max_body_bytes);
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -557,6 +557,7 @@ async fn forward(
             allow_non_idempotent: matched_allows_non_idempotent,
             key,
             progress: &crate::body::NO_BODY,
+            request_timeout: route.request_timeout,
         };
         let cluster = cluster.clone();
         let events = ctx.runtime.events.clone();
@@ -585,6 +586,7 @@ async fn forward(
         allow_non_idempotent: matched_allows_non_idempotent,
         key,
         progress: progress.as_deref().unwrap_or(&crate::body::NO_BODY),
+        request_timeout: route.request_timeout,
     };
     let result = attempt::run(cluster, out, &ctx.runtime.events, &mut tries).await;
     if let Some(r) = rec.as_deref_mut() {

@@ -62,6 +62,10 @@ pub struct Route {
     pub target: Target,
     pub strip_prefix: bool,
     pub retry_non_idempotent: bool,
+    /// `timeouts.request` and `limits.max_body_bytes` of the route, over the cluster's and the
+    /// listener's.
+    pub request_timeout: Option<std::time::Duration>,
+    pub max_body_bytes: Option<u64>,
     /// `request_headers` / `response_headers` (applied after the cluster's).
     pub request_headers: Option<Arc<headers::HeaderOps>>,
     pub response_headers: Option<Arc<headers::HeaderOps>>,
@@ -206,6 +210,8 @@ fn compile(index: usize, c: &RouteConfig) -> Route {
         },
         strip_prefix: c.strip_prefix,
         retry_non_idempotent: c.retry_non_idempotent,
+        request_timeout: c.timeouts.request.map(|d| d.0),
+        max_body_bytes: c.limits.max_body_bytes.map(|b| b.0),
         request_headers: headers::HeaderOps::compile(&c.request_headers),
         response_headers: headers::HeaderOps::compile(&c.response_headers),
         ignore_case: m.ignore_case,

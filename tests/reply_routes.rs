@@ -201,3 +201,50 @@ routes:
     assert!(!r.headers().contains_key("x-served-by"));
     gw.shutdown(std::time::Duration::from_secs(2)).await;
 }
+
+/// A route's `timeouts.request` and `limits.max_body_bytes` win over the cluster's and the
+/// listener's, for that route only.
+#[tokio::test]
+async fn route_timeouts_and_body_limits() {
+    use gatehouse_testkit::{Behavior, FakeUpstream, TestGateway};
+    use std::time::Duration;
+    let up = FakeUpstream::start("up").await;
+    up.set(Behavior {
+        delay: Duration::from_millis(600),
+        ..Behavior::default()
+    });
+    let gw = TestGateway::start(&format!(
+        r#"
+listeners: [{{name: l, address: "127.0.0.1:0"}}]
+clusters: [{{name: c, health_check: {{enabled: false}}, retries: {{attempts: 0}}, endpoints: [{{address: "{}"}}]}}]
+routes:
+  - {{name: quick, match: {{path_prefix: /quick}}, cluster: c, timeouts: {{request: 200ms}}, limits: {{max_body_bytes: 10}}}}
+  - {{name: rest, cluster: c}}
+"#,
+        up.addr()
+    ))
+    .await;
+    let c = common::client();
+    let r = c.get(gw.url("/quick")).send().await.unwrap();
+    assert_eq!(r.status(), 504);
+    assert!(r.text().await.unwrap().contains("request_timeout"));
+    assert_eq!(c.get(gw.url("/slow")).send().await.unwrap().status(), 200);
+    let big = "x".repeat(100);
+    let r = c
+        .post(gw.url("/quick"))
+        .body(big.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    assert_eq!(
+        c.post(gw.url("/other"))
+            .body(big)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    gw.shutdown(Duration::from_secs(2)).await;
+}

@@ -88,6 +88,8 @@ pub struct Outgoing<'a> {
     pub allow_non_idempotent: bool,
     pub key: Option<u64>,
     pub progress: &'a crate::body::Progress,
+    /// The route's `timeouts.request`, instead of the cluster's.
+    pub request_timeout: Option<std::time::Duration>,
 }
 
 /// The answer a request gets, holding its place under the cluster's `max_requests` until its
@@ -210,8 +212,10 @@ pub async fn run(
         allow_non_idempotent,
         key,
         progress,
+        request_timeout,
     } = out;
     let started = Instant::now();
+    let request_timeout = request_timeout.unwrap_or(cluster.timeouts.request.0);
     // The cluster's own limit first: past it, answer at once rather than pile on.
     let Some(cluster_slot) = cluster
         .state
@@ -223,11 +227,11 @@ pub async fn run(
     let cluster_slot = Some(cluster_slot);
     // Held for as long as the retry it was taken for runs (replaced by the next one).
     let mut _retry_slot: Option<crate::cluster::Slot> = None;
-    let deadline = started + cluster.timeouts.request.0;
+    let deadline = started + request_timeout;
     let per_try = cluster
         .retries
         .per_try_timeout
-        .map_or(cluster.timeouts.request.0, |d| d.0);
+        .map_or(request_timeout, |d| d.0.min(request_timeout));
     let may_retry_method = idempotent(&head.method) || allow_non_idempotent;
     cluster.state.budget.record_request(started);
     let mut body = Some(body);

@@ -471,6 +471,11 @@ pub struct Route {
     /// Instead of a cluster: answer with this status and body.
     #[serde(default)]
     pub direct_response: Option<crate::reply::DirectResponse>,
+    /// Overrides of the cluster's request timeout and the listener's body limit, for this route.
+    #[serde(default)]
+    pub timeouts: RouteTimeouts,
+    #[serde(default)]
+    pub limits: RouteLimits,
     /// Headers set, added or removed on the request to the backend (after the cluster's).
     #[serde(default)]
     pub request_headers: crate::reply::HeaderRules,
@@ -486,6 +491,22 @@ pub struct Route {
     /// Run in order on the request (auth, rate limits).
     #[serde(default)]
     pub filters: Vec<crate::traffic::Filter>,
+}
+
+/// `timeouts: {request}` on a route: instead of the cluster's `timeouts.request`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RouteTimeouts {
+    #[serde(default)]
+    pub request: Option<Dur>,
+}
+
+/// `limits: {max_body_bytes}` on a route: instead of the listener's `limits.max_body_bytes`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RouteLimits {
+    #[serde(default)]
+    pub max_body_bytes: Option<ByteSize>,
 }
 
 /// `cluster_from_path: {param: service, allow: [orders, users]}`. Only the listed clusters

@@ -445,6 +445,12 @@ fn validate_route(p: &mut impl FnMut(String, String), at: &str, r: &Route, known
     for (path, msg) in problems {
         p(path, msg);
     }
+    if r.timeouts.request.is_some_and(|d| d.0.is_zero()) {
+        p(
+            format!("{at}.timeouts.request"),
+            "must be more than 0s".into(),
+        );
+    }
     if answers > 0 && r.strip_prefix {
         p(
             format!("{at}.strip_prefix"),
