@@ -26,16 +26,7 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$run" "$shm"; }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 100); do curl -s -o /dev/null "$1" && return 0; sleep 0.1; done; echo "$1 did not answer" >&2; return 1; }
-cpu_ticks() { # utime+stime of a process and its children, in clock ticks
-  local total=0 p
-  for p in $1 $(pgrep -P "$1" || true); do
-    total=$((total + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
-  done
-  echo "$total"
-}
-hz=$(getconf CLK_TCK)
+. "$root/bench/lib.sh"
 
 ups=()
 for _ in 1 2; do
@@ -99,7 +90,7 @@ for round in $(seq "$rounds"); do
     port=$(free_port)
     pid=$(start_row "$row" "$port")
     pids+=("$pid")
-    wait_port "http://127.0.0.1:$port/ok"
+    wait_url "http://127.0.0.1:$port/ok"
     for path in $paths; do
       url="http://127.0.0.1:$port$path"
       taskset -c 0 wrk -t1 -c"$conns" -d2s "$url" >/dev/null 2>&1  # warm-up (fills the cache)

@@ -21,16 +21,7 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$run"; }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 100); do curl -sk -o /dev/null "$1" && return 0; sleep 0.1; done; echo "$1 did not answer" >&2; return 1; }
-cpu_ticks() { # utime+stime of a process and its children, in clock ticks
-  local total=0 p
-  for p in $1 $(pgrep -P "$1" || true); do
-    total=$((total + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
-  done
-  echo "$total"
-}
-hz=$(getconf CLK_TCK)
+. "$root/bench/lib.sh"
 
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
   -keyout "$run/key.pem" -out "$run/cert.pem" -subj /CN=bench.test \
@@ -99,7 +90,7 @@ for round in $(seq "$rounds"); do
     pid=$(start_row "$row" "$port")
     pids+=("$pid")
     url="https://127.0.0.1:$port/ok"
-    wait_port "$url"
+    wait_url "$url"
     taskset -c 0 wrk -t1 -c64 -d2s "$url" >/dev/null 2>&1  # warm-up
     read -r _ ka_us ka_rps < <(measure "$pid" "$url" -c64)
     read -r _ hs_us hs_rps < <(measure "$pid" "$url" -c16 -H "Connection: close")
