@@ -6,7 +6,10 @@
 //! can never disagree. No tokio, no hyper, no network.
 
 pub mod cache;
+pub mod cors;
 pub mod edge;
+pub mod forward;
+pub mod matching;
 pub mod normalize;
 pub mod policy;
 pub mod position;

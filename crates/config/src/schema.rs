@@ -465,6 +465,21 @@ pub struct Route {
     /// the clusters it may name.
     #[serde(default)]
     pub cluster_from_path: Option<ClusterFromPath>,
+    /// Instead of `cluster`: a weighted split, `[{name: v1, weight: 95}, {name: v2, weight: 5}]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub clusters: Vec<crate::forward::WeightedCluster>,
+    /// With `clusters`: keep one client on one side (`header:NAME`, `cookie:NAME`, `client_ip`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash_on: Option<String>,
+    /// A copy of the request to another cluster, fire and forget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<crate::forward::Mirror>,
+    /// The path the backend gets (after normalization).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rewrite: Option<crate::forward::Rewrite>,
+    /// The `Host` the backend gets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_rewrite: Option<crate::forward::HostRewrite>,
     /// Instead of a cluster: answer with a redirect.
     #[serde(default)]
     pub redirect: Option<crate::reply::Redirect>,
@@ -499,6 +514,10 @@ pub struct Route {
 pub struct RouteTimeouts {
     #[serde(default)]
     pub request: Option<Dur>,
+    /// Longest silence between body bytes, either way (the request body from the client, the
+    /// response body from the backend), instead of the listener's `body_read_timeout`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle: Option<Dur>,
 }
 
 /// `limits: {max_body_bytes}` on a route: instead of the listener's `limits.max_body_bytes`.
@@ -557,13 +576,24 @@ pub struct RouteMatch {
     pub path_prefix: Option<String>,
     /// `/users/{id}`; a last segment `{*rest}` matches the rest of the path.
     pub path_template: Option<String>,
+    /// A regular expression the whole path must match (anchored; `regex` crate syntax).
+    pub path_regex: Option<String>,
     /// `api.example.com` or `*.example.com`.
     pub host: Option<String>,
     #[serde(default)]
     pub methods: Vec<String>,
-    /// Header name to exact value.
+    /// Header name to a value (exact) or `{exact | prefix | regex | present, invert}`.
     #[serde(default)]
-    pub headers: BTreeMap<String, String>,
+    pub headers: BTreeMap<String, crate::matching::ValueMatch>,
+    /// Query parameter name to a condition on its (percent-decoded) value, as for headers.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub query: BTreeMap<String, crate::matching::ValueMatch>,
+    /// The client's address (after `trusted_proxies`) is in one of these ranges.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub client_ip: Vec<String>,
+    /// `true`: only gRPC requests (`content-type: application/grpc`, `+proto`, ...).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub grpc: bool,
     /// Match the path's literal parts without regard to ASCII case (for backends that serve
     /// `/ADMIN` as `/admin`). Default false.
     #[serde(default)]

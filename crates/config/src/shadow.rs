@@ -17,6 +17,10 @@ enum Path {
     Exact(String),
     Prefix(String),
     Template(Vec<Segment>),
+    /// Only `Any` and the prefix `/` are known to cover a regex route; a regex route covers
+    /// nothing (proving regex inclusion is not worth it: a shadow check that misses one is a
+    /// lost warning, one that is wrong refuses a good config).
+    Regex,
 }
 
 fn path_of(m: &RouteMatch) -> Path {
@@ -26,6 +30,8 @@ fn path_of(m: &RouteMatch) -> Path {
         Path::Prefix(p.clone())
     } else if let Some(t) = &m.path_template {
         parse_template(t).map_or(Path::Exact(String::new()), Path::Template)
+    } else if m.path_regex.is_some() {
+        Path::Regex
     } else {
         Path::Any
     }
@@ -40,9 +46,9 @@ pub fn specificity(m: &RouteMatch) -> Specificity {
         None => (0, 0),
     };
     let (pk, pl) = match path_of(m) {
-        Path::Exact(p) => (3, p.len()),
+        Path::Exact(p) => (4, p.len()),
         Path::Template(segs) => (
-            2,
+            3,
             segs.iter()
                 .map(|s| match s {
                     Segment::Literal(l) => l.len() + 1,
@@ -50,6 +56,8 @@ pub fn specificity(m: &RouteMatch) -> Specificity {
                 })
                 .sum(),
         ),
+        // Regex routes rank among themselves by config order.
+        Path::Regex => (2, 0),
         Path::Prefix(p) => (1, p.len()),
         Path::Any => (0, 0),
     };
@@ -59,7 +67,8 @@ pub fn specificity(m: &RouteMatch) -> Specificity {
         usize::from(c.present.is_some())
             + 2 * (usize::from(c.subject.is_some()) + usize::from(c.san.is_some()))
     });
-    let headers = m.headers.len() + cert;
+    let headers =
+        m.headers.len() + m.query.len() + usize::from(!m.client_ip.is_empty()) + usize::from(m.grpc) + cert;
     Specificity(hk, hl, pk, pl, headers, !m.methods.is_empty())
 }
 
@@ -193,13 +202,29 @@ pub fn covers(a: &RouteMatch, b: &RouteMatch) -> bool {
             .iter()
             .any(|(bk, bv)| bk.eq_ignore_ascii_case(k) && bv == v)
     });
+    // A query condition covers the same condition on the same parameter.
+    let query = a.query.iter().all(|(k, v)| b.query.get(k) == Some(v));
+    let client_ip = a.client_ip.is_empty() || ranges_cover(&a.client_ip, &b.client_ip);
+    let grpc = !a.grpc || b.grpc;
     // A certificate condition covers only the same condition.
     let cert = a.client_cert.is_none() || a.client_cert == b.client_cert;
     methods
         && headers
+        && query
+        && client_ip
+        && grpc
         && cert
         && host_covers(&a.host, &b.host)
         && path_covers(&path_of(a), &path_of(b), a.ignore_case)
+}
+
+/// Whether every range of `b` lies inside one of `a` (`b` empty: any client, not covered).
+fn ranges_cover(a: &[String], b: &[String]) -> bool {
+    let parse = |s: &String| crate::validate::parse_cidr(s);
+    !b.is_empty()
+        && b.iter().all(|nb| {
+            parse(nb).is_some_and(|nb| a.iter().filter_map(parse).any(|na| na.contains(&nb)))
+        })
 }
 
 /// For each route that can never match, the position of one route that always wins over it.
@@ -249,6 +274,13 @@ mod tests {
             ("[{name: a, match: {path_template: '/users/{id}'}, cluster: c}, {name: b, match: {path: /users/me}, cluster: c}]", &[]),
             ("[{name: a, match: {host: '*.example.com'}, cluster: c}, {name: b, match: {host: api.example.com}, cluster: c}]", &[]),
             ("[{name: a, match: {path_prefix: /api}, cluster: c}, {name: b, match: {path_prefix: /apix}, cluster: c}]", &[]),
+            ("[{name: a, match: {path_prefix: /}, cluster: c}, {name: b, match: {path_regex: '/x/[0-9]+'}, cluster: c}]", &[]),
+            ("[{name: a, match: {path_regex: '/x/.*'}, cluster: c}, {name: b, match: {path_prefix: /x/1}, cluster: c}]", &[]),
+            ("[{name: a, match: {path_regex: '/x/.*'}, cluster: c}, {name: b, match: {path_regex: '/x/.*'}, cluster: c}]", &[]),
+            ("[{name: a, match: {client_ip: [10.0.0.0/8]}, cluster: c}, {name: b, match: {client_ip: [10.1.0.0/16]}, cluster: c}]", &[(1, 0)]),
+            ("[{name: a, match: {client_ip: [10.1.0.0/16]}, cluster: c}, {name: b, match: {client_ip: [10.0.0.0/8]}, cluster: c}]", &[]),
+            ("[{name: a, match: {path_prefix: /a, grpc: true}, cluster: c}, {name: b, match: {path_prefix: /a}, cluster: c}]", &[]),
+            ("[{name: a, match: {path_prefix: /a, query: {v: '2'}}, cluster: c}, {name: b, match: {path_prefix: /a, query: {v: '2'}}, cluster: c}]", &[(1, 0)]),
         ];
         for (yaml, want) in cases {
             assert_eq!(shadows(yaml), *want, "{yaml}");

@@ -147,6 +147,8 @@ pub enum Filter {
     Fault(FaultFilter),
     /// Response caching (runs after the route's auth and rate-limit filters).
     Cache(crate::cache::CacheFilter),
+    /// Cross-origin resource sharing (answers preflights before the route's other filters).
+    Cors(crate::cors::Cors),
 }
 
 /// `fault: { abort: 503, percent: 10 }` or `fault: { delay: 200ms, percent: 5 }`.

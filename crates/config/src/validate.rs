@@ -352,12 +352,18 @@ fn validate_route(p: &mut impl FnMut(String, String), at: &str, r: &Route, known
         m.path.is_some(),
         m.path_prefix.is_some(),
         m.path_template.is_some(),
+        m.path_regex.is_some(),
     ];
     if kinds.iter().filter(|k| **k).count() > 1 {
         p(
             format!("{at}.match"),
-            "use only one of path, path_prefix and path_template".into(),
+            "use only one of path, path_prefix, path_template and path_regex".into(),
         );
+    }
+    let mut problems = Vec::new();
+    crate::matching::check_match(m, at, &mut problems);
+    for (path, msg) in problems {
+        p(path, msg);
     }
     for (field, val) in [("path", &m.path), ("path_prefix", &m.path_prefix)] {
         if let Some(v) = val {
@@ -457,16 +463,26 @@ fn validate_route(p: &mut impl FnMut(String, String), at: &str, r: &Route, known
             "a redirect or direct_response route forwards nothing to strip".into(),
         );
     }
-    let targets =
-        answers + usize::from(r.cluster.is_some()) + usize::from(r.cluster_from_path.is_some());
+    let mut problems = Vec::new();
+    crate::forward::check(r, at, known, &mut problems);
+    for (path, msg) in problems {
+        p(path, msg);
+    }
+    if r.timeouts.idle.is_some_and(|d| d.0.is_zero()) {
+        p(format!("{at}.timeouts.idle"), "must be more than 0s".into());
+    }
+    let targets = answers
+        + usize::from(r.cluster.is_some())
+        + usize::from(r.cluster_from_path.is_some())
+        + usize::from(!r.clusters.is_empty());
     match (&r.cluster, &r.cluster_from_path) {
         _ if targets > 1 => p(
             format!("{at}.cluster"),
-            "use one of cluster, cluster_from_path, redirect and direct_response".into(),
+            "use one of cluster, clusters, cluster_from_path, redirect and direct_response".into(),
         ),
         _ if targets == 0 => p(
             format!("{at}.cluster"),
-            "missing field: a route needs cluster, cluster_from_path, redirect or direct_response"
+            "missing field: a route needs cluster, clusters, cluster_from_path, redirect or direct_response"
                 .into(),
         ),
         (Some(c), None) if !known.contains(&c.as_str()) => {

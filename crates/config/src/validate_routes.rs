@@ -118,7 +118,7 @@ pub fn validate_routes(c: &Config, p: &mut impl FnMut(String, String)) {
                     ),
                     _ => {}
                 },
-                Filter::Fault(_) | Filter::Cache(_) => {}
+                Filter::Fault(_) | Filter::Cache(_) | Filter::Cors(_) => {}
             }
         }
     }
@@ -173,6 +173,10 @@ fn reach_warnings(c: &Config) -> Vec<Problem> {
         if let Some(cfp) = &r.cluster_from_path {
             targets.extend(cfp.allow.iter().map(String::as_str));
         }
+        targets.extend(r.clusters.iter().map(|w| w.name.as_str()));
+        targets.extend(r.mirror.iter().map(|m| m.cluster.as_str()));
+        targets.sort_unstable();
+        targets.dedup();
         for t in targets {
             reach.entry(t).or_default().push((i, auth.clone()));
         }

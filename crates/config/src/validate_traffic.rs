@@ -236,6 +236,19 @@ pub fn validate_traffic(c: &Config, p: &mut impl FnMut(String, String)) {
                         );
                     }
                 }
+                Filter::Cors(f) => {
+                    let mut problems = Vec::new();
+                    crate::cors::check(f, &format!("{at}.cors"), &mut problems);
+                    for (path, msg) in problems {
+                        p(path, msg);
+                    }
+                    if r.filters[..j].iter().any(|f| matches!(f, Filter::Cors(_))) {
+                        p(
+                            format!("{at}.cors"),
+                            "a route has at most one cors filter".into(),
+                        );
+                    }
+                }
                 Filter::Fault(f) => {
                     if f.abort.is_none() == f.delay.is_none() {
                         p(
