@@ -3,7 +3,7 @@
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use gatehouse::observe::ids::{request_id, TraceContext};
-use gatehouse::route::RouteTable;
+use gatehouse::route::{RouteRequest, RouteTable};
 use http::{HeaderMap, Method};
 use std::hint::black_box;
 
@@ -35,12 +35,15 @@ fn route_match(c: &mut Criterion) {
             &format!("route_match/{}_routes/last_template", n * 3),
             |b| {
                 b.iter(|| {
-                    black_box(table.find(
-                        black_box("api.example.com"),
-                        black_box(&path),
-                        &Method::GET,
-                        &headers,
-                    ))
+                    black_box(table.find(&RouteRequest {
+                        host: black_box("api.example.com"),
+                        path: black_box(&path),
+                        query: None,
+                        method: &Method::GET,
+                        headers: &headers,
+                        client_ip: std::net::Ipv4Addr::LOCALHOST.into(),
+                        cert: None,
+                    }))
                 })
             },
         );

@@ -150,13 +150,13 @@ struct ReadTimeout {
     started: bool,
 }
 
-/// The body went idle for longer than the listener allows.
+/// The body went idle for longer than the listener (or the route) allows.
 #[derive(Debug)]
 pub struct BodyReadTimeout;
 
 impl fmt::Display for BodyReadTimeout {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("the client sent no body bytes for longer than body_read_timeout")
+        f.write_str("no body bytes arrived for longer than the idle timeout (the listener's body_read_timeout, or the route's timeouts.idle)")
     }
 }
 impl std::error::Error for BodyReadTimeout {}

@@ -6,6 +6,7 @@
 
 pub mod api_key;
 pub mod cache;
+pub mod cors;
 pub mod jwt;
 pub mod limit;
 
@@ -31,12 +32,21 @@ pub enum Filter {
     RateLimit(Arc<Limiter>, LimitCounters),
     Fault(gatehouse_config::traffic::FaultFilter),
     Cache(Arc<cache::RouteCache>),
+    /// Runs before the others (`proxy`): preflights are answered without credentials.
+    Cors(Arc<cors::Cors>),
 }
 
 impl Filter {
     pub fn as_cache(&self) -> Option<&Arc<cache::RouteCache>> {
         match self {
             Filter::Cache(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    pub fn as_cors(&self) -> Option<&Arc<cors::Cors>> {
+        match self {
+            Filter::Cors(c) => Some(c),
             _ => None,
         }
     }
@@ -202,7 +212,7 @@ pub async fn run(
                 }
             }
             // Wraps the backend trip instead (`proxy::cache`).
-            Filter::Cache(_) => {}
+            Filter::Cache(_) | Filter::Cors(_) => {}
             Filter::RateLimit(l, counters) => {
                 let key = l.key_for(parts, client, route, identity);
                 let delay = match l.check(&key, response_headers).await {

@@ -6,7 +6,9 @@
 pub mod attempt;
 pub mod cache;
 pub mod headers;
+pub mod mirror;
 pub mod reply;
+pub mod split;
 
 use crate::body::Body;
 use crate::canonical::Canonical;
@@ -118,6 +120,7 @@ pub async fn handle(
         upstream,
         response_rules,
         rule_vars,
+        cors,
     } = std::mem::take(&mut pending.out);
     let mut resp = match result {
         Ok(mut r) => {
@@ -151,6 +154,9 @@ pub async fn handle(
             resp.headers_mut().append(name, value);
         }
     }
+    if let Some((cors, origin)) = cors {
+        cors.apply(origin.as_ref(), resp.headers_mut());
+    }
     let status = resp.status().as_u16();
     route_index
         .and_then(|i| snap.route_metrics.get(i))
@@ -179,6 +185,8 @@ struct Outcome {
     /// reply, with what their variables need.
     response_rules: [Option<Arc<crate::route::headers::HeaderOps>>; 2],
     rule_vars: Option<(Arc<str>, std::net::IpAddr, Option<Arc<str>>)>,
+    /// The route's `cors` filter and the request's `Origin`: its headers go on the response.
+    cors: Option<(Arc<crate::filter::cors::Cors>, Option<HeaderValue>)>,
     /// The try's endpoint in-flight count and cluster slot, held until the response body ends.
     upstream: Option<(
         crate::cluster::endpoint::InFlight,
@@ -264,6 +272,7 @@ async fn forward(
         upstream: held,
         response_rules,
         rule_vars,
+        cors,
     } = out;
     let host = canon.host.as_str();
     match &ctx.tls {
@@ -274,16 +283,19 @@ async fn forward(
     let match_path = canon.match_path.as_deref().unwrap_or(req.uri().path());
     let matched = snap
         .routes
-        .find_with_cert(
+        .find(&crate::route::RouteRequest {
             host,
-            match_path,
-            req.method(),
-            req.headers(),
-            ctx.tls
+            path: match_path,
+            query: req.uri().query(),
+            method: req.method(),
+            headers: req.headers(),
+            client_ip: canon.client.ip,
+            cert: ctx
+                .tls
                 .as_ref()
                 .and_then(|t| t.client_cert.as_ref())
                 .map(|c| (&*c.subject, c.sans.as_slice())),
-        )
+        })
         .ok_or(ProxyError::NoRoute)?;
     if let Some(r) = rec.as_deref_mut() {
         r.route = Some(matched.route.name.clone());
@@ -295,6 +307,12 @@ async fn forward(
                 .get(name.as_ref())
                 .ok_or(ProxyError::NoRoute)?,
         ),
+        crate::route::Target::Split(split) => Some(split::choose(
+            split,
+            &snap.clusters,
+            &req,
+            canon.client.ip,
+        )?),
         crate::route::Target::Redirect(_) | crate::route::Target::Direct { .. } => None,
         crate::route::Target::FromPath { allow, .. } => {
             let name = matched.cluster_from_path.unwrap_or_default();
@@ -310,19 +328,11 @@ async fn forward(
             )
         }
     };
-    // The path the backend gets, when it is not the request's own (`strip_prefix`).
-    let rewritten: Option<String> = match &canon.match_path {
-        // Routes matched the path without `;` parameters; strip the same segments from the
-        // path the backend gets, parameters and all.
-        Some(m) if matched.route.strip_prefix => Some(crate::route::strip_like(
-            req.uri().path(),
-            m,
-            &matched.upstream_path,
-        )),
-        Some(_) => None,
-        None if matched.upstream_path.as_ref() == req.uri().path() => None,
-        None => Some(matched.upstream_path.to_string()),
-    };
+    // The path the backend gets, when it is not the request's own (`strip_prefix`, `rewrite`).
+    let rewritten =
+        matched
+            .route
+            .upstream_path(req.uri().path(), canon.match_path.as_deref(), &matched);
     if let (Some(r), Some(c)) = (rec.as_deref_mut(), cluster) {
         r.cluster = Some(c.name.clone());
     }
@@ -337,6 +347,14 @@ async fn forward(
         .route_filters
         .get(route.index)
         .map_or(&[][..], Vec::as_slice);
+    // CORS first: a browser's preflight carries no credentials, so the route's auth filters
+    // must not see it.
+    if let Some(c) = filters.iter().find_map(crate::filter::Filter::as_cors) {
+        if let Some(answer) = c.preflight(req.method(), req.headers()) {
+            return answer.map(|r| r.map(|()| Body::empty()));
+        }
+        *cors = Some((c.clone(), req.headers().get(header::ORIGIN).cloned()));
+    }
     // The cache filter wraps the backend trip (`proxy::cache`); never for an upgrade.
     let route_cache = filters
         .iter()
@@ -435,7 +453,14 @@ async fn forward(
     } else {
         None
     };
-    let uri = upstream_uri(&req, rewritten, host, cluster.protocol)?;
+    // `host_rewrite`: a literal replaces the host the backend gets (the endpoint's own address
+    // is set for each try, `attempt`).
+    let literal_host = match &route.host_rewrite {
+        Some(crate::route::forward::HostRewrite::Literal(v)) => Some(v),
+        _ => None,
+    };
+    let upstream_host = literal_host.and_then(|v| v.to_str().ok()).unwrap_or(host);
+    let uri = upstream_uri(&req, rewritten, upstream_host, cluster.protocol)?;
     let client_version = req.version();
     let (mut parts, body) = req.into_parts();
     parts.uri = uri;
@@ -467,16 +492,17 @@ async fn forward(
     if parts.version == Version::HTTP_2 {
         // HTTP/2 carries the host in :authority (from the URI); a Host header must not differ.
         parts.headers.remove(header::HOST);
-    } else if host.is_empty() {
+    } else if host.is_empty() && literal_host.is_none() {
         // An HTTP/1.0 client that named no host: HTTP/1.1 needs one (RFC 6761's .invalid).
         parts
             .headers
             .insert(header::HOST, HeaderValue::from_static("gatehouse.invalid"));
     } else {
         // The canonical host, also for an absolute-form request whose Host said otherwise.
-        parts
-            .headers
-            .insert(header::HOST, canon.host.header().clone());
+        parts.headers.insert(
+            header::HOST,
+            literal_host.unwrap_or(canon.host.header()).clone(),
+        );
     }
     parts.headers.insert(X_REQUEST_ID, request_id.clone());
     parts.headers.insert(TRACEPARENT, traceparent.clone());
@@ -523,7 +549,7 @@ async fn forward(
                 .with_limit(max_body)
                 .with_counter(counter)
                 .with_progress(progress.clone())
-                .with_read_timeout(ctx.listener.body_read_timeout);
+                .with_read_timeout(route.idle_timeout.unwrap_or(ctx.listener.body_read_timeout));
             if upgrade.is_some() || declared.is_some_and(|n| n > buffer_limit) || buffer_limit == 0
             {
                 attempt::ReqBody::Once(streamed)
@@ -558,6 +584,10 @@ async fn forward(
             key,
             progress: &crate::body::NO_BODY,
             request_timeout: route.request_timeout,
+            host_from_endpoint: matches!(
+                route.host_rewrite,
+                Some(crate::route::forward::HostRewrite::Endpoint)
+            ),
         };
         let cluster = cluster.clone();
         let events = ctx.runtime.events.clone();
@@ -579,6 +609,15 @@ async fn forward(
         }
         return Ok(stale);
     }
+    if let Some(m) = &route.mirror {
+        mirror::send(
+            (m, &route.name),
+            &snap.clusters,
+            &parts,
+            &body,
+            (&ctx.runtime.metrics, &ctx.runtime.events),
+        );
+    }
     let mut tries = attempt::Tries::default();
     let out = attempt::Outgoing {
         head: parts,
@@ -587,6 +626,10 @@ async fn forward(
         key,
         progress: progress.as_deref().unwrap_or(&crate::body::NO_BODY),
         request_timeout: route.request_timeout,
+        host_from_endpoint: matches!(
+            route.host_rewrite,
+            Some(crate::route::forward::HostRewrite::Endpoint)
+        ),
     };
     let result = attempt::run(cluster, out, &ctx.runtime.events, &mut tries).await;
     if let Some(r) = rec.as_deref_mut() {
@@ -597,7 +640,11 @@ async fn forward(
     let result = result.map(|a| {
         let (resp, h) = upstream_response(a);
         *held = Some(h);
-        resp
+        match route.idle_timeout {
+            // The backend's silence mid-body ends the response (the client sees it cut short).
+            Some(t) => resp.map(|b| b.with_read_timeout(t)),
+            None => resp,
+        }
     });
     match (cache_plan, &route_cache) {
         (Some((plan, _)), Some(c)) => {

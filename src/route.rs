@@ -6,12 +6,14 @@
 //! Paths arrive normalized (`canonical::path`): the path a route matches is the path its
 //! backend receives. `match.ignore_case` compares the literal parts without ASCII case.
 
+pub mod conditions;
+pub mod forward;
 pub mod headers;
 
 use gatehouse_config::shadow::Specificity;
 use gatehouse_config::template::{parse_template, Segment};
 use gatehouse_config::Route as RouteConfig;
-use http::{HeaderMap, HeaderName, Method};
+use http::{HeaderMap, Method};
 use std::borrow::Cow;
 use std::sync::Arc;
 
@@ -29,12 +31,15 @@ enum PathMatch {
     Exact(String),
     Prefix(String),
     Template(Vec<Segment>),
+    Regex(regex::Regex),
 }
 
 /// Where a matched route sends the request.
 #[derive(Debug, Clone)]
 pub enum Target {
     Cluster(Arc<str>),
+    /// A weighted split between clusters (`clusters: [{name, weight}]`).
+    Split(Arc<forward::Split>),
     /// The cluster is named by the template parameter `param`, and must be one of `allow`.
     FromPath {
         param: String,
@@ -58,14 +63,19 @@ pub struct Route {
     host: HostMatch,
     path: PathMatch,
     methods: Vec<Method>,
-    headers: Vec<(HeaderName, String)>,
+    conditions: conditions::Conditions,
     pub target: Target,
+    pub rewrite: Option<forward::PathRewrite>,
+    pub host_rewrite: Option<forward::HostRewrite>,
+    pub mirror: Option<Arc<forward::Mirror>>,
     pub strip_prefix: bool,
     pub retry_non_idempotent: bool,
     /// `timeouts.request` and `limits.max_body_bytes` of the route, over the cluster's and the
     /// listener's.
     pub request_timeout: Option<std::time::Duration>,
     pub max_body_bytes: Option<u64>,
+    /// `timeouts.idle`: the longest silence between body bytes either way.
+    pub idle_timeout: Option<std::time::Duration>,
     /// `request_headers` / `response_headers` (applied after the cluster's).
     pub request_headers: Option<Arc<headers::HeaderOps>>,
     pub response_headers: Option<Arc<headers::HeaderOps>>,
@@ -84,6 +94,22 @@ pub struct Matched<'t, 'p> {
     pub cluster_from_path: Option<&'p str>,
     /// The path (without query) to send upstream.
     pub upstream_path: Cow<'p, str>,
+}
+
+/// What routes look at in a request.
+#[derive(Clone, Copy)]
+pub struct RouteRequest<'a> {
+    /// May include a port.
+    pub host: &'a str,
+    /// Normalized, without `;` parameters.
+    pub path: &'a str,
+    pub query: Option<&'a str>,
+    pub method: &'a Method,
+    pub headers: &'a HeaderMap,
+    /// The client (after `trusted_proxies`).
+    pub client_ip: std::net::IpAddr,
+    /// The connection's verified client certificate (subject, subjectAltNames), if any.
+    pub cert: Option<(&'a str, &'a [String])>,
 }
 
 #[derive(Debug, Default)]
@@ -109,50 +135,51 @@ impl RouteTable {
         &self.routes
     }
 
-    /// Finds the most specific route for a request. `host` may include a port.
-    pub fn find<'t, 'p>(
-        &'t self,
-        host: &str,
-        path: &'p str,
-        method: &Method,
-        headers: &HeaderMap,
-    ) -> Option<Matched<'t, 'p>> {
-        self.find_with_cert(host, path, method, headers, None)
+    /// Finds the most specific route for a request.
+    pub fn find<'t, 'p>(&'t self, req: &RouteRequest<'p>) -> Option<Matched<'t, 'p>> {
+        let host = strip_port(req.host);
+        self.routes.iter().find_map(|r| r.matches(req, host))
+    }
+}
+
+impl Route {
+    /// This route's match for `req` (`host` without its port), if it matches.
+    fn matches<'t, 'p>(&'t self, req: &RouteRequest<'p>, host: &str) -> Option<Matched<'t, 'p>> {
+        if self.client_cert.as_ref().is_some_and(|c| !c.matches(req.cert)) {
+            return None;
+        }
+        if !host_matches(&self.host, host) {
+            return None;
+        }
+        if !self.methods.is_empty() && !self.methods.contains(req.method) {
+            return None;
+        }
+        if !self.conditions.hold(req.headers, req.query, req.client_ip) {
+            return None;
+        }
+        path_match(self, req.path)
     }
 
-    /// [`RouteTable::find`] for a connection with this verified client certificate (subject,
-    /// subjectAltNames), or none.
-    pub fn find_with_cert<'t, 'p>(
-        &'t self,
-        host: &str,
-        path: &'p str,
-        method: &Method,
-        headers: &HeaderMap,
-        cert: Option<(&str, &[String])>,
-    ) -> Option<Matched<'t, 'p>> {
-        let host = strip_port(host);
-        for r in &self.routes {
-            if r.client_cert.as_ref().is_some_and(|c| !c.matches(cert)) {
-                continue;
-            }
-            if !host_matches(&r.host, host) {
-                continue;
-            }
-            if !r.methods.is_empty() && !r.methods.contains(method) {
-                continue;
-            }
-            if !r
-                .headers
-                .iter()
-                .all(|(n, v)| headers.get(n).is_some_and(|h| h.as_bytes() == v.as_bytes()))
-            {
-                continue;
-            }
-            if let Some(m) = path_match(r, path) {
-                return Some(m);
-            }
+    /// The path the backend gets when it is not `real` (the request's normalized path):
+    /// `strip_prefix` or `rewrite` applied. `match_path` is what routes saw when it differs
+    /// from `real` (`;` parameters removed).
+    pub fn upstream_path(
+        &self,
+        real: &str,
+        match_path: Option<&str>,
+        matched: &Matched<'_, '_>,
+    ) -> Option<String> {
+        if let Some(rw) = &self.rewrite {
+            return rw.apply(real, match_path);
         }
-        None
+        match match_path {
+            // Routes matched the path without `;` parameters; strip the same segments from the
+            // path the backend gets, parameters and all.
+            Some(m) if self.strip_prefix => Some(strip_like(real, m, &matched.upstream_path)),
+            Some(_) => None,
+            None if matched.upstream_path.as_ref() == real => None,
+            None => Some(matched.upstream_path.to_string()),
+        }
     }
 }
 
@@ -171,6 +198,15 @@ fn compile(index: usize, c: &RouteConfig) -> Route {
         PathMatch::Prefix(p.clone())
     } else if let Some(t) = &m.path_template {
         parse_template(t).map_or(PathMatch::Exact(String::new()), PathMatch::Template)
+    } else if let Some(re) = &m.path_regex {
+        let re = if m.ignore_case {
+            format!("(?i:{re})")
+        } else {
+            re.clone()
+        };
+        // Validation compiled it; one that fails now matches nothing.
+        gatehouse_config::matching::anchored_regex(&re)
+            .map_or(PathMatch::Exact(String::new()), PathMatch::Regex)
     } else {
         PathMatch::Any
     };
@@ -184,13 +220,12 @@ fn compile(index: usize, c: &RouteConfig) -> Route {
             .iter()
             .filter_map(|s| Method::from_bytes(s.as_bytes()).ok())
             .collect(),
-        headers: m
-            .headers
-            .iter()
-            .filter_map(|(k, v)| Some((HeaderName::from_bytes(k.as_bytes()).ok()?, v.clone())))
-            .collect(),
+        conditions: conditions::Conditions::compile(m),
         target: match (&c.cluster, &c.redirect, &c.direct_response) {
             (Some(name), _, _) => Target::Cluster(name.as_str().into()),
+            _ if !c.clusters.is_empty() => {
+                Target::Split(Arc::new(forward::Split::new(&c.clusters, c.hash_on.as_ref())))
+            }
             (None, Some(r), _) => Target::Redirect(Arc::new(r.clone())),
             (None, None, Some(d)) => Target::Direct {
                 status: http::StatusCode::from_u16(d.status).unwrap_or(http::StatusCode::OK),
@@ -208,6 +243,13 @@ fn compile(index: usize, c: &RouteConfig) -> Route {
                 }
             }
         },
+        rewrite: c
+            .rewrite
+            .as_ref()
+            .and_then(|rw| forward::PathRewrite::compile(rw, m)),
+        host_rewrite: c.host_rewrite.as_ref().and_then(forward::HostRewrite::compile),
+        mirror: c.mirror.as_ref().map(|mr| Arc::new(forward::Mirror::new(mr))),
+        idle_timeout: c.timeouts.idle.map(|d| d.0),
         strip_prefix: c.strip_prefix,
         retry_non_idempotent: c.retry_non_idempotent,
         request_timeout: c.timeouts.request.map(|d| d.0),
@@ -287,6 +329,7 @@ fn path_match<'t, 'p>(r: &'t Route, path: &'p str) -> Option<Matched<'t, 'p>> {
         PathMatch::Exact(p) => {
             same(p, path, r.ignore_case).then(|| done(Cow::Borrowed(path), None))
         }
+        PathMatch::Regex(re) => re.is_match(path).then(|| done(Cow::Borrowed(path), None)),
         PathMatch::Prefix(p) => {
             let rest = strip(path, p, r.ignore_case)?;
             if !(rest.is_empty() || rest.starts_with('/') || p.ends_with('/')) {
@@ -302,7 +345,10 @@ fn path_match<'t, 'p>(r: &'t Route, path: &'p str) -> Option<Matched<'t, 'p>> {
             let mut cluster = None;
             let wanted = match &r.target {
                 Target::FromPath { param, .. } => Some(param.as_str()),
-                Target::Cluster(_) | Target::Redirect(_) | Target::Direct { .. } => None,
+                Target::Cluster(_)
+                | Target::Split(_)
+                | Target::Redirect(_)
+                | Target::Direct { .. } => None,
             };
             for (i, seg) in segs.iter().enumerate() {
                 if let Segment::CatchAll(_) = seg {

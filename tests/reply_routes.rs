@@ -122,7 +122,7 @@ routes:
         "routes[0].redirect.scheme: expected http or https",
         "routes[0].redirect.host: expected a host name",
         "routes[0].redirect.path: expected an absolute path",
-        "routes[1].cluster: use one of cluster, cluster_from_path, redirect and direct_response",
+        "routes[1].cluster: use one of cluster, clusters, cluster_from_path, redirect and direct_response",
         "routes[2].direct_response.status: must be a status from 200 to 599",
         "routes[2].strip_prefix: a redirect or direct_response route forwards nothing to strip",
         "routes[3].request_headers.set.host: \"host\" is not a header name the gateway lets you set",

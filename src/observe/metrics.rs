@@ -37,6 +37,7 @@ pub struct Metrics {
     pub retry_budget_exhausted: Family<Labels, Counter>,
     pub cluster_overflow: Family<Labels, Counter>,
     pub rate_limit_decisions: Family<Labels, Counter>,
+    pub mirror_requests: Family<Labels, Counter>,
     pub auth_failures: Family<Labels, Counter>,
     pub requests_rejected: Family<Labels, Counter>,
     /// The handles requests use: `rejected.count(reason)`.
@@ -88,6 +89,7 @@ impl Default for Metrics {
             retry_budget_exhausted: Family::default(),
             cluster_overflow: Family::default(),
             rate_limit_decisions: Family::default(),
+            mirror_requests: Family::default(),
             auth_failures: Family::default(),
             requests_rejected,
             connections_rejected: Family::default(),
@@ -211,6 +213,11 @@ impl Default for Metrics {
             "rate_limit_decisions",
             "Rate-limit decisions, by route, policy and decision",
             m.rate_limit_decisions.clone(),
+        );
+        r.register(
+            "mirror_requests",
+            "Copies of requests for routes' mirrors, by route, cluster and outcome (sent; dropped: max_in_flight reached; skipped_body: body over max_body_bytes or streamed)",
+            m.mirror_requests.clone(),
         );
         r.register(
             "requests_rejected",

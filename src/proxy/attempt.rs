@@ -90,6 +90,8 @@ pub struct Outgoing<'a> {
     pub progress: &'a crate::body::Progress,
     /// The route's `timeouts.request`, instead of the cluster's.
     pub request_timeout: Option<std::time::Duration>,
+    /// `host_rewrite: {endpoint: true}`: each try's `Host` is its endpoint's address.
+    pub host_from_endpoint: bool,
 }
 
 /// The answer a request gets, holding its place under the cluster's `max_requests` until its
@@ -213,6 +215,7 @@ pub async fn run(
         key,
         progress,
         request_timeout,
+        host_from_endpoint,
     } = out;
     let started = Instant::now();
     let request_timeout = request_timeout.unwrap_or(cluster.timeouts.request.0);
@@ -280,6 +283,9 @@ pub async fn run(
             *req.method_mut() = std::mem::take(&mut head.method);
             *req.uri_mut() = std::mem::take(&mut head.uri);
             *req.headers_mut() = std::mem::take(&mut head.headers);
+        }
+        if host_from_endpoint {
+            set_host(&mut req, &ep.state.address);
         }
 
         let budget_left = deadline.saturating_duration_since(now);
@@ -446,5 +452,24 @@ pub async fn run(
         let wait = exp.mul_f64(0.5 + 0.5 * fastrand::f64());
         let wait = wait.min(deadline.saturating_duration_since(Instant::now()));
         tokio::time::sleep(wait).await;
+    }
+}
+
+/// `host_rewrite: {endpoint: true}`: the try's `Host` (HTTP/1.1) or `:authority` (HTTP/2) is
+/// the endpoint's `host:port`.
+fn set_host<B>(req: &mut Request<B>, address: &str) {
+    let Ok(v) = http::HeaderValue::from_str(address) else {
+        return;
+    };
+    if req.version() == http::Version::HTTP_2 {
+        let mut parts = req.uri().clone().into_parts();
+        if let Ok(a) = http::uri::Authority::try_from(address) {
+            parts.authority = Some(a);
+            if let Ok(u) = http::Uri::from_parts(parts) {
+                *req.uri_mut() = u;
+            }
+        }
+    } else {
+        req.headers_mut().insert(http::header::HOST, v);
     }
 }

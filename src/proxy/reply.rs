@@ -27,7 +27,7 @@ pub fn answer(
                 .insert(header::CONTENT_TYPE, content_type.clone());
             Ok(resp)
         }
-        Target::Cluster(_) | Target::FromPath { .. } => Err(ProxyError::NoRoute),
+        Target::Cluster(_) | Target::Split(_) | Target::FromPath { .. } => Err(ProxyError::NoRoute),
     }
 }
 

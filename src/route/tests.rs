@@ -20,7 +20,16 @@ fn find_m(
     m: &Method,
     h: &HeaderMap,
 ) -> Option<(String, String, Option<String>)> {
-    t.find(host, path, m, h).map(|x| {
+    t.find(&RouteRequest {
+        host,
+        path,
+        query: None,
+        method: m,
+        headers: h,
+        client_ip: std::net::Ipv4Addr::LOCALHOST.into(),
+        cert: None,
+    })
+    .map(|x| {
         (
             x.route.name.to_string(),
             x.upstream_path.to_string(),

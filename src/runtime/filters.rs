@@ -112,6 +112,7 @@ fn build_one(
             Ok(Filter::RateLimit(limiter, counters))
         }
         FilterConfig::Cache(_) => Err("the cache filter is built by the caller".into()),
+        FilterConfig::Cors(c) => Ok(Filter::Cors(Arc::new(crate::filter::cors::Cors::new(c)))),
         FilterConfig::Fault(f) => {
             if f.abort.is_none() && f.delay.is_none() {
                 return Err("a fault filter needs abort or delay".into());

@@ -1,0 +1,25 @@
+//! A route's weighted split between clusters: which side a request goes to (sticky by the
+//! route's `hash_on` key when the request has one, else at random by weight).
+
+use crate::cluster::Cluster;
+use crate::error::ProxyError;
+use crate::route::forward::Split;
+use http::Request;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// The cluster of `split` this request goes to.
+pub fn choose<'s, B>(
+    split: &Split,
+    clusters: &'s HashMap<Arc<str>, Arc<Cluster>>,
+    req: &Request<B>,
+    client: std::net::IpAddr,
+) -> Result<&'s Arc<Cluster>, ProxyError> {
+    let hash = split
+        .hash_on
+        .as_ref()
+        .and_then(|on| super::hash_key(on, req, client))
+        .map(|k| crate::cluster::balance::key_hash(&k));
+    let name = split.pick(hash, fastrand::u64(..));
+    clusters.get(name.as_ref()).ok_or(ProxyError::NoRoute)
+}
