@@ -307,12 +307,9 @@ async fn forward(
                 .get(name.as_ref())
                 .ok_or(ProxyError::NoRoute)?,
         ),
-        crate::route::Target::Split(split) => Some(split::choose(
-            split,
-            &snap.clusters,
-            &req,
-            canon.client.ip,
-        )?),
+        crate::route::Target::Split(split) => {
+            Some(split::choose(split, &snap.clusters, &req, canon.client.ip)?)
+        }
         crate::route::Target::Redirect(_) | crate::route::Target::Direct { .. } => None,
         crate::route::Target::FromPath { allow, .. } => {
             let name = matched.cluster_from_path.unwrap_or_default();

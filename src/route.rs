@@ -145,7 +145,11 @@ impl RouteTable {
 impl Route {
     /// This route's match for `req` (`host` without its port), if it matches.
     fn matches<'t, 'p>(&'t self, req: &RouteRequest<'p>, host: &str) -> Option<Matched<'t, 'p>> {
-        if self.client_cert.as_ref().is_some_and(|c| !c.matches(req.cert)) {
+        if self
+            .client_cert
+            .as_ref()
+            .is_some_and(|c| !c.matches(req.cert))
+        {
             return None;
         }
         if !host_matches(&self.host, host) {
@@ -223,9 +227,10 @@ fn compile(index: usize, c: &RouteConfig) -> Route {
         conditions: conditions::Conditions::compile(m),
         target: match (&c.cluster, &c.redirect, &c.direct_response) {
             (Some(name), _, _) => Target::Cluster(name.as_str().into()),
-            _ if !c.clusters.is_empty() => {
-                Target::Split(Arc::new(forward::Split::new(&c.clusters, c.hash_on.as_ref())))
-            }
+            _ if !c.clusters.is_empty() => Target::Split(Arc::new(forward::Split::new(
+                &c.clusters,
+                c.hash_on.as_ref(),
+            ))),
             (None, Some(r), _) => Target::Redirect(Arc::new(r.clone())),
             (None, None, Some(d)) => Target::Direct {
                 status: http::StatusCode::from_u16(d.status).unwrap_or(http::StatusCode::OK),
@@ -247,8 +252,14 @@ fn compile(index: usize, c: &RouteConfig) -> Route {
             .rewrite
             .as_ref()
             .and_then(|rw| forward::PathRewrite::compile(rw, m)),
-        host_rewrite: c.host_rewrite.as_ref().and_then(forward::HostRewrite::compile),
-        mirror: c.mirror.as_ref().map(|mr| Arc::new(forward::Mirror::new(mr))),
+        host_rewrite: c
+            .host_rewrite
+            .as_ref()
+            .and_then(forward::HostRewrite::compile),
+        mirror: c
+            .mirror
+            .as_ref()
+            .map(|mr| Arc::new(forward::Mirror::new(mr))),
         idle_timeout: c.timeouts.idle.map(|d| d.0),
         strip_prefix: c.strip_prefix,
         retry_non_idempotent: c.retry_non_idempotent,

@@ -72,9 +72,12 @@ impl Cors {
                     .and_then(|rest| rest.strip_suffix(suffix.as_str()))
                     .is_some_and(|sub| {
                         !sub.is_empty()
-                            && sub
-                                .bytes()
-                                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+                            && sub.bytes().all(|b| {
+                                b.is_ascii_lowercase()
+                                    || b.is_ascii_digit()
+                                    || b == b'-'
+                                    || b == b'.'
+                            })
                             && !sub.starts_with('.')
                     })
             })
@@ -94,7 +97,11 @@ impl Cors {
     }
 
     /// `Some`: the request is a preflight, answered here (204 with the grant, or 403).
-    pub fn preflight(&self, method: &Method, h: &HeaderMap) -> Option<Result<Response<()>, ProxyError>> {
+    pub fn preflight(
+        &self,
+        method: &Method,
+        h: &HeaderMap,
+    ) -> Option<Result<Response<()>, ProxyError>> {
         if method != Method::OPTIONS {
             return None;
         }
@@ -207,9 +214,15 @@ mod tests {
     fn preflight(c: &Cors, origin: &str, method: &str, headers: &str) -> Option<StatusCode> {
         let mut h = HeaderMap::new();
         h.insert(header::ORIGIN, origin.parse().unwrap());
-        h.insert(header::ACCESS_CONTROL_REQUEST_METHOD, method.parse().unwrap());
+        h.insert(
+            header::ACCESS_CONTROL_REQUEST_METHOD,
+            method.parse().unwrap(),
+        );
         if !headers.is_empty() {
-            h.insert(header::ACCESS_CONTROL_REQUEST_HEADERS, headers.parse().unwrap());
+            h.insert(
+                header::ACCESS_CONTROL_REQUEST_HEADERS,
+                headers.parse().unwrap(),
+            );
         }
         match c.preflight(&Method::OPTIONS, &h)? {
             Ok(r) => Some(r.status()),
@@ -234,10 +247,22 @@ mod tests {
     #[test]
     fn preflights() {
         let c = cors("{allow_origins: ['https://app.example.com'], allow_methods: [GET, PUT], allow_headers: [content-type], max_age: 10m}");
-        assert_eq!(preflight(&c, "https://app.example.com", "PUT", "Content-Type"), Some(StatusCode::NO_CONTENT));
-        assert_eq!(preflight(&c, "https://app.example.com", "DELETE", ""), Some(StatusCode::FORBIDDEN));
-        assert_eq!(preflight(&c, "https://app.example.com", "PUT", "x-secret"), Some(StatusCode::FORBIDDEN));
-        assert_eq!(preflight(&c, "https://evil.example", "GET", ""), Some(StatusCode::FORBIDDEN));
+        assert_eq!(
+            preflight(&c, "https://app.example.com", "PUT", "Content-Type"),
+            Some(StatusCode::NO_CONTENT)
+        );
+        assert_eq!(
+            preflight(&c, "https://app.example.com", "DELETE", ""),
+            Some(StatusCode::FORBIDDEN)
+        );
+        assert_eq!(
+            preflight(&c, "https://app.example.com", "PUT", "x-secret"),
+            Some(StatusCode::FORBIDDEN)
+        );
+        assert_eq!(
+            preflight(&c, "https://evil.example", "GET", ""),
+            Some(StatusCode::FORBIDDEN)
+        );
         // Not a preflight: no Access-Control-Request-Method.
         let mut h = HeaderMap::new();
         h.insert(header::ORIGIN, "https://app.example.com".parse().unwrap());
@@ -257,7 +282,10 @@ mod tests {
         assert_eq!(out[header::VARY], "origin");
         let mut out = HeaderMap::new();
         out.insert(ALLOW_ORIGIN, HeaderValue::from_static("*"));
-        c.apply(Some(&HeaderValue::from_static("https://evil.example")), &mut out);
+        c.apply(
+            Some(&HeaderValue::from_static("https://evil.example")),
+            &mut out,
+        );
         assert!(out.get(ALLOW_ORIGIN).is_none());
     }
 }

@@ -107,7 +107,12 @@ impl Conditions {
             return false;
         }
         let header_ok = |(name, cond): &(HeaderName, ValueCond)| {
-            cond.holds(headers.get_all(name).iter().map(http::HeaderValue::as_bytes))
+            cond.holds(
+                headers
+                    .get_all(name)
+                    .iter()
+                    .map(http::HeaderValue::as_bytes),
+            )
         };
         if !self.headers.iter().all(header_ok) {
             return false;

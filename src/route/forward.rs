@@ -151,9 +151,9 @@ pub enum HostRewrite {
 impl HostRewrite {
     pub fn compile(h: &cfg::HostRewrite) -> Option<Self> {
         match h {
-            cfg::HostRewrite::Literal(s) => {
-                http::HeaderValue::from_str(s).ok().map(HostRewrite::Literal)
-            }
+            cfg::HostRewrite::Literal(s) => http::HeaderValue::from_str(s)
+                .ok()
+                .map(HostRewrite::Literal),
             cfg::HostRewrite::Endpoint { endpoint: true } => Some(HostRewrite::Endpoint),
             cfg::HostRewrite::Endpoint { endpoint: false } => None,
         }
@@ -216,7 +216,11 @@ mod tests {
             ("/api", "/api", "/api/x", None),
         ];
         for (from, to, path, want) in cases {
-            assert_eq!(rw(from, to).apply(path, None).as_deref(), want, "{from} {to} {path}");
+            assert_eq!(
+                rw(from, to).apply(path, None).as_deref(),
+                want,
+                "{from} {to} {path}"
+            );
         }
         // Parameters of the remaining segments stay.
         assert_eq!(
@@ -230,8 +234,7 @@ mod tests {
     #[test]
     fn regex_rewrites() {
         let rw = PathRewrite::Regex {
-            re: gatehouse_config::matching::anchored_regex("/users/([0-9]+)/(?P<rest>.*)")
-                .unwrap(),
+            re: gatehouse_config::matching::anchored_regex("/users/([0-9]+)/(?P<rest>.*)").unwrap(),
             substitution: "/v2/u/$1/${rest}".into(),
         };
         assert_eq!(

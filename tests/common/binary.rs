@@ -10,6 +10,8 @@ pub struct Running {
     pub child: Child,
     pub addr: SocketAddr,
     pub _dir: tempfile::TempDir,
+    /// The admin listener's address, once logged (`admin_addr`).
+    admin: std::sync::Mutex<(Option<SocketAddr>, mpsc::Receiver<String>)>,
 }
 
 impl Running {
@@ -50,12 +52,17 @@ impl Running {
         let mut child = cmd.stdout(stdout).stderr(Stdio::piped()).spawn().unwrap();
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = mpsc::channel();
+        let (admin_tx, admin_rx) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(i) = line.find("\"address\":\"") {
                     let rest = &line[i + 11..];
                     let addr = rest[..rest.find('"').unwrap()].to_string();
-                    let _ = tx.send(addr);
+                    if line.contains("admin listening") {
+                        let _ = admin_tx.send(addr);
+                    } else {
+                        let _ = tx.send(addr);
+                    }
                 }
             }
         });
@@ -68,7 +75,21 @@ impl Running {
             child,
             addr,
             _dir: dir,
+            admin: std::sync::Mutex::new((None, admin_rx)),
         }
+    }
+
+    /// The admin listener's address (the config must have `admin:`).
+    #[allow(dead_code)]
+    pub fn admin_addr(&self) -> SocketAddr {
+        let mut a = self.admin.lock().unwrap();
+        if a.0.is_none() {
+            let addr =
+                a.1.recv_timeout(Duration::from_secs(20))
+                    .expect("the gateway logged its admin address");
+            a.0 = Some(addr.parse().unwrap());
+        }
+        a.0.unwrap()
     }
 
     pub fn pid(&self) -> u32 {

@@ -191,7 +191,9 @@ pub fn check(r: &crate::schema::Route, at: &str, known: &[&str], out: &mut Vec<(
         {
             p(
                 format!("{at}.host_rewrite"),
-                format!("invalid host {h:?}: expected a name like api.internal (a port may follow)"),
+                format!(
+                    "invalid host {h:?}: expected a name like api.internal (a port may follow)"
+                ),
             )
         }
         Some(HostRewrite::Endpoint { endpoint: false }) => p(

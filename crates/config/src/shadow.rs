@@ -67,8 +67,11 @@ pub fn specificity(m: &RouteMatch) -> Specificity {
         usize::from(c.present.is_some())
             + 2 * (usize::from(c.subject.is_some()) + usize::from(c.san.is_some()))
     });
-    let headers =
-        m.headers.len() + m.query.len() + usize::from(!m.client_ip.is_empty()) + usize::from(m.grpc) + cert;
+    let headers = m.headers.len()
+        + m.query.len()
+        + usize::from(!m.client_ip.is_empty())
+        + usize::from(m.grpc)
+        + cert;
     Specificity(hk, hl, pk, pl, headers, !m.methods.is_empty())
 }
 
