@@ -43,3 +43,19 @@ export function startDemo(admin = "127.0.0.1:0") {
 }
 
 
+
+/** Runs `gatehouse run -c <path>`; resolves with the child and its first listener's URL. */
+export function startGateway(configPath) {
+  const child = spawn(bin, ["run", "-c", configPath], { stdio: ["ignore", "ignore", "pipe"] });
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error("the gateway did not log its address")), 20000);
+    createInterface({ input: child.stderr }).on("line", (line) => {
+      const m = line.match(/"message":"listening".*"address":"([^"]+)"/);
+      if (m) {
+        clearTimeout(timer);
+        resolve({ child, url: `http://${m[1]}` });
+      }
+    });
+    child.on("exit", (code) => reject(new Error("the gateway exited with " + code)));
+  });
+}
