@@ -195,18 +195,18 @@ impl Route {
         real: &str,
         match_path: Option<&str>,
         matched: &Matched<'_, '_>,
-    ) -> Option<String> {
+    ) -> Result<Option<String>, forward::Refused> {
         if let Some(rw) = &self.rewrite {
             return rw.apply(real, match_path);
         }
-        match match_path {
+        Ok(match match_path {
             // Routes matched the path without `;` parameters; strip the same segments from the
             // path the backend gets, parameters and all.
             Some(m) if self.strip_prefix => Some(strip_like(real, m, &matched.upstream_path)),
             Some(_) => None,
             None if matched.upstream_path.as_ref() == real => None,
             None => Some(matched.upstream_path.to_string()),
-        }
+        })
     }
 }
 

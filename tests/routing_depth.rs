@@ -312,6 +312,7 @@ clusters: [{{name: c, endpoints: [{{address: "{0}"}}]}}]
 routes:
   - {{name: prefix, match: {{path_prefix: /old/api}}, cluster: c, rewrite: {{path_prefix: /v2}}}}
   - {{name: regex, match: {{path_regex: '/users/[0-9]+/.*'}}, cluster: c, rewrite: {{path_regex: '/users/([0-9]+)/(?P<rest>.*)', substitution: '/u/$1/${{rest}}'}}}}
+  - {{name: files, match: {{path_regex: '/v1.*'}}, cluster: c, rewrite: {{path_regex: '/v1(.*)', substitution: '/files/$1'}}}}
   - {{name: literal, match: {{path_prefix: /lit}}, cluster: c, host_rewrite: api.internal}}
   - {{name: endpoint, match: {{path_prefix: /ep}}, cluster: c, host_rewrite: {{endpoint: true}}}}
 "#,
@@ -343,6 +344,25 @@ routes:
         // The original host still travels in X-Forwarded-Host.
         assert_eq!(seen.headers["x-forwarded-host"], "public.example.com");
     }
+    // A capture that would start a `..` segment in the new path is refused, not forwarded.
+    let hits = up.hits();
+    assert_eq!(
+        c.get(format!("http://{}/v1x/ok", gw.addr))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(up.last_seen().uri.path(), "/files/x/ok");
+    let r = c
+        .get(format!("http://{}/v1../admin", gw.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("invalid_path"));
+    assert_eq!(up.hits(), hits + 1);
 }
 
 #[tokio::test]

@@ -78,6 +78,10 @@ impl Mirror {
     }
 }
 
+/// A regex rewrite would have made a `.` or `..` segment (400 `invalid_path`).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Refused;
+
 /// `rewrite`: the path the backend gets.
 #[derive(Debug)]
 pub enum PathRewrite {
@@ -106,7 +110,7 @@ impl PathRewrite {
 
     /// The rewritten form of `path` (the normalized path the backend would get), or `None` when
     /// it is unchanged. `matched` is the path routes saw (without `;` parameters), when it differs.
-    pub fn apply(&self, path: &str, matched: Option<&str>) -> Option<String> {
+    pub fn apply(&self, path: &str, matched: Option<&str>) -> Result<Option<String>, Refused> {
         match self {
             PathRewrite::Prefix { from, to } => {
                 // The real path after the prefix's segments (`;` parameters kept).
@@ -125,16 +129,27 @@ impl PathRewrite {
                     (false, false) => format!("{to}/{rest}"),
                     _ => format!("{to}{rest}"),
                 };
-                (out != path).then_some(out)
+                Ok((out != path).then_some(out))
             }
             PathRewrite::Regex { re, substitution } => {
-                let caps = re.captures(path)?;
+                let Some(caps) = re.captures(path) else {
+                    return Ok(None);
+                };
                 let mut out = String::new();
                 caps.expand(substitution, &mut out);
                 if !out.starts_with('/') {
                     out.insert(0, '/');
                 }
-                (out != path).then_some(out)
+                // A capture that began mid-segment can start one in the output: `/v1(.*)` on
+                // `/v1../admin` into `/files/$1` is `/files/../admin`, which a backend reads as
+                // `/admin`. Such a request is refused, never forwarded.
+                if out
+                    .split('/')
+                    .any(|seg| matches!(seg.split(';').next(), Some("." | "..")))
+                {
+                    return Err(Refused);
+                }
+                Ok((out != path).then_some(out))
             }
         }
     }
@@ -217,7 +232,7 @@ mod tests {
         ];
         for (from, to, path, want) in cases {
             assert_eq!(
-                rw(from, to).apply(path, None).as_deref(),
+                rw(from, to).apply(path, None).unwrap().as_deref(),
                 want,
                 "{from} {to} {path}"
             );
@@ -226,6 +241,7 @@ mod tests {
         assert_eq!(
             rw("/api", "/v2")
                 .apply("/api;v=1/x;y=2", Some("/api/x"))
+                .unwrap()
                 .as_deref(),
             Some("/v2/x;y=2")
         );
@@ -238,9 +254,20 @@ mod tests {
             substitution: "/v2/u/$1/${rest}".into(),
         };
         assert_eq!(
-            rw.apply("/users/42/orders", None).as_deref(),
+            rw.apply("/users/42/orders", None).unwrap().as_deref(),
             Some("/v2/u/42/orders")
         );
-        assert_eq!(rw.apply("/other", None), None);
+        assert_eq!(rw.apply("/other", None), Ok(None));
+        // A capture cannot climb out of the substitution's directory.
+        let rw = PathRewrite::Regex {
+            re: gatehouse_config::matching::anchored_regex("/v1(.*)").unwrap(),
+            substitution: "/files/$1".into(),
+        };
+        assert_eq!(rw.apply("/v1../admin", None), Err(Refused));
+        assert_eq!(rw.apply("/v1.;x/admin", None), Err(Refused));
+        assert_eq!(
+            rw.apply("/v1..x/a", None).unwrap().as_deref(),
+            Some("/files/..x/a")
+        );
     }
 }
