@@ -440,3 +440,60 @@ routes:
     // Each problem names its line.
     assert!(err.contains("bad.yaml:4:"), "{err}");
 }
+
+/// The access log names the side a split chose; a reload that changes the weights keeps the
+/// clusters (the same endpoints, their state) and moves the traffic.
+#[tokio::test]
+async fn the_access_log_names_the_chosen_side_and_weights_reload() {
+    let v1 = FakeUpstream::start("v1").await;
+    let v2 = FakeUpstream::start("v2").await;
+    let config = |w1: u32, w2: u32| {
+        format!(
+            r#"
+listeners: [{{name: l, address: "127.0.0.1:0"}}]
+clusters:
+  - {{name: v1, endpoints: [{{address: "{}"}}]}}
+  - {{name: v2, endpoints: [{{address: "{}"}}]}}
+routes:
+  - {{name: canary, match: {{path_prefix: /}}, clusters: [{{name: v1, weight: {w1}}}, {{name: v2, weight: {w2}}}]}}
+"#,
+            v1.addr(),
+            v2.addr()
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gatehouse.yaml");
+    std::fs::write(&path, config(0, 1)).unwrap();
+    let gw = gatehouse_testkit::TestGateway::start_file(&path).await;
+    let c = client();
+    let r = c
+        .get(gw.url("/x"))
+        .header("x-request-id", "split-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let line = gw.log_line("split-1").await;
+    assert_eq!(line["cluster"], "v2");
+    assert_eq!(line["route"], "canary");
+    assert_eq!(v2.hits(), 1);
+    let conns = v2.connections();
+
+    std::fs::write(&path, config(1, 0)).unwrap();
+    gw.gateway().reload("test").await.unwrap();
+    let r = c
+        .get(gw.url("/x"))
+        .header("x-request-id", "split-2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(gw.log_line("split-2").await["cluster"], "v1");
+    assert_eq!(v1.hits(), 1);
+    // v2's pooled connection survived the reload (its cluster was kept, not rebuilt).
+    std::fs::write(&path, config(0, 1)).unwrap();
+    gw.gateway().reload("test").await.unwrap();
+    c.get(gw.url("/x")).send().await.unwrap();
+    assert_eq!(v2.hits(), 2);
+    assert_eq!(v2.connections(), conns, "v2's connection was reused");
+}
