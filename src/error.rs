@@ -228,6 +228,9 @@ impl ProxyError {
             ProxyError::BodyTooLarge => "request body too large".into(),
             ProxyError::BadRequest(r) => format!("bad request: {r}"),
             ProxyError::Unauthorized(_) => "authentication required".into(),
+            ProxyError::Forbidden("cors_preflight_refused") => {
+                "cross-origin request not allowed (origin, method or headers)".into()
+            }
             ProxyError::Forbidden(_) => "credentials not accepted".into(),
             ProxyError::RateLimited { .. } => "rate limit exceeded".into(),
             ProxyError::Injected { .. } => "fault injected".into(),

@@ -281,13 +281,16 @@ async fn forward(
         _ => {}
     }
     let match_path = canon.match_path.as_deref().unwrap_or(req.uri().path());
+    // A CORS preflight is routed as the request it asks about, so the route that will serve
+    // the `PUT` (and its cors filter, or its lack of one) is the route that answers for it.
+    let preflight = crate::filter::cors::preflight_method(req.method(), req.headers());
     let matched = snap
         .routes
         .find(&crate::route::RouteRequest {
             host,
             path: match_path,
             query: req.uri().query(),
-            method: req.method(),
+            method: preflight.as_ref().unwrap_or(req.method()),
             headers: req.headers(),
             client_ip: canon.client.ip,
             cert: ctx

@@ -181,10 +181,11 @@ impl Route {
         if !self.methods.is_empty() && !self.methods.contains(req.method) {
             return None;
         }
-        if !self.conditions.hold(req.headers, req.query, req.client_ip) {
-            return None;
-        }
-        path_match(self, req.path)
+        // The path first: conditions may parse the query, which a client can make long.
+        let m = path_match(self, req.path)?;
+        self.conditions
+            .hold(req.headers, req.query, req.client_ip)
+            .then_some(m)
     }
 
     /// The path the backend gets when it is not `real` (the request's normalized path):
@@ -274,7 +275,7 @@ fn compile(index: usize, c: &RouteConfig) -> Route {
         rewrite: c
             .rewrite
             .as_ref()
-            .and_then(|rw| forward::PathRewrite::compile(rw, m)),
+            .and_then(|rw| forward::PathRewrite::compile(rw, m, m.ignore_case)),
         host_rewrite: c
             .host_rewrite
             .as_ref()

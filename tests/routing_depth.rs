@@ -313,6 +313,7 @@ routes:
   - {{name: prefix, match: {{path_prefix: /old/api}}, cluster: c, rewrite: {{path_prefix: /v2}}}}
   - {{name: regex, match: {{path_regex: '/users/[0-9]+/.*'}}, cluster: c, rewrite: {{path_regex: '/users/([0-9]+)/(?P<rest>.*)', substitution: '/u/$1/${{rest}}'}}}}
   - {{name: files, match: {{path_regex: '/v1.*'}}, cluster: c, rewrite: {{path_regex: '/v1(.*)', substitution: '/files/$1'}}}}
+  - {{name: ic, match: {{path_regex: '/ic/(.*)', ignore_case: true}}, cluster: c, rewrite: {{path_regex: '/ic/(.*)', substitution: '/icx/$1'}}}}
   - {{name: literal, match: {{path_prefix: /lit}}, cluster: c, host_rewrite: api.internal}}
   - {{name: endpoint, match: {{path_prefix: /ep}}, cluster: c, host_rewrite: {{endpoint: true}}}}
 "#,
@@ -326,6 +327,8 @@ routes:
         ("/users/42/orders/7", "/u/42/orders/7", None),
         // Rewrites apply to the normalized path.
         ("/users/42/a/../b", "/u/42/b", None),
+        // As the route matched: without case.
+        ("/IC/a", "/icx/a", None),
         ("/lit/x", "/lit/x", Some("api.internal".to_string())),
         ("/ep/x", "/ep/x", Some(up.addr().to_string())),
     ];
@@ -415,6 +418,11 @@ routes:
   - {name: f, match: {path: /f}, cluster: c, hash_on: header:x-user}
   - {name: g, match: {path: /g}, cluster: c, mirror: {cluster: ghost}, rewrite: {path_prefix: /x}}
   - {name: h, match: {path: /h}, cluster: c, filters: [cors: {allow_origins: ['*'], allow_credentials: true}]}
+  - {name: i, match: {path: /i, headers: {x-gatehouse-consumer: admin}}, cluster: c}
+  - {name: j, match: {path_regex: '/s/(.*)'}, cluster: c, rewrite: {path_regex: '/s/(.*)', substitution: '/x?inject=$1'}}
+  - {name: admin, match: {path_prefix: /api/v1/admin}, cluster: c, filters: [auth: {api_key: {}}]}
+  - {name: versioned, match: {path_regex: '/api/v[0-9]+/.*'}, cluster: c}
+consumers: [{name: a, api_keys: ["sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"]}]
 "#,
     )
     .unwrap();
@@ -434,6 +442,9 @@ routes:
         "routes[5].mirror.cluster: unknown cluster \"ghost\"",
         "routes[5].rewrite.path_prefix: replaces the matched prefix",
         "routes[6].filters[0].cors.allow_credentials: with allow_credentials any page could act as the signed-in user",
+        "routes[7].match.headers.x-gatehouse-consumer: \"x-gatehouse-consumer\" is an identity header",
+        "routes[8].rewrite.substitution: '?' cannot be in a path",
+        "routes[10].match.path_regex: route \"versioned\" also matches \"/api/v1/admin\", a path of route \"admin\" (routes[9]), and wins over it (with different authentication)",
     ] {
         assert!(err.contains(want), "missing {want:?} in:\n{err}");
     }
@@ -496,4 +507,41 @@ routes:
     c.get(gw.url("/x")).send().await.unwrap();
     assert_eq!(v2.hits(), 2);
     assert_eq!(v2.connections(), conns, "v2's connection was reused");
+}
+
+/// A CORS preflight is routed as the request it asks about: a `methods: [PUT]` route answers
+/// the preflight for its PUT, and a route without a cors filter gets the preflight forwarded.
+#[tokio::test]
+async fn preflights_are_routed_as_the_request_they_ask_about() {
+    let up = FakeUpstream::start("up").await;
+    let yaml = format!(
+        r#"
+listeners: [{{name: l, address: "127.0.0.1:0"}}]
+clusters: [{{name: c, endpoints: [{{address: "{}"}}]}}]
+routes:
+  - {{name: put, match: {{path_prefix: /p, methods: [PUT]}}, cluster: c, filters: [cors: {{allow_origins: ['https://a.test'], allow_methods: [PUT]}}]}}
+  - {{name: post, match: {{path_prefix: /p, methods: [POST]}}, cluster: c}}
+"#,
+        up.addr()
+    );
+    let gw = Running::start(&yaml, &[]);
+    let c = client();
+    let preflight = |method: &'static str| {
+        c.request(reqwest::Method::OPTIONS, format!("http://{}/p/x", gw.addr))
+            .header("origin", "https://a.test")
+            .header("access-control-request-method", method)
+            .send()
+    };
+    let r = preflight("PUT").await.unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(r.headers()["access-control-allow-origin"], "https://a.test");
+    assert_eq!(up.hits(), 0, "answered by the gateway");
+    let r = preflight("POST").await.unwrap();
+    assert_eq!(
+        r.status(),
+        200,
+        "forwarded: the POST route has no cors filter"
+    );
+    assert_eq!(up.hits(), 1);
+    assert_eq!(up.last_seen().method, "OPTIONS");
 }

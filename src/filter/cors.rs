@@ -9,6 +9,15 @@ use http::{HeaderMap, Method, Response, StatusCode};
 
 const ALLOW_ORIGIN: HeaderName = header::ACCESS_CONTROL_ALLOW_ORIGIN;
 
+/// For a CORS preflight (`OPTIONS` with `Origin` and `Access-Control-Request-Method`), the
+/// method it asks about.
+pub fn preflight_method(method: &Method, h: &HeaderMap) -> Option<Method> {
+    if method != Method::OPTIONS || !h.contains_key(header::ORIGIN) {
+        return None;
+    }
+    Method::from_bytes(h.get(header::ACCESS_CONTROL_REQUEST_METHOD)?.as_bytes()).ok()
+}
+
 /// A compiled `cors` filter.
 #[derive(Debug)]
 pub struct Cors {

@@ -64,23 +64,30 @@ pub fn send(
     copy.headers = head.headers.clone();
     count("sent");
     let events = events.clone();
+    // The whole copy, its answer's body included, within the mirror cluster's request
+    // timeout: a shadow that stalls mid-body must not hold its place for ever.
+    let deadline = cluster.timeouts.request.0;
     tokio::spawn(async move {
         let _place = place;
-        let out = attempt::Outgoing {
-            head: copy,
-            body: ReqBody::Replayable(bytes),
-            allow_non_idempotent: false,
-            key: None,
-            progress: &crate::body::NO_BODY,
-            request_timeout: None,
-            host_from_endpoint: false,
-        };
-        let mut tries = attempt::Tries::default();
-        // Read the answer to its end so the connection goes back to the pool.
-        if let Ok(a) = attempt::run(&cluster, out, &events, &mut tries).await {
-            let (resp, held) = super::upstream_response(a);
-            let body = resp.into_body().with_hold(Box::new(held));
-            let _ = http_body_util::BodyExt::collect(body).await;
-        }
+        let _ = tokio::time::timeout(deadline, copy_once(cluster, copy, bytes, events)).await;
     });
+}
+
+async fn copy_once(cluster: Arc<Cluster>, copy: Parts, bytes: bytes::Bytes, events: Events) {
+    let out = attempt::Outgoing {
+        head: copy,
+        body: ReqBody::Replayable(bytes),
+        allow_non_idempotent: false,
+        key: None,
+        progress: &crate::body::NO_BODY,
+        request_timeout: None,
+        host_from_endpoint: false,
+    };
+    let mut tries = attempt::Tries::default();
+    // Read the answer to its end so the connection goes back to the pool.
+    if let Ok(a) = attempt::run(&cluster, out, &events, &mut tries).await {
+        let (resp, held) = super::upstream_response(a);
+        let body = resp.into_body().with_hold(Box::new(held));
+        let _ = http_body_util::BodyExt::collect(body).await;
+    }
 }

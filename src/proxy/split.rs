@@ -19,7 +19,19 @@ pub fn choose<'s, B>(
         .hash_on
         .as_ref()
         .and_then(|on| super::hash_key(on, req, client))
-        .map(|k| crate::cluster::balance::key_hash(&k));
+        // Mixed, so the split's choice is independent of a `ring_hash` / `maglev` cluster
+        // behind it keyed on the same header (the same hash would pick from a skewed part
+        // of the ring).
+        .map(|k| mix(crate::cluster::balance::key_hash(&k)));
     let name = split.pick(hash, fastrand::u64(..));
     clusters.get(name.as_ref()).ok_or(ProxyError::NoRoute)
+}
+
+/// The splitmix64 finalizer: a bijection whose output bits each depend on every input bit.
+fn mix(mut z: u64) -> u64 {
+    z ^= z >> 30;
+    z = z.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z ^= z >> 27;
+    z = z.wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }

@@ -127,13 +127,19 @@ impl Conditions {
 
 /// A gRPC request: `content-type: application/grpc`, or `application/grpc+proto` and the like.
 pub fn is_grpc(headers: &HeaderMap) -> bool {
-    let Some(v) = headers.get(http::header::CONTENT_TYPE) else {
-        return false;
-    };
-    let v = v.as_bytes();
-    v.len() >= 16
-        && v[..16].eq_ignore_ascii_case(b"application/grpc")
-        && matches!(v.get(16), None | Some(b'+' | b';'))
+    // Every line, as for other conditions: `application/grpc` with a second `text/html` line is
+    // not a request two backends would read the same way.
+    let mut lines = headers
+        .get_all(http::header::CONTENT_TYPE)
+        .iter()
+        .peekable();
+    lines.peek().is_some()
+        && lines.all(|v| {
+            let v = v.as_bytes();
+            v.len() >= 16
+                && v[..16].eq_ignore_ascii_case(b"application/grpc")
+                && matches!(v.get(16), None | Some(b'+' | b';'))
+        })
 }
 
 #[cfg(test)]
@@ -177,6 +183,11 @@ mod tests {
             h.insert(http::header::CONTENT_TYPE, ct.parse().unwrap());
             assert_eq!(is_grpc(&h), want, "{ct}");
         }
+        // Every line must say gRPC.
+        h.insert(http::header::CONTENT_TYPE, "application/grpc".parse().unwrap());
+        assert!(is_grpc(&h));
+        h.append(http::header::CONTENT_TYPE, "text/html".parse().unwrap());
+        assert!(!is_grpc(&h));
         h.clear();
         assert!(!is_grpc(&h));
     }

@@ -94,14 +94,24 @@ pub enum PathRewrite {
 }
 
 impl PathRewrite {
-    pub fn compile(rw: &cfg::Rewrite, m: &gatehouse_config::RouteMatch) -> Option<Self> {
+    pub fn compile(
+        rw: &cfg::Rewrite,
+        m: &gatehouse_config::RouteMatch,
+        ignore_case: bool,
+    ) -> Option<Self> {
         match (&rw.path_prefix, &rw.path_regex, &rw.substitution) {
             (Some(to), _, _) => Some(PathRewrite::Prefix {
                 from: m.path_prefix.clone()?,
                 to: to.clone(),
             }),
             (None, Some(re), Some(sub)) => Some(PathRewrite::Regex {
-                re: gatehouse_config::matching::anchored_regex(re).ok()?,
+                // As the route matched: without case when it does.
+                re: gatehouse_config::matching::anchored_regex(&if ignore_case {
+                    format!("(?i:{re})")
+                } else {
+                    re.clone()
+                })
+                .ok()?,
                 substitution: sub.clone(),
             }),
             _ => None,
@@ -132,13 +142,20 @@ impl PathRewrite {
                 Ok((out != path).then_some(out))
             }
             PathRewrite::Regex { re, substitution } => {
-                let Some(caps) = re.captures(path) else {
+                // On the path routes matched (`;` parameters dropped, so the rewrite applies
+                // to the request the route took).
+                let Some(caps) = re.captures(matched.unwrap_or(path)) else {
                     return Ok(None);
                 };
                 let mut out = String::new();
                 caps.expand(substitution, &mut out);
                 if !out.starts_with('/') {
                     out.insert(0, '/');
+                }
+                // An empty capture between two slashes (`/base/$1/x`) leaves `//`: merged, as
+                // request paths are.
+                while let Some(i) = out.find("//") {
+                    out.remove(i);
                 }
                 // A capture that began mid-segment can start one in the output: `/v1(.*)` on
                 // `/v1../admin` into `/files/$1` is `/files/../admin`, which a backend reads as

@@ -84,6 +84,13 @@ impl<'de> Deserialize<'de> for HostRewrite {
     }
 }
 
+/// Why `s` cannot be (part of) a path: a character that would end it or is not allowed raw.
+fn path_chars(s: &str) -> Option<String> {
+    s.chars()
+        .find(|c| matches!(c, '?' | '#' | ' ') || c.is_control() || !c.is_ascii())
+        .map(|c| format!("{c:?} cannot be in a path (a query or fragment would start, or it must be percent-encoded)"))
+}
+
 mod defaults {
     use crate::units::{ByteSize, Percent};
     pub fn percent() -> Percent {
@@ -144,6 +151,9 @@ pub fn check(r: &crate::schema::Route, at: &str, known: &[&str], out: &mut Vec<(
         let m = &r.matches;
         match (&rw.path_prefix, &rw.path_regex, &rw.substitution) {
             (Some(p2), None, None) => {
+                if let Some(e) = path_chars(p2) {
+                    p(format!("{at}.rewrite.path_prefix"), e);
+                }
                 if !p2.starts_with('/') {
                     p(
                         format!("{at}.rewrite.path_prefix"),
@@ -158,6 +168,10 @@ pub fn check(r: &crate::schema::Route, at: &str, known: &[&str], out: &mut Vec<(
                 }
             }
             (None, Some(re), Some(sub)) => match crate::matching::anchored_regex(re) {
+                _ if path_chars(sub).is_some() => p(
+                    format!("{at}.rewrite.substitution"),
+                    path_chars(sub).unwrap_or_default(),
+                ),
                 Err(e) => p(format!("{at}.rewrite.path_regex"), e),
                 Ok(_) if !sub.starts_with('/') && !sub.starts_with('$') => p(
                     format!("{at}.rewrite.substitution"),

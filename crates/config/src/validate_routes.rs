@@ -77,6 +77,29 @@ pub fn validate_routes(c: &Config, p: &mut impl FnMut(String, String)) {
     for (i, r) in c.routes.iter().enumerate() {
         check_cluster_param(r, i, p);
     }
+    for ((path, msg), _) in regex_overlaps(c)
+        .into_iter()
+        .filter(|(_, differs)| *differs)
+    {
+        p(path, msg);
+    }
+
+    // Routes matched on an identity header would see the client's forged copy: the gateway
+    // removes it only after routing.
+    let identity_names: Vec<String> = std::iter::once(&c.identity.consumer_header)
+        .chain(&c.identity.strip_headers)
+        .map(|h| h.to_ascii_lowercase())
+        .collect();
+    for (i, r) in c.routes.iter().enumerate() {
+        for name in r.matches.headers.keys() {
+            if identity_names.contains(&name.to_ascii_lowercase()) {
+                p(
+                    format!("routes[{i}].match.headers.{name}"),
+                    format!("{name:?} is an identity header: a client's copy is removed and only the gateway sets it, after routing; match on a route's auth filter instead"),
+                );
+            }
+        }
+    }
 
     // Identity used before it is known, or read from a header only the gateway sets.
     let identity: Vec<String> = std::iter::once(&c.identity.consumer_header)
@@ -129,6 +152,102 @@ pub fn validate_routes(c: &Config, p: &mut impl FnMut(String, String)) {
 pub fn warnings(c: &Config) -> Vec<Problem> {
     let mut out = client_cert_warnings(c);
     out.extend(reach_warnings(c));
+    out.extend(
+        regex_overlaps(c)
+            .into_iter()
+            .filter(|(_, auth_differs)| !auth_differs)
+            .map(|(p, _)| p),
+    );
+    out.extend(forwarding_header_warnings(c));
+    out
+}
+
+/// A regex route outranks prefix routes (its path kind is more specific), so one that also
+/// matches another route's paths takes them: `/api/v[0-9]+/.*` takes `/api/v1/admin` from a
+/// protected prefix route. Probed with the other route's own path and one below it. `true`:
+/// the two routes authenticate differently (an error: an open regex route takes a protected
+/// route's paths); otherwise a warning.
+fn regex_overlaps(c: &Config) -> Vec<(Problem, bool)> {
+    let mut out = Vec::new();
+    for (i, a) in c.routes.iter().enumerate() {
+        let Some(re) = &a.matches.path_regex else {
+            continue;
+        };
+        let Ok(re) = crate::matching::anchored_regex(re) else {
+            continue;
+        };
+        for (j, b) in c.routes.iter().enumerate() {
+            let m = &b.matches;
+            let base = match (&m.path, &m.path_prefix, &m.path_template) {
+                (Some(p), _, _) | (None, Some(p), _) => p.clone(),
+                (None, None, Some(t)) => match parse_template(t) {
+                    Ok(segs) => segs
+                        .iter()
+                        .map(|s| match s {
+                            Segment::Literal(l) => format!("/{l}"),
+                            _ => "/x".to_string(),
+                        })
+                        .collect(),
+                    Err(_) => continue,
+                },
+                _ => continue,
+            };
+            let same_host = a.matches.host.is_none() || a.matches.host == m.host;
+            if i == j || !same_host || !crate::shadow::beats(a, i, b, j) {
+                continue;
+            }
+            let below = format!("{}/x", base.trim_end_matches('/'));
+            let hit = [base, below].into_iter().find(|p| re.is_match(p));
+            if let Some(hit) = hit {
+                let differs = auth_of(a) != auth_of(b);
+                let auth = if differs {
+                    " (with different authentication)"
+                } else {
+                    ""
+                };
+                out.push(((
+                    format!("routes[{i}].match.path_regex"),
+                    format!(
+                        "route {:?} also matches {hit:?}, a path of route {:?} (routes[{j}]), and wins over it{auth}: a regex outranks prefixes; narrow the regex, or match {:?} with a path_template (`{}/{{*rest}}` outranks a regex)",
+                        a.name, b.name, b.name, base_of(m)
+                    ),
+                ), differs));
+            }
+        }
+    }
+    out
+}
+
+fn base_of(m: &crate::schema::RouteMatch) -> String {
+    m.path
+        .as_deref()
+        .or(m.path_prefix.as_deref())
+        .unwrap_or("/prefix")
+        .trim_end_matches('/')
+        .to_string()
+}
+
+/// Header conditions on headers a client can forge and the gateway rewrites for the backend:
+/// routes see the client's copy.
+fn forwarding_header_warnings(c: &Config) -> Vec<Problem> {
+    const FORWARDING: [&str; 5] = [
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "forwarded",
+        "x-real-ip",
+    ];
+    let mut out = Vec::new();
+    for (i, r) in c.routes.iter().enumerate() {
+        for name in r.matches.headers.keys() {
+            if FORWARDING.contains(&name.to_ascii_lowercase().as_str()) {
+                out.push((
+                    format!("routes[{i}].match.headers.{name}"),
+                    format!("{name:?} is matched as the client sent it, from anyone, before the gateway rewrites it: match the client's address with match.client_ip instead"),
+                ));
+            }
+        }
+    }
     out
 }
 
