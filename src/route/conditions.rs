@@ -184,7 +184,10 @@ mod tests {
             assert_eq!(is_grpc(&h), want, "{ct}");
         }
         // Every line must say gRPC.
-        h.insert(http::header::CONTENT_TYPE, "application/grpc".parse().unwrap());
+        h.insert(
+            http::header::CONTENT_TYPE,
+            "application/grpc".parse().unwrap(),
+        );
         assert!(is_grpc(&h));
         h.append(http::header::CONTENT_TYPE, "text/html".parse().unwrap());
         assert!(!is_grpc(&h));
