@@ -54,6 +54,16 @@ fn origin_ok(o: &str) -> Result<(), String> {
         && host
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-.:[]".contains(c));
+    let default_port = match scheme {
+        "https" => ":443",
+        _ => ":80",
+    };
+    if host.ends_with(default_port) {
+        return Err(format!(
+            "invalid origin {o:?}: browsers leave the default port out of an origin: write {}",
+            o.trim_end_matches(default_port)
+        ));
+    }
     if !host_ok {
         return Err(if host.chars().any(|c| c.is_ascii_uppercase()) {
             format!("invalid origin {o:?}: browsers send origins in lower case")
@@ -130,6 +140,8 @@ mod tests {
             "https://a.*.com",
             "https://App.example.com",
             "https://",
+            "https://a.com:443",
+            "http://a.com:80",
         ] {
             assert!(origin_ok(bad).is_err(), "{bad}");
         }

@@ -91,6 +91,38 @@ fn path_chars(s: &str) -> Option<String> {
         .map(|c| format!("{c:?} cannot be in a path (a query or fragment would start, or it must be percent-encoded)"))
 }
 
+/// `$1x` is the capture named `1x` (the regex crate reads the longest name), almost never
+/// what was meant: say to write `${1}x`.
+fn ambiguous_capture(sub: &str) -> Option<String> {
+    let b = sub.as_bytes();
+    (0..b.len()).find_map(|i| {
+        if b[i] != b'$' || (i > 0 && b[i - 1] == b'$') {
+            return None;
+        }
+        let digits = b[i + 1..].iter().take_while(|c| c.is_ascii_digit()).count();
+        let next = b.get(i + 1 + digits)?;
+        (digits > 0 && (next.is_ascii_alphabetic() || *next == b'_')).then(|| {
+            let n = &sub[i + 1..i + 1 + digits];
+            format!(
+                "${n}{} reads as the capture named \"{n}{}...\": write ${{{n}}} before letters",
+                *next as char, *next as char
+            )
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ambiguous_captures() {
+        assert!(super::ambiguous_capture("/u/$1x").is_some());
+        assert!(super::ambiguous_capture("/u/${1}x").is_none());
+        assert!(super::ambiguous_capture("/u/$1/$2").is_none());
+        assert!(super::ambiguous_capture("/u/$name").is_none());
+        assert!(super::ambiguous_capture("/u/$$1x").is_none());
+    }
+}
+
 mod defaults {
     use crate::units::{ByteSize, Percent};
     pub fn percent() -> Percent {
@@ -171,6 +203,10 @@ pub fn check(r: &crate::schema::Route, at: &str, known: &[&str], out: &mut Vec<(
                 _ if path_chars(sub).is_some() => p(
                     format!("{at}.rewrite.substitution"),
                     path_chars(sub).unwrap_or_default(),
+                ),
+                _ if ambiguous_capture(sub).is_some() => p(
+                    format!("{at}.rewrite.substitution"),
+                    ambiguous_capture(sub).unwrap_or_default(),
                 ),
                 Err(e) => p(format!("{at}.rewrite.path_regex"), e),
                 Ok(_) if !sub.starts_with('/') && !sub.starts_with('$') => p(
