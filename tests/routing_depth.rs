@@ -117,6 +117,11 @@ routes:
     );
 }
 
+async fn scrape(c: &reqwest::Client, gw: &Running) -> String {
+    let url = format!("http://{}/metrics", gw.admin_addr());
+    c.get(url).send().await.unwrap().text().await.unwrap()
+}
+
 fn split_config(v1: &FakeUpstream, v2: &FakeUpstream, admin: bool) -> String {
     format!(
         r#"
@@ -249,14 +254,7 @@ routes:
         || async { (shadow.hits() == 4).then_some(()) },
     )
     .await;
-    let metrics = c
-        .get(format!("http://{}/metrics", gw.admin_addr()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = scrape(&c, &gw).await;
     for (outcome, n) in [("sent", 4), ("dropped", 16)] {
         let line = format!(
             "gatehouse_mirror_requests_total{{route=\"shadowed\",cluster=\"shadow\",outcome=\"{outcome}\"}} {n}"
@@ -288,14 +286,7 @@ routes:
     assert_eq!(r.status(), 200);
     assert_eq!(primary.hits(), 22);
     // The big one was counted as skipped, never sent: the copy still has one.
-    let metrics = c
-        .get(format!("http://{}/metrics", gw.admin_addr()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = scrape(&c, &gw).await;
     assert!(metrics.contains(
         "gatehouse_mirror_requests_total{route=\"copied\",cluster=\"copy\",outcome=\"skipped_body\"} 1"
     ));
@@ -400,14 +391,47 @@ routes:
     assert!(head.starts_with("HTTP/1.1 408"), "{head}");
     // The client's stall is not the backend's fault.
     assert_eq!(up.hits(), 0);
+
+    // The other way: a backend that sends 1 byte of 10 and goes silent has the response cut
+    // off after the route's 200 ms (nothing else would end it for 30 s).
+    let stall = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let stall_addr = stall.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = stall.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let _ = conn.read(&mut buf).await;
+                let _ = conn
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nx")
+                    .await;
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            });
+        }
+    });
+    let yaml = format!(
+        r#"
+listeners: [{{name: l, address: "127.0.0.1:0"}}]
+clusters: [{{name: c, endpoints: [{{address: "{stall_addr}"}}], timeouts: {{request: 30s}}}}]
+routes:
+  - {{name: download, match: {{path_prefix: /}}, cluster: c, timeouts: {{idle: 200ms}}}}
+"#
+    );
+    let gw = Running::start(&yaml, &[]);
+    let r = client()
+        .get(format!("http://{}/file", gw.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body = tokio::time::timeout(Duration::from_secs(2), r.bytes())
+        .await
+        .expect("cut off within 2 s");
+    assert!(body.is_err(), "a 1-byte body of 10 must not end cleanly");
 }
 
 #[test]
 fn check_names_bad_routing_settings() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("bad.yaml");
-    std::fs::write(
-        &path,
+    let err = common::binary::check_refused(
         r#"listeners: [{name: l, address: "127.0.0.1:0"}]
 clusters: [{name: c, endpoints: [{address: "127.0.0.1:1"}]}]
 routes:
@@ -424,14 +448,7 @@ routes:
   - {name: versioned, match: {path_regex: '/api/v[0-9]+/.*'}, cluster: c}
 consumers: [{name: a, api_keys: ["sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"]}]
 "#,
-    )
-    .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
-        .args(["check", path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    );
     for want in [
         "routes[0].match.path_regex: invalid regex \"/(unclosed\"",
         "routes[1].match.path_regex: regex \"/(a{1000}){1000}\" is too big",

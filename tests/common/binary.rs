@@ -123,3 +123,18 @@ impl Drop for Running {
         let _ = self.child.wait();
     }
 }
+
+/// Runs `gatehouse check` on `yaml` (as `bad.yaml`), which must be refused; returns what it
+/// printed on stderr.
+#[allow(dead_code)]
+pub fn check_refused(yaml: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .args(["check", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "check accepted:\n{yaml}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
