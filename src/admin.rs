@@ -29,7 +29,7 @@ pub struct AdminState {
     pub guard: Arc<guard::Guard>,
 }
 
-/// The admin token: from `token_env`, or generated for `token: auto` and written to its file
+/// The admin token: from `token_env` or `token_file` (read with the config), or generated for `token: auto` and written to its file
 /// (mode 0600). Validation has already required one off loopback and checked the variable.
 pub fn token_for(cfg: &gatehouse_config::Admin) -> anyhow::Result<Option<(Arc<str>, TokenSource)>> {
     if let Some(var) = &cfg.token_env {
@@ -37,6 +37,9 @@ pub fn token_for(cfg: &gatehouse_config::Admin) -> anyhow::Result<Option<(Arc<st
             Ok(t) if !t.is_empty() => Ok(Some((Arc::from(t.as_str()), TokenSource::Env))),
             _ => anyhow::bail!("admin.token_env: the variable {var} is not set"),
         };
+    }
+    if let Some(t) = &cfg.token_value {
+        return Ok(Some((Arc::from(t.as_str()), TokenSource::Env)));
     }
     if cfg.token != Some(gatehouse_config::AdminToken::Auto) {
         return Ok(None);
@@ -54,6 +57,7 @@ pub fn token_for(cfg: &gatehouse_config::Admin) -> anyhow::Result<Option<(Arc<st
 
 /// Where the admin token came from (the banner says where to find a generated one).
 pub enum TokenSource {
+    /// Given: `token_env` or `token_file`.
     Env,
     File(std::path::PathBuf),
 }

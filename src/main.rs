@@ -49,6 +49,8 @@ enum Command {
         #[arg(long)]
         print_config: bool,
     },
+    /// Print the config file's JSON Schema (for editors and validators; docs/config.md).
+    Schema,
     /// Print the `sha256:...` digest of an API key, for a consumer's `api_keys`.
     HashKey {
         /// The key (read from standard input when omitted).
@@ -74,6 +76,10 @@ fn main() -> ExitCode {
     let _log_guard = init_tracing();
     let (threads, result) = match cli.command {
         Some(Command::Check { files }) => return check(&files),
+        Some(Command::Schema) => {
+            print!("{}", gatehouse_config::json_schema::schema_json());
+            return ExitCode::SUCCESS;
+        }
         Some(Command::HashKey { key }) => {
             let key = key.unwrap_or_else(|| {
                 let mut line = String::new();
@@ -199,6 +205,7 @@ fn check(files: &[PathBuf]) -> ExitCode {
                         .unwrap_or_default(),
                 );
                 if problems.is_empty() {
+                    print_services(&config);
                     Ok(())
                 } else {
                     Err(Some(gatehouse_config::locate(&text, &name, problems)))
@@ -218,6 +225,29 @@ fn check(files: &[PathBuf]) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+/// What the `services:` shorthand expanded to, so the user sees what will run.
+fn print_services(config: &gatehouse_config::Config) {
+    for name in config.services.keys() {
+        let Some(c) = config.clusters.iter().find(|c| &c.name == name) else {
+            continue;
+        };
+        let endpoints: Vec<&str> = c.endpoints.iter().map(|e| e.address.as_str()).collect();
+        println!(
+            "services.{name}: cluster {name:?} (round robin over {}), reached as /v1/proxy/{name}/... through route {:?}",
+            endpoints.join(", "),
+            gatehouse_config::services::ROUTE_NAME
+        );
+    }
+    if !config.services.is_empty() {
+        let listeners: Vec<&str> = config
+            .listeners
+            .iter()
+            .map(|l| l.address.as_str())
+            .collect();
+        println!("listening on {}", listeners.join(", "));
     }
 }
 

@@ -172,6 +172,9 @@ pub fn redacted(c: &Config) -> Value {
             }
         }
     }
+    if !c.secrets.is_empty() {
+        hide_secrets(&mut v, &c.secrets);
+    }
     if let Some(url) = v.pointer_mut("/redis/url") {
         if let Some(s) = url.as_str() {
             if let Some((scheme, rest)) = s.split_once("://") {
@@ -183,6 +186,20 @@ pub fn redacted(c: &Config) -> Value {
         }
     }
     v
+}
+
+/// Shows `${VAR}` (or where a file secret came from) wherever its value would be.
+fn hide_secrets(v: &mut Value, secrets: &[gatehouse_config::interpolate::Secret]) {
+    match v {
+        Value::String(s) => {
+            if let std::borrow::Cow::Owned(o) = gatehouse_config::interpolate::redact(s, secrets) {
+                *s = o;
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(|x| hide_secrets(x, secrets)),
+        Value::Object(m) => m.values_mut().for_each(|x| hide_secrets(x, secrets)),
+        _ => {}
+    }
 }
 
 /// Watches the config file's directory (editors save by rename, Kubernetes swaps a symlink) and

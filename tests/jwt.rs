@@ -226,3 +226,32 @@ async fn hs256_from_the_environment_and_a_claim_keyed_limit() {
     .await;
     assert_eq!((s, b["reason"].as_str()), (401, Some("invalid_signature")));
 }
+
+#[tokio::test]
+async fn hs256_from_a_secret_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("jwt-secret");
+    // Mounted secrets usually end with a newline; it is not part of the secret.
+    std::fs::write(&secret, "file-s3cr3t-0123456789abcdef-xyz\n").unwrap();
+    let up = FakeUpstream::start("up").await;
+    let gw = gateway(
+        &up,
+        &format!("algorithms: [HS256]\n    secret_file: {}", secret.display()),
+        "",
+    )
+    .await;
+    let key = EncodingKey::from_secret(b"file-s3cr3t-0123456789abcdef-xyz");
+    assert_eq!(
+        call(&gw, Some(&token(Algorithm::HS256, &key, None, claims("a"))))
+            .await
+            .0,
+        200
+    );
+    let with_newline = EncodingKey::from_secret(b"file-s3cr3t-0123456789abcdef-xyz\n");
+    let (s, b) = call(
+        &gw,
+        Some(&token(Algorithm::HS256, &with_newline, None, claims("a"))),
+    )
+    .await;
+    assert_eq!((s, b["reason"].as_str()), (401, Some("invalid_signature")));
+}

@@ -107,11 +107,16 @@ impl JwtAuth {
         let mut problem = |what: String| problems.push(what);
         for alg in &algs {
             match alg {
-                Algorithm::HS256 => match cfg.secret_env.as_ref().map(std::env::var) {
+                Algorithm::HS256 => match cfg
+                    .secret_value
+                    .clone()
+                    .map(Ok)
+                    .or_else(|| cfg.secret_env.as_ref().map(std::env::var))
+                {
                     // RFC 7518 §3.2: a key at least as long as the hash (32 bytes for HS256).
                     Some(Ok(secret)) if secret.len() < MIN_HS256_SECRET => problem(format!(
                         "the HS256 secret in {} is {} bytes; it must be at least {MIN_HS256_SECRET}",
-                        cfg.secret_env.as_deref().unwrap_or_default(),
+                        cfg.secret_env.as_deref().or(cfg.secret_file.as_deref()).unwrap_or_default(),
                         secret.len()
                     )),
                     Some(Ok(secret)) => {

@@ -6,7 +6,9 @@ use crate::validate::Problem;
 use serde::{Deserialize, Serialize};
 
 /// Where a route's entries live.
-#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[derive(
+    Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq, Hash, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum CacheStore {
     /// This gateway's memory (the top-level `cache.memory.max_bytes` budget).
@@ -19,7 +21,7 @@ pub enum CacheStore {
 }
 
 /// `filters: [{cache: {store, max_entry_bytes, serve_stale_on_error, key, coalesce_timeout}}]`.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, Hash, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CacheFilter {
     #[serde(default)]
@@ -41,7 +43,9 @@ pub struct CacheFilter {
 }
 
 /// What the cache key holds besides method, scheme, host, path and query.
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[derive(
+    Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq, Hash, schemars::JsonSchema,
+)]
 #[serde(deny_unknown_fields, default)]
 pub struct CacheKey {
     /// Request headers whose values are part of the key (like a `Vary` the backend forgot).
@@ -55,13 +59,15 @@ pub struct CacheKey {
 }
 
 /// The top-level `cache:` section.
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[derive(
+    Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq, Hash, schemars::JsonSchema,
+)]
 #[serde(deny_unknown_fields, default)]
 pub struct CacheSettings {
     pub memory: MemorySettings,
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, Hash, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct MemorySettings {
     /// Bytes of entries (bodies and headers) every memory-backed route shares (default 256MiB).

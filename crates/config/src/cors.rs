@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 /// `cors: {allow_origins, allow_methods, allow_headers, expose_headers, allow_credentials,
 /// max_age}`.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, Hash, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Cors {
     /// `https://app.example.com`, `https://*.example.com` (any subdomain), or `*` (any origin,

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 /// `listeners[].path_normalization`. Normalization itself (RFC 3986 §6.2.2: decoding
 /// percent-encoded unreserved characters, upper-case hex, removing dot-segments) is always on;
 /// these settings choose what happens where routers and backends are known to disagree.
-#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Hash, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct PathNormalization {
     /// Merge repeated slashes (`//admin` → `/admin`). Default true.
@@ -41,7 +41,7 @@ impl Default for PathNormalization {
 }
 
 /// Envoy's `path_with_escaped_slashes_action`, with the safe choice as the default.
-#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Hash, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EscapedSlashes {
     /// Keep `%2F` / `%5C` as they are: one segment to the router, maybe two to the backend.
@@ -54,7 +54,7 @@ pub enum EscapedSlashes {
     Redirect,
 }
 
-#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Hash, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EscapedDelimiters {
     /// Keep them encoded (they are data to a backend that does not decode them).
@@ -63,7 +63,7 @@ pub enum EscapedDelimiters {
     Reject,
 }
 
-#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Hash, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Backslash {
     /// 400 `invalid_path` (a raw `\` is not allowed in a URI).
@@ -72,7 +72,7 @@ pub enum Backslash {
     Separator,
 }
 
-#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Hash, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PathParameters {
     /// 400 `invalid_path` for any `;` in the path (Spring Security's default).
@@ -84,7 +84,9 @@ pub enum PathParameters {
 }
 
 /// `listeners[].headers_with_underscores` (Envoy's `headers_with_underscores_action`).
-#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[derive(
+    Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq, Hash, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum UnderscoreHeaders {
     /// Forward them.

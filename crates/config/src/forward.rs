@@ -6,7 +6,7 @@ use crate::units::{ByteSize, Percent};
 use serde::{Deserialize, Serialize};
 
 /// One side of a split: `{name: v2, weight: 5}`.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WeightedCluster {
     pub name: String,
@@ -16,7 +16,7 @@ pub struct WeightedCluster {
 
 /// `mirror: {cluster, percent, max_in_flight, max_body_bytes}`: a copy of the request goes to
 /// `cluster`; its answer is thrown away and it never delays or fails the real request.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Mirror {
     pub cluster: String,
@@ -33,7 +33,7 @@ pub struct Mirror {
 }
 
 /// `rewrite: {path_prefix}` or `rewrite: {path_regex, substitution}`: the path the backend gets.
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Rewrite {
     /// Replaces the route's matched `path_prefix` (or template's literal start) with this.
@@ -49,8 +49,8 @@ pub struct Rewrite {
 
 /// `host_rewrite: api.internal` (a literal) or `host_rewrite: {endpoint: true}` (the chosen
 /// endpoint's `host:port`): the `Host` the backend gets.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
-#[serde(untagged)]
+#[derive(Clone, Debug, Serialize, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(untagged, deny_unknown_fields)]
 pub enum HostRewrite {
     Literal(String),
     Endpoint { endpoint: bool },

@@ -9,12 +9,17 @@ pub mod cache;
 pub mod cors;
 pub mod edge;
 pub mod forward;
+pub mod interpolate;
+pub mod json_schema;
 pub mod matching;
 pub mod normalize;
 pub mod policy;
 pub mod position;
+pub mod recover;
 pub mod reply;
 pub mod schema;
+pub mod secret_files;
+pub mod services;
 pub mod shadow;
 pub mod template;
 pub mod tls;
@@ -89,15 +94,33 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigErrors> {
 /// Parses and validates the text of the file at `path`; relative file names in it (key files)
 /// are taken relative to the file's directory, not to wherever the gateway was started.
 pub fn load_str_at(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
-    let mut config = load_str(text, &path.display().to_string())?;
-    if let Some(dir) = path.parent() {
-        config.resolve_paths(dir);
-    }
-    Ok(config)
+    load(text, &path.display().to_string(), path.parent(), &|name| {
+        std::env::var(name).ok()
+    })
 }
 
-/// Parses and validates config text; `source` names it in errors.
+/// Parses and validates config text; `source` names it in errors. `${VAR}` is taken from the
+/// process environment.
 pub fn load_str(text: &str, source: &str) -> Result<Config, ConfigErrors> {
+    load_str_with_env(text, source, &|name| std::env::var(name).ok())
+}
+
+/// [`load_str`] with the environment given (tests).
+pub fn load_str_with_env(
+    text: &str,
+    source: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigErrors> {
+    load(text, source, None, env)
+}
+
+/// Parses and validates; relative file names are taken against `dir` when given.
+fn load(
+    text: &str,
+    source: &str,
+    dir: Option<&Path>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigErrors> {
     let index = PositionIndex::build(text);
     let at = |path: String, message: String, pos: Option<Pos>| {
         let pos = pos.unwrap_or_else(|| index.find(&path));
@@ -109,41 +132,97 @@ pub fn load_str(text: &str, source: &str) -> Result<Config, ConfigErrors> {
             message,
         }
     };
-    let mut options = serde_saphyr::Options::default();
-    options.strict_booleans = true;
-    options.with_snippet = false;
-    let mut config: Config = match serde_saphyr::from_str_with_options(text, options) {
+    let interpolated = interpolate::interpolate(text, env).map_err(|errors| {
+        ConfigErrors(
+            errors
+                .into_iter()
+                .map(|(pos, msg)| at(index.path_at(pos).unwrap_or_default(), msg, Some(pos)))
+                .collect(),
+        )
+    })?;
+    let secrets = interpolated.secrets;
+    let parsed_text: &str = &interpolated.text;
+    // Positions in the substituted text differ from the file's where a value changed length:
+    // errors are found there, named by path, and placed by the file's own index.
+    let parsed_index = match &interpolated.text {
+        std::borrow::Cow::Borrowed(_) => None,
+        std::borrow::Cow::Owned(t) => Some(PositionIndex::build(t)),
+    };
+    let parsed_index = parsed_index.as_ref().unwrap_or(&index);
+    let mut secrets = secrets;
+    let mut config: Config = match parse(parsed_text) {
         Ok(c) => c,
         Err(e) => {
-            let pos = e.location().map(|l| Pos {
-                line: l.line() as usize,
-                col: l.column() as usize,
-            });
             // serde stops at its first error; name the field by where the error points.
-            let path = pos.and_then(|p| index.path_at(p)).unwrap_or_default();
-            let mut message = plain_message(&e);
-            if let Some(found) = pos.and_then(|p| scalar_at(text, p)) {
+            let path = e
+                .pos
+                .and_then(|p| parsed_index.path_at(p))
+                .unwrap_or_default();
+            let pos = if path.is_empty() || parsed_text == text {
+                e.pos
+            } else {
+                None
+            };
+            let mut message = e.message.clone();
+            if let Some(found) = pos.or(e.pos).and_then(|p| scalar_at(parsed_text, p)) {
                 if !message.contains(found) {
                     message = format!("{message} (found {found:?})");
                 }
             }
-            return Err(ConfigErrors(vec![at(path, message, pos)]));
+            let more = recover::more_errors(parsed_text, &path, &e.message, &parse, &|c| {
+                semantic_problems(&mut c.clone())
+            });
+            let hide = |m: String| interpolate::redact(&m, &secrets).into_owned();
+            let mut errors = vec![at(path, hide(message), pos)];
+            for (p, m) in more.serde.into_iter().chain(more.semantic) {
+                errors.push(at(p, hide(m), None));
+            }
+            return Err(ConfigErrors(errors));
         }
     };
-    validate_traffic::apply_env_overrides(&mut config);
-    let mut problems = validate::validate(&config);
-    validate_traffic::validate_traffic(&config, &mut |path, msg| problems.push((path, msg)));
-    validate_routes::validate_routes(&config, &mut |path, msg| problems.push((path, msg)));
+    if let Some(dir) = dir {
+        config.resolve_paths(dir);
+    }
+    let mut problems = Vec::new();
+    secret_files::read(&mut config, &mut secrets, &mut problems);
+    problems.extend(semantic_problems(&mut config));
+    let hide = |m: String| interpolate::redact(&m, &secrets).into_owned();
     if problems.is_empty() {
+        config.secrets = secrets;
         Ok(config)
     } else {
         Err(ConfigErrors(
             problems
                 .into_iter()
-                .map(|(path, msg)| at(path, msg, None))
+                .map(|(path, msg)| at(path, hide(msg), None))
                 .collect(),
         ))
     }
+}
+
+/// The text deserialized, strictly (unknown keys and `yes`/`no` booleans refused).
+fn parse(text: &str) -> Result<Config, recover::SerdeError> {
+    let mut options = serde_saphyr::Options::default();
+    options.strict_booleans = true;
+    options.with_snippet = false;
+    serde_saphyr::from_str_with_options(text, options).map_err(|e| recover::SerdeError {
+        pos: e.location().map(|l| Pos {
+            line: l.line() as usize,
+            col: l.column() as usize,
+        }),
+        message: plain_message(&e),
+    })
+}
+
+/// What serde cannot check: references, ranges, syntax of addresses and paths.
+fn semantic_problems(config: &mut Config) -> Vec<validate::Problem> {
+    validate_traffic::apply_env_overrides(config);
+    let mut problems = Vec::new();
+    services::expand(config, &mut problems);
+    problems.extend(validate::validate(config));
+    validate_traffic::validate_traffic(config, &mut |path, msg| problems.push((path, msg)));
+    validate_routes::validate_routes(config, &mut |path, msg| problems.push((path, msg)));
+    problems
 }
 
 /// What is legal but worth a look (clusters reachable through routes with different

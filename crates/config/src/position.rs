@@ -15,6 +15,9 @@ pub struct Pos {
 #[derive(Default)]
 pub struct PositionIndex {
     map: HashMap<String, Pos>,
+    /// Byte ranges from a key (or a sequence item) to the end of its value, for removing a
+    /// bad node when looking for further errors.
+    ranges: HashMap<String, (usize, usize)>,
 }
 
 enum Frame {
@@ -29,29 +32,43 @@ impl PositionIndex {
     pub fn build(text: &str) -> Self {
         let mut idx = PositionIndex::default();
         let mut stack: Vec<Frame> = Vec::new();
+        // Where the last node with text ended: a block collection's end event is an empty
+        // span at the next token, and the collection's text ends before that.
+        let mut last_end = 0;
         for item in Parser::new_from_str(text) {
             let Ok((event, span)) = item else { break };
             let pos = Pos {
                 line: span.start.line(),
                 col: span.start.col() + 1,
             };
+            let (start, mut end) = span.byte_range().map_or((0, 0), |r| (r.start, r.end));
+            if end > start {
+                last_end = end;
+            } else {
+                end = last_end;
+            }
             match event {
                 Event::Scalar(value, ..) => {
                     if let Some(Frame::Map { path, key }) = stack.last_mut() {
                         if key.is_none() {
                             let p = join_key(path, &value);
-                            idx.map.entry(p).or_insert(pos);
+                            idx.map.entry(p.clone()).or_insert(pos);
+                            idx.ranges.entry(p).or_insert((start, end));
                             *key = Some(value.into_owned());
                             continue;
                         }
                     }
-                    idx.value_seen(&mut stack, pos);
+                    if let Some(p) = idx.value_seen(&mut stack, pos, start) {
+                        idx.value_ends(&p, end);
+                    }
                 }
                 Event::Alias(_) => {
-                    idx.value_seen(&mut stack, pos);
+                    if let Some(p) = idx.value_seen(&mut stack, pos, start) {
+                        idx.value_ends(&p, end);
+                    }
                 }
                 Event::MappingStart(..) | Event::SequenceStart(..) => {
-                    let path = idx.value_seen(&mut stack, pos).unwrap_or_default();
+                    let path = idx.value_seen(&mut stack, pos, start).unwrap_or_default();
                     stack.push(if matches!(event, Event::MappingStart(..)) {
                         Frame::Map { path, key: None }
                     } else {
@@ -59,7 +76,9 @@ impl PositionIndex {
                     });
                 }
                 Event::MappingEnd | Event::SequenceEnd => {
-                    stack.pop();
+                    if let Some(Frame::Map { path, .. } | Frame::Seq { path, .. }) = stack.pop() {
+                        idx.value_ends(&path, end);
+                    }
                 }
                 _ => {}
             }
@@ -67,8 +86,20 @@ impl PositionIndex {
         idx
     }
 
+    /// Extends the recorded range of `path` to `end` (its value ends there).
+    fn value_ends(&mut self, path: &str, end: usize) {
+        if let Some(r) = self.ranges.get_mut(path) {
+            r.1 = r.1.max(end);
+        }
+    }
+
+    /// The bytes from `path`'s key (or item) to the end of its value.
+    pub fn range(&self, path: &str) -> Option<std::ops::Range<usize>> {
+        self.ranges.get(path).map(|&(s, e)| s..e)
+    }
+
     /// Records a value node in the current container; returns the value's path.
-    fn value_seen(&mut self, stack: &mut [Frame], pos: Pos) -> Option<String> {
+    fn value_seen(&mut self, stack: &mut [Frame], pos: Pos, start: usize) -> Option<String> {
         match stack.last_mut() {
             None => Some(String::new()),
             Some(Frame::Map { path, key }) => {
@@ -79,6 +110,7 @@ impl PositionIndex {
                 let p = format!("{path}[{next}]");
                 *next += 1;
                 self.map.entry(p.clone()).or_insert(pos);
+                self.ranges.entry(p.clone()).or_insert((start, start));
                 Some(p)
             }
         }
@@ -132,5 +164,9 @@ mod tests {
         assert_eq!(idx.find("c"), Pos { line: 6, col: 1 });
         // a missing leaf falls back to its parent
         assert_eq!(idx.find("a.b[0].zzz"), Pos { line: 3, col: 7 });
+        let text_of = |p: &str| &y[idx.range(p).unwrap()];
+        assert_eq!(text_of("a.b[1].y"), "y: [3, 4]");
+        assert_eq!(text_of("a.b[0]"), "x: 1");
+        assert_eq!(text_of("c"), "c: 5");
     }
 }

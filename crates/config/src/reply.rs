@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 /// `redirect: {status, scheme, host, port, path, strip_query}`: what is not given is the
 /// request's own (its scheme, host, port, normalized path and query).
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, Hash, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Redirect {
     /// 301, 302, 303, 307 or 308 (default 302).
@@ -28,7 +28,7 @@ pub struct Redirect {
 }
 
 /// `direct_response: {status, body, content_type}`: the gateway answers, no backend.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, Hash, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DirectResponse {
     /// 200–599 (default 200).
@@ -133,7 +133,9 @@ pub fn validate_direct(d: &DirectResponse, at: &str, out: &mut Vec<Problem>) {
 
 /// `request_headers` / `response_headers: {set, add, remove}` on a route or a cluster. Values
 /// may hold `%{client_ip}`, `%{request_id}`, `%{route}`, `%{consumer}` (empty when unknown).
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[derive(
+    Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq, Hash, schemars::JsonSchema,
+)]
 #[serde(deny_unknown_fields, default)]
 pub struct HeaderRules {
     /// Replace (or create) these headers.

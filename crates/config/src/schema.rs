@@ -6,10 +6,17 @@ use crate::units::{ByteSize, Dur, Percent, Window};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// Where the gateway accepts connections (at least one, unless `services:` gives the
+    /// default).
+    #[serde(default)]
     pub listeners: Vec<Listener>,
+    /// The shorthand for the smallest setups: `{product: [http://localhost:9001, ...]}` is a
+    /// cluster per service and the route `/v1/proxy/{service}/...` (see `docs/config.md`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub services: BTreeMap<String, Vec<String>>,
     #[serde(default)]
     pub admin: Option<Admin>,
     #[serde(default)]
@@ -36,6 +43,11 @@ pub struct Config {
     /// The response cache's shared settings (the memory budget).
     #[serde(default)]
     pub cache: crate::cache::CacheSettings,
+    /// Values taken from the environment or from `*_file` keys, so that `GET /config` and
+    /// messages can show where they came from instead of what they are.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub secrets: Vec<crate::interpolate::Secret>,
 }
 
 impl Config {
@@ -66,11 +78,21 @@ impl Config {
         for j in &mut self.jwt_issuers {
             fix(&mut j.key_file);
             fix(&mut j.keys_file);
+            fix(&mut j.secret_file);
+        }
+        if let Some(r) = &mut self.redis {
+            fix(&mut r.url_file);
+        }
+        if let Some(a) = self.admin.as_mut().filter(|a| a.token.is_none()) {
+            // A token to read, like the other files (where `token: auto` writes stays as given).
+            fix(&mut a.token_file);
         }
     }
 }
 
-#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(
+    Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum AccessLog {
     #[default]
@@ -78,7 +100,7 @@ pub enum AccessLog {
     Off,
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Listener {
     pub name: String,
@@ -108,7 +130,7 @@ pub struct Listener {
     pub redirect_https: bool,
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// Largest request head (request line + headers) accepted; larger gets 431 (default 64KiB).
@@ -146,7 +168,7 @@ impl Default for Limits {
     }
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Admin {
     pub address: String,
@@ -157,23 +179,30 @@ pub struct Admin {
     /// this user) and print where it is. Instead of `token_env`.
     #[serde(default)]
     pub token: Option<AdminToken>,
-    /// Where `token: auto` writes the token (default `$XDG_RUNTIME_DIR/gatehouse/admin-token`,
-    /// else `$HOME/.gatehouse/admin-token`).
+    /// Without `token: auto`: a file holding the token (a Docker or Kubernetes secret). With
+    /// it: where the generated token is written (default
+    /// `$XDG_RUNTIME_DIR/gatehouse/admin-token`, else `$HOME/.gatehouse/admin-token`).
     #[serde(default)]
     pub token_file: Option<String>,
+    /// The token read from `token_file` when the config was loaded.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub token_value: Option<String>,
     /// Host names (besides `localhost` and IP literals) that requests to the admin listener may
     /// use in `Host`: anything else is refused, which stops DNS rebinding.
     #[serde(default)]
     pub allowed_hosts: Vec<String>,
 }
 
-#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AdminToken {
     Auto,
 }
 
-#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[derive(
+    Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq, Hash, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Protocol {
     #[default]
@@ -181,7 +210,9 @@ pub enum Protocol {
     Http2,
 }
 
-#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[derive(
+    Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq, Hash, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum LbPolicy {
     /// Each endpoint in turn (weights ignored except for slow start and DEGRADED).
@@ -207,7 +238,7 @@ impl LbPolicy {
     }
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Cluster {
     pub name: String,
@@ -250,7 +281,7 @@ pub struct Cluster {
 
 /// `clusters[].limits`: beyond them requests get 503 `cluster_overloaded` at once instead of
 /// piling onto a slow backend. Defaults are Envoy's (1024) where it has them.
-#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Hash, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterLimits {
     /// Upstream connections open at once, across the cluster's endpoints.
@@ -280,7 +311,7 @@ impl Default for ClusterLimits {
 }
 
 /// Active health checking. HTTP when `path` is set, else a TCP connect.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, Hash, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct HealthCheck {
     /// `false` turns active checks off (endpoints are then always HEALTHY to them).
@@ -321,7 +352,7 @@ impl Default for HealthCheck {
 }
 
 /// The per-endpoint circuit breaker (also the outlier detector: an OPEN breaker ejects).
-#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Hash, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct CircuitBreaker {
     pub enabled: bool,
@@ -363,7 +394,7 @@ impl Default for CircuitBreaker {
     }
 }
 
-#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Hash, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct OutlierDetection {
     /// At most this share of the cluster is ejected (breaker OPEN) at once; at least one may be.
@@ -384,7 +415,7 @@ impl Default for OutlierDetection {
     }
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, Hash, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Retries {
     /// Retries after the first try (0 turns retries off).
@@ -423,7 +454,7 @@ impl Default for Retries {
     }
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Endpoint {
     /// `host:port`; with `address` and the cluster's name this is the endpoint's identity.
@@ -432,7 +463,7 @@ pub struct Endpoint {
     pub weight: u32,
 }
 
-#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Hash, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Timeouts {
     /// TCP connect to an endpoint (default 5s).
@@ -453,7 +484,7 @@ impl Default for Timeouts {
     }
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Route {
     pub name: String,
@@ -509,7 +540,9 @@ pub struct Route {
 }
 
 /// `timeouts: {request}` on a route: instead of the cluster's `timeouts.request`.
-#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(
+    Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq, schemars::JsonSchema,
+)]
 #[serde(deny_unknown_fields)]
 pub struct RouteTimeouts {
     #[serde(default)]
@@ -521,7 +554,9 @@ pub struct RouteTimeouts {
 }
 
 /// `limits: {max_body_bytes}` on a route: instead of the listener's `limits.max_body_bytes`.
-#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(
+    Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq, schemars::JsonSchema,
+)]
 #[serde(deny_unknown_fields)]
 pub struct RouteLimits {
     #[serde(default)]
@@ -531,7 +566,8 @@ pub struct RouteLimits {
 /// `cluster_from_path: {param: service, allow: [orders, users]}`. Only the listed clusters
 /// can be reached through the route (any other name is 404): a cluster behind an authenticated
 /// route must not be reachable through an open one by naming it in the path.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ClusterFromPath {
     pub param: String,
     pub allow: Vec<String>,
@@ -569,7 +605,7 @@ impl<'de> Deserialize<'de> for ClusterFromPath {
     }
 }
 
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteMatch {
     pub path: Option<String>,
@@ -604,7 +640,9 @@ pub struct RouteMatch {
 }
 
 /// `match.client_cert`: every condition given must hold.
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[derive(
+    Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq, Hash, schemars::JsonSchema,
+)]
 #[serde(deny_unknown_fields)]
 pub struct ClientCertMatch {
     /// `true`: the connection has a verified client certificate; `false`: it has none.

@@ -6,7 +6,7 @@ use crate::units::Dur;
 use serde::{Deserialize, Serialize};
 
 /// `listeners[].tls`: the listener speaks HTTPS.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListenerTls {
     /// Certificate/key pairs (PEM; RSA or ECDSA; full chains). A handshake gets the pair whose
@@ -42,7 +42,7 @@ fn max_handshakes() -> usize {
     1024
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, Hash, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CertificatePair {
     /// PEM file: the certificate first, then its chain.
@@ -51,7 +51,7 @@ pub struct CertificatePair {
     pub key: String,
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClientAuth {
     /// PEM bundle of the CAs whose client certificates are accepted.
@@ -60,7 +60,9 @@ pub struct ClientAuth {
     pub mode: ClientAuthMode,
 }
 
-#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(
+    Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum ClientAuthMode {
     /// A handshake without a valid client certificate fails.
@@ -71,7 +73,9 @@ pub enum ClientAuthMode {
     Optional,
 }
 
-#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(
+    Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq, schemars::JsonSchema,
+)]
 pub enum TlsVersion {
     #[default]
     #[serde(rename = "1.2")]
@@ -80,7 +84,7 @@ pub enum TlsVersion {
     V1_3,
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Hsts {
     /// `max-age` (default 365d).
@@ -114,7 +118,9 @@ impl ListenerTls {
 }
 
 /// `clusters[].tls`: the cluster's endpoints are spoken to over TLS.
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[derive(
+    Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq, Hash, schemars::JsonSchema,
+)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamTls {
     /// The server name sent (SNI) and verified; default the endpoint's host (an IP address is

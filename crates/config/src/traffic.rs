@@ -5,7 +5,7 @@ use crate::units::Dur;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Consumer {
     pub name: String,
@@ -18,7 +18,7 @@ pub struct Consumer {
     pub client_certs: Vec<String>,
 }
 
-#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Hash, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Algorithm {
     /// `rate` refills, `burst` is the bucket size.
@@ -29,7 +29,9 @@ pub enum Algorithm {
     SlidingWindow,
 }
 
-#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[derive(
+    Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq, Hash, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Store {
     #[default]
@@ -37,7 +39,9 @@ pub enum Store {
     Redis,
 }
 
-#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[derive(
+    Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq, Hash, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum OnRedisError {
     /// Fall back to this instance's local limiter.
@@ -47,7 +51,7 @@ pub enum OnRedisError {
     FailClosed,
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, Hash, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimit {
     pub name: String,
@@ -76,17 +80,21 @@ pub struct RateLimit {
     pub max_keys: usize,
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, Hash, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Redis {
-    /// `redis://host:port/db`
+    /// `redis://host:port/db` (or `${REDIS_URL}`).
+    #[serde(default)]
     pub url: String,
+    /// A file holding the URL instead (a Docker or Kubernetes secret, when it has a password).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url_file: Option<String>,
     /// Each check's deadline (default 20ms).
     #[serde(default = "defaults::redis_timeout")]
     pub timeout: Dur,
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, Hash, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JwtIssuer {
     pub name: String,
@@ -107,6 +115,13 @@ pub struct JwtIssuer {
     /// An environment variable holding the HS256 secret.
     #[serde(default)]
     pub secret_env: Option<String>,
+    /// A file holding the HS256 secret (a Docker or Kubernetes secret), instead of `secret_env`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_file: Option<String>,
+    /// The secret read from `secret_file` when the config was loaded.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub secret_value: Option<String>,
     /// The claim naming the consumer (default `sub`).
     #[serde(default = "defaults::consumer_claim")]
     pub consumer_claim: String,
@@ -116,7 +131,7 @@ pub struct JwtIssuer {
 }
 
 /// `identity`: how the authenticated consumer reaches backends.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, Hash, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct IdentityHeaders {
     /// The header that carries the authenticated consumer to the backend (default
@@ -137,7 +152,7 @@ impl Default for IdentityHeaders {
 }
 
 /// A step of per-request processing on a route, run in order.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, Hash, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Filter {
     Auth(Auth),
@@ -152,7 +167,7 @@ pub enum Filter {
 }
 
 /// `fault: { abort: 503, percent: 10 }` or `fault: { delay: 200ms, percent: 5 }`.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, Hash, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FaultFilter {
     /// Answer with this status instead of forwarding.
@@ -166,7 +181,9 @@ pub struct FaultFilter {
     pub percent: crate::units::Percent,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[derive(
+    Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq, Hash, schemars::JsonSchema,
+)]
 #[serde(deny_unknown_fields)]
 pub struct Auth {
     #[serde(default)]
@@ -181,14 +198,16 @@ pub struct Auth {
 /// `auth: {client_cert: {allow: [...]}}`: a request needs a verified client certificate (401
 /// without one); with `allow`, one whose subject or a subjectAltName is listed (403 otherwise).
 /// The consumer is the one whose `client_certs` names the certificate.
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[derive(
+    Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq, Hash, schemars::JsonSchema,
+)]
 #[serde(deny_unknown_fields)]
 pub struct ClientCertAuth {
     #[serde(default)]
     pub allow: Vec<String>,
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, Hash, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApiKeyAuth {
     /// Header carrying the key (default `x-api-key`).
@@ -202,7 +221,7 @@ pub struct ApiKeyAuth {
     pub forward: bool,
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, Hash, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JwtAuth {
     pub issuer: String,
@@ -225,10 +244,11 @@ impl Rate {
     }
 }
 
-/// Parses `100/s`, `100/m`, `100/h`, or the seeds' `100-S`, `100-M`, `100-H`.
+/// Parses `100/s`, `100/m`, `100/h`, `100/d`, or the common `100-S`, `100-M`, `100-H`, `100-D`.
 pub fn parse_rate(s: &str) -> Result<Rate, String> {
     let t = s.trim();
-    let bad = || format!("invalid rate {t:?}: expected N/s, N/m or N/h (or N-S, N-M, N-H)");
+    let bad =
+        || format!("invalid rate {t:?}: expected N/s, N/m, N/h or N/d (or N-S, N-M, N-H, N-D)");
     let (n, unit) = t
         .split_once('/')
         .or_else(|| t.split_once('-'))
@@ -242,6 +262,7 @@ pub fn parse_rate(s: &str) -> Result<Rate, String> {
         "s" => Duration::from_secs(1),
         "m" => Duration::from_secs(60),
         "h" => Duration::from_secs(3600),
+        "d" => Duration::from_secs(86_400),
         _ => return Err(bad()),
     };
     if count == 0 {
@@ -334,7 +355,11 @@ mod tests {
         );
         assert_eq!(parse_rate("5/s").map(|r| r.per_second()), Ok(5.0));
         assert!(parse_rate("0/s").is_err());
-        assert!(parse_rate("100/d").is_err());
+        assert_eq!(
+            parse_rate("1000-D").map(|r| r.per),
+            Ok(Duration::from_secs(86_400))
+        );
+        assert!(parse_rate("100/w").is_err());
         assert!(parse_rate("lots").is_err());
         assert!(parse_rate("+5/s").is_err());
     }

@@ -16,7 +16,8 @@ pub fn validate(c: &Config) -> Vec<Problem> {
     if c.listeners.is_empty() {
         p(
             "listeners".into(),
-            "at least one listener is required".into(),
+            "at least one listener is required (or services:, which adds one on 0.0.0.0:8080)"
+                .into(),
         );
     }
     let mut names = HashSet::new();
@@ -214,17 +215,21 @@ fn validate_admin(p: &mut impl FnMut(String, String), a: &crate::schema::Admin) 
             ),
         }
     }
-    if a.token_file.is_some() && a.token.is_none() {
+    if let Some(t) = a.token_value.as_deref().filter(|t| t.len() < 16) {
         p(
             "admin.token_file".into(),
-            "token_file is where token: auto writes its token; set token: auto".into(),
+            format!(
+                "the token in the file is {} bytes; use at least 16",
+                t.len()
+            ),
         );
     }
     if let Some(addr) = addr {
-        if !addr.ip().is_loopback() && a.token_env.is_none() && a.token.is_none() {
+        let no_token = a.token_env.is_none() && a.token.is_none() && a.token_file.is_none();
+        if !addr.ip().is_loopback() && no_token {
             p(
                 "admin.address".into(),
-                format!("{addr} is not loopback: set admin.token_env (or token: auto) to require a bearer token"),
+                format!("{addr} is not loopback: set admin.token_env, token_file or token: auto to require a bearer token"),
             );
         }
     }

@@ -100,7 +100,11 @@ pub fn validate_traffic(c: &Config, p: &mut impl FnMut(String, String)) {
             }
         }
     }
-    if let Some(r) = &c.redis {
+    if let Some(r) = c
+        .redis
+        .as_ref()
+        .filter(|r| r.url_file.is_none() || !r.url.is_empty())
+    {
         let host = r
             .url
             .split_once("://")
@@ -172,9 +176,9 @@ pub fn validate_traffic(c: &Config, p: &mut impl FnMut(String, String)) {
         }
         for (k, a) in j.algorithms.iter().enumerate() {
             match a.as_str() {
-                "HS256" if j.secret_env.is_none() => p(
+                "HS256" if j.secret_env.is_none() && j.secret_file.is_none() => p(
                     format!("{at}.algorithms[{k}]"),
-                    "HS256 needs secret_env (the variable holding the shared secret)".into(),
+                    "HS256 needs secret_env (the variable holding the shared secret) or secret_file".into(),
                 ),
                 "RS256" | "ES256" if j.key_file.is_none() && j.keys_file.is_none() => p(
                     format!("{at}.algorithms[{k}]"),
