@@ -117,10 +117,17 @@ impl Gateway {
         access_log: Option<AccessLogSink>,
         file: Option<(std::path::PathBuf, String)>,
     ) -> anyhow::Result<Self> {
-        let sink = match (access_log, config.access_log) {
-            (Some(s), _) => Some(s),
-            (None, gatehouse_config::AccessLog::Stdout) => Some(AccessLogSink::stdout()),
-            (None, gatehouse_config::AccessLog::Off) => None,
+        let sink = match access_log {
+            Some(s) => {
+                s.configure(&config.access_log);
+                Some(s)
+            }
+            None => AccessLogSink::for_config(&config.access_log).map_err(|e| {
+                anyhow::anyhow!(
+                    "access_log.path: cannot open {}: {e}",
+                    config.access_log.path.as_deref().unwrap_or_default()
+                )
+            })?,
         };
         let admin_cfg = config.admin.clone();
         let listener_cfgs = config.listeners.clone();

@@ -273,6 +273,9 @@ struct Signals {
     stop: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
     #[cfg(unix)]
     hangup: tokio::signal::unix::Signal,
+    /// SIGUSR1: reopen the access-log file (after logrotate moved it).
+    #[cfg(unix)]
+    reopen: tokio::signal::unix::Signal,
 }
 
 impl Signals {
@@ -281,16 +284,20 @@ impl Signals {
             stop: Box::pin(gatehouse::shutdown_signal()),
             #[cfg(unix)]
             hangup: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?,
+            #[cfg(unix)]
+            reopen: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())?,
         })
     }
 }
 
-/// Serves until SIGTERM/SIGINT, reloading on SIGHUP, then drains.
+/// Serves until SIGTERM/SIGINT, reloading on SIGHUP and reopening the access log on SIGUSR1,
+/// then drains.
 async fn wait_and_drain(gw: gatehouse::Gateway, signals: Signals) -> anyhow::Result<()> {
     #[cfg(unix)]
     let Signals {
         mut stop,
         mut hangup,
+        mut reopen,
     } = signals;
     #[cfg(not(unix))]
     let Signals { mut stop } = signals;
@@ -301,6 +308,14 @@ async fn wait_and_drain(gw: gatehouse::Gateway, signals: Signals) -> anyhow::Res
                 _ = &mut stop => break,
                 _ = hangup.recv() => {
                     let _ = gw.reload("sighup").await;
+                }
+                _ = reopen.recv() => {
+                    if let Some(log) = &gw.runtime().access_log {
+                        match log.reopen() {
+                            Ok(()) => tracing::info!("access log reopened (SIGUSR1)"),
+                            Err(e) => tracing::error!(error = %e, "cannot reopen the access log; lines keep going to the old file"),
+                        }
+                    }
                 }
             }
         }

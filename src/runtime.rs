@@ -184,6 +184,12 @@ impl Runtime {
             config: Arc::new(config),
             clusters,
         };
+        if let Some(log) = &self.access_log {
+            if !first && access_output(&self.snapshot().config) != access_output(&snapshot.config) {
+                tracing::warn!("access_log output and path changes apply at the next restart; min_status, sample and fields apply now");
+            }
+            log.configure(&snapshot.config.access_log);
+        }
         let previous = self.current.swap(Arc::new(snapshot));
         self.tls.publish(tls, &self.events, &self.metrics);
         self.reconcile_health_tasks(wanted_tasks);
@@ -348,4 +354,9 @@ impl Drop for Runtime {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Where `access_log:` sends lines (what only a restart changes).
+fn access_output(c: &Config) -> (gatehouse_config::AccessOutput, Option<&str>) {
+    (c.access_log.output, c.access_log.path.as_deref())
 }

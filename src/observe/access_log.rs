@@ -3,11 +3,13 @@
 //! buffer that a writer thread drains every 50 ms, or sooner once 64 KiB are waiting: waking
 //! a thread per line cost more CPU than the proxying itself. The event loop never blocks on
 //! stdout; past 8 MiB waiting, lines are dropped and counted rather than stalling traffic.
+//! Which lines and fields are written (`access_log:` in the config) is kept in atomics that a
+//! reload updates; a file destination is reopened on `SIGUSR1`.
 
 use http::{HeaderValue, Method};
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -20,6 +22,14 @@ struct Shared {
     wake: Condvar,
     out: Mutex<Box<dyn Write + Send>>,
     dropped: AtomicU64,
+    /// The file lines go to, when they go to one (reopened by [`AccessLogSink::reopen`]).
+    file: Option<std::path::PathBuf>,
+    /// Lines below this status are not written.
+    min_status: AtomicU16,
+    /// Lines below 500 are written when a random u64 is below this (`u64::MAX`: all).
+    sample_below: AtomicU64,
+    /// Bit i set: `FIELDS[i]` is written.
+    fields: AtomicU32,
 }
 
 impl Shared {
@@ -51,11 +61,64 @@ impl AccessLogSink {
 
     /// Lines to any writer (tests capture them this way).
     pub fn to_writer(out: Box<dyn Write + Send>) -> Self {
+        Self::build(out, None)
+    }
+
+    /// Lines appended to `path` (created if missing, mode 0640).
+    pub fn file(path: &std::path::Path) -> std::io::Result<Self> {
+        Ok(Self::build(
+            Box::new(open_append(path)?),
+            Some(path.to_path_buf()),
+        ))
+    }
+
+    /// Where `access_log:` sends lines: `None` when it is `off`.
+    pub fn for_config(cfg: &gatehouse_config::AccessLog) -> std::io::Result<Option<Self>> {
+        use gatehouse_config::AccessOutput;
+        let sink = match (cfg.output, &cfg.path) {
+            (AccessOutput::Off, _) => return Ok(None),
+            (AccessOutput::File, Some(p)) => Self::file(std::path::Path::new(p))?,
+            _ => Self::stdout(),
+        };
+        sink.configure(cfg);
+        Ok(Some(sink))
+    }
+
+    /// Applies the line filter and field choice of `cfg` (at start and on every reload).
+    pub fn configure(&self, cfg: &gatehouse_config::AccessLog) {
+        let s = &self.shared;
+        s.min_status.store(cfg.min_status, Ordering::Relaxed);
+        let below = if cfg.sample.0 >= 1.0 {
+            u64::MAX
+        } else {
+            (cfg.sample.0.max(0.0) * u64::MAX as f64) as u64
+        };
+        s.sample_below.store(below, Ordering::Relaxed);
+        s.fields.store(cfg.field_mask(), Ordering::Relaxed);
+    }
+
+    /// Reopens the file (logrotate moved it away): pending lines go to the new one. A no-op
+    /// for stdout.
+    pub fn reopen(&self) -> std::io::Result<()> {
+        let Some(path) = &self.shared.file else {
+            return Ok(());
+        };
+        let fresh = open_append(path)?;
+        self.shared.drain();
+        *self.shared.out.lock().unwrap_or_else(|e| e.into_inner()) = Box::new(fresh);
+        Ok(())
+    }
+
+    fn build(out: Box<dyn Write + Send>, file: Option<std::path::PathBuf>) -> Self {
         let shared = Arc::new(Shared {
             pending: Mutex::new(Vec::with_capacity(WAKE_AT * 2)),
             wake: Condvar::new(),
             out: Mutex::new(out),
             dropped: AtomicU64::new(0),
+            file,
+            min_status: AtomicU16::new(0),
+            sample_below: AtomicU64::new(u64::MAX),
+            fields: AtomicU32::new(u32::MAX),
         });
         // The thread holds only a weak reference, so it ends once every sink is gone.
         let weak = Arc::downgrade(&shared);
@@ -112,6 +175,15 @@ impl AccessLogSink {
     pub fn dropped(&self) -> u64 {
         self.shared.dropped.load(Ordering::Relaxed)
     }
+}
+
+fn open_append(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o640)
+        .open(path)
 }
 
 /// What is known about one request; written once, when it is dropped via [`AccessRecord::emit`].
@@ -266,81 +338,130 @@ impl Drop for AccessRecord {
 }
 
 impl AccessRecord {
-    /// Writes this record's line into `out` (one JSON object, no newline).
-    fn write_line(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(b"{\"time\":");
-        json_time(out, self.time);
-        out.extend_from_slice(b",\"request_id\":");
-        json_str(out, self.request_id.to_str().unwrap_or(""));
-        out.extend_from_slice(b",\"trace_id\":\"");
-        push_hex(out, &self.trace_id.to_be_bytes());
-        out.extend_from_slice(b"\",\"client\":\"");
-        push_ip(out, self.client);
-        out.extend_from_slice(b"\",\"peer\":\"");
-        match self.peer {
-            SocketAddr::V4(a) => push_ip(out, IpAddr::V4(*a.ip())),
-            SocketAddr::V6(a) => {
-                out.push(b'[');
-                push_ip(out, IpAddr::V6(*a.ip()));
-                out.push(b']');
+    /// Writes this record's line into `out` (one JSON object, no newline), with the fields
+    /// whose bit is set in `fields` (bit i: `FIELDS[i]`).
+    fn write_line(&self, out: &mut Vec<u8>, fields: u32) {
+        let mut first = true;
+        // `"name":` (with the comma before it unless first) when the field is chosen.
+        let mut key = |out: &mut Vec<u8>, bit: u32, name: &[u8]| -> bool {
+            if fields & (1 << bit) == 0 {
+                return false;
+            }
+            out.extend_from_slice(if first { b"\"" } else { b",\"" });
+            first = false;
+            out.extend_from_slice(name);
+            out.extend_from_slice(b"\":");
+            true
+        };
+        out.push(b'{');
+        if key(out, 0, b"time") {
+            json_time(out, self.time);
+        }
+        if key(out, 1, b"request_id") {
+            json_str(out, self.request_id.to_str().unwrap_or(""));
+        }
+        if key(out, 2, b"trace_id") {
+            out.push(b'"');
+            push_hex(out, &self.trace_id.to_be_bytes());
+            out.push(b'"');
+        }
+        if key(out, 3, b"client") {
+            out.push(b'"');
+            push_ip(out, self.client);
+            out.push(b'"');
+        }
+        if key(out, 4, b"peer") {
+            out.push(b'"');
+            match self.peer {
+                SocketAddr::V4(a) => push_ip(out, IpAddr::V4(*a.ip())),
+                SocketAddr::V6(a) => {
+                    out.push(b'[');
+                    push_ip(out, IpAddr::V6(*a.ip()));
+                    out.push(b']');
+                }
+            }
+            out.push(b':');
+            push_int(out, u64::from(self.peer.port()));
+            out.push(b'"');
+        }
+        if key(out, 5, b"method") {
+            json_str(out, self.method.as_str());
+        }
+        if key(out, 6, b"host") {
+            json_str(out, self.host.to_str().unwrap_or(""));
+        }
+        if key(out, 7, b"path") {
+            json_str(out, self.uri.path());
+        }
+        if key(out, 8, b"route") {
+            json_opt(out, self.route.as_deref());
+        }
+        if key(out, 9, b"cluster") {
+            json_opt(out, self.cluster.as_deref());
+        }
+        if key(out, 10, b"endpoint") {
+            json_opt(out, self.endpoint.as_deref());
+        }
+        if key(out, 11, b"consumer") {
+            json_opt(out, self.consumer.as_deref());
+        }
+        if key(out, 12, b"status") {
+            push_int(out, u64::from(self.status));
+        }
+        if key(out, 13, b"bytes_in") {
+            let bytes_in = self
+                .bytes_in
+                .as_ref()
+                .map_or(0, |c| c.load(Ordering::Relaxed));
+            push_int(out, bytes_in);
+        }
+        if key(out, 14, b"bytes_out") {
+            push_int(out, self.bytes_out);
+        }
+        if key(out, 15, b"duration_ms") {
+            json_ms(out, self.start.elapsed());
+        }
+        if key(out, 16, b"upstream_ms") {
+            match self.upstream_duration {
+                Some(d) => json_ms(out, d),
+                None => out.extend_from_slice(b"null"),
             }
         }
-        out.push(b':');
-        push_int(out, u64::from(self.peer.port()));
-        out.push(b'"');
-        out.extend_from_slice(b",\"method\":");
-        json_str(out, self.method.as_str());
-        out.extend_from_slice(b",\"host\":");
-        json_str(out, self.host.to_str().unwrap_or(""));
-        out.extend_from_slice(b",\"path\":");
-        json_str(out, self.uri.path());
-        out.extend_from_slice(b",\"route\":");
-        json_opt(out, self.route.as_deref());
-        out.extend_from_slice(b",\"cluster\":");
-        json_opt(out, self.cluster.as_deref());
-        out.extend_from_slice(b",\"endpoint\":");
-        json_opt(out, self.endpoint.as_deref());
-        out.extend_from_slice(b",\"consumer\":");
-        json_opt(out, self.consumer.as_deref());
-        let bytes_in = self
-            .bytes_in
-            .as_ref()
-            .map_or(0, |c| c.load(Ordering::Relaxed));
-        out.extend_from_slice(b",\"status\":");
-        push_int(out, u64::from(self.status));
-        out.extend_from_slice(b",\"bytes_in\":");
-        push_int(out, bytes_in);
-        out.extend_from_slice(b",\"bytes_out\":");
-        push_int(out, self.bytes_out);
-        out.extend_from_slice(b",\"duration_ms\":");
-        json_ms(out, self.start.elapsed());
-        out.extend_from_slice(b",\"upstream_ms\":");
-        match self.upstream_duration {
-            Some(d) => json_ms(out, d),
-            None => out.extend_from_slice(b"null"),
+        if key(out, 17, b"retries") {
+            push_int(out, u64::from(self.retries));
         }
-        out.extend_from_slice(b",\"retries\":");
-        push_int(out, u64::from(self.retries));
-        out.extend_from_slice(b",\"error\":");
-        json_opt(out, self.error);
+        if key(out, 18, b"error") {
+            json_opt(out, self.error);
+        }
         if let Some(c) = self.cache {
-            out.extend_from_slice(b",\"cache\":");
-            json_str(out, c);
+            if key(out, 19, b"cache") {
+                json_str(out, c);
+            }
         }
         if let Some(t) = &self.tls {
-            out.extend_from_slice(b",\"tls_version\":");
-            json_str(out, t.version);
-            out.extend_from_slice(b",\"tls_cipher\":");
-            json_str(out, t.cipher);
-            out.extend_from_slice(b",\"sni\":");
-            json_opt(out, t.sni.as_deref());
-            out.extend_from_slice(b",\"client_cert\":");
-            json_opt(out, t.client_subject.as_deref());
+            if key(out, 20, b"tls_version") {
+                json_str(out, t.version);
+                out.extend_from_slice(b",\"tls_cipher\":");
+                json_str(out, t.cipher);
+                out.extend_from_slice(b",\"sni\":");
+                json_opt(out, t.sni.as_deref());
+                out.extend_from_slice(b",\"client_cert\":");
+                json_opt(out, t.client_subject.as_deref());
+            }
         }
         out.push(b'}');
     }
 
     pub fn emit(&self) {
+        let shared = &self.sink.shared;
+        if self.status < shared.min_status.load(Ordering::Relaxed) {
+            return;
+        }
+        let below = shared.sample_below.load(Ordering::Relaxed);
+        if self.status < 500 && below != u64::MAX && fastrand::u64(..) >= below {
+            return;
+        }
+        let fields = shared.fields.load(Ordering::Relaxed);
         // Serialized outside the shared buffer's lock, into a reused per-thread buffer.
         thread_local! {
             static LINE: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::with_capacity(512));
@@ -348,7 +469,7 @@ impl AccessRecord {
         LINE.with(|l| {
             let mut l = l.borrow_mut();
             l.clear();
-            self.write_line(&mut l);
+            self.write_line(&mut l, fields);
             l.push(b'\n');
             self.sink.send(&l);
         });
@@ -395,7 +516,7 @@ mod tests {
         ] {
             let r = record(client, peer);
             let mut out = Vec::new();
-            r.write_line(&mut out);
+            r.write_line(&mut out, u32::MAX);
             let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
             assert_eq!(v["trace_id"], "0af7651916cd43dd8448eb211c80319c");
             assert_eq!(v["client"], client);

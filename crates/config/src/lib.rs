@@ -5,6 +5,7 @@
 //! [`position::PositionIndex`]. `gatehouse check` and every (re)load use [`load_str`], so they
 //! can never disagree. No tokio, no hyper, no network.
 
+pub mod access_log;
 pub mod cache;
 pub mod cors;
 pub mod edge;
@@ -219,6 +220,7 @@ fn semantic_problems(config: &mut Config) -> Vec<validate::Problem> {
     validate_traffic::apply_env_overrides(config);
     let mut problems = Vec::new();
     services::expand(config, &mut problems);
+    config.access_log.check(&mut problems);
     problems.extend(validate::validate(config));
     validate_traffic::validate_traffic(config, &mut |path, msg| problems.push((path, msg)));
     validate_routes::validate_routes(config, &mut |path, msg| problems.push((path, msg)));

@@ -26,8 +26,9 @@ pub struct Config {
     /// How long in-flight requests may take to finish on shutdown (default 30s).
     #[serde(default = "defaults::drain_timeout")]
     pub drain_timeout: Dur,
-    /// Where the JSON access log goes (default stdout).
+    /// Where the JSON access log goes (default stdout), which lines and which fields.
     #[serde(default)]
+    #[schemars(with = "crate::access_log::AccessLogSchema")]
     pub access_log: AccessLog,
     #[serde(default)]
     pub consumers: Vec<crate::traffic::Consumer>,
@@ -75,6 +76,7 @@ impl Config {
                 *f = o.unwrap_or_default();
             }
         }
+        fix(&mut self.access_log.path);
         for j in &mut self.jwt_issuers {
             fix(&mut j.key_file);
             fix(&mut j.keys_file);
@@ -90,15 +92,7 @@ impl Config {
     }
 }
 
-#[derive(
-    Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq, schemars::JsonSchema,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum AccessLog {
-    #[default]
-    Stdout,
-    Off,
-}
+pub use crate::access_log::{AccessLog, AccessOutput};
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
