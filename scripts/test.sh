@@ -6,11 +6,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # What the tests need beyond cargo, from Debian's packages when missing:
-# redis-server (shared rate limits are tested against a real Redis) and promtool (from the
-# prometheus package: the /metrics output is checked with it).
+# redis-server (shared rate limits are tested against a real Redis) and promtool and the
+# prometheus server (the prometheus package: the /metrics output, the alert rules and the
+# Grafana dashboard's queries are checked with them, tests/metrics.rs and tests/monitoring.rs).
 need_apt=()
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
-command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
+{ command -v promtool && command -v prometheus; } >/dev/null 2>&1 || need_apt+=(prometheus)
 # chromium (the dashboard is tested in a real headless browser) and node/npm for Playwright.
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v npm >/dev/null 2>&1 || need_apt+=(nodejs npm)

@@ -239,6 +239,14 @@ impl Default for Metrics {
             "Requests refused by authentication, by route and reason",
             m.auth_failures.clone(),
         );
+        // Both results exist from the start, at 0: `increase()` only sees a series' first
+        // failure when the series was there before it (deploy/prometheus/alerts.yaml).
+        for result in ["success", "failure"] {
+            drop(
+                m.reloads
+                    .get_or_create(&vec![("result", result.to_string())]),
+            );
+        }
         r.register(
             "config_reloads",
             "Config reloads, by result",
