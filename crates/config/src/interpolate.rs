@@ -34,8 +34,17 @@ pub fn redact<'a>(text: &'a str, secrets: &[Secret]) -> Cow<'a, str> {
         if out == s.value.as_str() {
             return Cow::Owned(s.shown.clone());
         }
-        if s.value.len() >= 4 && out.contains(s.value.as_str()) {
-            out = Cow::Owned(out.replace(s.value.as_str(), &s.shown));
+        // As written, and as messages quote it (Rust's and JSON's escapes).
+        let json = serde_json::to_string(&s.value).unwrap_or_default();
+        let forms = [
+            s.value.clone(),
+            s.value.escape_debug().to_string(),
+            json.trim_matches('"').to_string(),
+        ];
+        for form in forms {
+            if form.len() >= 4 && out.contains(form.as_str()) {
+                out = Cow::Owned(out.replace(form.as_str(), &s.shown));
+            }
         }
     }
     out
@@ -93,6 +102,22 @@ pub fn interpolate<'a>(
             line: span.start.line(),
             col: span.start.col() + 1,
         };
+        if matches!(style, ScalarStyle::Literal | ScalarStyle::Folded) {
+            // A block scalar is edited in place, in its own text: a value's line breaks get
+            // the block's indentation, so it stays inside the block and nothing after it moves.
+            let source = &marked[range.clone()];
+            let indent = block_indent(&marked, range.start);
+            match substitute(source, &vars, lookup, &mut secrets) {
+                Ok(_) => {
+                    let mut scratch = Vec::new();
+                    let indented = |v: &str| v.replace('\n', &format!("\n{indent}"));
+                    let written = substitute_with(source, &vars, lookup, &mut scratch, &indented);
+                    edits.push((range, written.unwrap_or_default()));
+                }
+                Err(msg) => errors.push((pos, msg)),
+            }
+            continue;
+        }
         match substitute(&value, &vars, lookup, &mut secrets) {
             Ok(v) => {
                 let plain = style == ScalarStyle::Plain && plain_safe(&v);
@@ -172,12 +197,35 @@ fn mark(text: &str) -> (String, Vec<Var<'_>>) {
     (out, vars)
 }
 
+/// The indentation of a block scalar's content, from the first content line at or after
+/// `start`.
+fn block_indent(text: &str, start: usize) -> String {
+    let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+    let mut rest = &text[line_start..];
+    // The span may begin at the `|` / `>` header: the content starts on the next line.
+    if rest.trim_start().starts_with(['|', '>']) {
+        rest = rest.split_once('\n').map_or("", |(_, r)| r);
+    }
+    rest.chars().take_while(|c| *c == ' ').collect()
+}
+
 /// The value of one scalar with its placeholders replaced and `$${` unescaped.
 fn substitute(
     value: &str,
     vars: &[Var<'_>],
     lookup: &dyn Fn(&str) -> Option<String>,
     secrets: &mut Vec<Secret>,
+) -> Result<String, String> {
+    substitute_with(value, vars, lookup, secrets, &|v| v.to_string())
+}
+
+/// [`substitute`], with each variable's value passed through `shape` before it goes in.
+fn substitute_with(
+    value: &str,
+    vars: &[Var<'_>],
+    lookup: &dyn Fn(&str) -> Option<String>,
+    secrets: &mut Vec<Secret>,
+    shape: &dyn Fn(&str) -> String,
 ) -> Result<String, String> {
     let mut out = String::with_capacity(value.len());
     let mut rest = value;
@@ -204,15 +252,17 @@ fn substitute(
                     rest = tail;
                     continue;
                 };
-                match (lookup(var.name), var.default) {
+                // As in the shell, `${VAR:-default}` takes the default when VAR is empty too.
+                let set = lookup(var.name).filter(|v| !v.is_empty() || var.default.is_none());
+                match (set, var.default) {
                     (Some(v), _) => {
                         secrets.push(Secret {
                             value: v.clone(),
                             shown: format!("${{{}}}", var.name),
                         });
-                        out.push_str(&v);
+                        out.push_str(&shape(&v));
                     }
-                    (None, Some(d)) => out.push_str(d),
+                    (None, Some(d)) => out.push_str(&shape(d)),
                     (None, None) => {
                         return Err(format!(
                             "the environment variable {} is not set (give a default with ${{{}:-value}}, or write $${{ for a literal ${{)",
@@ -303,6 +353,28 @@ mod tests {
     }
 
     #[test]
+    fn block_scalars_are_edited_in_place() {
+        let env = |n: &str| match n {
+            "TWO" => Some("a\nb".to_string()),
+            "ONE" => Some("plain".to_string()),
+            _ => None,
+        };
+        let y = "a:\n  body: |\n    hello ${ONE}\n    ${TWO}\n    end\n  next: 1\n";
+        let out = interpolate(y, &env).unwrap().text.into_owned();
+        assert_eq!(
+            out,
+            "a:\n  body: |\n    hello plain\n    a\n    b\n    end\n  next: 1\n"
+        );
+    }
+
+    #[test]
+    fn an_empty_variable_takes_the_default() {
+        let env = |n: &str| (n == "EMPTY").then(String::new);
+        let out = interpolate("a: ${EMPTY:-d}\nb: x${EMPTY}y\n", &env).unwrap();
+        assert_eq!(out.text, "a: d\nb: xy\n");
+    }
+
+    #[test]
     fn redact_shows_the_variable() {
         let i = interpolate("a: ${HOST}\n", &env).unwrap();
         assert_eq!(redact("x api.internal y", &i.secrets), "x ${HOST} y");
@@ -312,5 +384,10 @@ mod tests {
         }];
         assert_eq!(redact("abc", &short), "abc");
         assert_eq!(redact("ab", &short), "${X}");
+        let quoted = [Secret {
+            value: "pw\n\"x".into(),
+            shown: "${PW}".into(),
+        }];
+        assert_eq!(redact(r#"bad: "pw\n\"x""#, &quoted), r#"bad: "${PW}""#);
     }
 }

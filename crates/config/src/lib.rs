@@ -165,7 +165,11 @@ fn load(
                 None
             };
             let mut message = e.message.clone();
-            if let Some(found) = pos.or(e.pos).and_then(|p| scalar_at(parsed_text, p)) {
+            // Not after substitution: the excerpt could be (part of) a secret.
+            let excerpt = (parsed_text == text)
+                .then(|| pos.or(e.pos).and_then(|p| scalar_at(parsed_text, p)))
+                .flatten();
+            if let Some(found) = excerpt {
                 if !message.contains(found) {
                     message = format!("{message} (found {found:?})");
                 }
@@ -178,6 +182,18 @@ fn load(
             for (p, m) in more.serde.into_iter().chain(more.semantic) {
                 errors.push(at(p, hide(m), None));
             }
+            if more.truncated {
+                errors.push(at(
+                    String::new(),
+                    "more problems may follow: fix these and check again".into(),
+                    Some(Pos {
+                        line: text.lines().count().max(1),
+                        col: 1,
+                    }),
+                ));
+            }
+            // In file order, as an editor lists them.
+            errors.sort_by_key(|e| (e.line, e.col));
             return Err(ConfigErrors(errors));
         }
     };
@@ -202,7 +218,7 @@ fn load(
 }
 
 /// The text deserialized, strictly (unknown keys and `yes`/`no` booleans refused).
-fn parse(text: &str) -> Result<Config, recover::SerdeError> {
+pub(crate) fn parse(text: &str) -> Result<Config, recover::SerdeError> {
     let mut options = serde_saphyr::Options::default();
     options.strict_booleans = true;
     options.with_snippet = false;

@@ -93,6 +93,19 @@ impl PositionIndex {
         }
     }
 
+    /// How many keys or items `path`'s value has.
+    pub fn children(&self, path: &str) -> usize {
+        self.map
+            .keys()
+            .filter(|k| {
+                k.strip_prefix(path).is_some_and(|rest| {
+                    let rest = rest.strip_prefix('.').or_else(|| rest.strip_prefix('['));
+                    rest.is_some_and(|r| !r.trim_end_matches(']').contains(['.', '[', ']']))
+                })
+            })
+            .count()
+    }
+
     /// The bytes from `path`'s key (or item) to the end of its value.
     pub fn range(&self, path: &str) -> Option<std::ops::Range<usize>> {
         self.ranges.get(path).map(|&(s, e)| s..e)

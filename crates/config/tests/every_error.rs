@@ -121,5 +121,87 @@ fn a_secret_never_appears_in_an_error() {
     let e = load_str_with_env(&text, "gw.yaml", &env).unwrap_err();
     let shown = e.to_string();
     assert!(!shown.contains("hunter2"), "{shown}");
-    assert!(shown.contains("${REDIS_URL}"), "{shown}");
+    assert!(shown.contains("weight"), "{shown}");
+}
+
+#[test]
+fn a_block_map_left_empty_and_a_required_field_do_not_end_the_search() {
+    let bad = r#"
+listeners:
+  - name: [public]
+    address: 127.0.0.1:8080
+clusters:
+  - name: app
+    endpoints:
+      - address: 127.0.0.1:1
+    timeouts:
+      connect: soon
+routes:
+  - name: r
+    cluster: app
+    strip_prefix: nope
+"#;
+    let e = load_str(bad, "gw.yaml").unwrap_err();
+    let paths: Vec<&str> = e.0.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "listeners[0].name",
+            "clusters[0].timeouts.connect",
+            "routes[0].strip_prefix"
+        ],
+        "{e}"
+    );
+    assert_eq!(e.0[2].line, line_of(bad, "strip_prefix"));
+}
+
+#[test]
+fn cut_list_items_keep_the_indexes_of_the_file() {
+    let bad = r#"
+listeners: [{name: l, address: "127.0.0.1:0"}]
+rate_limits: [{name: rl, rate: 1/s}]
+routes:
+  - name: r
+    direct_response: {status: 200}
+    filters:
+      - {rate_limit: rl}
+      - {nope: 1}
+      - {cache: {max_entry_bytes: huge}}
+"#;
+    let e = load_str(bad, "gw.yaml").unwrap_err();
+    let paths: Vec<&str> = e.0.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(paths[0], "routes[0].filters[1].nope", "{e}");
+    assert!(paths[1].starts_with("routes[0].filters[2].cache"), "{e}");
+    assert_eq!(paths.len(), 2, "{e}");
+}
+
+#[test]
+fn a_block_scalar_before_the_next_key_is_cut_cleanly() {
+    let bad = "listeners: [{name: l, address: \"127.0.0.1:0\"}]\nclusters:\n  - name: c\n    endpoints: [{address: \"127.0.0.1:1\"}]\n    health_check:\n      timeout: >\n        soon\n    lb: nope\n";
+    let e = load_str(bad, "gw.yaml").unwrap_err();
+    let paths: Vec<&str> = e.0.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        ["clusters[0].health_check.timeout", "clusters[0].lb"],
+        "{e}"
+    );
+}
+
+#[test]
+fn forty_errors_end_with_a_notice() {
+    let mut bad = String::from("listeners: [{name: l, address: \"127.0.0.1:0\"}]\nclusters:\n");
+    for i in 0..40 {
+        bad.push_str(&format!(
+            "  - {{name: c{i}, endpoints: [{{address: \"127.0.0.1:1\", weight: heavy}}]}}\n"
+        ));
+    }
+    let e = load_str(&bad, "gw.yaml").unwrap_err();
+    assert!(e.0.len() >= 32, "{e}");
+    assert!(
+        e.0.last()
+            .unwrap()
+            .message
+            .contains("more problems may follow"),
+        "{e}"
+    );
 }
