@@ -199,6 +199,7 @@ fn check(files: &[PathBuf]) -> ExitCode {
                 // ... and TLS files that cannot be read, keys that are not their certificate's,
                 // certificates that have expired.
                 problems.extend(gatehouse::tls::preflight(&config));
+                problems.extend(gatehouse::observe::access_log::preflight(&config));
                 problems.extend(
                     gatehouse::runtime::upstream_tls(&config)
                         .err()

@@ -177,6 +177,33 @@ impl AccessLogSink {
     }
 }
 
+/// What opening `access_log.path` at start would find, for `check` (which must not create it):
+/// a missing directory, or a directory where the file should be.
+pub fn preflight(config: &gatehouse_config::Config) -> Vec<(String, String)> {
+    let cfg = &config.access_log;
+    let Some(path) = cfg
+        .path
+        .as_deref()
+        .filter(|_| cfg.output == gatehouse_config::AccessOutput::File)
+    else {
+        return Vec::new();
+    };
+    let path = std::path::Path::new(path);
+    let problem = if path.is_dir() {
+        Some(format!("{} is a directory", path.display()))
+    } else {
+        match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            Some(dir) if !dir.is_dir() => {
+                Some(format!("the directory {} does not exist", dir.display()))
+            }
+            _ => None,
+        }
+    };
+    problem
+        .map(|m| vec![("access_log.path".to_string(), m)])
+        .unwrap_or_default()
+}
+
 fn open_append(path: &std::path::Path) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
     std::fs::OpenOptions::new()

@@ -95,6 +95,9 @@ impl AccessLog {
 
     /// Problems at `access_log`.
     pub fn check(&self, out: &mut Vec<(String, String)>) {
+        if self.path.as_deref().is_some_and(|p| p.trim().is_empty()) {
+            out.push(("access_log.path".into(), "must not be empty".into()));
+        }
         match (self.output, &self.path) {
             (AccessOutput::File, None) => {
                 out.push(("access_log.path".into(), "output: file needs a path".into()))

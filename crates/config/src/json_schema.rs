@@ -14,9 +14,82 @@ pub fn schema_json() -> String {
         .into_generator()
         .into_root_schema_for::<crate::Config>();
     schema.insert("title".into(), "Gatehouse configuration".into());
-    let mut text = serde_json::to_string_pretty(&schema).unwrap_or_default();
+    let mut value = schema.to_value();
+    loosen(&mut value);
+    let mut text = serde_json::to_string_pretty(&value).unwrap_or_default();
     text.push('\n');
     text
+}
+
+/// A `${VAR}` / `${VAR:-default}` the loader will substitute.
+const VARIABLE_PATTERN: &str = r"\$\{[A-Z_][A-Z0-9_]*(:-[^}]*)?\}";
+
+/// Makes the schema accept what the YAML loader accepts beyond the Rust types: a number or
+/// boolean where a string goes (YAML `x-version: 2` is the string "2" to the parser), a quoted
+/// number where a number goes, and a `${VAR}` anywhere a typed or patterned value goes.
+fn loosen(v: &mut serde_json::Value) {
+    use serde_json::{json, Value};
+    match v {
+        Value::Array(a) => a.iter_mut().for_each(loosen),
+        Value::Object(m) => {
+            m.values_mut().for_each(loosen);
+            // A `${VAR}` fits every variant once each variant takes one, so "exactly one"
+            // would fail; the variants are disjoint otherwise.
+            if !m.contains_key("anyOf") {
+                if let Some(one_of) = m.remove("oneOf") {
+                    m.insert("anyOf".into(), one_of);
+                }
+            }
+            let Some(types) = m.get("type").cloned() else {
+                return;
+            };
+            let mut types: Vec<String> = match types {
+                Value::String(t) => vec![t],
+                Value::Array(ts) => ts
+                    .iter()
+                    .filter_map(|t| t.as_str().map(String::from))
+                    .collect(),
+                _ => return,
+            };
+            let strict = ["enum", "pattern", "const"]
+                .iter()
+                .any(|k| m.contains_key(*k));
+            if types.iter().any(|t| t == "string") && !strict {
+                for extra in ["number", "boolean"] {
+                    if !types.iter().any(|t| t == extra) {
+                        types.push(extra.to_string());
+                    }
+                }
+                m.insert("type".into(), json!(types));
+                return;
+            }
+            let typed = types
+                .iter()
+                .any(|t| matches!(t.as_str(), "integer" | "number" | "boolean"));
+            if !(typed || strict) {
+                return;
+            }
+            let mut alternatives = vec![json!({"type": "string", "pattern": VARIABLE_PATTERN})];
+            if types.iter().any(|t| t == "integer" || t == "number") {
+                alternatives
+                    .push(json!({"type": "string", "pattern": r"^\s*-?[0-9]+(\.[0-9]+)?\s*$"}));
+            }
+            let keep = ["description", "default", "title"];
+            let mut inner = serde_json::Map::new();
+            let mut outer = serde_json::Map::new();
+            for (k, val) in std::mem::take(m) {
+                if keep.contains(&k.as_str()) {
+                    outer.insert(k, val);
+                } else {
+                    inner.insert(k, val);
+                }
+            }
+            alternatives.insert(0, Value::Object(inner));
+            outer.insert("anyOf".into(), Value::Array(alternatives));
+            *m = outer;
+        }
+        _ => {}
+    }
 }
 
 const DURATION_PATTERN: &str = r"^\s*[0-9]+(\.[0-9]+)?(ms|s|m|h)\s*$";

@@ -235,11 +235,22 @@ pub(crate) fn parse(text: &str) -> Result<Config, recover::SerdeError> {
 fn semantic_problems(config: &mut Config) -> Vec<validate::Problem> {
     validate_traffic::apply_env_overrides(config);
     let mut problems = Vec::new();
+    let user = (config.clusters.len(), config.routes.len());
     services::expand(config, &mut problems);
+    let expanded = problems.len();
     config.access_log.check(&mut problems);
     problems.extend(validate::validate(config));
     validate_traffic::validate_traffic(config, &mut |path, msg| problems.push((path, msg)));
     validate_routes::validate_routes(config, &mut |path, msg| problems.push((path, msg)));
+    if !config.services.is_empty() {
+        // What the expansion made has no place in the file: name the service instead.
+        for (path, msg) in problems.iter_mut().skip(expanded) {
+            if let Some(at) = services::locate(path, config, user) {
+                *msg = format!("{msg} (in {path}, made by the services shorthand)");
+                *path = at;
+            }
+        }
+    }
     problems
 }
 

@@ -85,8 +85,7 @@ impl Config {
         if let Some(r) = &mut self.redis {
             fix(&mut r.url_file);
         }
-        if let Some(a) = self.admin.as_mut().filter(|a| a.token.is_none()) {
-            // A token to read, like the other files (where `token: auto` writes stays as given).
+        if let Some(a) = &mut self.admin {
             fix(&mut a.token_file);
         }
     }

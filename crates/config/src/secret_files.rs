@@ -54,7 +54,17 @@ pub fn read(config: &mut Config, secrets: &mut Vec<Secret>, problems: &mut Vec<P
                     "give token_env or token_file, not both".into(),
                 ));
             } else {
-                a.token_value = read_one("admin.token_file".into(), &path, secrets, problems);
+                a.token_value = read_one("admin.token_file".into(), &path, secrets, problems)
+                    .map(|t| t.trim().to_string());
+                if a.token_value
+                    .as_deref()
+                    .is_some_and(|t| t.contains(char::is_whitespace))
+                {
+                    problems.push((
+                        "admin.token_file".into(),
+                        "the token must be one word: no spaces or line breaks inside".into(),
+                    ));
+                }
             }
         }
         debug_assert!(a.token != Some(AdminToken::Auto) || a.token_value.is_none());

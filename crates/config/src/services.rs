@@ -14,6 +14,28 @@ pub const ROUTE_NAME: &str = "services";
 /// The listener the shorthand adds when the file has none.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
 
+/// Names the service a problem found in the expansion is about: `clusters[i]` and `routes[j]`
+/// past the file's own (`user`: how many clusters and routes the file had) are the shorthand's.
+pub fn locate(path: &str, config: &Config, user: (usize, usize)) -> Option<String> {
+    let index = |p: &str, kind: &str| -> Option<usize> {
+        p.strip_prefix(kind)?
+            .strip_prefix('[')?
+            .split(']')
+            .next()?
+            .parse()
+            .ok()
+    };
+    if let Some(i) = index(path, "clusters").filter(|&i| i >= user.0) {
+        return config
+            .clusters
+            .get(i)
+            .map(|c| format!("services.{}", c.name));
+    }
+    index(path, "routes")
+        .filter(|&j| j >= user.1)
+        .map(|_| "services".to_string())
+}
+
 /// Expands `config.services` into clusters, a route and (if needed) a listener.
 pub fn expand(config: &mut Config, problems: &mut Vec<Problem>) {
     if config.services.is_empty() {
@@ -36,12 +58,24 @@ pub fn expand(config: &mut Config, problems: &mut Vec<Problem>) {
             ));
             continue;
         }
+        if !crate::validate::valid_name(name) {
+            problems.push((
+                at,
+                format!("invalid service name {name:?}: use letters, digits, '-', '_' and '.'"),
+            ));
+            continue;
+        }
         let mut endpoints = Vec::new();
+        let before = problems.len();
         for (i, url) in urls.iter().enumerate() {
             match endpoint_address(url) {
                 Ok(a) => endpoints.push(json!({ "address": a })),
                 Err(m) => problems.push((format!("{at}[{i}]"), m)),
             }
+        }
+        if problems.len() > before {
+            // Reported at the URL; a cluster without it would only add echoes of that.
+            continue;
         }
         let cluster = json!({ "name": name, "endpoints": endpoints });
         match serde_json::from_value::<Cluster>(cluster) {
@@ -50,10 +84,13 @@ pub fn expand(config: &mut Config, problems: &mut Vec<Problem>) {
         }
         names.push(name.clone());
     }
+    if names.is_empty() {
+        return;
+    }
     if config.routes.iter().any(|r| r.name == ROUTE_NAME) {
         problems.push((
             "services".into(),
-            format!("services: adds a route named {ROUTE_NAME:?}, and routes: has one too: rename yours"),
+            format!("the shorthand adds a route named {ROUTE_NAME:?}, and routes: has one too: rename yours"),
         ));
         return;
     }
@@ -78,9 +115,10 @@ pub fn expand(config: &mut Config, problems: &mut Vec<Problem>) {
 
 /// `http://host:port` (or `host:port`) as an endpoint address.
 fn endpoint_address(url: &str) -> Result<String, String> {
-    let rest = if let Some(r) = url.strip_prefix("http://") {
-        r
-    } else if url.starts_with("https://") {
+    let lower = url.get(..8).unwrap_or(url).to_ascii_lowercase();
+    let rest = if lower.starts_with("http://") {
+        &url[7..]
+    } else if lower.starts_with("https://") {
         return Err(format!(
             "{url:?}: for TLS to a backend use the full form (clusters: with tls:, docs/tls.md)"
         ));

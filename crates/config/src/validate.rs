@@ -580,6 +580,14 @@ fn normal_route_path(path: &str) -> Result<(), String> {
     }
 }
 
+/// A name of a listener, cluster, route or service: letters, digits, `-`, `_` and `.`.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+}
+
 fn check_name(
     p: &mut impl FnMut(String, String),
     path: &str,
@@ -587,11 +595,7 @@ fn check_name(
     seen: &mut HashSet<String>,
     what: &str,
 ) {
-    if name.is_empty()
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-    {
+    if !valid_name(name) {
         p(
             path.into(),
             format!("invalid {what} name {name:?}: use letters, digits, '-', '_' or '.'"),
