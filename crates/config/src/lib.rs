@@ -16,12 +16,14 @@ pub mod position;
 pub mod reply;
 pub mod schema;
 pub mod shadow;
+pub mod telemetry;
 pub mod template;
 pub mod tls;
 pub mod traffic;
 pub mod units;
 pub mod validate;
 pub mod validate_routes;
+pub mod validate_telemetry;
 pub mod validate_traffic;
 
 pub use schema::*;
@@ -134,6 +136,7 @@ pub fn load_str(text: &str, source: &str) -> Result<Config, ConfigErrors> {
     let mut problems = validate::validate(&config);
     validate_traffic::validate_traffic(&config, &mut |path, msg| problems.push((path, msg)));
     validate_routes::validate_routes(&config, &mut |path, msg| problems.push((path, msg)));
+    validate_telemetry::validate_telemetry(&config, &mut |path, msg| problems.push((path, msg)));
     if problems.is_empty() {
         Ok(config)
     } else {

@@ -36,6 +36,9 @@ pub struct Config {
     /// The response cache's shared settings (the memory budget).
     #[serde(default)]
     pub cache: crate::cache::CacheSettings,
+    /// OpenTelemetry tracing over OTLP (absent: off).
+    #[serde(default)]
+    pub tracing: Option<crate::telemetry::Tracing>,
 }
 
 impl Config {
