@@ -37,23 +37,23 @@ pub async fn handle(
     let active = ctx.activity.begin();
     let start = Instant::now();
     let snap = ctx.runtime.snapshot();
-    let mut trace = ids::TraceContext::from_headers(req.headers());
     let mut req = req;
     let canon = crate::canonical::canonicalize(
         &mut req,
         &ctx.listener.edge,
         (ctx.peer.ip(), &ctx.peer_header),
     );
-    // A recorded request's span (tracing off or not sampled: `None`, at no cost).
-    let mut span = spans::start(snap.tracing.as_ref(), &mut trace, &ctx, &req, &canon);
-    let ids::RequestIds {
-        request_id,
-        trace,
-        traceparent,
-    } = ids::RequestIds::with_trace(req.headers(), trace);
-    if let Some(s) = span.as_deref_mut() {
-        s.request_id(&request_id);
-    }
+    // The IDs, and a recorded request's span (tracing off or not sampled: `None`, at no
+    // cost). In a block: what only this needs does not stay in the request's future.
+    let (request_id, traceparent, trace_id, span) = {
+        let mut trace = ids::TraceContext::from_headers(req.headers());
+        let mut span = spans::start(snap.tracing.as_ref(), &mut trace, &ctx, &req, &canon);
+        let ids = ids::RequestIds::with_trace(req.headers(), trace);
+        if let Some(s) = span.as_deref_mut() {
+            s.request_id(&ids.request_id);
+        }
+        (ids.request_id, ids.traceparent, ids.trace.trace_id, span)
+    };
     let mut rec = ctx.runtime.access_log.as_ref().map(|sink| {
         let (host, client) = match &canon {
             Ok(c) => (c.host.header().clone(), c.client.ip),
@@ -70,7 +70,7 @@ pub async fn handle(
             start,
             time: SystemTime::now(),
             request_id: request_id.clone(),
-            trace_id: trace.trace_id,
+            trace_id,
             client,
             peer: ctx.peer,
             method: req.method().clone(),
@@ -720,7 +720,7 @@ fn upstream_response(
 async fn forward_upgrade(
     ctx: &ConnCtx,
     cluster: &Cluster,
-    parts: http::request::Parts,
+    mut parts: http::request::Parts,
     body: attempt::ReqBody,
     upgrade: HeaderValue,
     (rec, trace): (
@@ -748,7 +748,6 @@ async fn forward_upgrade(
         attempt::ReqBody::Replayable(b) => Body::full(b),
         attempt::ReqBody::Once(b) => b,
     };
-    let mut parts = parts;
     let try_span = trace
         .as_deref()
         .map(|t| t.start_try(&parts.method, &ep.state.address, 0));
@@ -909,7 +908,8 @@ mod future_size {
     /// hyper boxes each request's future, and depending on how the optimizer lays the copy
     /// out, the box is filled by a copy of all of it: its size can be paid on every request
     /// (docs/design/performance.md). 8,480 bytes on 2026-12-01 (8,208 before the routing-depth
-    /// fields: cors, mirror, host_rewrite); a
+    /// fields: cors, mirror, host_rewrite); 8,272 with tracing (the request's IDs are made in a
+    /// block, so their intermediate copies are not kept across the awaits); a
     /// rarely taken `.await` on a big future must go through `Box::pin`, not grow this.
     #[test]
     fn the_request_future_does_not_grow() {
