@@ -570,3 +570,57 @@ async fn a_receiver_that_never_answers_neither_holds_requests_nor_exit() {
         stop.elapsed()
     );
 }
+
+#[tokio::test]
+async fn tracing_changes_apply_on_reload() {
+    let first = Receiver::start(false).await;
+    let second = Receiver::start(false).await;
+    let good = FakeUpstream::start("good").await;
+    let bad = FakeUpstream::start("bad").await;
+    let yaml = config(first.addr, &good, &bad, "  sampling_ratio: 0\n");
+    let gw = Running::start(&yaml, &[]);
+    let url = format!("http://{}/keyed/r", gw.addr);
+    let get = |id: String| {
+        client()
+            .get(&url)
+            .header("x-api-key", "trace-key-1")
+            .header("x-request-id", id)
+            .send()
+    };
+    assert_eq!(get("before".into()).await.unwrap().status(), 200);
+    // Another receiver and every new trace: a new pipeline, and the ratio, after SIGHUP.
+    let changed = yaml
+        .replace(&first.addr.to_string(), &second.addr.to_string())
+        .replace("sampling_ratio: 0", "sampling_ratio: 1");
+    std::fs::write(gw._dir.path().join("gatehouse.yaml"), changed).unwrap();
+    gw.signal("HUP");
+    let mut n = 0;
+    eventually("spans at the new receiver", wait(), || {
+        n += 1;
+        let id = format!("after-{n}");
+        let get = &get;
+        let second = &second;
+        async move {
+            assert_eq!(get(id.clone()).await.unwrap().status(), 200);
+            let deadline = Instant::now() + Duration::from_secs(1);
+            while Instant::now() < deadline {
+                let found = second
+                    .spans()
+                    .into_iter()
+                    .any(|g| attr(&g.span, "gatehouse.request_id") == Some(s(&id)));
+                if found {
+                    return Some(());
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            None
+        }
+    })
+    .await;
+    assert!(
+        first.spans().is_empty(),
+        "nothing was sampled before the reload"
+    );
+    let m = metrics(&gw).await;
+    assert!(metric(&m, "gatehouse_tracing_spans_exported_total").unwrap() >= 1.0);
+}
