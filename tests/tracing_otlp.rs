@@ -7,198 +7,18 @@
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 mod common;
+#[path = "common/otlp.rs"]
+mod otlp;
 
 use common::binary::Running;
 use common::client;
 use gatehouse_testkit::{eventually, FakeUpstream};
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
-use opentelemetry_proto::tonic::common::v1::KeyValue;
-use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
-use opentelemetry_proto::tonic::trace::v1::Span;
-use prost::Message as _;
+use otlp::{attr, hex, i, s, status_code, wait, Receiver};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-
-/// One span as received, with its resource's and scope's attributes.
-#[derive(Clone, Debug)]
-struct Got {
-    service: String,
-    scope: String,
-    span: Span,
-}
-
-/// An OTLP/HTTP receiver on `127.0.0.1:0`.
-struct Receiver {
-    addr: SocketAddr,
-    spans: Arc<Mutex<Vec<Got>>>,
-    /// Export requests seen, with their content type and `x-tenant` header.
-    requests: Arc<Mutex<Vec<(String, String)>>>,
-    hung: Arc<AtomicU64>,
-}
-
-impl Receiver {
-    /// `hang`: take each request and never answer it.
-    async fn start(hang: bool) -> Receiver {
-        use hyper::service::service_fn;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let spans = Arc::new(Mutex::new(Vec::new()));
-        let requests = Arc::new(Mutex::new(Vec::new()));
-        let hung = Arc::new(AtomicU64::new(0));
-        let (s, r, h) = (spans.clone(), requests.clone(), hung.clone());
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let (s, r, h) = (s.clone(), r.clone(), h.clone());
-                tokio::spawn(async move {
-                    let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                        let (s, r, h) = (s.clone(), r.clone(), h.clone());
-                        async move { receive(req, hang, (s, r, h)).await }
-                    });
-                    let io = hyper_util::rt::TokioIo::new(stream);
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(io, svc)
-                        .await;
-                });
-            }
-        });
-        Receiver {
-            addr,
-            spans,
-            requests,
-            hung,
-        }
-    }
-
-    fn spans(&self) -> Vec<Got> {
-        self.spans.lock().unwrap().clone()
-    }
-
-    /// The server span whose `gatehouse.request_id` is `id`, once it has arrived.
-    async fn server_span(&self, id: &str) -> Got {
-        eventually(&format!("the server span of {id}"), wait(), || async {
-            self.spans().into_iter().find(|g| {
-                g.span.kind == SpanKind::Server as i32
-                    && attr(&g.span, "gatehouse.request_id") == Some(s(id))
-            })
-        })
-        .await
-    }
-
-    /// The client spans (tries) under `parent`, once `n` have arrived, in start order.
-    async fn tries(&self, parent: &Span, n: usize) -> Vec<Span> {
-        eventually(&format!("{n} client spans"), wait(), || async {
-            let mut got: Vec<Span> = self
-                .spans()
-                .into_iter()
-                .map(|g| g.span)
-                .filter(|sp| {
-                    sp.kind == SpanKind::Client as i32 && sp.parent_span_id == parent.span_id
-                })
-                .collect();
-            got.sort_by_key(|sp| sp.start_time_unix_nano);
-            (got.len() >= n).then_some(got)
-        })
-        .await
-    }
-}
-
-type Shared = (
-    Arc<Mutex<Vec<Got>>>,
-    Arc<Mutex<Vec<(String, String)>>>,
-    Arc<AtomicU64>,
-);
-
-async fn receive(
-    req: http::Request<hyper::body::Incoming>,
-    hang: bool,
-    (spans, requests, hung): Shared,
-) -> Result<http::Response<http_body_util::Full<bytes::Bytes>>, std::convert::Infallible> {
-    use http_body_util::BodyExt as _;
-    let header = |n: &str| {
-        req.headers()
-            .get(n)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string()
-    };
-    requests
-        .lock()
-        .unwrap()
-        .push((header("content-type"), header("x-tenant")));
-    if hang {
-        hung.fetch_add(1, Ordering::SeqCst);
-        std::future::pending::<()>().await;
-    }
-    let body = req.into_body().collect().await.unwrap().to_bytes();
-    let decoded = ExportTraceServiceRequest::decode(body).unwrap();
-    let mut out = spans.lock().unwrap();
-    for rs in decoded.resource_spans {
-        let service = rs
-            .resource
-            .as_ref()
-            .and_then(|r| find(&r.attributes, "service.name"))
-            .and_then(|v| match v {
-                Value::StringValue(s) => Some(s),
-                _ => None,
-            })
-            .unwrap_or_default();
-        for ss in rs.scope_spans {
-            let scope = ss
-                .scope
-                .as_ref()
-                .map(|s| s.name.clone())
-                .unwrap_or_default();
-            for span in ss.spans {
-                out.push(Got {
-                    service: service.clone(),
-                    scope: scope.clone(),
-                    span,
-                });
-            }
-        }
-    }
-    let mut resp = http::Response::new(http_body_util::Full::new(bytes::Bytes::new()));
-    resp.headers_mut().insert(
-        "content-type",
-        http::HeaderValue::from_static("application/x-protobuf"),
-    );
-    Ok(resp)
-}
-
-fn wait() -> Duration {
-    Duration::from_secs(15)
-}
-
-fn find(attrs: &[KeyValue], key: &str) -> Option<Value> {
-    attrs
-        .iter()
-        .find(|kv| kv.key == key)
-        .and_then(|kv| kv.value.clone()?.value)
-}
-
-fn attr(span: &Span, key: &str) -> Option<Value> {
-    find(&span.attributes, key)
-}
-
-fn s(v: &str) -> Value {
-    Value::StringValue(v.to_string())
-}
-
-fn i(v: i64) -> Value {
-    Value::IntValue(v)
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn status_code(span: &Span) -> i32 {
-    span.status.as_ref().map_or(0, |s| s.code)
-}
 
 /// A gateway with tracing to `recv`: routes `keyed` (an API key; the `finance` consumer),
 /// `retried` (a 503 endpoint and a good one, one retry) and `down` (nothing listening).
@@ -623,4 +443,40 @@ async fn tracing_changes_apply_on_reload() {
     );
     let m = metrics(&gw).await;
     assert!(metric(&m, "gatehouse_tracing_spans_exported_total").unwrap() >= 1.0);
+}
+
+#[tokio::test]
+async fn spans_still_queued_at_sigterm_are_exported_before_exit() {
+    let recv = Receiver::start(false).await;
+    let good = FakeUpstream::start("good").await;
+    let bad = FakeUpstream::start("bad").await;
+    let mut gw = Running::start(&config(recv.addr, &good, &bad, ""), &[]);
+    let r = client()
+        .get(format!("http://{}/keyed/last", gw.addr))
+        .header("x-api-key", "trace-key-1")
+        .header("x-request-id", "last")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // At once: the batch is still waiting for more spans when the signal comes.
+    gw.signal("TERM");
+    let deadline = Instant::now() + wait();
+    let status = loop {
+        if let Some(s) = gw.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the gateway did not exit");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert!(status.success(), "{status:?}");
+    // Exported before the exit, not after: nothing to wait for now.
+    let spans = recv.spans();
+    assert!(
+        spans
+            .iter()
+            .any(|g| attr(&g.span, "gatehouse.request_id") == Some(s("last"))),
+        "{spans:#?}"
+    );
+    assert_eq!(spans.len(), 2, "the server span and its try");
 }
