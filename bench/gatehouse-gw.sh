@@ -7,6 +7,8 @@
 #   --print-config                    (prints the config instead of running it)
 #   GATEHOUSE_BENCH_LIMIT=local|redis (optional: a rate limit on every request, high enough never to
 #                                      refuse; redis needs GATEHOUSE_BENCH_REDIS_URL)
+#   GATEHOUSE_BENCH_TRACING=RATIO     (optional: OpenTelemetry tracing at this sampling_ratio, the
+#                                      spans posted to the first upstream, which answers any POST)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 bin=${GATEHOUSE_BIN:-$here/../target/release/gatehouse}
@@ -29,6 +31,9 @@ cfg=$(mktemp -d /tmp/gatehouse-bench.XXXXXX)/gatehouse.yaml
            echo "routes: [{name: all, cluster: backends, filters: [rate_limit: bench]}]" ;;
     *) echo "routes: [{name: all, cluster: backends}]" ;;
   esac
+  if [ -n "${GATEHOUSE_BENCH_TRACING:-}" ]; then
+    echo "tracing: {otlp: {endpoint: 'http://${ups[0]}/v1/traces'}, sampling_ratio: $GATEHOUSE_BENCH_TRACING}"
+  fi
 } > "$cfg"
 if [ "${1:-}" = --print-config ]; then cat "$cfg"; rm -rf "$(dirname "$cfg")"; exit 0; fi
 exec "$bin" run -c "$cfg" --worker-threads "${GATEHOUSE_WORKERS:-1}"

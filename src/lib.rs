@@ -247,6 +247,8 @@ impl Gateway {
             .await
             .is_ok();
         self.runtime.stop();
+        // The drained requests' spans, and any still queued: at most 1 s more.
+        self.runtime.flush_tracing(Duration::from_secs(1)).await;
         if let Some(log) = &self.runtime.access_log {
             if !log.flush(Duration::from_secs(1)) {
                 tracing::warn!(

@@ -1,11 +1,13 @@
-//! Observability: request IDs and W3C trace context (`ids`), the JSON access log
-//! (`access_log`), state-transition events (`events`), metrics (`metrics`), throttled warnings
-//! (`throttle`), and the count of operational log lines dropped by the non-blocking writer.
+//! Observability: request IDs and W3C trace context (`ids`), OpenTelemetry spans and their
+//! OTLP export (`otel`), the JSON access log (`access_log`), state-transition events
+//! (`events`), metrics (`metrics`), throttled warnings (`throttle`), and the count of
+//! operational log lines dropped by the non-blocking writer.
 
 pub mod access_log;
 pub mod events;
 pub mod ids;
 pub mod metrics;
+pub mod otel;
 pub mod throttle;
 
 /// Reports how many operational log lines the non-blocking writer dropped (set by the binary,

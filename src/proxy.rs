@@ -8,6 +8,7 @@ pub mod cache;
 pub mod headers;
 pub mod mirror;
 pub mod reply;
+pub mod spans;
 pub mod split;
 
 use crate::body::Body;
@@ -36,17 +37,23 @@ pub async fn handle(
     let active = ctx.activity.begin();
     let start = Instant::now();
     let snap = ctx.runtime.snapshot();
-    let ids::RequestIds {
-        request_id,
-        trace,
-        traceparent,
-    } = ids::RequestIds::for_request(req.headers());
     let mut req = req;
     let canon = crate::canonical::canonicalize(
         &mut req,
         &ctx.listener.edge,
         (ctx.peer.ip(), &ctx.peer_header),
     );
+    // The IDs, and a recorded request's span (tracing off or not sampled: `None`, at no
+    // cost). In a block: what only this needs does not stay in the request's future.
+    let (request_id, traceparent, trace_id, span) = {
+        let mut trace = ids::TraceContext::from_headers(req.headers());
+        let mut span = spans::start(snap.tracing.as_ref(), &mut trace, &ctx, &req, &canon);
+        let ids = ids::RequestIds::with_trace(req.headers(), trace);
+        if let Some(s) = span.as_deref_mut() {
+            s.request_id(&ids.request_id);
+        }
+        (ids.request_id, ids.traceparent, ids.trace.trace_id, span)
+    };
     let mut rec = ctx.runtime.access_log.as_ref().map(|sink| {
         let (host, client) = match &canon {
             Ok(c) => (c.host.header().clone(), c.client.ip),
@@ -63,7 +70,7 @@ pub async fn handle(
             start,
             time: SystemTime::now(),
             request_id: request_id.clone(),
-            trace_id: trace.trace_id,
+            trace_id,
             client,
             peer: ctx.peer,
             method: req.method().clone(),
@@ -89,7 +96,10 @@ pub async fn handle(
     // Counted as a 499 on its route if the client leaves before it is answered (hyper then
     // drops this future).
     let mut pending = Unanswered {
-        out: Outcome::default(),
+        out: Outcome {
+            trace: span,
+            ..Outcome::default()
+        },
         snap: &snap,
         start,
         answered: false,
@@ -121,7 +131,9 @@ pub async fn handle(
         response_rules,
         rule_vars,
         cors,
+        mut trace,
     } = std::mem::take(&mut pending.out);
+    let mut error = None;
     let mut resp = match result {
         Ok(mut r) => {
             if let Some((route, client_ip, consumer)) = &rule_vars {
@@ -138,8 +150,9 @@ pub async fn handle(
             r
         }
         Err(e) => {
+            error = Some(e.reason());
             if let Some(r) = rec.as_deref_mut() {
-                r.error = Some(e.reason());
+                r.error = error;
             }
             local_reply(&e, &request_id)
         }
@@ -158,13 +171,17 @@ pub async fn handle(
         cors.apply(origin.as_ref(), resp.headers_mut());
     }
     let status = resp.status().as_u16();
+    if let Some(t) = trace.as_deref_mut() {
+        t.answered(status, error);
+    }
     route_index
         .and_then(|i| snap.route_metrics.get(i))
         .unwrap_or(&snap.unrouted)
         .answered(status, start.elapsed().as_secs_f64());
     Ok(resp.map(|b| {
-        // One allocation for everything the response holds until its body ends.
-        let b = b.with_hold(Box::new((active, in_flight_gauge, upstream)));
+        // One allocation for everything the response holds until its body ends (the server
+        // span too: it ends with the body).
+        let b = b.with_hold(Box::new((active, in_flight_gauge, upstream, trace)));
         match rec {
             Some(mut r) => {
                 r.status = status;
@@ -187,6 +204,8 @@ struct Outcome {
     rule_vars: Option<(Arc<str>, std::net::IpAddr, Option<Arc<str>>)>,
     /// The route's `cors` filter and the request's `Origin`: its headers go on the response.
     cors: Option<(Arc<crate::filter::cors::Cors>, Option<HeaderValue>)>,
+    /// The server span of a recorded request (boxed: most requests have none).
+    trace: Option<Box<crate::observe::otel::ServerSpan>>,
     /// The try's endpoint in-flight count and cluster slot, held until the response body ends.
     upstream: Option<(
         crate::cluster::endpoint::InFlight,
@@ -205,6 +224,9 @@ struct Unanswered<'a> {
 impl Drop for Unanswered<'_> {
     fn drop(&mut self) {
         if !self.answered {
+            if let Some(t) = self.out.trace.as_deref_mut() {
+                t.abandoned();
+            }
             self.out
                 .route_index
                 .and_then(|i| self.snap.route_metrics.get(i))
@@ -273,6 +295,7 @@ async fn forward(
         response_rules,
         rule_vars,
         cors,
+        trace,
     } = out;
     let host = canon.host.as_str();
     match &ctx.tls {
@@ -302,6 +325,9 @@ async fn forward(
         .ok_or(ProxyError::NoRoute)?;
     if let Some(r) = rec.as_deref_mut() {
         r.route = Some(matched.route.name.clone());
+    }
+    if let Some(t) = trace.as_deref_mut() {
+        t.route(&matched.route.name);
     }
     // None: a route that answers itself (redirect, direct_response), after its filters.
     let cluster: Option<&Arc<Cluster>> = match &matched.route.target {
@@ -335,6 +361,9 @@ async fn forward(
         .map_err(|_| ProxyError::BadRequest("invalid_path"))?;
     if let (Some(r), Some(c)) = (rec.as_deref_mut(), cluster) {
         r.cluster = Some(c.name.clone());
+    }
+    if let (Some(t), Some(c)) = (trace.as_deref_mut(), cluster) {
+        t.cluster(&c.name);
     }
     let matched_allows_non_idempotent = matched.route.retry_non_idempotent;
     let route = matched.route;
@@ -384,6 +413,9 @@ async fn forward(
         req = Request::from_parts(parts, body);
         if let Some(r) = rec.as_deref_mut() {
             r.consumer = identity.consumer.clone();
+        }
+        if let (Some(t), Some(c)) = (trace.as_deref_mut(), &identity.consumer) {
+            t.consumer(c);
         }
         outcome?;
         consumer = identity.consumer;
@@ -569,7 +601,8 @@ async fn forward(
     };
 
     if let Some(up) = upgrade {
-        return forward_upgrade(ctx, cluster, parts, body, up, rec).await;
+        let observed = (rec, trace.as_deref_mut());
+        return forward_upgrade(ctx, cluster, parts, body, up, observed).await;
     }
 
     // A stale entry within `stale-while-revalidate` answers now; the revalidation goes on in
@@ -588,6 +621,7 @@ async fn forward(
                 route.host_rewrite,
                 Some(crate::route::forward::HostRewrite::Endpoint)
             ),
+            trace: None,
         };
         let cluster = cluster.clone();
         let events = ctx.runtime.events.clone();
@@ -630,12 +664,16 @@ async fn forward(
             route.host_rewrite,
             Some(crate::route::forward::HostRewrite::Endpoint)
         ),
+        trace: trace.as_deref(),
     };
     let result = attempt::run(cluster, out, &ctx.runtime.events, &mut tries).await;
     if let Some(r) = rec.as_deref_mut() {
         r.endpoint = tries.last_endpoint.clone();
         r.retries = tries.retries;
         r.upstream_duration = (!tries.upstream.is_zero()).then_some(tries.upstream);
+    }
+    if let Some(t) = trace.as_deref_mut() {
+        t.tries(tries.last_endpoint.as_ref(), tries.retries);
     }
     let result = result.map(|a| {
         let (resp, h) = upstream_response(a);
@@ -682,10 +720,13 @@ fn upstream_response(
 async fn forward_upgrade(
     ctx: &ConnCtx,
     cluster: &Cluster,
-    parts: http::request::Parts,
+    mut parts: http::request::Parts,
     body: attempt::ReqBody,
     upgrade: HeaderValue,
-    rec: Option<&mut AccessRecord>,
+    (rec, trace): (
+        Option<&mut AccessRecord>,
+        Option<&mut crate::observe::otel::ServerSpan>,
+    ),
 ) -> Result<Response<Body>, ProxyError> {
     let now = tokio::time::Instant::now();
     let picked = cluster
@@ -707,6 +748,12 @@ async fn forward_upgrade(
         attempt::ReqBody::Replayable(b) => Body::full(b),
         attempt::ReqBody::Once(b) => b,
     };
+    let try_span = trace
+        .as_deref()
+        .map(|t| t.start_try(&parts.method, &ep.state.address, 0));
+    if let Some(s) = &try_span {
+        parts.headers.insert(TRACEPARENT, s.traceparent());
+    }
     let sent = Instant::now();
     let result = tokio::time::timeout(
         cluster.timeouts.request.0,
@@ -717,6 +764,13 @@ async fn forward_upgrade(
     if let Some(r) = rec {
         r.endpoint = Some(ep.state.address.clone());
         r.upstream_duration = Some(sent.elapsed());
+    }
+    if let Some(t) = trace {
+        t.tries(Some(&ep.state.address), 0);
+    }
+    if let Some(s) = try_span {
+        let status = result.as_ref().ok().map(|r| r.status().as_u16());
+        s.finish(status, result.as_ref().err().map(ProxyError::reason), false);
     }
     let mut resp = result?;
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -854,7 +908,8 @@ mod future_size {
     /// hyper boxes each request's future, and depending on how the optimizer lays the copy
     /// out, the box is filled by a copy of all of it: its size can be paid on every request
     /// (docs/design/performance.md). 8,480 bytes on 2026-12-01 (8,208 before the routing-depth
-    /// fields: cors, mirror, host_rewrite); a
+    /// fields: cors, mirror, host_rewrite); 8,272 with tracing (the request's IDs are made in a
+    /// block, so their intermediate copies are not kept across the awaits); a
     /// rarely taken `.await` on a big future must go through `Box::pin`, not grow this.
     #[test]
     fn the_request_future_does_not_grow() {

@@ -175,6 +175,15 @@ pub fn redacted(c: &Config) -> Value {
     if !c.secrets.is_empty() {
         hide_secrets(&mut v, &c.secrets);
     }
+    // OTLP headers carry API keys for hosted tracing backends.
+    if let Some(headers) = v
+        .pointer_mut("/tracing/otlp/headers")
+        .and_then(Value::as_object_mut)
+    {
+        for h in headers.values_mut() {
+            *h = json!("<redacted>");
+        }
+    }
     if let Some(url) = v.pointer_mut("/redis/url") {
         if let Some(s) = url.as_str() {
             if let Some((scheme, rest)) = s.split_once("://") {

@@ -8,9 +8,11 @@ use crate::filter::limit::{redis_store::RedisStore, Limiter, LocalStore};
 use crate::observe::access_log::AccessLogSink;
 use crate::observe::events::Events;
 use crate::observe::metrics::{Metrics, RouteMetrics};
+use crate::observe::otel::Pipeline;
 use crate::route::RouteTable;
 use crate::upstream::UpstreamClient;
 use arc_swap::ArcSwap;
+use gatehouse_config::telemetry::Tracing as TracingConfig;
 use gatehouse_config::validate::Problem;
 use gatehouse_config::{Config, HealthCheck, Protocol, Timeouts};
 use std::collections::HashMap;
@@ -65,6 +67,9 @@ pub struct Runtime {
     /// The cache's memory store, kept while `cache.memory.max_bytes` is unchanged.
     cache_memory: Mutex<Option<(u64, Arc<crate::filter::cache::memory::Memory>)>>,
     cache_coalescer: Arc<crate::filter::cache::coalesce::Coalescer>,
+    /// The OTLP export pipeline and the `tracing:` settings it was built from; kept while
+    /// they are unchanged (a reload that only changes `sampling_ratio` keeps it).
+    tracing: Mutex<Option<(TracingConfig, Arc<Pipeline>)>>,
     sweeper: Mutex<Option<AbortHandle>>,
     pub access_log: Option<AccessLogSink>,
     pub events: Events,
@@ -102,6 +107,7 @@ impl Runtime {
                 route_metrics: Vec::new(),
                 unrouted: RouteMetrics::new(&Metrics::default(), "none"),
                 identity: crate::filter::IdentityHeaders::new(&config.identity),
+                tracing: None,
             }),
             generation: AtomicU64::new(0),
             endpoints: Mutex::new(HashMap::new()),
@@ -113,6 +119,7 @@ impl Runtime {
             redis: Mutex::new(None),
             cache_memory: Mutex::new(None),
             cache_coalescer: Arc::default(),
+            tracing: Mutex::new(None),
             sweeper: Mutex::new(None),
             access_log,
             events,
@@ -156,6 +163,7 @@ impl Runtime {
     pub fn apply(&self, config: Config) -> Result<u64, Vec<Problem>> {
         let tls = crate::tls::prepare(&config)?;
         let upstream_tls = snapshot::upstream_tls(&config)?;
+        let pipeline = self.tracing_pipeline(&config)?;
         let limiters = self.build_limiters(&config);
         let caches = filters::CacheStores {
             memory: self.cache_memory(&config),
@@ -173,7 +181,13 @@ impl Runtime {
             .map(|r| RouteMetrics::new(&self.metrics, &r.name))
             .collect();
         self.metrics.generation.set(generation as i64);
+        let tracing_config = config.tracing.clone();
+        let tracing = tracing_config
+            .as_ref()
+            .zip(pipeline.clone())
+            .map(|(t, p)| crate::observe::otel::Tracing::new(p, t.sampling_ratio));
         let snapshot = Snapshot {
+            tracing,
             generation,
             route_filters,
             limiters,
@@ -191,6 +205,8 @@ impl Runtime {
             log.configure(&snapshot.config.access_log);
         }
         let previous = self.current.swap(Arc::new(snapshot));
+        // A replaced pipeline exports what its remaining spans send it, then ends.
+        *self.tracing.lock().unwrap_or_else(|p| p.into_inner()) = tracing_config.zip(pipeline);
         self.tls.publish(tls, &self.events, &self.metrics);
         self.reconcile_health_tasks(wanted_tasks);
         self.prune(&previous);
@@ -314,6 +330,37 @@ impl Runtime {
                 *cur = Some((cfg.clone(), store.clone()));
                 Some(store)
             }
+        }
+    }
+
+    /// The export pipeline `config` wants: the running one while its settings are unchanged,
+    /// else a new one (published with the snapshot; nothing changes if the apply fails).
+    fn tracing_pipeline(&self, config: &Config) -> Result<Option<Arc<Pipeline>>, Vec<Problem>> {
+        let Some(t) = &config.tracing else {
+            return Ok(None);
+        };
+        let cur = self.tracing.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, p)) = cur
+            .as_ref()
+            .filter(|(c, _)| c.pipeline_key() == t.pipeline_key())
+        {
+            return Ok(Some(p.clone()));
+        }
+        Pipeline::start(t, &self.metrics)
+            .map(|p| Some(Arc::new(p)))
+            .map_err(|e| vec![("tracing.otlp.endpoint".into(), e)])
+    }
+
+    /// Exports the spans still queued, for at most `within` (on shutdown, after the drain).
+    pub async fn flush_tracing(&self, within: std::time::Duration) {
+        let pipeline = self
+            .tracing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|(_, p)| p.clone());
+        if let Some(p) = pipeline {
+            p.shutdown(within).await;
         }
     }
 

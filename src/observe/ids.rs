@@ -1,7 +1,8 @@
 //! Request IDs and W3C trace context. A client's `X-Request-ID` is kept when it is sane
 //! (1–128 visible characters from a safe set), otherwise a UUIDv7 is made; a valid `traceparent`
 //! keeps its trace ID and gets our span as the new parent, an invalid or missing one starts a
-//! new trace. Random bits come from a thread-local generator: no syscall per request.
+//! new trace. Random bits come from a thread-local generator: no syscall per request. When the
+//! request is recorded (`observe::otel`), its span's IDs replace the generated ones.
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
@@ -57,7 +58,12 @@ pub struct RequestIds {
 
 impl RequestIds {
     pub fn for_request(headers: &HeaderMap) -> Self {
-        let trace = TraceContext::from_headers(headers);
+        Self::with_trace(headers, TraceContext::from_headers(headers))
+    }
+
+    /// The request's IDs for a trace context already made (and perhaps given a recorded
+    /// span's IDs, `observe::otel`).
+    pub fn with_trace(headers: &HeaderMap, trace: TraceContext) -> Self {
         let kept = client_request_id(headers);
         let mut buf = [0u8; REQUEST_ID_LEN + TRACEPARENT_LEN];
         let (id, tp) = buf.split_at_mut(REQUEST_ID_LEN);
@@ -85,6 +91,9 @@ pub struct TraceContext {
     /// Our span: the parent of the upstream request.
     pub span_id: u64,
     pub flags: u8,
+    /// The client's span (the parent of ours) when its `traceparent` was valid; 0 for a new
+    /// trace.
+    pub parent_span_id: u64,
 }
 
 impl TraceContext {
@@ -101,17 +110,29 @@ impl TraceContext {
             }
         };
         match parsed {
-            Some((trace_id, flags)) => TraceContext {
+            Some((trace_id, parent_span_id, flags)) => TraceContext {
                 trace_id,
                 span_id,
                 flags,
+                parent_span_id,
             },
             None => TraceContext {
                 trace_id: fastrand::u128(1..),
                 span_id,
                 flags: 0,
+                parent_span_id: 0,
             },
         }
+    }
+
+    /// Whether the client's `traceparent` carried one: it decides sampling (parent-based).
+    pub fn continued(&self) -> bool {
+        self.parent_span_id != 0
+    }
+
+    /// The `sampled` flag (W3C trace-flags bit 0).
+    pub fn sampled(&self) -> bool {
+        self.flags & 1 == 1
     }
 
     pub fn trace_id_hex(&self) -> String {
@@ -145,7 +166,7 @@ fn hex_into(out: &mut [u8], bytes: &[u8]) {
 
 /// Parses `00-<32 hex>-<16 hex>-<2 hex>` (future versions: the first four fields), rejecting
 /// all-zero IDs and upper-case hex as the spec requires.
-fn parse_traceparent(s: &str) -> Option<(u128, u8)> {
+fn parse_traceparent(s: &str) -> Option<(u128, u64, u8)> {
     let mut parts = s.trim().split('-');
     let version = parts.next()?;
     let trace = parts.next()?;
@@ -168,7 +189,7 @@ fn parse_traceparent(s: &str) -> Option<(u128, u8)> {
     if trace_id == 0 || parent_id == 0 {
         return None;
     }
-    Some((trace_id, u8::from_str_radix(flags, 16).ok()?))
+    Some((trace_id, parent_id, u8::from_str_radix(flags, 16).ok()?))
 }
 
 #[cfg(test)]
@@ -213,6 +234,8 @@ mod tests {
         let t = TraceContext::from_headers(&headers(&TRACEPARENT, tp));
         assert_eq!(t.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(t.flags, 1);
+        assert_eq!(t.parent_span_id, 0x00f067aa0ba902b7);
+        assert!(t.continued() && t.sampled());
         let out = t.header();
         let out = out.to_str().unwrap();
         assert!(out.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
@@ -237,6 +260,7 @@ mod tests {
                 "{bad}"
             );
             assert_eq!(t.flags, 0);
+            assert!(!t.continued());
         }
         // a future version with extra fields is accepted
         let v1 = "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what";

@@ -64,6 +64,11 @@ pub struct Metrics {
     pub cache_evictions: Family<Labels, Counter>,
     /// Redis cache operations that failed or timed out, by operation.
     pub cache_redis_errors: Family<Labels, Counter>,
+    /// OpenTelemetry spans: dropped (by reason: `queue_full`, `export_failed`, `shutdown`),
+    /// exported, and export requests that failed.
+    pub tracing_spans_dropped: Family<Labels, Counter>,
+    pub tracing_spans_exported: Counter,
+    pub tracing_export_failures: Counter,
 }
 
 impl Default for Metrics {
@@ -106,6 +111,9 @@ impl Default for Metrics {
             cache_memory_entries: Gauge::default(),
             cache_evictions: Family::default(),
             cache_redis_errors: Family::default(),
+            tracing_spans_dropped: Family::default(),
+            tracing_spans_exported: Counter::default(),
+            tracing_export_failures: Counter::default(),
             registry: Registry::default(),
         };
         r.register(
@@ -276,6 +284,21 @@ impl Default for Metrics {
             "access_log_dropped_lines",
             "Access-log lines dropped because the writer fell behind",
             m.access_log_dropped.clone(),
+        );
+        r.register(
+            "tracing_spans_dropped",
+            "Spans dropped instead of exported, by reason (queue_full, export_failed, shutdown)",
+            m.tracing_spans_dropped.clone(),
+        );
+        r.register(
+            "tracing_spans_exported",
+            "Spans accepted by the OTLP receiver",
+            m.tracing_spans_exported.clone(),
+        );
+        r.register(
+            "tracing_export_failures",
+            "OTLP export requests that failed (their spans are counted as dropped)",
+            m.tracing_export_failures.clone(),
         );
         let info = Family::<Labels, Gauge>::default();
         info.get_or_create(&vec![("version", env!("CARGO_PKG_VERSION").to_string())])

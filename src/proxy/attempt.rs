@@ -92,6 +92,8 @@ pub struct Outgoing<'a> {
     pub request_timeout: Option<std::time::Duration>,
     /// `host_rewrite: {endpoint: true}`: each try's `Host` is its endpoint's address.
     pub host_from_endpoint: bool,
+    /// A recorded request's server span: each try is a child span of it.
+    pub trace: Option<&'a crate::observe::otel::ServerSpan>,
 }
 
 /// The answer a request gets, holding its place under the cluster's `max_requests` until its
@@ -216,6 +218,7 @@ pub async fn run(
         progress,
         request_timeout,
         host_from_endpoint,
+        trace,
     } = out;
     let started = Instant::now();
     let request_timeout = request_timeout.unwrap_or(cluster.timeouts.request.0);
@@ -286,6 +289,12 @@ pub async fn run(
         }
         if host_from_endpoint {
             set_host(&mut req, &ep.state.address);
+        }
+        // A recorded request: this try's span, which the backend's `traceparent` names.
+        let try_span = trace.map(|t| t.start_try(req.method(), &ep.state.address, tries.retries));
+        if let Some(s) = &try_span {
+            req.headers_mut()
+                .insert(crate::observe::ids::TRACEPARENT, s.traceparent());
         }
 
         let budget_left = deadline.saturating_duration_since(now);
@@ -428,6 +437,14 @@ pub async fn run(
         }
         if matches!(result, Err(ProxyError::ClusterOverloaded)) {
             cluster.retry_counters.overflow_connections.inc();
+        }
+        if let Some(s) = try_span {
+            let (status, failure) = match &result {
+                Ok(r) => (Some(r.status().as_u16()), None),
+                Err(e @ ProxyError::Injected { status }) => (Some(*status), Some(e.reason())),
+                Err(e) => (None, Some(e.reason())),
+            };
+            s.finish(status, failure, retry);
         }
         let result = result.map(|response| Answer {
             response,

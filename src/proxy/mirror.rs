@@ -82,6 +82,8 @@ async fn copy_once(cluster: Arc<Cluster>, copy: Parts, bytes: bytes::Bytes, even
         progress: &crate::body::NO_BODY,
         request_timeout: None,
         host_from_endpoint: false,
+        // A mirrored copy is not part of the request's trace.
+        trace: None,
     };
     let mut tries = attempt::Tries::default();
     // Read the answer to its end so the connection goes back to the pool.

@@ -33,6 +33,8 @@ pub struct Snapshot {
     pub unrouted: RouteMetrics,
     /// The consumer header and the identity headers removed from every request.
     pub identity: crate::filter::IdentityHeaders,
+    /// OpenTelemetry tracing, when `tracing:` is configured.
+    pub tracing: Option<crate::observe::otel::Tracing>,
 }
 
 impl Runtime {

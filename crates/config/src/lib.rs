@@ -22,12 +22,14 @@ pub mod schema;
 pub mod secret_files;
 pub mod services;
 pub mod shadow;
+pub mod telemetry;
 pub mod template;
 pub mod tls;
 pub mod traffic;
 pub mod units;
 pub mod validate;
 pub mod validate_routes;
+pub mod validate_telemetry;
 pub mod validate_traffic;
 
 pub use schema::*;
@@ -242,6 +244,7 @@ fn semantic_problems(config: &mut Config) -> Vec<validate::Problem> {
     problems.extend(validate::validate(config));
     validate_traffic::validate_traffic(config, &mut |path, msg| problems.push((path, msg)));
     validate_routes::validate_routes(config, &mut |path, msg| problems.push((path, msg)));
+    validate_telemetry::validate_telemetry(config, &mut |path, msg| problems.push((path, msg)));
     if !config.services.is_empty() {
         // What the expansion made has no place in the file: name the service instead.
         for (path, msg) in problems.iter_mut().skip(expanded) {

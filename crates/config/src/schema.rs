@@ -44,6 +44,9 @@ pub struct Config {
     /// The response cache's shared settings (the memory budget).
     #[serde(default)]
     pub cache: crate::cache::CacheSettings,
+    /// OpenTelemetry tracing over OTLP (absent: off).
+    #[serde(default)]
+    pub tracing: Option<crate::telemetry::Tracing>,
     /// Values taken from the environment or from `*_file` keys, so that `GET /config` and
     /// messages can show where they came from instead of what they are.
     #[serde(skip)]
