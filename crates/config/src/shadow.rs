@@ -195,7 +195,16 @@ fn host_covers(a: &Option<String>, b: &Option<String>) -> bool {
 
 /// Whether route `a` matches every request route `b` matches.
 pub fn covers(a: &RouteMatch, b: &RouteMatch) -> bool {
+    covers_given(a, b, &path_of(a), &path_of(b))
+}
+
+/// [`covers`] with the two routes' paths already parsed (the pairwise check parses each once).
+fn covers_given(a: &RouteMatch, b: &RouteMatch, pa: &Path, pb: &Path) -> bool {
     if b.ignore_case && !a.ignore_case {
+        return false;
+    }
+    // The path rejects most pairs: first.
+    if !path_covers(pa, pb, a.ignore_case) {
         return false;
     }
     let methods = a.methods.is_empty()
@@ -211,14 +220,7 @@ pub fn covers(a: &RouteMatch, b: &RouteMatch) -> bool {
     let grpc = !a.grpc || b.grpc;
     // A certificate condition covers only the same condition.
     let cert = a.client_cert.is_none() || a.client_cert == b.client_cert;
-    methods
-        && headers
-        && query
-        && client_ip
-        && grpc
-        && cert
-        && host_covers(&a.host, &b.host)
-        && path_covers(&path_of(a), &path_of(b), a.ignore_case)
+    methods && headers && query && client_ip && grpc && cert && host_covers(&a.host, &b.host)
 }
 
 /// Whether every range of `b` lies inside one of `a` (`b` empty: any client, not covered).
@@ -233,12 +235,13 @@ fn ranges_cover(a: &[String], b: &[String]) -> bool {
 /// For each route that can never match, the position of one route that always wins over it.
 pub fn shadowed(routes: &[Route]) -> Vec<(usize, usize)> {
     let mut out = Vec::new();
+    let paths: Vec<Path> = routes.iter().map(|r| path_of(&r.matches)).collect();
     for (j, b) in routes.iter().enumerate() {
-        if let Some(i) = routes
-            .iter()
-            .enumerate()
-            .position(|(i, a)| i != j && covers(&a.matches, &b.matches) && beats(a, i, b, j))
-        {
+        if let Some(i) = routes.iter().enumerate().position(|(i, a)| {
+            i != j
+                && covers_given(&a.matches, &b.matches, &paths[i], &paths[j])
+                && beats(a, i, b, j)
+        }) {
             out.push((j, i));
         }
     }

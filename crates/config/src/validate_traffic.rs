@@ -100,11 +100,16 @@ pub fn validate_traffic(c: &Config, p: &mut impl FnMut(String, String)) {
             }
         }
     }
-    if let Some(r) = c
-        .redis
+    if c.redis
         .as_ref()
-        .filter(|r| r.url_file.is_none() || !r.url.is_empty())
+        .is_some_and(|r| r.url.is_empty() && r.url_file.is_none())
     {
+        p(
+            "redis".into(),
+            "give url (redis://host:port) or url_file".into(),
+        );
+    }
+    if let Some(r) = c.redis.as_ref().filter(|r| !r.url.is_empty()) {
         let host = r
             .url
             .split_once("://")
@@ -160,6 +165,13 @@ pub fn validate_traffic(c: &Config, p: &mut impl FnMut(String, String)) {
             p(
                 format!("{at}.algorithms"),
                 "RS256 and ES256 need keys of two families: use keys_file (a JWKS with both), or two issuers".into(),
+            );
+        }
+        if !hs && (j.secret_env.is_some() || j.secret_file.is_some()) {
+            p(
+                format!("{at}.algorithms"),
+                "secret_env and secret_file are the HS256 secret: list HS256, or remove them"
+                    .into(),
             );
         }
         if j.key_file.is_some() && j.keys_file.is_some() {
