@@ -47,6 +47,10 @@ pub async fn handle(
     // cost). In a block: what only this needs does not stay in the request's future.
     let (request_id, traceparent, trace_id, span) = {
         let mut trace = ids::TraceContext::from_headers(req.headers());
+        if !trace.continued() {
+            // W3C Trace Context: a `tracestate` without a valid `traceparent` is discarded.
+            req.headers_mut().remove(ids::TRACESTATE);
+        }
         let mut span = spans::start(snap.tracing.as_ref(), &mut trace, &ctx, &req, &canon);
         let ids = ids::RequestIds::with_trace(req.headers(), trace);
         if let Some(s) = span.as_deref_mut() {

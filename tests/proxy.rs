@@ -272,12 +272,17 @@ async fn request_id_and_traceparent() {
         .get(gw.url("/id"))
         .header("x-request-id", "client-id-1")
         .header("traceparent", tp)
+        .header("tracestate", "vendor=kept")
         .send()
         .await
         .unwrap();
     assert_eq!(resp.headers()["x-request-id"], "client-id-1");
     let h = up.last_seen().headers;
     assert_eq!(h["x-request-id"], "client-id-1");
+    assert_eq!(
+        h["tracestate"], "vendor=kept",
+        "it goes with its traceparent"
+    );
     let sent_tp = h["traceparent"].to_str().unwrap();
     assert!(
         sent_tp.starts_with("00-0af7651916cd43dd8448eb211c80319c-"),
@@ -296,6 +301,7 @@ async fn request_id_and_traceparent() {
         .get(gw.url("/id"))
         .header("x-request-id", "bad id with spaces")
         .header("traceparent", "nonsense")
+        .header("tracestate", "stale=1")
         .send()
         .await
         .unwrap();
@@ -306,6 +312,8 @@ async fn request_id_and_traceparent() {
     let tp = h["traceparent"].to_str().unwrap();
     assert_eq!(tp.len(), 55, "{tp}");
     assert!(tp.starts_with("00-"));
+    // W3C: a tracestate without a valid traceparent is discarded, not sent with a new trace.
+    assert!(h.get("tracestate").is_none(), "{h:?}");
 }
 
 #[tokio::test]

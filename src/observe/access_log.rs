@@ -369,35 +369,33 @@ impl AccessRecord {
     /// whose bit is set in `fields` (bit i: `FIELDS[i]`).
     fn write_line(&self, out: &mut Vec<u8>, fields: u32) {
         let mut first = true;
-        // `"name":` (with the comma before it unless first) when the field is chosen.
-        let mut key = |out: &mut Vec<u8>, bit: u32, name: &[u8]| -> bool {
+        // `,"name":` (without the comma when first) when the field is chosen: one copy.
+        let mut key = |out: &mut Vec<u8>, bit: u32, lit: &[u8]| -> bool {
             if fields & (1 << bit) == 0 {
                 return false;
             }
-            out.extend_from_slice(if first { b"\"" } else { b",\"" });
+            out.extend_from_slice(if first { &lit[1..] } else { lit });
             first = false;
-            out.extend_from_slice(name);
-            out.extend_from_slice(b"\":");
             true
         };
         out.push(b'{');
-        if key(out, 0, b"time") {
+        if key(out, 0, b",\"time\":") {
             json_time(out, self.time);
         }
-        if key(out, 1, b"request_id") {
+        if key(out, 1, b",\"request_id\":") {
             json_str(out, self.request_id.to_str().unwrap_or(""));
         }
-        if key(out, 2, b"trace_id") {
+        if key(out, 2, b",\"trace_id\":") {
             out.push(b'"');
             push_hex(out, &self.trace_id.to_be_bytes());
             out.push(b'"');
         }
-        if key(out, 3, b"client") {
+        if key(out, 3, b",\"client\":") {
             out.push(b'"');
             push_ip(out, self.client);
             out.push(b'"');
         }
-        if key(out, 4, b"peer") {
+        if key(out, 4, b",\"peer\":") {
             out.push(b'"');
             match self.peer {
                 SocketAddr::V4(a) => push_ip(out, IpAddr::V4(*a.ip())),
@@ -411,62 +409,62 @@ impl AccessRecord {
             push_int(out, u64::from(self.peer.port()));
             out.push(b'"');
         }
-        if key(out, 5, b"method") {
+        if key(out, 5, b",\"method\":") {
             json_str(out, self.method.as_str());
         }
-        if key(out, 6, b"host") {
+        if key(out, 6, b",\"host\":") {
             json_str(out, self.host.to_str().unwrap_or(""));
         }
-        if key(out, 7, b"path") {
+        if key(out, 7, b",\"path\":") {
             json_str(out, self.uri.path());
         }
-        if key(out, 8, b"route") {
+        if key(out, 8, b",\"route\":") {
             json_opt(out, self.route.as_deref());
         }
-        if key(out, 9, b"cluster") {
+        if key(out, 9, b",\"cluster\":") {
             json_opt(out, self.cluster.as_deref());
         }
-        if key(out, 10, b"endpoint") {
+        if key(out, 10, b",\"endpoint\":") {
             json_opt(out, self.endpoint.as_deref());
         }
-        if key(out, 11, b"consumer") {
+        if key(out, 11, b",\"consumer\":") {
             json_opt(out, self.consumer.as_deref());
         }
-        if key(out, 12, b"status") {
+        if key(out, 12, b",\"status\":") {
             push_int(out, u64::from(self.status));
         }
-        if key(out, 13, b"bytes_in") {
+        if key(out, 13, b",\"bytes_in\":") {
             let bytes_in = self
                 .bytes_in
                 .as_ref()
                 .map_or(0, |c| c.load(Ordering::Relaxed));
             push_int(out, bytes_in);
         }
-        if key(out, 14, b"bytes_out") {
+        if key(out, 14, b",\"bytes_out\":") {
             push_int(out, self.bytes_out);
         }
-        if key(out, 15, b"duration_ms") {
+        if key(out, 15, b",\"duration_ms\":") {
             json_ms(out, self.start.elapsed());
         }
-        if key(out, 16, b"upstream_ms") {
+        if key(out, 16, b",\"upstream_ms\":") {
             match self.upstream_duration {
                 Some(d) => json_ms(out, d),
                 None => out.extend_from_slice(b"null"),
             }
         }
-        if key(out, 17, b"retries") {
+        if key(out, 17, b",\"retries\":") {
             push_int(out, u64::from(self.retries));
         }
-        if key(out, 18, b"error") {
+        if key(out, 18, b",\"error\":") {
             json_opt(out, self.error);
         }
         if let Some(c) = self.cache {
-            if key(out, 19, b"cache") {
+            if key(out, 19, b",\"cache\":") {
                 json_str(out, c);
             }
         }
         if let Some(t) = &self.tls {
-            if key(out, 20, b"tls_version") {
+            if key(out, 20, b",\"tls_version\":") {
                 json_str(out, t.version);
                 out.extend_from_slice(b",\"tls_cipher\":");
                 json_str(out, t.cipher);

@@ -8,6 +8,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+pub const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
 /// The request ID to use: the client's if sane, else a new UUIDv7.
 pub fn request_id(headers: &HeaderMap) -> HeaderValue {
@@ -99,10 +100,12 @@ pub struct TraceContext {
 impl TraceContext {
     /// Continues the client's trace if its `traceparent` is valid, else starts one.
     pub fn from_headers(headers: &HeaderMap) -> Self {
-        let parsed = headers
-            .get(&TRACEPARENT)
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_traceparent);
+        // Two `traceparent` lines are no valid parent (W3C: start a new trace).
+        let mut lines = headers.get_all(&TRACEPARENT).iter();
+        let parsed = match (lines.next(), lines.next()) {
+            (Some(v), None) => v.to_str().ok().and_then(parse_traceparent),
+            _ => None,
+        };
         let span_id = loop {
             let s = fastrand::u64(..);
             if s != 0 {
@@ -226,6 +229,22 @@ mod tests {
         let kept = RequestIds::for_request(&headers(&X_REQUEST_ID, "abc-123"));
         assert_eq!(kept.request_id, "abc-123");
         assert_eq!(kept.traceparent, kept.trace.header());
+    }
+
+    #[test]
+    fn two_traceparent_lines_start_a_new_trace() {
+        let mut h = HeaderMap::new();
+        h.append(
+            TRACEPARENT,
+            HeaderValue::from_static("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+        );
+        h.append(
+            TRACEPARENT,
+            HeaderValue::from_static("00-0af7651916cd43dd8448eb211c80319d-b7ad6b7169203331-01"),
+        );
+        let t = TraceContext::from_headers(&h);
+        assert!(!t.continued());
+        assert_ne!(t.trace_id, 0x0af7651916cd43dd8448eb211c80319c);
     }
 
     #[test]

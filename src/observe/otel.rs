@@ -69,10 +69,10 @@ impl Tracing {
             attrs.push(KeyValue::new("http.request.method_original", o));
         }
         attrs.push(KeyValue::new("url.scheme", facts.scheme));
-        attrs.push(KeyValue::new("url.path", facts.path.to_string()));
+        attrs.push(KeyValue::new("url.path", clip(facts.path)));
         if let Some(host) = facts.host {
             let (name, port) = split_host(host);
-            attrs.push(KeyValue::new("server.address", name.to_string()));
+            attrs.push(KeyValue::new("server.address", clip(name)));
             if let Some(p) = port {
                 attrs.push(KeyValue::new("server.port", i64::from(p)));
             }
@@ -88,7 +88,7 @@ impl Tracing {
         ));
         attrs.push(KeyValue::new("network.protocol.version", facts.version));
         if let Some(ua) = facts.user_agent.and_then(|v| v.to_str().ok()) {
-            attrs.push(KeyValue::new("user_agent.original", ua.to_string()));
+            attrs.push(KeyValue::new("user_agent.original", clip(ua)));
         }
         let builder = SpanBuilder::from_name(method)
             .with_kind(SpanKind::Server)
@@ -312,6 +312,22 @@ fn status_text(s: u16) -> &'static str {
     }
 }
 
+/// Client-sent text kept in a span: at most this many bytes, so a client cannot make spans (and
+/// the export queue, and the batches a Collector must accept) as big as its headers.
+pub const MAX_ATTRIBUTE_BYTES: usize = 256;
+
+/// `s`, cut at a character boundary to [`MAX_ATTRIBUTE_BYTES`].
+fn clip(s: &str) -> String {
+    if s.len() <= MAX_ATTRIBUTE_BYTES {
+        return s.to_string();
+    }
+    let mut end = MAX_ATTRIBUTE_BYTES;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -330,5 +346,14 @@ mod tests {
         assert_eq!(method_name(&Method::GET), ("GET", None));
         let odd = Method::from_bytes(b"PURGE").unwrap();
         assert_eq!(method_name(&odd), ("_OTHER", Some("PURGE".into())));
+    }
+
+    #[test]
+    fn client_text_is_clipped_at_a_character_boundary() {
+        let long = "é".repeat(200);
+        let c = super::clip(&long);
+        assert!(c.len() <= super::MAX_ATTRIBUTE_BYTES && c.len() >= super::MAX_ATTRIBUTE_BYTES - 1);
+        assert!(long.starts_with(&c));
+        assert_eq!(super::clip("short"), "short");
     }
 }

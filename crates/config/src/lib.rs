@@ -181,8 +181,13 @@ fn load(
             });
             let hide = |m: String| interpolate::redact(&m, &secrets).into_owned();
             let mut errors = vec![at(path, hide(message), pos)];
+            for e in &mut errors {
+                e.path = hide(std::mem::take(&mut e.path));
+            }
             for (p, m) in more.serde.into_iter().chain(more.semantic) {
-                errors.push(at(p, hide(m), None));
+                let mut e = at(p, hide(m), None);
+                e.path = hide(e.path);
+                errors.push(e);
             }
             if more.truncated {
                 errors.push(at(
@@ -213,7 +218,13 @@ fn load(
         Err(ConfigErrors(
             problems
                 .into_iter()
-                .map(|(path, msg)| at(path, hide(msg), None))
+                .map(|(path, msg)| {
+                    // Placed by the real path; shown without a secret in it (a header name
+                    // from the environment).
+                    let mut e = at(path, hide(msg), None);
+                    e.path = hide(e.path);
+                    e
+                })
                 .collect(),
         ))
     }
