@@ -86,6 +86,11 @@ fn main() -> ExitCode {
                 let _ = std::io::stdin().read_line(&mut line);
                 line.trim_end_matches(['\r', '\n']).to_string()
             });
+            if key.is_empty() {
+                // The digest of nothing would let an empty key in.
+                eprintln!("gatehouse hash-key: the key is empty (give it as an argument or on standard input)");
+                return ExitCode::FAILURE;
+            }
             println!("{}", gatehouse::filter::api_key::digest_string(&key));
             return ExitCode::SUCCESS;
         }

@@ -207,3 +207,19 @@ async fn demo_backend_answers_with_its_name() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn hash_key_digests_a_key_and_refuses_an_empty_one() {
+    let out = gatehouse(&["hash-key", "k-123"]);
+    assert!(out.status.success());
+    let digest = text(&out.stdout);
+    assert!(digest.trim().starts_with("sha256:"), "{digest}");
+    let empty = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .arg("hash-key")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!empty.status.success(), "an empty key was hashed");
+    assert!(text(&empty.stderr).contains("the key is empty"));
+    assert!(empty.stdout.is_empty());
+}

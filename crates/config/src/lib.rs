@@ -295,13 +295,43 @@ pub fn locate(text: &str, source: &str, problems: Vec<validate::Problem>) -> Con
     )
 }
 
-/// The deserializer's message without its own position suffix (we print positions first).
+/// The deserializer's message without its own position suffix (we print positions first), in
+/// words a user reads rather than Rust's (`invalid u32` is "expected a whole number").
 fn plain_message(e: &serde_saphyr::Error) -> String {
     let s = e.without_snippet().to_string();
-    match s.rfind(" at line ") {
+    let s = match s.rfind(" at line ") {
         Some(i) => s[..i].to_string(),
         None => s,
+    };
+    plain_words(&s)
+}
+
+/// Rewrites the parser's Rust-flavoured phrases.
+fn plain_words(message: &str) -> String {
+    const REWRITES: [(&str, &str); 8] = [
+        (
+            "cannot deserialize null into string; use Option<String>",
+            "expected a text value, found nothing",
+        ),
+        ("expected string scalar", "expected a text value"),
+        ("invalid boolean (strict mode expects true/false)", "expected true or false"),
+        (", set DuplicateKeyPolicy in Options if acceptable", " (each key once)"),
+        (
+            "multiple YAML documents detected; use from_str_multiple or from_str_multiple_with_options",
+            "a config file holds one YAML document (remove the `---` line)",
+        ),
+        ("invalid f64", "expected a number"),
+        ("invalid f32", "expected a number"),
+        ("; use Option<String>", ""),
+    ];
+    let mut out = message.to_string();
+    for (from, to) in REWRITES {
+        out = out.replace(from, to);
     }
+    for width in ["u8", "u16", "u32", "u64", "usize", "i32", "i64"] {
+        out = out.replace(&format!("invalid {width}"), "expected a whole number");
+    }
+    out
 }
 
 /// The plain scalar that starts at `pos`, for quoting it in a type error.

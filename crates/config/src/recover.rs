@@ -82,10 +82,15 @@ pub fn more_errors(
         }
         match parse(&current) {
             Ok(config) => {
-                found.semantic = semantic(&config)
-                    .into_iter()
-                    .filter(|(p, _)| !cut.iter().any(|c| related(p, c)))
-                    .collect();
+                // A whole cluster, route or other named thing cut out makes every reference
+                // to it look broken: then the semantic problems would be the cut's, not the
+                // file's.
+                if !cut.iter().any(|c| is_item(c) && !c.contains('.')) {
+                    found.semantic = semantic(&config)
+                        .into_iter()
+                        .filter(|(p, _)| !cut.iter().any(|c| related(p, c)))
+                        .collect();
+                }
                 return found;
             }
             Err(e) => {

@@ -205,3 +205,21 @@ fn forty_errors_end_with_a_notice() {
         "{e}"
     );
 }
+
+#[test]
+fn messages_use_words_not_rust_types() {
+    let bad = GOOD
+        .replace("weight: 2", "weight: heavy")
+        .replace("- name: products\n", "- name: ~\n");
+    let text = load_str(&bad, "gw.yaml").unwrap_err().to_string();
+    for jargon in ["u32", "Option<", "scalar"] {
+        assert!(!text.contains(jargon), "{text}");
+    }
+    assert!(text.contains("weight: expected a whole number"), "{text}");
+    assert!(
+        text.contains("expected a text value, found nothing"),
+        "{text}"
+    );
+    // The cluster without a name was cut out to read on; the route naming it is not blamed.
+    assert!(!text.contains("no cluster named"), "{text}");
+}
