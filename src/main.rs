@@ -180,6 +180,8 @@ fn init_tracing() -> tracing_appender::non_blocking::WorkerGuard {
     gatehouse::observe::set_log_drops(|| DROPS.get().map_or(0, |c| c.dropped_lines()));
     tracing_subscriber::fmt()
         .json()
+        // Fields beside the message, not nested: the same flat shape as the event lines.
+        .flatten_event(true)
         .with_env_filter(filter)
         .with_writer(writer)
         .with_current_span(false)

@@ -223,3 +223,66 @@ fn hash_key_digests_a_key_and_refuses_an_empty_one() {
     assert!(text(&empty.stderr).contains("the key is empty"));
     assert!(empty.stdout.is_empty());
 }
+
+#[test]
+fn every_stderr_line_has_one_flat_shape() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("g.yaml");
+    std::fs::write(
+        &path,
+        "listeners: [{name: l, address: \"127.0.0.1:0\"}]\nroutes: [{name: r, direct_response: {status: 200}}]\n",
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .args(["run", "-c", path.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut lines = Vec::new();
+    let mut next = |lines: &mut Vec<String>| {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let line = rx
+            .recv_timeout(left)
+            .expect("a log line before the deadline");
+        lines.push(line.clone());
+        line
+    };
+    while !next(&mut lines).contains("\"listening\"") {}
+    // A refused reload: an operational error line and an event line.
+    std::fs::write(&path, "listeners: nope\n").unwrap();
+    let hup = Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    while !next(&mut lines).contains("config_reload_failed") {}
+    let _ = child.kill();
+    let _ = child.wait();
+    for line in &lines {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        for key in ["timestamp", "level", "message", "target"] {
+            assert!(v.get(key).is_some(), "no {key}: {line}");
+        }
+        assert!(v.get("fields").is_none(), "nested fields: {line}");
+    }
+    let event = lines
+        .iter()
+        .find(|l| l.contains("config_reload_failed"))
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(event).unwrap();
+    assert_eq!(v["event"], "config_reload_failed");
+    assert_eq!(v["source"], "sighup");
+}

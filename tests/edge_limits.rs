@@ -289,7 +289,7 @@ fn the_binary_raises_its_open_file_limit() {
         .output()
         .unwrap();
     let hard = String::from_utf8_lossy(&hard.stdout).trim().to_string();
-    let logged = v["fields"]["nofile"].as_u64().unwrap();
+    let logged = v["nofile"].as_u64().unwrap();
     if hard != "unlimited" {
         assert_eq!(logged.to_string(), hard, "raised to the hard limit");
     }

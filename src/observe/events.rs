@@ -115,7 +115,21 @@ impl Events {
         }
         let v = Value::Object(m);
         if self.log {
-            let mut line = v.to_string();
+            // On stderr, in the operational log's shape (`timestamp`, `level`, `message`,
+            // `target`, then the fields), so one parser reads every line.
+            let mut flat = Map::new();
+            if let Value::Object(m) = &v {
+                flat.insert("timestamp".into(), m["time"].clone());
+                flat.insert("level".into(), "INFO".into());
+                flat.insert("message".into(), name.into());
+                flat.insert("target".into(), "gatehouse::events".into());
+                flat.extend(
+                    m.iter()
+                        .filter(|(k, _)| *k != "time")
+                        .map(|(k, v)| (k.clone(), v.clone())),
+                );
+            }
+            let mut line = Value::Object(flat).to_string();
             line.push('\n');
             match writer() {
                 Some(tx) => match tx.try_send(Msg::Line(line)) {
