@@ -252,7 +252,7 @@ fn every_stderr_line_has_one_flat_shape() {
     });
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let mut lines = Vec::new();
-    let mut next = |lines: &mut Vec<String>| {
+    let next = |lines: &mut Vec<String>| {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         let line = rx
             .recv_timeout(left)
