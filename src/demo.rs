@@ -134,8 +134,11 @@ admin:
   address: {admin}
 
 clusters:
-  - name: products          # all three backends; gamma fails 30 % of requests
+  - name: products          # all three backends; gamma fails 30 % of requests with a 500
     health_check: { path: /healthz, interval: 2s }
+    # 500 is not retried by default (the backend may have acted); the demo's backends are
+    # read-only, so here it is: a failed try goes to another endpoint, and the client sees 200.
+    retries: { on: [connect_failure, reset, "500", "502", "503", "504"], budget: 50% }
     circuit_breaker: { consecutive_failures: 3, failure_rate: 25%, minimum_calls: 8, open_duration: 5s }
     slow_start: 10s
     endpoints:

@@ -354,8 +354,28 @@ async fn run_demo(listen: String, admin: String, print_config: bool) -> anyhow::
     }
     let mut addrs = Vec::new();
     let mut lines = Vec::new();
-    for spec in demo::demo_backends() {
-        let l = gatehouse::listener::bind("127.0.0.1:0")?;
+    // The backends take the three ports after the gateway's (8081-8083 by default), so the
+    // addresses that `--print-config` shows are the ones a run uses; with `--listen` on port
+    // 0 (tests) the system picks.
+    let base_port = listen
+        .parse::<std::net::SocketAddr>()
+        .map(|a| a.port())
+        .unwrap_or(0);
+    for (i, spec) in demo::demo_backends().into_iter().enumerate() {
+        let port = if base_port == 0 {
+            0
+        } else {
+            base_port.saturating_add(i as u16 + 1)
+        };
+        let at = format!("127.0.0.1:{port}");
+        if print_config && port != 0 {
+            // Only printing: the addresses are known without taking the ports.
+            addrs.push(at.parse()?);
+            continue;
+        }
+        let l = gatehouse::listener::bind(&at).map_err(|e| {
+            anyhow::anyhow!("demo backend {} cannot listen on {at}: {e} (the demo uses the three ports after --listen's; pick another --listen)", spec.name)
+        })?;
         let addr = l.local_addr()?;
         lines.push(format!(
             "  {:<6} http://{addr}{}",
@@ -377,6 +397,7 @@ async fn run_demo(listen: String, admin: String, print_config: bool) -> anyhow::
         print!("{yaml}");
         return Ok(());
     }
+    let gamma = addrs[2];
     let config = gatehouse_config::load_str(&yaml, "<demo>").map_err(|e| anyhow::anyhow!("{e}"))?;
     let signals = Signals::install()?;
     let gw = gatehouse::Gateway::start(config, None).await?;
@@ -386,7 +407,7 @@ async fn run_demo(listen: String, admin: String, print_config: bool) -> anyhow::
         .map(|a| format!("http://{a}"))
         .unwrap_or_default();
     println!(
-        "Gatehouse {} demo\n\nGateway: {g}\nDemo backends:\n{}\n\nTry:\n  curl -i {g}/api/products            # round robin over alpha, beta, gamma (gamma fails 30 %)\n  curl -i {g}/v1/proxy/stable/hello    # the cluster named in the path\n  curl -i {g}/v1/proxy/flaky/          # gamma alone\n  curl -i '{g}/api/slow?delay=2s'      # 504: the slow cluster's request timeout is 1s\n  curl -i '{g}/api/catalog?max_age=30' # cached: X-Cache MISS, then HIT (stale while stable is down)\n  curl -i {g}/nothing/here             # 404 JSON local reply\n  curl -i --http2-prior-knowledge {g}/api/products   # HTTP/2 (h2c)\n\nAdmin API: {a}\n  curl -s {a}/clusters/products      # every endpoint's health, breaker, weights, latency\n  curl -sN {a}/events                # live state transitions (server-sent events)\n  curl -s --json '{{\"state\":\"open\"}}' {a}/clusters/flaky/endpoints/<gamma address>/breaker   # admin actions take JSON\n  curl -s --json '{{}}' {a}/clusters/flaky/endpoints/<gamma address>/drain\n\nOne JSON access-log line per request follows on stdout. Ctrl-C stops (in-flight requests finish first).\n",
+        "Gatehouse {} demo\n\nGateway: {g}\nDashboard: {a}/dashboard\nDemo backends:\n{}\n\nTry:\n  curl -i {g}/api/products            # round robin over alpha, beta, gamma; gamma's 500s are retried on another endpoint\n  for i in 1 2 3 4; do curl -s -o /dev/null -w '%{{http_code}} ' '{g}/v1/proxy/flaky/?status=500'; done   # 500 500 500 503: gamma's breaker opened\n  curl -i {g}/v1/proxy/stable/hello    # the cluster named in the path\n  curl -i '{g}/api/slow?delay=2s'      # 504: the slow cluster's request timeout is 1s\n  curl -i '{g}/api/catalog?max_age=30' # cached: X-Cache MISS, then HIT (stale while stable is down)\n  curl -i {g}/nothing/here             # 404 JSON local reply\n  curl -i --http2-prior-knowledge {g}/api/products   # HTTP/2 (h2c)\n\nAdmin API: {a}\n  curl -s {a}/clusters/products      # every endpoint's health, breaker, weights, latency\n  curl -sN {a}/events                # live state transitions (server-sent events)\n  curl -s --json '{{\"state\":\"closed\"}}' {a}/clusters/flaky/endpoints/{gamma}/breaker   # admin actions take JSON\n  curl -s --json '{{}}' {a}/clusters/flaky/endpoints/{gamma}/drain\n\nOne JSON access-log line per request follows on stdout. Ctrl-C stops (in-flight requests finish first).\n",
         env!("CARGO_PKG_VERSION"),
         lines.join("\n")
     );

@@ -125,6 +125,20 @@ fn demo_config_is_valid() {
     let cfg = gatehouse_config::load_str(&yaml, "<demo>").unwrap_or_else(|e| panic!("{e}\n{yaml}"));
     assert_eq!(cfg.clusters.len(), 4);
     assert!(cfg.routes.iter().any(|r| r.cluster_from_path.is_some()));
+    // With a real port, the backends' are the three after it: what a run then uses.
+    let out = gatehouse(&["demo", "--listen", "127.0.0.1:18080", "--print-config"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let cfg = gatehouse_config::load_str(&text(&out.stdout), "<demo>").unwrap();
+    let products = cfg.clusters.iter().find(|c| c.name == "products").unwrap();
+    let addrs: Vec<&str> = products
+        .endpoints
+        .iter()
+        .map(|e| e.address.as_str())
+        .collect();
+    assert_eq!(
+        addrs,
+        ["127.0.0.1:18081", "127.0.0.1:18082", "127.0.0.1:18083"]
+    );
 }
 
 /// Reads the child's stdout until a line starts with `prefix`; returns the rest of it.
@@ -173,6 +187,22 @@ async fn the_demo_serves_through_its_backends() {
         .await
         .unwrap();
     assert_eq!(r.status(), 504);
+    // What the banner promises: gamma's 500s are retried on another endpoint ...
+    for _ in 0..30 {
+        let r = c.get(format!("{base}/api/products")).send().await.unwrap();
+        assert_eq!(r.status(), 200, "a failure of gamma reached the client");
+    }
+    // ... and three 500s in a row open gamma's breaker behind the flaky cluster.
+    let mut codes = Vec::new();
+    for _ in 0..4 {
+        let r = c
+            .get(format!("{base}/v1/proxy/flaky/?status=500"))
+            .send()
+            .await
+            .unwrap();
+        codes.push(r.status().as_u16());
+    }
+    assert_eq!(codes, [500, 500, 500, 503]);
     let _ = child.kill();
     let _ = child.wait();
 }
