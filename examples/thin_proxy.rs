@@ -1,6 +1,6 @@
 //! The thinnest hyper proxy: one thread, pooled legacy client, round robin, no features.
 //! A benchmark baseline only (what tokio + hyper cost before any gateway work):
-//! `GATEWAY_CMD="target/release/examples/thin_proxy" GATEWAY_NAME=thin ../shared/bench/run.sh thin`
+//! `GATEWAY_CMD="target/release/examples/thin_proxy" GATEWAY_NAME=thin $HARNESS/run.sh thin`
 //! reads LISTEN_ADDR and UPSTREAMS from the environment.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
