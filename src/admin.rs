@@ -7,6 +7,7 @@
 mod dashboard;
 pub mod guard;
 mod handlers;
+mod json_body;
 pub mod traffic;
 
 use crate::observe::events::Events;
@@ -136,6 +137,18 @@ pub fn router(state: AdminState) -> Router {
         .route("/readyz", get(handlers::ready))
         .route("/dashboard", get(dashboard::page))
         .route("/dashboard/{*file}", get(dashboard::asset))
+        .fallback(|| async {
+            json_body::error(
+                axum::http::StatusCode::NOT_FOUND,
+                "no such admin endpoint (docs/admin-api.md lists them)",
+            )
+        })
+        .method_not_allowed_fallback(|| async {
+            json_body::error(
+                axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                "this admin endpoint does not take that method (docs/admin-api.md)",
+            )
+        })
         // Outermost: Host, cross-site and content-type checks for every route.
         .layer(middleware::from_fn_with_state(state.clone(), guard::check))
         .with_state(state)

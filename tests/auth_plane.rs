@@ -196,7 +196,13 @@ async fn no_web_page_can_drive_the_admin_api() {
             "empty no-cors POST",
             post("Origin: http://evil.example\r\n", ""),
         ),
-        ("empty POST, no type", post("", "")),
+        (
+            "empty POST, no type, from a browser",
+            post(
+                "Sec-Fetch-Site: same-origin\r\nSec-Fetch-Mode: no-cors\r\n",
+                "",
+            ),
+        ),
         (
             "JSON from another origin",
             post(
@@ -257,6 +263,35 @@ async fn no_web_page_can_drive_the_admin_api() {
     )
     .await;
     assert_eq!(s, 200, "{r}");
+    // curl -X POST without a body or a type (no Origin, no Sec-Fetch-*: not a browser).
+    let (s, r) = send(admin, &post("", "")).await;
+    assert_eq!(s, 200, "{r}");
+    // Every refusal is JSON: a wrong type, a bad body, an unknown path, a wrong method.
+    let breaker = format!("/clusters/app/endpoints/{}/breaker", app.addr());
+    let raw = |method: &str, path: &str, headers: &str, body: &str| {
+        format!(
+            "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    for (want, req) in [
+        (
+            415,
+            raw("POST", &drain, "Content-Type: text/plain\r\n", "x"),
+        ),
+        (400, raw("POST", &breaker, "", "{not json")),
+        (404, raw("GET", "/nothing/here", "", "")),
+        (405, raw("DELETE", "/status", "", "")),
+    ] {
+        let (s, r) = send(admin, &req).await;
+        assert_eq!(s, want, "{r}");
+        let body = &r[r.find("\r\n\r\n").unwrap() + 4..];
+        let v: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {r}"));
+        assert_eq!(v["status"], want, "{r}");
+        assert!(v["error"].is_string(), "{r}");
+    }
+    let (s, r) = send(admin, &raw("POST", &breaker, "", "{\"state\":\"closed\"}")).await;
+    assert_eq!(s, 200, "JSON without a Content-Type: {r}");
     let (s, _) = send(
         admin,
         &format!(

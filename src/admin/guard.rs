@@ -8,7 +8,9 @@
 //!   or `Sec-Fetch-Site: cross-site` / `same-site` (another port of localhost is same-site).
 //!   Tools that send neither (curl, scripts) and the dashboard on the same origin pass.
 //! - **Mutations** (`POST`) need `Content-Type: application/json`, which no HTML form or
-//!   "simple" cross-origin request can send (415 otherwise).
+//!   "simple" cross-origin request can send (415 otherwise), or no `Content-Type` at all from a
+//!   client that is not a browser (no `Origin`, no `Sec-Fetch-*`: curl, scripts). A browser
+//!   sends `Origin` with every cross-origin POST, so a page cannot pass as such a client.
 //! - **The token**, when there is one, on the API routes: wrong tokens are counted
 //!   (`gatehouse_admin_auth_failures_total`) and, after 10 from one address within a minute,
 //!   every request from it is answered 429 until the minute is over.
@@ -159,11 +161,17 @@ pub async fn check(State(s): State<AdminState>, req: Request, next: Next) -> Res
         return refuse(StatusCode::FORBIDDEN, "cross-site requests are refused");
     }
     if req.method() == Method::POST {
-        let json = h
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+        let json = match h.get(header::CONTENT_TYPE) {
+            Some(v) => v
+                .to_str()
+                .ok()
+                .and_then(|v| v.split(';').next())
+                .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json")),
+            None => {
+                !h.contains_key(header::ORIGIN)
+                    && !h.keys().any(|k| k.as_str().starts_with("sec-fetch-"))
+            }
+        };
         if !json {
             return refuse(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,

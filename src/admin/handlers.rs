@@ -195,7 +195,7 @@ pub struct BreakerBody {
 pub async fn breaker(
     State(s): State<AdminState>,
     Path((name, addr)): Path<(String, String)>,
-    Json(body): Json<BreakerBody>,
+    super::json_body::JsonBody(body): super::json_body::JsonBody<BreakerBody>,
 ) -> Response {
     let open = match body.state.as_str() {
         "open" => true,
@@ -329,7 +329,7 @@ pub struct FaultBody {
 pub async fn fault(
     State(s): State<AdminState>,
     Path((name, addr)): Path<(String, String)>,
-    Json(body): Json<FaultBody>,
+    super::json_body::JsonBody(body): super::json_body::JsonBody<FaultBody>,
 ) -> Response {
     if body.duration_s > 0 && body.abort.is_none() == body.delay_ms.is_none() {
         return (
