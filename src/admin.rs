@@ -102,6 +102,10 @@ fn write_private(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The admin API's OpenAPI 3.1 document, served at `/openapi.json`; `tests/openapi.rs` holds
+/// it to the routes below.
+pub const OPENAPI: &str = include_str!("admin/assets/openapi.json");
+
 pub fn router(state: AdminState) -> Router {
     Router::new()
         .route("/status", get(handlers::status))
@@ -135,6 +139,15 @@ pub fn router(state: AdminState) -> Router {
             get(|| async { Json(serde_json::json!({"status": "ok"})) }),
         )
         .route("/readyz", get(handlers::ready))
+        .route(
+            "/openapi.json",
+            get(|| async {
+                (
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    OPENAPI,
+                )
+            }),
+        )
         .route("/dashboard", get(dashboard::page))
         .route("/dashboard/{*file}", get(dashboard::asset))
         .fallback(|| async {
