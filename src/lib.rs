@@ -11,6 +11,7 @@ pub mod canonical;
 pub mod clock;
 pub mod cluster;
 pub mod conn;
+pub mod ctl;
 pub mod demo;
 pub mod error;
 pub mod filter;

@@ -49,6 +49,21 @@ enum Command {
         #[arg(long)]
         print_config: bool,
     },
+    /// Drive a running gateway through its admin API (token from GATEHOUSE_ADMIN_TOKEN).
+    Ctl {
+        /// The admin listener, host:port.
+        #[arg(long, env = "GATEHOUSE_ADMIN", default_value = "127.0.0.1:9901")]
+        admin: String,
+        /// Print the API's JSON instead of a table.
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        what: CtlCommand,
+    },
+    /// Print shell completions (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff).
+    Man,
     /// Print the config file's JSON Schema (for editors and validators; docs/config.md).
     Schema,
     /// Print the `sha256:...` digest of an API key, for a consumer's `api_keys`.
@@ -71,11 +86,99 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum CtlCommand {
+    /// Version, uptime and config generation.
+    Status,
+    /// Every cluster's endpoints (or one cluster's): health, breaker, drain, weight, load.
+    Clusters { name: Option<String> },
+    /// Stop sending new requests to an endpoint.
+    Drain { cluster: String, endpoint: String },
+    /// Undo a drain.
+    Enable { cluster: String, endpoint: String },
+    /// Open (a drill) or close an endpoint's circuit breaker.
+    Breaker {
+        cluster: String,
+        endpoint: String,
+        #[arg(value_parser = ["open", "closed"])]
+        state: String,
+    },
+    /// Reload the config file now.
+    Reload,
+    /// Print state changes as they happen, until interrupted.
+    Events {
+        /// Keep following (the default; accepted for clarity).
+        #[arg(long, short)]
+        follow: bool,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let _log_guard = init_tracing();
     let (threads, result) = match cli.command {
         Some(Command::Check { files }) => return check(&files),
+        Some(Command::Completions { shell }) => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "gatehouse",
+                &mut std::io::stdout(),
+            );
+            return ExitCode::SUCCESS;
+        }
+        Some(Command::Man) => {
+            use clap::CommandFactory;
+            let man = clap_mangen::Man::new(Cli::command());
+            return match man.render(&mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(_) => ExitCode::FAILURE,
+            };
+        }
+        Some(Command::Ctl { admin, json, what }) => {
+            let target = gatehouse::ctl::Target {
+                admin,
+                token: std::env::var("GATEHOUSE_ADMIN_TOKEN")
+                    .ok()
+                    .filter(|t| !t.is_empty()),
+                json,
+            };
+            let action = match what {
+                CtlCommand::Status => gatehouse::ctl::Action::Status,
+                CtlCommand::Clusters { name } => gatehouse::ctl::Action::Clusters(name),
+                CtlCommand::Drain { cluster, endpoint } => {
+                    gatehouse::ctl::Action::Drain(cluster, endpoint)
+                }
+                CtlCommand::Enable { cluster, endpoint } => {
+                    gatehouse::ctl::Action::Enable(cluster, endpoint)
+                }
+                CtlCommand::Breaker {
+                    cluster,
+                    endpoint,
+                    state,
+                } => gatehouse::ctl::Action::Breaker(cluster, endpoint, state),
+                CtlCommand::Reload => gatehouse::ctl::Action::Reload,
+                CtlCommand::Events { .. } => gatehouse::ctl::Action::Events,
+            };
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("gatehouse ctl: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            return match rt.block_on(gatehouse::ctl::run(&target, action)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("gatehouse ctl: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Some(Command::Schema) => {
             print!("{}", gatehouse_config::json_schema::schema_json());
             return ExitCode::SUCCESS;

@@ -25,6 +25,7 @@ const LAYERS: &[&[&str]] = &[
     &["listener"],
     &["reload"],
     &["admin"],
+    &["ctl"],
 ];
 
 fn layer(module: &str) -> Option<usize> {
