@@ -292,6 +292,24 @@ async fn no_web_page_can_drive_the_admin_api() {
     }
     let (s, r) = send(admin, &raw("POST", &breaker, "", "{\"state\":\"closed\"}")).await;
     assert_eq!(s, 200, "JSON without a Content-Type: {r}");
+    // No page may frame the dashboard to click its buttons (clickjacking) ...
+    let (s, r) = send(admin, &raw("GET", "/dashboard", "", "")).await;
+    assert_eq!(s, 200, "{r}");
+    let lower = r.to_ascii_lowercase();
+    assert!(lower.contains("x-frame-options: deny"), "{r}");
+    assert!(
+        lower.contains("content-security-policy: frame-ancestors 'none'"),
+        "{r}"
+    );
+    // ... nor reach it as the unspecified address, to which Chromium sends no Sec-Fetch-*.
+    for unspecified in ["0.0.0.0", "[::]"] {
+        let req = format!(
+            "GET /dashboard HTTP/1.1\r\nHost: {unspecified}:{}\r\nConnection: close\r\n\r\n",
+            admin.port()
+        );
+        let (s, r) = send(admin, &req).await;
+        assert_eq!(s, 403, "{unspecified}: {r}");
+    }
     let (s, _) = send(
         admin,
         &format!(

@@ -58,9 +58,15 @@ impl Guard {
         if port.unwrap_or(80) != self.port {
             return false;
         }
-        // An IP literal cannot be rebound; a name must be one we were told about.
+        // An IP literal cannot be rebound; a name must be one we were told about. Not the
+        // unspecified address: no client reaches a listener by it, but a browser does send
+        // requests to `0.0.0.0` without `Sec-Fetch-*` (it is not a "trustworthy" origin to
+        // Chromium), and a page could frame the dashboard through it.
         let bare = name.trim_start_matches('[').trim_end_matches(']');
-        bare.parse::<IpAddr>().is_ok() || self.names.iter().any(|n| n == name)
+        match bare.parse::<IpAddr>() {
+            Ok(ip) => !ip.is_unspecified(),
+            Err(_) => self.names.iter().any(|n| n == name),
+        }
     }
 
     /// Whether the request comes from a page on another origin: a `Sec-Fetch-Site` that is not
@@ -179,7 +185,23 @@ pub async fn check(State(s): State<AdminState>, req: Request, next: Next) -> Res
             );
         }
     }
-    next.run(req).await
+    let mut resp = next.run(req).await;
+    // No page may frame the dashboard (clickjacking its buttons), and nothing is sniffed into
+    // another type.
+    let h = resp.headers_mut();
+    h.insert(
+        header::X_FRAME_OPTIONS,
+        header::HeaderValue::from_static("DENY"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        header::HeaderValue::from_static("frame-ancestors 'none'"),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        header::HeaderValue::from_static("nosniff"),
+    );
+    resp
 }
 
 /// The bearer token (or `?access_token=` on `/events`, which EventSource needs), with failures
