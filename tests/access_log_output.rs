@@ -10,13 +10,7 @@ use gatehouse_testkit::{eventually, FakeUpstream};
 use std::path::Path;
 use std::time::Duration;
 
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap()
-}
+use common::timed_client as client;
 
 fn lines(path: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(path)

@@ -7,15 +7,8 @@ mod common;
 
 use common::binary::{check_refused, Running};
 use gatehouse_testkit::FakeUpstream;
-use std::time::Duration;
 
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap()
-}
+use common::timed_client as client;
 
 #[test]
 fn the_schema_in_the_repo_is_what_the_binary_prints() {

@@ -11,13 +11,7 @@ use common::binary::Running;
 use gatehouse_testkit::{eventually, Behavior, FakeUpstream};
 use std::time::Duration;
 
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap()
-}
+use common::timed_client as client;
 
 fn reply(name: &str) -> String {
     format!("direct_response: {{body: {name}}}")

@@ -26,6 +26,16 @@ pub fn client() -> reqwest::Client {
         .expect("client")
 }
 
+/// [`client`] with a 5 s deadline per request, for tests where a hang is the failure.
+#[allow(dead_code)]
+pub fn timed_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(std::time::Duration::from_secs(5))
+        .build()
+        .expect("client")
+}
+
 pub fn h2_client() -> reqwest::Client {
     reqwest::Client::builder()
         .no_proxy()
