@@ -13,6 +13,7 @@ pub mod cluster;
 pub mod conn;
 pub mod ctl;
 pub mod demo;
+pub mod discovery;
 pub mod error;
 pub mod filter;
 pub mod framing;

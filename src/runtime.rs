@@ -78,6 +78,12 @@ pub struct Runtime {
     pub tls: crate::tls::Registry,
     /// Flips once on shutdown: upgraded connections (tunnels) close when it does.
     stopping: tokio::sync::watch::Sender<bool>,
+    /// Endpoints of clusters with `endpoints_from`, and the tasks that find them.
+    pub discovery: crate::discovery::Discovery,
+    /// The config as loaded (before discovered endpoints are filled in): a discovery change
+    /// re-applies it. Held while a config is applied, so a reload and a discovery change
+    /// never interleave.
+    base: Mutex<Option<Config>>,
 }
 
 impl Runtime {
@@ -96,6 +102,7 @@ impl Runtime {
         access_log: Option<AccessLogSink>,
         events: Events,
     ) -> Result<Arc<Self>, Vec<Problem>> {
+        let (discovery, mut changed) = crate::discovery::Discovery::new();
         let rt = Arc::new(Runtime {
             current: ArcSwap::from_pointee(Snapshot {
                 generation: 0,
@@ -126,8 +133,21 @@ impl Runtime {
             metrics: Arc::new(Metrics::default()),
             tls: crate::tls::Registry::default(),
             stopping: tokio::sync::watch::Sender::new(false),
+            discovery,
+            base: Mutex::new(None),
         });
         rt.apply(config)?;
+        // A discovered cluster changed: apply the loaded config again with its new endpoints.
+        let weak = Arc::downgrade(&rt);
+        tokio::spawn(async move {
+            while let Some(cluster) = changed.recv().await {
+                let Some(rt) = weak.upgrade() else { break };
+                if let Err(problems) = rt.rediscovered() {
+                    let errors: Vec<String> = problems.iter().map(|(at, msg)| format!("{at}: {msg}")).collect();
+                    tracing::error!(%cluster, ?errors, "discovered endpoints could not be applied");
+                }
+            }
+        });
         crate::observe::metrics::count_events(&rt.events, rt.metrics.clone());
         // Every 10 s: forget idle rate-limit keys so memory follows active clients, expire
         // retired endpoint state.
@@ -161,6 +181,30 @@ impl Runtime {
     /// Fails closed: when a filter cannot be built (a key file that cannot be read, a policy
     /// that does not exist), nothing changes and the errors are returned.
     pub fn apply(&self, config: Config) -> Result<u64, Vec<Problem>> {
+        let mut base = self.base.lock().unwrap_or_else(|p| p.into_inner());
+        let generation = self.build_and_publish(config.clone(), true)?;
+        *base = Some(config);
+        Ok(generation)
+    }
+
+    /// Applies the loaded config again with the discovered endpoints as they are now; the
+    /// generation (which counts configs) stays.
+    fn rediscovered(&self) -> Result<u64, Vec<Problem>> {
+        let base = self.base.lock().unwrap_or_else(|p| p.into_inner());
+        match base.clone() {
+            Some(config) => self.build_and_publish(config, false),
+            None => Ok(self.generation.load(Ordering::SeqCst)),
+        }
+    }
+
+    /// [`Runtime::apply`]'s work: `new_generation` is false when only discovered endpoints
+    /// changed.
+    fn build_and_publish(
+        &self,
+        mut config: Config,
+        new_generation: bool,
+    ) -> Result<u64, Vec<Problem>> {
+        self.discovery.fill(&mut config);
         let tls = crate::tls::prepare(&config)?;
         let upstream_tls = snapshot::upstream_tls(&config)?;
         let pipeline = self.tracing_pipeline(&config)?;
@@ -172,8 +216,12 @@ impl Runtime {
         };
         let route_filters = filters::build(&config, &limiters, &self.metrics, &caches)?;
         self.keep_limiter_state(&limiters);
-        let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
-        let first = generation == 1;
+        let generation = if new_generation {
+            self.generation.fetch_add(1, Ordering::SeqCst) + 1
+        } else {
+            self.generation.load(Ordering::SeqCst)
+        };
+        let first = generation == 1 && new_generation;
         let (clusters, wanted_tasks) = self.build_clusters(&config, first, &upstream_tls);
         let route_metrics = config
             .routes
@@ -209,6 +257,8 @@ impl Runtime {
         *self.tracing.lock().unwrap_or_else(|p| p.into_inner()) = tracing_config.zip(pipeline);
         self.tls.publish(tls, &self.events, &self.metrics);
         self.reconcile_health_tasks(wanted_tasks);
+        self.discovery
+            .reconcile(&self.snapshot().config, &self.events, &self.metrics);
         self.prune(&previous);
         Ok(generation)
     }
@@ -388,6 +438,7 @@ impl Runtime {
         for (_, t) in tasks.drain() {
             t.handle.abort();
         }
+        self.discovery.stop();
     }
 
     /// The runtime state of one endpoint, if any snapshot created it.

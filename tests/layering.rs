@@ -19,6 +19,7 @@ const LAYERS: &[&[&str]] = &[
     &["filter"],
     &["cluster"],
     &["tls"],
+    &["discovery"],
     &["runtime"],
     &["conn"],
     &["proxy"],

@@ -87,8 +87,9 @@ pub async fn routes(State(s): State<AdminState>) -> Json<Value> {
     Json(json!({"generation": snap.generation, "routes": routes}))
 }
 
-fn cluster_view(c: &Cluster) -> Value {
+fn cluster_view(c: &Cluster, found: Option<crate::discovery::Found>) -> Value {
     let now = Instant::now();
+    let source = if found.is_some() { "dns" } else { "config" };
     let endpoints: Vec<Value> = c
         .endpoints
         .iter()
@@ -97,6 +98,7 @@ fn cluster_view(c: &Cluster) -> Value {
             let factor = s.slow_start_factor(now);
             json!({
                 "address": s.address.as_ref(),
+                "source": source,
                 "health": s.health(),
                 "breaker": s.breaker_state(),
                 "drained": s.is_drained(),
@@ -116,9 +118,17 @@ fn cluster_view(c: &Cluster) -> Value {
         .collect();
     let (connections, pending) = c.state.connections.counts();
     let counter = |a: &std::sync::atomic::AtomicUsize| a.load(std::sync::atomic::Ordering::Relaxed);
+    let discovery = found.map(|f| {
+        json!({
+            "source": f.source,
+            "last_ok_unix_ms": f.last_ok_unix_ms,
+            "last_error": f.last_error,
+        })
+    });
     json!({
         "name": c.name.as_ref(),
         "endpoints": endpoints,
+        "discovery": discovery,
         "limits": c.limits,
         "load": {
             "requests": counter(&c.state.requests),
@@ -135,7 +145,7 @@ pub async fn clusters(State(s): State<AdminState>) -> Json<Value> {
     names.sort();
     let list: Vec<Value> = names
         .iter()
-        .map(|n| cluster_view(&snap.clusters[*n]))
+        .map(|n| cluster_view(&snap.clusters[*n], s.runtime.discovery.found(n)))
         .collect();
     Json(json!({"generation": snap.generation, "clusters": list}))
 }
@@ -143,7 +153,7 @@ pub async fn clusters(State(s): State<AdminState>) -> Json<Value> {
 pub async fn cluster(State(s): State<AdminState>, Path(name): Path<String>) -> Response {
     let snap = s.runtime.snapshot();
     match snap.clusters.get(name.as_str()) {
-        Some(c) => Json(cluster_view(c)).into_response(),
+        Some(c) => Json(cluster_view(c, s.runtime.discovery.found(&name))).into_response(),
         None => not_found(format!("no cluster named {name:?}")),
     }
 }
@@ -166,7 +176,7 @@ fn endpoint_action(
         return not_found(format!("no endpoint {addr:?} in cluster {name:?}"));
     };
     f(c, &e.state);
-    Json(cluster_view(c)).into_response()
+    Json(cluster_view(c, s.runtime.discovery.found(name))).into_response()
 }
 
 pub async fn drain(

@@ -69,6 +69,11 @@ pub struct Metrics {
     pub tracing_spans_dropped: Family<Labels, Counter>,
     pub tracing_spans_exported: Counter,
     pub tracing_export_failures: Counter,
+    /// Resolutions of `endpoints_from` sources, by cluster, source and outcome (`ok`,
+    /// `unchanged`, `failed`, `empty`).
+    pub discovery_resolutions: Family<Labels, Counter>,
+    /// Endpoints the last good resolution gave, by cluster.
+    pub discovery_endpoints: Family<Labels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -114,6 +119,8 @@ impl Default for Metrics {
             tracing_spans_dropped: Family::default(),
             tracing_spans_exported: Counter::default(),
             tracing_export_failures: Counter::default(),
+            discovery_resolutions: Family::default(),
+            discovery_endpoints: Family::default(),
             registry: Registry::default(),
         };
         r.register(
@@ -274,6 +281,16 @@ impl Default for Metrics {
             "tls_certificate_expiry_timestamp_seconds",
             "Expiry (notAfter) of each listener certificate, by listener and name",
             m.tls_certificate_expiry.clone(),
+        );
+        r.register(
+            "discovery_resolutions",
+            "Resolutions of clusters' endpoints_from sources, by cluster, source and outcome (ok, unchanged, failed, empty)",
+            m.discovery_resolutions.clone(),
+        );
+        r.register(
+            "discovery_endpoints",
+            "Endpoints of a cluster from its endpoints_from source's last good answer",
+            m.discovery_endpoints.clone(),
         );
         r.register(
             "tls_handshakes",

@@ -8,6 +8,7 @@
 pub mod access_log;
 pub mod cache;
 pub mod cors;
+pub mod discovery;
 pub mod edge;
 pub mod forward;
 pub mod interpolate;

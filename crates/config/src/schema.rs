@@ -47,6 +47,9 @@ pub struct Config {
     /// OpenTelemetry tracing over OTLP (absent: off).
     #[serde(default)]
     pub tracing: Option<crate::telemetry::Tracing>,
+    /// The DNS servers that `endpoints_from: {dns: ...}` asks (absent: the system's resolver).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<crate::discovery::DnsSettings>,
     /// Values taken from the environment or from `*_file` keys, so that `GET /config` and
     /// messages can show where they came from instead of what they are.
     #[serde(skip)]
@@ -252,7 +255,13 @@ pub struct Cluster {
     /// A request without that key is balanced round robin.
     #[serde(default)]
     pub hash_on: Option<String>,
+    /// The endpoints, listed; or leave this out and say where to find them in `endpoints_from`.
+    #[serde(default)]
     pub endpoints: Vec<Endpoint>,
+    /// Instead of `endpoints`: endpoints from DNS (`{dns: {name, port, type, refresh}}`),
+    /// applied as a reload would, so unchanged endpoints keep their state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoints_from: Option<crate::discovery::EndpointsFrom>,
     #[serde(default)]
     pub timeouts: Timeouts,
     #[serde(default)]
@@ -450,7 +459,7 @@ impl Default for Retries {
     }
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize, schemars::JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Endpoint {
     /// `host:port`; with `address` and the cluster's name this is the endpoint's identity.

@@ -106,6 +106,11 @@ pub fn validate(c: &Config) -> Vec<Problem> {
     if let Some(a) = &c.admin {
         validate_admin(&mut p, a);
     }
+    for (i, s) in c.dns.iter().flat_map(|d| d.servers.iter()).enumerate() {
+        if let Err(msg) = crate::discovery::parse_server(s) {
+            p(format!("dns.servers[{i}]"), msg);
+        }
+    }
 
     let mut cluster_names = HashSet::new();
     for (i, cl) in c.clusters.iter().enumerate() {
@@ -117,11 +122,21 @@ pub fn validate(c: &Config) -> Vec<Problem> {
             &mut cluster_names,
             "cluster",
         );
-        if cl.endpoints.is_empty() {
-            p(
+        match (&cl.endpoints_from, cl.endpoints.is_empty()) {
+            (None, true) => p(
                 format!("{at}.endpoints"),
-                "a cluster needs at least one endpoint".into(),
-            );
+                "a cluster needs at least one endpoint (or endpoints_from)".into(),
+            ),
+            (Some(_), false) => p(
+                format!("{at}.endpoints_from"),
+                "either endpoints or endpoints_from, not both".into(),
+            ),
+            (Some(from), true) => {
+                for (field, msg) in crate::discovery::validate(from) {
+                    p(format!("{at}.{field}"), msg);
+                }
+            }
+            (None, false) => {}
         }
         let mut seen = HashSet::new();
         for (j, e) in cl.endpoints.iter().enumerate() {

@@ -96,7 +96,13 @@ pub struct FakeUpstream {
 impl FakeUpstream {
     /// Starts a fake named `name` on a free loopback port.
     pub async fn start(name: &str) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0")
+        Self::start_at(name, "127.0.0.1:0".parse().expect("addr")).await
+    }
+
+    /// Starts a fake at `addr` (`127.0.0.2:0`: another loopback address, so that several fakes
+    /// can share one port, as endpoints from DNS A records do).
+    pub async fn start_at(name: &str, addr: SocketAddr) -> Self {
+        let listener = TcpListener::bind(addr)
             .await
             .expect("bind fake upstream");
         let shared = Arc::new(Shared {
