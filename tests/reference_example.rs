@@ -3,6 +3,7 @@
 //! what the binary prints by `tests/config_sources.rs`) must appear in the file, either as a key
 //! in use or as a `# or key: ...` comment beside the key it replaces. That the file is a valid
 //! config is `tests/cli.rs`'s `every_example_config_is_valid`.
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 use serde_json::Value;
 use std::collections::BTreeSet;
