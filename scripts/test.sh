@@ -11,6 +11,8 @@ cd "$(dirname "$0")/.."
 # Grafana dashboard's queries are checked with them, tests/metrics.rs and tests/monitoring.rs).
 need_apt=()
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+# dnsmasq-base: DNS discovery is tested against a real DNS server (tests/discovery_dns.rs).
+command -v dnsmasq >/dev/null 2>&1 || [ -x /usr/sbin/dnsmasq ] || need_apt+=(dnsmasq-base)
 { command -v promtool && command -v prometheus; } >/dev/null 2>&1 || need_apt+=(prometheus)
 # chromium (the dashboard is tested in a real headless browser) and node/npm for Playwright.
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)

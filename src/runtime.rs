@@ -143,7 +143,10 @@ impl Runtime {
             while let Some(cluster) = changed.recv().await {
                 let Some(rt) = weak.upgrade() else { break };
                 if let Err(problems) = rt.rediscovered() {
-                    let errors: Vec<String> = problems.iter().map(|(at, msg)| format!("{at}: {msg}")).collect();
+                    let errors: Vec<String> = problems
+                        .iter()
+                        .map(|(at, msg)| format!("{at}: {msg}"))
+                        .collect();
                     tracing::error!(%cluster, ?errors, "discovered endpoints could not be applied");
                 }
             }

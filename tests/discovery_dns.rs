@@ -95,7 +95,14 @@ async fn a_records_follow_the_zone_and_keep_endpoint_state_and_the_last_good_set
         let url = format!("http://{}/config", gw.admin_addr());
         let c = c.clone();
         async move {
-            c.get(url).send().await.unwrap().json::<Value>().await.unwrap()["generation"].clone()
+            c.get(url)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()["generation"]
+                .clone()
         }
     };
     let before = config_generation(&c).await;

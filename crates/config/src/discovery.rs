@@ -55,7 +55,9 @@ pub enum RecordType {
 
 /// Top-level `dns`: the servers `endpoints_from: {dns: ...}` asks. Absent or empty: the
 /// system's resolver (`/etc/resolv.conf`).
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq, Hash, schemars::JsonSchema)]
+#[derive(
+    Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq, Hash, schemars::JsonSchema,
+)]
 #[serde(deny_unknown_fields, default)]
 pub struct DnsSettings {
     /// `IP` or `IP:port` (port 53 when left out), asked in this order.

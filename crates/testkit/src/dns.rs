@@ -85,7 +85,13 @@ impl DnsServer {
             "--pid-file".into(),
         ];
         args.extend(self.srv.iter().map(|s| format!("--srv-host={s}")));
-        let mut child = Command::new("dnsmasq")
+        // Debian puts it in /usr/sbin, which a non-root PATH lacks.
+        let bin = if std::path::Path::new("/usr/sbin/dnsmasq").exists() {
+            "/usr/sbin/dnsmasq"
+        } else {
+            "dnsmasq"
+        };
+        let mut child = Command::new(bin)
             .args(&args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -102,9 +102,7 @@ impl FakeUpstream {
     /// Starts a fake at `addr` (`127.0.0.2:0`: another loopback address, so that several fakes
     /// can share one port, as endpoints from DNS A records do).
     pub async fn start_at(name: &str, addr: SocketAddr) -> Self {
-        let listener = TcpListener::bind(addr)
-            .await
-            .expect("bind fake upstream");
+        let listener = TcpListener::bind(addr).await.expect("bind fake upstream");
         let shared = Arc::new(Shared {
             name: name.to_string(),
             behavior: Mutex::new(Behavior::default()),
