@@ -15,6 +15,7 @@ pub mod ctl;
 pub mod demo;
 pub mod discovery;
 pub mod error;
+pub mod etcd;
 pub mod filter;
 pub mod framing;
 pub mod listener;
@@ -108,16 +109,48 @@ impl Gateway {
     ) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read {}", path.display()))?;
-        let config = gatehouse_config::load_str_at(&text, path)
+        Self::start_from(
+            reload::Source::File(path.to_path_buf()),
+            text,
+            None,
+            access_log,
+        )
+        .await
+    }
+
+    /// Starts from a config held whole in one etcd key, watched: each change goes through
+    /// the same validation and reload as a file change, and the key's revision is the
+    /// config's generation.
+    pub async fn start_etcd(
+        endpoints: Vec<String>,
+        key: &str,
+        access_log: Option<AccessLogSink>,
+    ) -> anyhow::Result<Self> {
+        let source = reload::Source::Etcd {
+            client: etcd::Client::new(endpoints),
+            key: key.to_string(),
+        };
+        let (text, revision) = source.read().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        Self::start_from(source, text, revision, access_log).await
+    }
+
+    async fn start_from(
+        source: reload::Source,
+        text: String,
+        revision: Option<u64>,
+        access_log: Option<AccessLogSink>,
+    ) -> anyhow::Result<Self> {
+        let config = source
+            .load(&text)
             .map_err(|e| anyhow::anyhow!("invalid config:\n{e}"))?;
-        log_warnings(&text, path, &config);
-        Self::start_inner(config, access_log, Some((path.to_path_buf(), text))).await
+        log_warnings(&text, &source.name(), &config);
+        Self::start_inner(config, access_log, Some((source, text, revision))).await
     }
 
     async fn start_inner(
         config: Config,
         access_log: Option<AccessLogSink>,
-        file: Option<(std::path::PathBuf, String)>,
+        origin: Option<(reload::Source, String, Option<u64>)>,
     ) -> anyhow::Result<Self> {
         let sink = match access_log {
             Some(s) => {
@@ -133,11 +166,11 @@ impl Gateway {
         };
         let admin_cfg = config.admin.clone();
         let listener_cfgs = config.listeners.clone();
-        let runtime = Runtime::new(config, sink).map_err(|problems| {
-            let errors = match &file {
-                Some((path, text)) => {
-                    gatehouse_config::locate(text, &path.display().to_string(), problems)
-                        .to_string()
+        let revision = origin.as_ref().and_then(|o| o.2);
+        let runtime = Runtime::new_at(config, sink, revision).map_err(|problems| {
+            let errors = match &origin {
+                Some((source, text, _)) => {
+                    gatehouse_config::locate(text, &source.name(), problems).to_string()
                 }
                 None => problems
                     .iter()
@@ -157,15 +190,18 @@ impl Gateway {
             runtime.stop();
             anyhow::bail!("{e}");
         }
-        let reloader = file.map(|(path, text)| {
+        let reloader = origin.map(|(source, text, _)| {
             Arc::new(reload::Reloader::new(
-                path,
+                source,
                 runtime.clone(),
                 listeners.clone(),
                 Some(text),
             ))
         });
         let watcher = reloader.clone().and_then(reload::watch);
+        if let Some(r) = &reloader {
+            reload::watch_etcd(r.clone());
+        }
         let admin = match admin_cfg {
             None => None,
             Some(a) => match start_admin(&a, &runtime, reloader.clone()) {

@@ -23,11 +23,23 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the gateway with a config file.
+    /// Run the gateway with a config file (or a config held in etcd).
     Run {
         /// The YAML config file.
-        #[arg(short, long)]
-        config: PathBuf,
+        #[arg(
+            short,
+            long,
+            required_unless_present = "config_etcd",
+            conflicts_with = "config_etcd"
+        )]
+        config: Option<PathBuf>,
+        /// Instead of a file: etcd client URLs (http://HOST:2379, comma-separated) whose key
+        /// `--config-key` holds the whole config, watched.
+        #[arg(long, value_delimiter = ',')]
+        config_etcd: Vec<String>,
+        /// The etcd key holding the config.
+        #[arg(long, default_value = "/gatehouse/config", requires = "config_etcd")]
+        config_key: String,
         /// Worker threads (default: one per core). 1 runs everything on one thread.
         #[arg(long)]
         worker_threads: Option<usize>,
@@ -199,8 +211,16 @@ fn main() -> ExitCode {
         }
         Some(Command::Run {
             config,
+            config_etcd,
+            config_key,
             worker_threads,
-        }) => (worker_threads, Box::pin(run(config)) as BoxedRun),
+        }) => {
+            let from = match config {
+                Some(path) => ConfigFrom::File(path),
+                None => ConfigFrom::Etcd(config_etcd, config_key),
+            };
+            (worker_threads, Box::pin(run(from)) as BoxedRun)
+        }
         Some(Command::Demo {
             listen,
             admin,
@@ -371,10 +391,20 @@ fn raise_nofile_limit() {
     }
 }
 
-async fn run(path: PathBuf) -> anyhow::Result<()> {
+/// Where `run` takes its config from.
+enum ConfigFrom {
+    File(PathBuf),
+    /// etcd client URLs and the key.
+    Etcd(Vec<String>, String),
+}
+
+async fn run(from: ConfigFrom) -> anyhow::Result<()> {
     raise_nofile_limit();
     let signals = Signals::install()?;
-    let gw = gatehouse::Gateway::start_file(&path, None).await?;
+    let gw = match from {
+        ConfigFrom::File(path) => gatehouse::Gateway::start_file(&path, None).await?,
+        ConfigFrom::Etcd(urls, key) => gatehouse::Gateway::start_etcd(urls, &key, None).await?,
+    };
     wait_and_drain(gw, signals).await
 }
 

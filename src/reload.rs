@@ -24,8 +24,58 @@ pub struct Report {
     pub failures: u64,
 }
 
+/// Where the config comes from.
+pub enum Source {
+    /// A file, watched.
+    File(PathBuf),
+    /// One etcd key holding the whole file, watched (`run --config-etcd`); the key's
+    /// `mod_revision` is the config's generation, so instances on one key agree on it.
+    Etcd {
+        client: crate::etcd::Client,
+        key: String,
+    },
+}
+
+impl Source {
+    /// How errors and `GET /config` name it.
+    pub fn name(&self) -> String {
+        match self {
+            Source::File(p) => p.display().to_string(),
+            Source::Etcd { key, .. } => format!("etcd:{key}"),
+        }
+    }
+
+    /// The config's text, and its etcd revision.
+    pub async fn read(&self) -> Result<(String, Option<u64>), String> {
+        match self {
+            Source::File(p) => std::fs::read_to_string(p)
+                .map(|t| (t, None))
+                .map_err(|e| format!("{}: cannot read file: {e}", p.display())),
+            Source::Etcd { client, key } => {
+                let range = client.range(key, false).await?;
+                let kv = range
+                    .kvs
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| format!("etcd has no key {key:?}"))?;
+                let text = String::from_utf8(kv.value)
+                    .map_err(|_| format!("etcd:{key}: the value is not UTF-8"))?;
+                Ok((text, Some(kv.mod_revision.max(1) as u64)))
+            }
+        }
+    }
+
+    /// Parses and validates text read from this source.
+    pub fn load(&self, text: &str) -> Result<Config, gatehouse_config::ConfigErrors> {
+        match self {
+            Source::File(p) => gatehouse_config::load_str_at(text, p),
+            Source::Etcd { .. } => gatehouse_config::load_str(text, &self.name()),
+        }
+    }
+}
+
 pub struct Reloader {
-    path: PathBuf,
+    source: Source,
     runtime: Arc<Runtime>,
     listeners: Arc<Listeners>,
     /// One reload at a time, in the order asked.
@@ -40,13 +90,13 @@ pub struct Reloader {
 
 impl Reloader {
     pub fn new(
-        path: PathBuf,
+        source: Source,
         runtime: Arc<Runtime>,
         listeners: Arc<Listeners>,
         loaded_text: Option<String>,
     ) -> Self {
         Reloader {
-            path,
+            source,
             runtime,
             listeners,
             serial: tokio::sync::Mutex::new(()),
@@ -56,8 +106,16 @@ impl Reloader {
         }
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// The config file, when the config comes from one.
+    pub fn path(&self) -> Option<&Path> {
+        match &self.source {
+            Source::File(p) => Some(p),
+            Source::Etcd { .. } => None,
+        }
+    }
+
+    pub fn source(&self) -> &Source {
+        &self.source
     }
 
     pub fn report(&self) -> Report {
@@ -72,7 +130,7 @@ impl Reloader {
     /// edit is loaded again, so that the report no longer shows the refusal. Returns whether a
     /// reload ran.
     pub async fn reload_if_changed(&self, source: &str) -> bool {
-        let text = std::fs::read_to_string(&self.path).ok();
+        let text = self.source.read().await.ok().map(|(t, _)| t);
         if text.is_none() {
             return false;
         }
@@ -90,26 +148,25 @@ impl Reloader {
     /// Reads, validates and applies the file. On error nothing changes.
     pub async fn reload(&self, source: &str) -> Result<u64, Vec<String>> {
         let _one = self.serial.lock().await;
-        let name = self.path.display().to_string();
-        let text = std::fs::read_to_string(&self.path);
+        let name = self.source.name();
+        let read = self.source.read().await;
         let strings = |e: gatehouse_config::ConfigErrors| -> Vec<String> {
             e.0.iter().map(ToString::to_string).collect()
         };
-        let result = match &text {
-            Ok(t) => gatehouse_config::load_str_at(t, &self.path)
-                .map_err(strings)
-                .and_then(|config| {
-                    log_warnings(t, &self.path, &config);
-                    // Build and publish the snapshot before touching listeners: a snapshot that
-                    // cannot be built leaves everything as it was.
-                    let listeners = config.listeners.clone();
-                    self.runtime
-                        .apply(config)
-                        .map(|g| (g, listeners))
-                        .map_err(|p| strings(gatehouse_config::locate(t, &name, p)))
-                }),
-            Err(e) => Err(vec![format!("{name}: cannot read file: {e}")]),
+        let result = match &read {
+            Ok((t, revision)) => self.source.load(t).map_err(strings).and_then(|config| {
+                log_warnings(t, &name, &config);
+                // Build and publish the snapshot before touching listeners: a snapshot that
+                // cannot be built leaves everything as it was.
+                let listeners = config.listeners.clone();
+                self.runtime
+                    .apply_as(config, *revision)
+                    .map(|g| (g, listeners))
+                    .map_err(|p| strings(gatehouse_config::locate(t, &name, p)))
+            }),
+            Err(e) => Err(vec![e.clone()]),
         };
+        let text = read.map(|(t, _)| t);
         let now = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
         if let Ok(t) = &text {
             *self.last_tried.lock().unwrap_or_else(|e| e.into_inner()) = Some(t.clone());
@@ -216,7 +273,7 @@ fn hide_secrets(v: &mut Value, secrets: &[gatehouse_config::interpolate::Secret]
 pub fn watch(reloader: Arc<Reloader>) -> Option<notify::RecommendedWatcher> {
     use notify::{RecursiveMode, Watcher};
     let dir = reloader
-        .path()
+        .path()?
         .parent()
         .map(Path::to_path_buf)
         .filter(|p| !p.as_os_str().is_empty())
@@ -248,10 +305,41 @@ pub fn watch(reloader: Arc<Reloader>) -> Option<notify::RecommendedWatcher> {
 
 /// Logs what the config allows but an operator should look at (`gatehouse check` prints the
 /// same lines).
-pub fn log_warnings(text: &str, path: &std::path::Path, config: &gatehouse_config::Config) {
-    for w in gatehouse_config::warnings(text, &path.display().to_string(), config).0 {
+pub fn log_warnings(text: &str, name: &str, config: &gatehouse_config::Config) {
+    for w in gatehouse_config::warnings(text, name, config).0 {
         tracing::warn!(warning = %w, "config warning");
     }
+}
+
+/// Watches the etcd key the config comes from: each change after the running revision is
+/// reloaded as a file change would be (validated; refused, the running config stays). A
+/// broken watch is made again after a second.
+pub fn watch_etcd(reloader: Arc<Reloader>) {
+    let Source::Etcd { client, key } = reloader.source() else {
+        return;
+    };
+    let (client, key) = (client.clone(), key.clone());
+    tokio::spawn(async move {
+        // The last revision looked at: a refused config is not looked at again until the key
+        // changes once more.
+        let mut seen = reloader.runtime.snapshot().generation as i64;
+        loop {
+            match client
+                .changed_after(&key, false, seen, std::time::Duration::from_secs(60))
+                .await
+            {
+                Ok(Some(revision)) => {
+                    seen = seen.max(revision);
+                    let _ = reloader.reload_if_changed("etcd").await;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(key, error = %e, "cannot watch the config key in etcd; trying again");
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
+            }
+        }
+    });
 }
 
 #[cfg(test)]

@@ -102,6 +102,24 @@ impl Runtime {
         access_log: Option<AccessLogSink>,
         events: Events,
     ) -> Result<Arc<Self>, Vec<Problem>> {
+        Self::create(config, access_log, events, None)
+    }
+
+    /// [`Runtime::new`] whose first snapshot has the given generation (a config from etcd).
+    pub fn new_at(
+        config: Config,
+        access_log: Option<AccessLogSink>,
+        generation: Option<u64>,
+    ) -> Result<Arc<Self>, Vec<Problem>> {
+        Self::create(config, access_log, Events::default(), generation)
+    }
+
+    fn create(
+        config: Config,
+        access_log: Option<AccessLogSink>,
+        events: Events,
+        generation: Option<u64>,
+    ) -> Result<Arc<Self>, Vec<Problem>> {
         let (discovery, mut changed) = crate::discovery::Discovery::new();
         let rt = Arc::new(Runtime {
             current: ArcSwap::from_pointee(Snapshot {
@@ -136,7 +154,7 @@ impl Runtime {
             discovery,
             base: Mutex::new(None),
         });
-        rt.apply(config)?;
+        rt.apply_as(config, generation)?;
         // A discovered cluster changed: apply the loaded config again with its new endpoints.
         let weak = Arc::downgrade(&rt);
         tokio::spawn(async move {
@@ -184,8 +202,14 @@ impl Runtime {
     /// Fails closed: when a filter cannot be built (a key file that cannot be read, a policy
     /// that does not exist), nothing changes and the errors are returned.
     pub fn apply(&self, config: Config) -> Result<u64, Vec<Problem>> {
+        self.apply_as(config, None)
+    }
+
+    /// [`Runtime::apply`] with the generation given (a config from etcd is its key's
+    /// revision, the same on every instance) instead of the next one.
+    pub fn apply_as(&self, config: Config, generation: Option<u64>) -> Result<u64, Vec<Problem>> {
         let mut base = self.base.lock().unwrap_or_else(|p| p.into_inner());
-        let generation = self.build_and_publish(config.clone(), true)?;
+        let generation = self.build_and_publish(config.clone(), Gen::from(generation))?;
         *base = Some(config);
         Ok(generation)
     }
@@ -195,18 +219,13 @@ impl Runtime {
     fn rediscovered(&self) -> Result<u64, Vec<Problem>> {
         let base = self.base.lock().unwrap_or_else(|p| p.into_inner());
         match base.clone() {
-            Some(config) => self.build_and_publish(config, false),
+            Some(config) => self.build_and_publish(config, Gen::Keep),
             None => Ok(self.generation.load(Ordering::SeqCst)),
         }
     }
 
-    /// [`Runtime::apply`]'s work: `new_generation` is false when only discovered endpoints
-    /// changed.
-    fn build_and_publish(
-        &self,
-        mut config: Config,
-        new_generation: bool,
-    ) -> Result<u64, Vec<Problem>> {
+    /// [`Runtime::apply`]'s work.
+    fn build_and_publish(&self, mut config: Config, gen: Gen) -> Result<u64, Vec<Problem>> {
         self.discovery.fill(&mut config);
         let tls = crate::tls::prepare(&config)?;
         let upstream_tls = snapshot::upstream_tls(&config)?;
@@ -219,12 +238,16 @@ impl Runtime {
         };
         let route_filters = filters::build(&config, &limiters, &self.metrics, &caches)?;
         self.keep_limiter_state(&limiters);
-        let generation = if new_generation {
-            self.generation.fetch_add(1, Ordering::SeqCst) + 1
-        } else {
-            self.generation.load(Ordering::SeqCst)
+        // The first snapshot replaces the placeholder of generation 0.
+        let first = self.current.load().generation == 0;
+        let generation = match gen {
+            Gen::Next => self.generation.fetch_add(1, Ordering::SeqCst) + 1,
+            Gen::Keep => self.generation.load(Ordering::SeqCst),
+            Gen::Set(g) => {
+                self.generation.store(g, Ordering::SeqCst);
+                g
+            }
         };
-        let first = generation == 1 && new_generation;
         let (clusters, wanted_tasks) = self.build_clusters(&config, first, &upstream_tls);
         let route_metrics = config
             .routes
@@ -454,6 +477,22 @@ impl Runtime {
 impl Drop for Runtime {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// Which generation a published snapshot gets.
+enum Gen {
+    /// A new config: the next number.
+    Next,
+    /// Only discovered endpoints changed: the same config, the same generation.
+    Keep,
+    /// A config whose generation is given (its etcd revision).
+    Set(u64),
+}
+
+impl From<Option<u64>> for Gen {
+    fn from(g: Option<u64>) -> Self {
+        g.map_or(Gen::Next, Gen::Set)
     }
 }
 

@@ -11,6 +11,7 @@ use std::path::Path;
 const LAYERS: &[&[&str]] = &[
     &["clock"],
     &["framing"],
+    &["etcd"],
     &["observe"],
     &["route"],
     &["demo"],

@@ -61,6 +61,7 @@ pub async fn config(State(s): State<AdminState>) -> Json<Value> {
     let reload = s.reload.as_ref().map(|r| r.report());
     Json(json!({
         "generation": snap.generation,
+        "source": s.reload.as_ref().map(|r| r.source().name()),
         "config": crate::reload::redacted(&snap.config),
         "last_reload": reload,
     }))
@@ -89,7 +90,7 @@ pub async fn routes(State(s): State<AdminState>) -> Json<Value> {
 
 fn cluster_view(c: &Cluster, found: Option<crate::discovery::Found>) -> Value {
     let now = Instant::now();
-    let source = if found.is_some() { "dns" } else { "config" };
+    let source = found.as_ref().map_or("config", |f| f.kind);
     let endpoints: Vec<Value> = c
         .endpoints
         .iter()

@@ -4,21 +4,15 @@
 //! RFC 2782 has clients use the others only when those fail); their targets are resolved with
 //! the same servers.
 
-use super::Found;
-use crate::observe::events::Events;
-use crate::observe::metrics::Metrics;
+use super::Reporter;
 use gatehouse_config::discovery::{DnsSource, RecordType};
 use gatehouse_config::Endpoint;
 use hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
 use hickory_resolver::name_server::TokioConnectionProvider;
 use hickory_resolver::proto::xfer::Protocol;
 use hickory_resolver::TokioResolver;
-use serde_json::json;
-use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
 
 /// How soon a failed resolution is tried again (or `refresh`, if shorter).
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
@@ -26,129 +20,40 @@ const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
 const MIN_INTERVAL: Duration = Duration::from_secs(1);
 
 pub struct Task {
-    pub cluster: String,
     pub source: DnsSource,
     /// Empty: the system's resolver.
     pub servers: Vec<SocketAddr>,
-    pub found: Arc<Mutex<HashMap<String, Found>>>,
-    pub changed: mpsc::UnboundedSender<String>,
-    pub events: Events,
-    pub metrics: Arc<Metrics>,
+    pub report: Reporter,
 }
 
 impl Task {
-    fn label(&self) -> String {
-        format!("dns:{:?}:{}", self.source.record, self.source.name)
-    }
-
     pub async fn run(self) {
         let resolver = match resolver(&self.servers) {
             Ok(r) => r,
             Err(e) => {
-                self.failed(&format!("cannot build a resolver: {e}"));
+                self.report
+                    .failed("failed", &format!("cannot build a resolver: {e}"));
                 return;
             }
         };
         let refresh = self.source.refresh.0;
-        let mut failing = false;
         loop {
             let wait = match resolve(&resolver, &self.source).await {
                 Ok((eps, _)) if eps.is_empty() && !self.source.allow_empty => {
-                    failing |= self.failed("the answer has no records");
-                    self.count("empty");
+                    self.report.failed("empty", "the answer has no records");
                     refresh.min(RETRY_AFTER_FAILURE)
                 }
                 Ok((eps, valid_for)) => {
-                    if std::mem::take(&mut failing) {
-                        self.events.emit(
-                            "discovery_recovered",
-                            &self.cluster,
-                            None,
-                            json!({"source": self.label(), "endpoints": eps.len()}),
-                        );
-                    }
-                    self.succeeded(eps);
+                    self.report.succeeded(eps);
                     valid_for.clamp(MIN_INTERVAL, refresh.max(MIN_INTERVAL))
                 }
                 Err(e) => {
-                    failing |= self.failed(&e);
-                    self.count("failed");
+                    self.report.failed("failed", &e);
                     refresh.min(RETRY_AFTER_FAILURE)
                 }
             };
             tokio::time::sleep(wait).await;
         }
-    }
-
-    fn count(&self, outcome: &str) {
-        self.metrics
-            .discovery_resolutions
-            .get_or_create(&vec![
-                ("cluster", self.cluster.clone()),
-                ("source", "dns".to_string()),
-                ("outcome", outcome.to_string()),
-            ])
-            .inc();
-    }
-
-    /// Keeps the last good set and records the error; the event comes once per outage.
-    /// Returns true (the task is now failing).
-    fn failed(&self, error: &str) -> bool {
-        let mut found = self.found.lock().unwrap_or_else(|p| p.into_inner());
-        let f = found.entry(self.cluster.clone()).or_insert_with(|| Found {
-            source: self.label(),
-            ..Found::default()
-        });
-        let first = f.last_error.is_none();
-        f.last_error = Some(error.to_string());
-        let kept = f.endpoints.len();
-        drop(found);
-        if first {
-            tracing::warn!(cluster = %self.cluster, source = %self.label(), error, kept, "endpoint discovery failed; keeping the last good endpoints");
-            self.events.emit(
-                "discovery_failed",
-                &self.cluster,
-                None,
-                json!({"source": self.label(), "error": error, "kept": kept}),
-            );
-        }
-        true
-    }
-
-    fn succeeded(&self, endpoints: Vec<Endpoint>) {
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        let mut found = self.found.lock().unwrap_or_else(|p| p.into_inner());
-        let f = found.entry(self.cluster.clone()).or_default();
-        f.source = self.label();
-        f.last_ok_unix_ms = Some(now_ms);
-        f.last_error = None;
-        if f.endpoints == endpoints {
-            drop(found);
-            self.count("unchanged");
-            return;
-        }
-        let before: BTreeSet<&str> = f.endpoints.iter().map(|e| e.address.as_str()).collect();
-        let after: BTreeSet<&str> = endpoints.iter().map(|e| e.address.as_str()).collect();
-        let added: Vec<&str> = after.difference(&before).copied().collect();
-        let removed: Vec<&str> = before.difference(&after).copied().collect();
-        let fields = json!({
-            "source": self.label(),
-            "endpoints": endpoints.len(),
-            "added": added,
-            "removed": removed,
-        });
-        self.metrics
-            .discovery_endpoints
-            .get_or_create(&vec![("cluster", self.cluster.clone())])
-            .set(endpoints.len() as i64);
-        f.endpoints = endpoints;
-        drop(found);
-        self.count("ok");
-        self.events
-            .emit("endpoints_discovered", &self.cluster, None, fields);
-        let _ = self.changed.send(self.cluster.clone());
     }
 }
 

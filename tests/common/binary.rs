@@ -20,7 +20,7 @@ impl Running {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("gatehouse.yaml");
         std::fs::write(&path, yaml).unwrap();
-        Self::spawn(&path, extra_args, &[], dir, Stdio::null())
+        Self::spawn(Some(&path), extra_args, &[], dir, Stdio::null())
     }
 
     /// Like [`Running::start`], with stdout (the access log) a pipe that nobody reads.
@@ -29,23 +29,39 @@ impl Running {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("gatehouse.yaml");
         std::fs::write(&path, yaml).unwrap();
-        Self::spawn(&path, &[], &[], dir, Stdio::piped())
+        Self::spawn(Some(&path), &[], &[], dir, Stdio::piped())
     }
 
     /// Starts `gatehouse run -c <path>` with extra environment variables.
     pub fn start_with_env(path: &std::path::Path, env: &[(&str, &str)]) -> Running {
-        Self::spawn(path, &[], env, tempfile::tempdir().unwrap(), Stdio::null())
+        Self::spawn(
+            Some(path),
+            &[],
+            env,
+            tempfile::tempdir().unwrap(),
+            Stdio::null(),
+        )
+    }
+
+    /// Starts `gatehouse run ARGS...` (no `-c`: a config from elsewhere, such as etcd).
+    #[allow(dead_code)]
+    pub fn start_args(args: &[&str]) -> Running {
+        Self::spawn(None, args, &[], tempfile::tempdir().unwrap(), Stdio::null())
     }
 
     fn spawn(
-        path: &std::path::Path,
+        path: Option<&std::path::Path>,
         extra_args: &[&str],
         env: &[(&str, &str)],
         dir: tempfile::TempDir,
         stdout: Stdio,
     ) -> Running {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_gatehouse"));
-        cmd.arg("run").arg("-c").arg(path).args(extra_args);
+        cmd.arg("run");
+        if let Some(path) = path {
+            cmd.arg("-c").arg(path);
+        }
+        cmd.args(extra_args);
         for (k, v) in env {
             cmd.env(k, v);
         }

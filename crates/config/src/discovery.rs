@@ -1,6 +1,7 @@
 //! Where a cluster's endpoints come from when the file does not list them:
 //! `endpoints_from: {dns: {name, port, type, refresh}}` (A, AAAA or SRV records, re-resolved on
-//! their TTL), and the top-level `dns: {servers}` that says which servers answer. The gateway
+//! their TTL) or `endpoints_from: {etcd: {prefix}}` (keys under a prefix, watched), and the
+//! top-level `dns: {servers}` and `etcd: {endpoints}` that say who answers. The gateway
 //! turns each answer into the cluster's endpoint list and applies it as a reload would.
 
 use crate::units::Dur;
@@ -13,6 +14,28 @@ pub struct EndpointsFrom {
     /// Endpoints from DNS records, re-resolved when their TTL runs out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns: Option<DnsSource>,
+    /// Endpoints registered in etcd under a key prefix, watched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etcd: Option<EtcdSource>,
+}
+
+/// `endpoints_from.etcd`: each key under `prefix` is an endpoint, the rest of the key its
+/// address (`/services/shop/10.0.0.1:8080`); a value, if any, is JSON such as `{"weight": 2}`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, Hash, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EtcdSource {
+    /// The key prefix, e.g. `/services/shop/`.
+    pub prefix: String,
+}
+
+/// Top-level `etcd`: the etcd cluster that `endpoints_from: {etcd: ...}` reads.
+#[derive(
+    Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq, Hash, schemars::JsonSchema,
+)]
+#[serde(deny_unknown_fields, default)]
+pub struct EtcdSettings {
+    /// Client URLs (`http://10.0.0.5:2379`), tried in order.
+    pub endpoints: Vec<String>,
 }
 
 /// `endpoints_from.dns`.
@@ -81,13 +104,35 @@ pub fn parse_server(s: &str) -> Result<std::net::SocketAddr, String> {
         .map_err(|_| format!("invalid DNS server {s:?}: expected IP or IP:port"))
 }
 
-/// Problems of one cluster's `endpoints_from` (field paths relative to the cluster).
-pub fn validate(from: &EndpointsFrom) -> Vec<(String, String)> {
+/// Problems of one cluster's `endpoints_from` (field paths relative to the cluster);
+/// `etcd_configured`: the top level has `etcd.endpoints`.
+pub fn validate(from: &EndpointsFrom, etcd_configured: bool) -> Vec<(String, String)> {
     let mut out = Vec::new();
+    if let Some(etcd) = &from.etcd {
+        if from.dns.is_some() {
+            out.push((
+                "endpoints_from".into(),
+                "one source: dns or etcd, not both".into(),
+            ));
+        }
+        if etcd.prefix.is_empty() {
+            out.push((
+                "endpoints_from.etcd.prefix".into(),
+                "must not be empty (it would take every key)".into(),
+            ));
+        }
+        if !etcd_configured {
+            out.push((
+                "endpoints_from.etcd".into(),
+                "needs the top-level etcd: {endpoints: [http://HOST:2379]}".into(),
+            ));
+        }
+        return out;
+    }
     let Some(dns) = &from.dns else {
         out.push((
             "endpoints_from".into(),
-            "name a source: endpoints_from: {dns: {name, port}}".into(),
+            "name a source: endpoints_from: {dns: {name, port}} or {etcd: {prefix}}".into(),
         ));
         return out;
     };
@@ -137,6 +182,7 @@ mod tests {
 
     fn dns(name: &str, record: RecordType, port: Option<u16>) -> EndpointsFrom {
         EndpointsFrom {
+            etcd: None,
             dns: Some(DnsSource {
                 name: name.into(),
                 port,
@@ -147,17 +193,36 @@ mod tests {
         }
     }
 
+    fn validate_one(from: &EndpointsFrom) -> Vec<(String, String)> {
+        validate(from, false)
+    }
+
     #[test]
     fn ports_follow_the_record_type() {
-        assert!(validate(&dns("shop.internal", RecordType::A, Some(80))).is_empty());
-        assert!(validate(&dns("_http._tcp.shop", RecordType::SRV, None)).is_empty());
-        let e = validate(&dns("shop", RecordType::A, None));
+        assert!(validate_one(&dns("shop.internal", RecordType::A, Some(80))).is_empty());
+        assert!(validate_one(&dns("_http._tcp.shop", RecordType::SRV, None)).is_empty());
+        let e = validate_one(&dns("shop", RecordType::A, None));
         assert_eq!(e[0].0, "endpoints_from.dns.port");
-        let e = validate(&dns("shop", RecordType::SRV, Some(80)));
+        let e = validate_one(&dns("shop", RecordType::SRV, Some(80)));
         assert_eq!(e[0].0, "endpoints_from.dns.port");
-        let e = validate(&dns("bad name", RecordType::A, Some(80)));
+        let e = validate_one(&dns("bad name", RecordType::A, Some(80)));
         assert_eq!(e[0].0, "endpoints_from.dns.name");
-        assert!(!validate(&EndpointsFrom { dns: None }).is_empty());
+        assert!(!validate(
+            &EndpointsFrom {
+                dns: None,
+                etcd: None
+            },
+            false
+        )
+        .is_empty());
+        let etcd = EndpointsFrom {
+            dns: None,
+            etcd: Some(EtcdSource {
+                prefix: "/s/".into(),
+            }),
+        };
+        assert!(validate(&etcd, true).is_empty());
+        assert_eq!(validate(&etcd, false)[0].0, "endpoints_from.etcd");
     }
 
     #[test]

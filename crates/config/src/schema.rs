@@ -50,6 +50,9 @@ pub struct Config {
     /// The DNS servers that `endpoints_from: {dns: ...}` asks (absent: the system's resolver).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns: Option<crate::discovery::DnsSettings>,
+    /// The etcd cluster that `endpoints_from: {etcd: ...}` reads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etcd: Option<crate::discovery::EtcdSettings>,
     /// Values taken from the environment or from `*_file` keys, so that `GET /config` and
     /// messages can show where they came from instead of what they are.
     #[serde(skip)]

@@ -106,6 +106,15 @@ pub fn validate(c: &Config) -> Vec<Problem> {
     if let Some(a) = &c.admin {
         validate_admin(&mut p, a);
     }
+    for (i, u) in c.etcd.iter().flat_map(|e| e.endpoints.iter()).enumerate() {
+        let host = u.strip_prefix("http://").map(|h| h.trim_end_matches('/'));
+        if host.is_none_or(|h| h.is_empty() || h.contains('/')) {
+            p(
+                format!("etcd.endpoints[{i}]"),
+                format!("invalid etcd endpoint {u:?}: expected http://HOST:PORT"),
+            );
+        }
+    }
     for (i, s) in c.dns.iter().flat_map(|d| d.servers.iter()).enumerate() {
         if let Err(msg) = crate::discovery::parse_server(s) {
             p(format!("dns.servers[{i}]"), msg);
@@ -132,7 +141,8 @@ pub fn validate(c: &Config) -> Vec<Problem> {
                 "either endpoints or endpoints_from, not both".into(),
             ),
             (Some(from), true) => {
-                for (field, msg) in crate::discovery::validate(from) {
+                let etcd = c.etcd.as_ref().is_some_and(|e| !e.endpoints.is_empty());
+                for (field, msg) in crate::discovery::validate(from, etcd) {
                     p(format!("{at}.{field}"), msg);
                 }
             }

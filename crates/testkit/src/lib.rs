@@ -1,14 +1,16 @@
 //! Test helpers for Gatehouse: [`FakeUpstream`] (a scriptable in-process backend on
 //! `127.0.0.1:0`), [`TestGateway`] (the real gateway in-process on ephemeral ports),
-//! [`RedisServer`] (a real redis-server on a free port), [`DnsServer`] (a real dnsmasq) and [`eventually`] (poll until a
+//! [`RedisServer`] (a real redis-server on a free port), [`DnsServer`] (a real dnsmasq), [`EtcdServer`] (a real etcd) and [`eventually`] (poll until a
 //! deadline instead of sleeping).
 
 mod dns;
+mod etcd;
 mod fake;
 mod gateway;
 mod redis;
 
 pub use dns::DnsServer;
+pub use etcd::EtcdServer;
 pub use fake::{Behavior, FakeUpstream, Mode, Seen};
 pub use gateway::TestGateway;
 pub use redis::RedisServer;
