@@ -13,6 +13,8 @@ need_apt=()
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 # dnsmasq-base: DNS discovery is tested against a real DNS server (tests/discovery_dns.rs).
 command -v dnsmasq >/dev/null 2>&1 || [ -x /usr/sbin/dnsmasq ] || need_apt+=(dnsmasq-base)
+# etcd-server: etcd discovery and the config from etcd are tested against a real etcd (tests/etcd.rs).
+command -v etcd >/dev/null 2>&1 || need_apt+=(etcd-server)
 { command -v promtool && command -v prometheus; } >/dev/null 2>&1 || need_apt+=(prometheus)
 # chromium (the dashboard is tested in a real headless browser) and node/npm for Playwright.
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
