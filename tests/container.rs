@@ -64,12 +64,29 @@ async fn image_runs_the_demo_as_non_root_with_a_passing_healthcheck() {
     assert_eq!(config["User"], "65532:65532");
     assert_eq!(config["Entrypoint"][0], "/usr/bin/gatehouse");
     assert!(config["ExposedPorts"].get("8080/tcp").is_some(), "{config}");
-    let check = p.ok(&["image", "inspect", "--format", "{{json .HealthCheck}}", &image]);
-    assert!(check.contains(r#""CMD","/usr/bin/gatehouse","ctl","health""#), "{check}");
+    let check = p.ok(&[
+        "image",
+        "inspect",
+        "--format",
+        "{{json .HealthCheck}}",
+        &image,
+    ]);
+    assert!(
+        check.contains(r#""CMD","/usr/bin/gatehouse","ctl","health""#),
+        "{check}"
+    );
 
     let name = p.prefix.clone();
     p.track_container(&name);
-    p.ok(&["run", "--detach", "--name", &name, "--publish", "127.0.0.1::8080", &image]);
+    p.ok(&[
+        "run",
+        "--detach",
+        "--name",
+        &name,
+        "--publish",
+        "127.0.0.1::8080",
+        &image,
+    ]);
     let addr = p.published(&name, 8080);
 
     let (status, _, body) = eventually("the demo answers", START, || async {
@@ -79,7 +96,11 @@ async fn image_runs_the_demo_as_non_root_with_a_passing_healthcheck() {
     assert_eq!(status, 200);
     assert!(from_a_demo_backend(&body), "{body}");
     healthy(&p, &name).await;
-    assert_eq!(p.uid(&name), 65532, "the gateway runs as the image's non-root user");
+    assert_eq!(
+        p.uid(&name),
+        65532,
+        "the gateway runs as the image's non-root user"
+    );
 
     // The demo's routes, through the container: a local 404, a cached route.
     let (status, _, body) = get(addr, "/nothing/here").await.unwrap();
@@ -229,7 +250,8 @@ async fn compose_runs_the_demo_with_redis_sharing_the_cache_and_rate_limits() {
         "a cache entry in Redis: {keys:?}"
     );
     assert!(
-        keys.lines().any(|k| k.starts_with("gatehouse:rl:per-client:")),
+        keys.lines()
+            .any(|k| k.starts_with("gatehouse:rl:per-client:")),
         "the shared rate limit's state in Redis: {keys:?}"
     );
 

@@ -48,7 +48,10 @@ impl Manager {
             assert!(!left.is_zero(), "no WATCHDOG=1 within 20 s");
             self.socket.set_read_timeout(Some(left)).unwrap();
             let n = self.socket.recv(&mut buf).expect("a notification");
-            if String::from_utf8_lossy(&buf[..n]).lines().any(|l| l == "WATCHDOG=1") {
+            if String::from_utf8_lossy(&buf[..n])
+                .lines()
+                .any(|l| l == "WATCHDOG=1")
+            {
                 return;
             }
         }
