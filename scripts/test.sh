@@ -21,8 +21,9 @@ command -v make >/dev/null 2>&1 || need_apt+=(make)
 # The container image and compose file are built and run with podman (runc: crun refuses some
 # VMs' hybrid cgroups), podman-compose and CNI's dnsname plugin (service names on the compose
 # network); the image tests strip the binary (binutils). The Debian package's unit is checked
-# with systemd-analyze (systemd) and its postinst needs adduser (tests/container.rs,
-# tests/package.rs).
+# with systemd-analyze (systemd) and its postinst needs adduser; debootstrap makes, once per
+# machine, the Debian image whose systemd runs the unit (tests/container.rs, tests/package.rs,
+# tests/systemd_unit.rs).
 command -v podman >/dev/null 2>&1 || need_apt+=(podman)
 command -v runc >/dev/null 2>&1 || need_apt+=(runc)
 command -v podman-compose >/dev/null 2>&1 || need_apt+=(podman-compose)
@@ -30,6 +31,7 @@ command -v podman-compose >/dev/null 2>&1 || need_apt+=(podman-compose)
 command -v strip >/dev/null 2>&1 || need_apt+=(binutils)
 command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
 command -v adduser >/dev/null 2>&1 || need_apt+=(adduser)
+command -v debootstrap >/dev/null 2>&1 || need_apt+=(debootstrap)
 if [ ${#need_apt[@]} -gt 0 ]; then
   sudo_cmd=""; [ "$(id -u)" = 0 ] || sudo_cmd="sudo"
   $sudo_cmd apt-get update -qq

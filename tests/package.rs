@@ -4,9 +4,12 @@
 //! `/usr/bin`, the `gatehouse` system user, the conffile in place (and kept, edited, across a
 //! reinstall), the service user able to read it, `systemd-analyze verify` silent on the unit
 //! and `systemd-analyze security` within "OK"; `dpkg --purge` leaves the machine as it was.
-//! Installing needs root: the test fails, saying so, elsewhere. No systemd runs as PID 1 on the
-//! test machines, so `systemctl start` is not tried here (docs/deploy.md).
+//! Installing needs root: the test fails, saying so, elsewhere. The unit under a running systemd
+//! (start, reload, stop) is `tests/systemd_unit.rs`: the test machines' PID 1 is not systemd.
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
+#[path = "common/deb.rs"]
+mod deb;
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -42,32 +45,6 @@ impl Drop for Installed {
     }
 }
 
-/// Builds the .deb into `dir` from the binary the test command built: cargo-deb looks for it
-/// in `<target dir>/release/`, so a target directory of the test's own holds a link to it.
-fn build_deb(dir: &Path) -> std::path::PathBuf {
-    let release = dir.join("release");
-    std::fs::create_dir_all(&release).unwrap();
-    let bin = Path::new(env!("CARGO_BIN_EXE_gatehouse"));
-    if std::fs::hard_link(bin, release.join("gatehouse")).is_err() {
-        std::fs::copy(bin, release.join("gatehouse")).unwrap();
-    }
-    let deb = dir.join("gatehouse.deb");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = Command::new(cargo)
-        .current_dir(REPO)
-        .env("CARGO_TARGET_DIR", dir)
-        .args(["deb", "--no-build", "--strip", "--fast", "--output"])
-        .arg(&deb)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "cargo deb (install it with `cargo install cargo-deb --locked`, as ./scripts/test.sh does): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    deb
-}
-
 #[test]
 fn deb_installs_the_binary_user_conffile_and_a_verified_unit_then_purges_clean() {
     let uid = ok("id", &["-u"]);
@@ -81,7 +58,7 @@ fn deb_installs_the_binary_user_conffile_and_a_verified_unit_then_purges_clean()
         "a gatehouse package is already installed on this machine: the test would replace and purge it; remove it first"
     );
     let dir = tempfile::tempdir().unwrap();
-    let deb = build_deb(dir.path());
+    let deb = deb::build(dir.path());
     let deb = deb.to_str().unwrap();
 
     let fields = ok("dpkg-deb", &["--field", deb]);

@@ -1,4 +1,5 @@
 //! Real podman for the container tests: a test-owned `containers.conf`, the images the
+#![allow(dead_code)] // each test file uses some of these
 //! repository's `Dockerfile` builds (with only the unfetchable parts made locally: the binary
 //! stage and the base images, `FROM scratch` from this machine's files), and containers and
 //! compose projects removed when the test ends, passed or failed.
@@ -165,6 +166,51 @@ impl Podman {
         );
         make_tmp(&ctx);
         self.image(&ctx, "redis")
+    }
+
+    /// A minimal Debian 12 with systemd as its init (`debootstrap` from the Debian mirror, then
+    /// `podman import`), for running the package's unit under a real systemd. Built once per
+    /// machine (a few minutes) and kept, like a build cache, as `localhost/gatehouse-test-systemd:bookworm`
+    /// (`podman rmi` it to rebuild).
+    pub fn systemd_base(&self) -> String {
+        let tag = "localhost/gatehouse-test-systemd:bookworm".to_string();
+        if self.run(&["image", "exists", &tag]).status.success() {
+            return tag;
+        }
+        let found = Command::new("debootstrap").arg("--version").output();
+        assert!(
+            found.is_ok_and(|o| o.status.success()),
+            "debootstrap is not installed: run ./scripts/test.sh (Debian's debootstrap)"
+        );
+        let work = tempfile::tempdir().unwrap();
+        let root = work.path().join("rootfs");
+        let out = Command::new("debootstrap")
+            .args([
+                "--variant=minbase",
+                "--include=systemd,systemd-sysv,dbus,adduser,procps",
+                "bookworm",
+            ])
+            .arg(&root)
+            .arg("http://deb.debian.org/debian")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "debootstrap: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let tar = work.path().join("rootfs.tar");
+        let packed = Command::new("tar")
+            .arg("-C")
+            .arg(&root)
+            .arg("-cf")
+            .arg(&tar)
+            .arg(".")
+            .status()
+            .unwrap();
+        assert!(packed.success(), "tar of the rootfs");
+        self.ok(&["import", "--quiet", tar.to_str().unwrap(), &tag]);
+        tag
     }
 
     fn image(&mut self, ctx: &Path, what: &str) -> String {
