@@ -46,7 +46,8 @@ impl Machine<'_> {
         self.ok(&format!("systemctl show gatehouse --value -p {name}"))
     }
 
-    /// The body the gateway answers `GET /` with, asked from inside (it listens on loopback).
+    /// The body the gateway answers `GET /` with, asked from inside: the packaged config listens
+    /// on the container's own loopback, where its fixed port clashes with nothing.
     fn body(&self) -> String {
         let reply = self.ok(
             "exec 3<>/dev/tcp/127.0.0.1/8080; printf 'GET / HTTP/1.1\\r\\nHost: localhost\\r\\nConnection: close\\r\\n\\r\\n' >&3; cat <&3",
@@ -57,7 +58,7 @@ impl Machine<'_> {
 
 #[tokio::test]
 async fn the_unit_starts_reloads_and_stops_under_systemd_with_its_hardening() {
-    let mut p = Podman::new("systemd");
+    let p = Podman::new("systemd");
     let base = p.systemd_base();
     let dir = tempfile::tempdir().unwrap();
     let package = deb::build(dir.path());
