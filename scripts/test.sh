@@ -22,6 +22,20 @@ command -v npm >/dev/null 2>&1 || need_apt+=(nodejs npm)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 # jemalloc (the binary's allocator) is built from C with make.
 command -v make >/dev/null 2>&1 || need_apt+=(make)
+# The container image and compose file are built and run with podman (runc: crun refuses some
+# VMs' hybrid cgroups), podman-compose and CNI's dnsname plugin (service names on the compose
+# network); the image tests strip the binary (binutils). The Debian package's unit is checked
+# with systemd-analyze (systemd) and its postinst needs adduser; debootstrap makes, once per
+# machine, the Debian image whose systemd runs the unit (tests/container.rs, tests/package.rs,
+# tests/systemd_unit.rs).
+command -v podman >/dev/null 2>&1 || need_apt+=(podman)
+command -v runc >/dev/null 2>&1 || need_apt+=(runc)
+command -v podman-compose >/dev/null 2>&1 || need_apt+=(podman-compose)
+[ -x /usr/lib/cni/dnsname ] || need_apt+=(golang-github-containernetworking-plugin-dnsname)
+command -v strip >/dev/null 2>&1 || need_apt+=(binutils)
+command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
+command -v adduser >/dev/null 2>&1 || need_apt+=(adduser)
+command -v debootstrap >/dev/null 2>&1 || need_apt+=(debootstrap)
 if [ ${#need_apt[@]} -gt 0 ]; then
   sudo_cmd=""; [ "$(id -u)" = 0 ] || sudo_cmd="sudo"
   $sudo_cmd apt-get update -qq
@@ -29,6 +43,9 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 
 rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup component add rustfmt clippy || true
+# cargo-deb builds the Debian package (tests/package.rs); pinned, so CI packages the same way
+# (about 3 minutes to build once, on 2 cores).
+command -v cargo-deb >/dev/null 2>&1 || cargo install cargo-deb --locked --version 3.8.0
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -18,7 +18,14 @@ pub enum Action {
     Breaker(String, String, String),
     Reload,
     Events,
+    /// `GET /healthz`: exit 0 when the gateway answers `{"status": "ok"}` (the container
+    /// image's `HEALTHCHECK`; needs no token).
+    Health,
 }
+
+/// How long one command waits for its answer (not `events`, which follows until stopped): a
+/// health check must fail, not hang, when the gateway stops answering.
+const DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Where and how to ask.
 pub struct Target {
@@ -30,6 +37,21 @@ pub struct Target {
 
 /// Runs one action; `Err` is the message to print (exit 1).
 pub async fn run(target: &Target, action: Action) -> Result<(), String> {
+    if let Action::Events = action {
+        return ask(target, action).await;
+    }
+    tokio::time::timeout(DEADLINE, ask(target, action))
+        .await
+        .unwrap_or_else(|_| {
+            Err(format!(
+                "{}: no answer within {} s",
+                target.admin,
+                DEADLINE.as_secs()
+            ))
+        })
+}
+
+async fn ask(target: &Target, action: Action) -> Result<(), String> {
     let enc = |s: &str| percent_encode(s);
     let (method, path, body) = match &action {
         Action::Status => (Method::GET, "/status".to_string(), None),
@@ -52,6 +74,7 @@ pub async fn run(target: &Target, action: Action) -> Result<(), String> {
         ),
         Action::Reload => (Method::POST, "/reload".into(), Some("{}".into())),
         Action::Events => (Method::GET, "/events".into(), None),
+        Action::Health => (Method::GET, "/healthz".into(), None),
     };
     let authority = target
         .admin
@@ -101,6 +124,9 @@ pub async fn run(target: &Target, action: Action) -> Result<(), String> {
         return Err(error_text(status, &bytes));
     }
     let v: Value = serde_json::from_slice(&bytes).map_err(|e| format!("not JSON: {e}"))?;
+    if matches!(action, Action::Health) && v["status"] != "ok" {
+        return Err(format!("{authority}: not healthy: {v}"));
+    }
     if target.json {
         println!("{v}");
         return Ok(());
@@ -208,6 +234,7 @@ fn human(action: &Action, v: &Value) -> String {
             v["generation"]
         ),
         Action::Events => String::new(),
+        Action::Health => format!("{}\n", v["status"].as_str().unwrap_or("?")),
     }
 }
 

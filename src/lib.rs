@@ -24,6 +24,7 @@ pub mod proxy;
 pub mod reload;
 pub mod route;
 pub mod runtime;
+pub mod service;
 pub mod tls;
 pub mod upstream;
 

@@ -117,6 +117,9 @@ enum CtlCommand {
     },
     /// Reload the config file now.
     Reload,
+    /// Exit 0 when the admin listener answers GET /healthz with ok, 1 otherwise (a container
+    /// HEALTHCHECK: the image has no curl).
+    Health,
     /// Print state changes as they happen, until interrupted.
     Events {
         /// Keep following (the default; accepted for clarity).
@@ -172,6 +175,7 @@ fn main() -> ExitCode {
                 } => gatehouse::ctl::Action::Breaker(cluster, endpoint, state),
                 CtlCommand::Reload => gatehouse::ctl::Action::Reload,
                 CtlCommand::Events { .. } => gatehouse::ctl::Action::Events,
+                CtlCommand::Health => gatehouse::ctl::Action::Health,
             };
             let rt = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -400,80 +404,12 @@ enum ConfigFrom {
 
 async fn run(from: ConfigFrom) -> anyhow::Result<()> {
     raise_nofile_limit();
-    let signals = Signals::install()?;
+    let signals = gatehouse::service::Signals::install()?;
     let gw = match from {
         ConfigFrom::File(path) => gatehouse::Gateway::start_file(&path, None).await?,
         ConfigFrom::Etcd(urls, key) => gatehouse::Gateway::start_etcd(urls, &key, None).await?,
     };
-    wait_and_drain(gw, signals).await
-}
-
-/// The signals the process answers, installed before anything is served (a signal that arrives
-/// while the gateway starts is handled, not fatal).
-struct Signals {
-    stop: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
-    #[cfg(unix)]
-    hangup: tokio::signal::unix::Signal,
-    /// SIGUSR1: reopen the access-log file (after logrotate moved it).
-    #[cfg(unix)]
-    reopen: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    fn install() -> anyhow::Result<Self> {
-        Ok(Signals {
-            stop: Box::pin(gatehouse::shutdown_signal()),
-            #[cfg(unix)]
-            hangup: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?,
-            #[cfg(unix)]
-            reopen: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())?,
-        })
-    }
-}
-
-/// Serves until SIGTERM/SIGINT, reloading on SIGHUP and reopening the access log on SIGUSR1,
-/// then drains.
-async fn wait_and_drain(gw: gatehouse::Gateway, signals: Signals) -> anyhow::Result<()> {
-    #[cfg(unix)]
-    let Signals {
-        mut stop,
-        mut hangup,
-        mut reopen,
-    } = signals;
-    #[cfg(not(unix))]
-    let Signals { mut stop } = signals;
-    #[cfg(unix)]
-    {
-        loop {
-            tokio::select! {
-                _ = &mut stop => break,
-                _ = hangup.recv() => {
-                    let _ = gw.reload("sighup").await;
-                }
-                _ = reopen.recv() => {
-                    if let Some(log) = &gw.runtime().access_log {
-                        match log.reopen() {
-                            Ok(()) => tracing::info!("access log reopened (SIGUSR1)"),
-                            Err(e) => tracing::error!(error = %e, "cannot reopen the access log; lines keep going to the old file"),
-                        }
-                    }
-                }
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    (&mut stop).await;
-    let drain = gw.runtime().snapshot().config.drain_timeout.0;
-    tracing::info!(
-        drain_timeout_ms = drain.as_millis() as u64,
-        "shutting down: draining in-flight requests"
-    );
-    if gw.shutdown(drain).await {
-        tracing::info!("drained; exiting");
-    } else {
-        tracing::warn!("drain timeout reached; exiting with requests still in flight");
-    }
-    Ok(())
+    gatehouse::service::serve(gw, signals).await
 }
 
 async fn run_demo(listen: String, admin: String, print_config: bool) -> anyhow::Result<()> {
@@ -532,7 +468,7 @@ async fn run_demo(listen: String, admin: String, print_config: bool) -> anyhow::
     }
     let gamma = addrs[2];
     let config = gatehouse_config::load_str(&yaml, "<demo>").map_err(|e| anyhow::anyhow!("{e}"))?;
-    let signals = Signals::install()?;
+    let signals = gatehouse::service::Signals::install()?;
     let gw = gatehouse::Gateway::start(config, None).await?;
     let g = format!("http://{}", gw.addrs()[0].1);
     let a = gw
@@ -544,5 +480,5 @@ async fn run_demo(listen: String, admin: String, print_config: bool) -> anyhow::
         env!("CARGO_PKG_VERSION"),
         lines.join("\n")
     );
-    wait_and_drain(gw, signals).await
+    gatehouse::service::serve(gw, signals).await
 }

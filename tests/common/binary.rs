@@ -122,6 +122,22 @@ impl Running {
             .unwrap()
     }
 
+    /// Waits up to `within` for the process to exit; panics if it has not.
+    #[allow(dead_code)]
+    pub async fn exit_status(&mut self, within: Duration) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the gateway did not exit within {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     pub fn signal(&self, sig: &str) {
         let ok = Command::new("kill")
             .arg(format!("-{sig}"))
