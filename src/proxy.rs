@@ -953,4 +953,3 @@ mod future_size {
         );
     }
 }
-
