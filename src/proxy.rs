@@ -34,6 +34,7 @@ use std::time::{Instant, SystemTime};
 /// An `async` block that uses `req` where it was captured, not an `async fn`: an `async fn`
 /// keeps its argument and the local it is moved to, and this future is copied into a box for
 /// every request (docs/design/performance.md).
+#[allow(clippy::manual_async_fn)] // an `async fn` would hold the argument twice (above)
 pub fn handle(
     ctx: Arc<ConnCtx>,
     mut req: Request<Incoming>,
@@ -290,6 +291,7 @@ fn request_host<B>(req: &Request<B>) -> Option<&str> {
 
 /// Routes and forwards a canonical request. An `async` block, like [`handle`]'s, so that the
 /// request is held once.
+#[allow(clippy::manual_async_fn)] // an `async fn` would hold the argument twice (above)
 fn forward<'a>(
     ctx: &'a ConnCtx,
     snap: &'a Snapshot,

@@ -223,6 +223,7 @@ where
 /// An `async` block that uses `out`'s fields where they are, rather than an `async fn` that
 /// takes them apart: an `async fn` keeps its argument and the locals its parts are moved to,
 /// and this future is part of every request's (docs/design/performance.md).
+#[allow(clippy::manual_async_fn)] // an `async fn` would hold the argument twice (above)
 pub fn run<'a>(
     cluster: &'a Cluster,
     mut out: Outgoing<'a>,

@@ -213,6 +213,7 @@ impl H1Pool {
     /// An `async` block rather than an `async fn`: the block holds the request once, as its
     /// capture, where an `async fn` would hold it twice (its argument and the local it is moved
     /// to), and this future is part of every request's (docs/design/performance.md).
+    #[allow(clippy::manual_async_fn)] // an `async fn` would hold the argument twice (above)
     pub fn send<'a>(
         self: &'a Arc<Self>,
         mut req: Request<Body>,
