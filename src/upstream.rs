@@ -162,11 +162,17 @@ impl UpstreamClient {
     /// Sends a request over a pooled connection; resolves when the response head arrives, with
     /// what gives an HTTP/1.1 connection back to the pool when the body has been read.
     /// `connected` is marked when the request has a connection.
-    pub async fn send(
-        &self,
+    ///
+    /// Not an `async fn`: the head is fixed up now and the pool's (or hyper-util's) future is
+    /// returned as it is, so the request is held once in it rather than again by a layer
+    /// around it (this future is part of every request's; docs/design/performance.md).
+    pub fn send<'a>(
+        &'a self,
         mut req: Request<Body>,
-        connected: &Connected,
-    ) -> Result<(Response<Incoming>, Option<Checkin>), ProxyError> {
+        connected: &'a Connected,
+    ) -> impl Future<Output = Result<(Response<Incoming>, Option<Checkin>), ProxyError>> + Send + 'a
+    {
+        use futures_util::future::{Either, FutureExt};
         match &self.kind {
             Kind::H1(pool) => {
                 // On the wire: origin form, and a Host (the proxy sets the client's; a health
@@ -179,10 +185,12 @@ impl UpstreamClient {
                 if let Some(pq) = req.uri().path_and_query().cloned() {
                     *req.uri_mut() = Uri::from(pq);
                 }
-                let (resp, checkin) = pool.send(req, connected).await?;
-                Ok((framed(resp, false)?, Some(checkin)))
+                Either::Left(pool.send(req, connected).map(|r| {
+                    let (resp, checkin) = r?;
+                    Ok((framed(resp, false)?, Some(checkin)))
+                }))
             }
-            Kind::H2(client) => {
+            Kind::H2(client) => Either::Right(async move {
                 // Multiplexed: a request waits for no connection of its own.
                 connected.mark();
                 let resp = client
@@ -190,7 +198,7 @@ impl UpstreamClient {
                     .await
                     .map_err(|e| classify_upstream(&e))?;
                 Ok((framed(resp, false)?, None))
-            }
+            }),
         }
     }
 

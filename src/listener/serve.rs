@@ -98,7 +98,7 @@ pub(super) async fn resume<Io: Transport>(
 
 /// The request path as hyper calls it. hyper keeps one slot for the request future per
 /// connection, sized for it, for as long as the connection lives; the request path's future is
-/// ~8 KiB. Boxed per request, a keep-alive connection holds a pointer instead (one allocation
+/// ~5 KiB. Boxed per request, a keep-alive connection holds a pointer instead (one allocation
 /// per request, freed at once).
 fn service(
     ctx: &Arc<ConnCtx>,

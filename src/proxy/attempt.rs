@@ -10,6 +10,7 @@ use crate::error::ProxyError;
 use crate::observe::events::Events;
 use crate::upstream::Connected;
 use bytes::Bytes;
+use futures_util::future::Either;
 use gatehouse_config::policy::RetryOn;
 use http::request::Parts;
 use http::{Method, Request, Response};
@@ -24,6 +25,20 @@ pub enum ReqBody {
     Replayable(Bytes),
     /// Streamed: only one try.
     Once(Body),
+}
+
+impl ReqBody {
+    /// The body for one try, and whether another try could send it again. A streamed body
+    /// leaves an empty one behind, which no try sends: it allows no retry.
+    fn for_try(&mut self) -> (Body, bool) {
+        match std::mem::replace(self, ReqBody::Replayable(Bytes::new())) {
+            ReqBody::Replayable(b) => {
+                *self = ReqBody::Replayable(b.clone());
+                (Body::full(b), true)
+            }
+            ReqBody::Once(b) => (b, false),
+        }
+    }
 }
 
 /// A finished exchange: the response, the endpoint that gave it, and its in-flight guard.
@@ -203,273 +218,293 @@ where
     }
 }
 
-/// Runs the tries for one request. `head` is the upstream request head, already rewritten.
-pub async fn run(
-    cluster: &Cluster,
-    out: Outgoing<'_>,
-    events: &Events,
-    tries: &mut Tries,
-) -> Result<Answer, ProxyError> {
-    let Outgoing {
-        mut head,
-        body,
-        allow_non_idempotent,
-        key,
-        progress,
-        request_timeout,
-        host_from_endpoint,
-        trace,
-    } = out;
-    let started = Instant::now();
-    let request_timeout = request_timeout.unwrap_or(cluster.timeouts.request.0);
-    // The cluster's own limit first: past it, answer at once rather than pile on.
-    let Some(cluster_slot) = cluster
-        .state
-        .take(|s| &s.requests, cluster.limits.max_requests)
-    else {
-        cluster.retry_counters.overflow_requests.inc();
-        return Err(ProxyError::ClusterOverloaded);
-    };
-    let cluster_slot = Some(cluster_slot);
-    // Held for as long as the retry it was taken for runs (replaced by the next one).
-    let mut _retry_slot: Option<crate::cluster::Slot> = None;
-    let deadline = started + request_timeout;
-    let per_try = cluster
-        .retries
-        .per_try_timeout
-        .map_or(request_timeout, |d| d.0.min(request_timeout));
-    let may_retry_method = idempotent(&head.method) || allow_non_idempotent;
-    cluster.state.budget.record_request(started);
-    let mut body = Some(body);
-    // Inline: most requests make one try, and no try should cost an allocation for this.
-    let mut tried: smallvec::SmallVec<[usize; 4]> = smallvec::SmallVec::new();
-    // The previous try's result, answered if no other endpoint is left to retry on.
-    let mut last: Option<Result<Answer, ProxyError>> = None;
-    let mut first_try = Some(started);
-    loop {
-        let now = first_try.take().unwrap_or_else(Instant::now);
-        let Some(picked) = cluster.pick(now, &tried, key, events) else {
-            let last = last.unwrap_or_else(|| {
-                Err(ProxyError::NoEligibleEndpoint {
-                    retry_after: cluster.retry_after(now),
-                })
-            });
-            return with_slot(last, cluster_slot);
+/// Runs the tries for one request. `out.head` is the upstream request head, already rewritten.
+///
+/// An `async` block that uses `out`'s fields where they are, rather than an `async fn` that
+/// takes them apart: an `async fn` keeps its argument and the locals its parts are moved to,
+/// and this future is part of every request's (docs/design/performance.md).
+#[allow(clippy::manual_async_fn)] // an `async fn` would hold the argument twice (above)
+pub fn run<'a>(
+    cluster: &'a Cluster,
+    mut out: Outgoing<'a>,
+    events: &'a Events,
+    tries: &'a mut Tries,
+) -> impl std::future::Future<Output = Result<Answer, ProxyError>> + 'a {
+    async move {
+        let (progress, trace, key) = (out.progress, out.trace, out.key);
+        let started = Instant::now();
+        let request_timeout = out.request_timeout.unwrap_or(cluster.timeouts.request.0);
+        // The cluster's own limit first: past it, answer at once rather than pile on.
+        let Some(cluster_slot) = cluster
+            .state
+            .take(|s| &s.requests, cluster.limits.max_requests)
+        else {
+            cluster.retry_counters.overflow_requests.inc();
+            return Err(ProxyError::ClusterOverloaded);
         };
-        tried.push(picked.index);
-        let ep = picked.endpoint;
-        tries.last_endpoint = Some(ep.state.address.clone());
-        let mut guard = ProbeGuard {
-            state: ep.state.clone(),
-            armed: picked.admission == Admission::Probe,
-        };
-        let in_flight = ep.state.start_request();
+        let cluster_slot = Some(cluster_slot);
+        // Held for as long as the retry it was taken for runs (replaced by the next one).
+        let mut _retry_slot: Option<crate::cluster::Slot> = None;
+        let deadline = started + request_timeout;
+        let per_try = cluster
+            .retries
+            .per_try_timeout
+            .map_or(request_timeout, |d| d.0.min(request_timeout));
+        let may_retry_method = idempotent(&out.head.method) || out.allow_non_idempotent;
+        cluster.state.budget.record_request(started);
+        // Inline: most requests make one try, and no try should cost an allocation for this.
+        let mut tried: smallvec::SmallVec<[usize; 4]> = smallvec::SmallVec::new();
+        // The previous try's result, answered if no other endpoint is left to retry on.
+        let mut last: Option<Result<Answer, ProxyError>> = None;
+        let mut first_try = Some(started);
+        loop {
+            let now = first_try.take().unwrap_or_else(Instant::now);
+            let Some(picked) = cluster.pick(now, &tried, key, events) else {
+                let last = last.unwrap_or_else(|| {
+                    Err(ProxyError::NoEligibleEndpoint {
+                        retry_after: cluster.retry_after(now),
+                    })
+                });
+                return with_slot(last, cluster_slot);
+            };
+            tried.push(picked.index);
+            let ep = picked.endpoint;
+            tries.last_endpoint = Some(ep.state.address.clone());
+            let mut guard = ProbeGuard {
+                state: ep.state.clone(),
+                armed: picked.admission == Admission::Probe,
+            };
+            let in_flight = ep.state.start_request();
 
-        let (req_body, replay) = match body.take() {
-            Some(ReqBody::Replayable(b)) => (Body::full(b.clone()), Some(ReqBody::Replayable(b))),
-            Some(ReqBody::Once(b)) => (b, None),
-            None => (Body::empty(), None),
-        };
-        let can_replay = replay.is_some();
-        body = replay;
-        let mut req = Request::new(req_body);
-        // The head is copied only when another try could need it; the last possible try
-        // takes it.
-        let another_try_possible =
-            can_replay && may_retry_method && tries.retries < cluster.retries.attempts;
-        *req.version_mut() = head.version;
-        if another_try_possible {
-            *req.method_mut() = head.method.clone();
-            *req.uri_mut() = head.uri.clone();
-            *req.headers_mut() = head.headers.clone();
-        } else {
-            *req.method_mut() = std::mem::take(&mut head.method);
-            *req.uri_mut() = std::mem::take(&mut head.uri);
-            *req.headers_mut() = std::mem::take(&mut head.headers);
-        }
-        if host_from_endpoint {
-            set_host(&mut req, &ep.state.address);
-        }
-        // A recorded request: this try's span, which the backend's `traceparent` names.
-        let try_span = trace.map(|t| t.start_try(req.method(), &ep.state.address, tries.retries));
-        if let Some(s) = &try_span {
-            req.headers_mut()
-                .insert(crate::observe::ids::TRACEPARENT, s.traceparent());
-        }
-
-        let budget_left = deadline.saturating_duration_since(now);
-        // The pick took nanoseconds: one clock read serves both.
-        let sent = now;
-        let fault = ep.state.active_fault(now, events);
-        let mut checkin: Option<crate::upstream::Checkin> = None;
-        let connected = Connected::default();
-        let (result, slow_recorded) = {
-            // The try's futures are pinned here and lent to the layers that watch them: passed by
-            // value, each layer would hold its own copy (an async fn keeps its argument and the
-            // local it moves it to), and the request's future was 16 KiB, copied onto the heap
-            // for every request.
-            let send = std::pin::pin!(async {
-                if let Some(d) = fault.and_then(|f| f.delay) {
-                    // The drill's delay stands in for the endpoint's own.
-                    connected.mark();
-                    tokio::time::sleep(d).await;
-                }
-                match fault.and_then(|f| f.abort) {
-                    // A drill answers in the endpoint's place: recorded like a real failure.
-                    Some(status) => Err(ProxyError::Injected { status }),
-                    None => ep.client.send(req, &connected).await.map(|(resp, c)| {
+            let (req_body, can_replay) = out.body.for_try();
+            // The head is copied only when another try could need it; the last possible try
+            // takes it.
+            let another_try_possible =
+                can_replay && may_retry_method && tries.retries < cluster.retries.attempts;
+            // A recorded request: this try's span, which the backend's `traceparent` names.
+            let try_span =
+                trace.map(|t| t.start_try(&out.head.method, &ep.state.address, tries.retries));
+            let budget_left = deadline.saturating_duration_since(now);
+            // The pick took nanoseconds: one clock read serves both.
+            let sent = now;
+            let fault = ep.state.active_fault(now, events);
+            let mut checkin: Option<crate::upstream::Checkin> = None;
+            let connected = Connected::default();
+            let (result, slow_recorded) = {
+                // The try's futures are pinned here and lent to the layers that watch them:
+                // passed by value, each layer would hold its own copy (an async fn keeps its
+                // argument and the local it moves it to), and the request's future was 16 KiB,
+                // copied onto the heap for every request. The try's request is made straight
+                // into the client's future (held there only, not also in a local here), and a
+                // drill's abort answers in the endpoint's place: recorded like a real failure.
+                let upstream = match fault.and_then(|f| f.abort) {
+                    Some(status) => {
+                        // Moved on both paths: a body left in a local would be kept in this
+                        // future across the try.
+                        drop(req_body);
+                        Either::Right(std::future::ready(Err(ProxyError::Injected { status })))
+                    }
+                    None => Either::Left(ep.client.send(
+                        try_request(
+                            &mut out.head,
+                            req_body,
+                            another_try_possible,
+                            out.host_from_endpoint.then_some(&*ep.state.address),
+                            try_span.as_deref(),
+                        ),
+                        &connected,
+                    )),
+                };
+                let mut upstream = std::pin::pin!(upstream);
+                let send = std::pin::pin!(async {
+                    if let Some(d) = fault.and_then(|f| f.delay) {
+                        // The drill's delay stands in for the endpoint's own.
+                        connected.mark();
+                        tokio::time::sleep(d).await;
+                    }
+                    upstream.as_mut().await.map(|(resp, c)| {
                         checkin = c;
                         resp
-                    }),
-                }
-            });
-            let may_move =
-                can_replay && may_retry_method && tries.retries < cluster.retries.attempts;
-            let on_wire = (&connected, progress);
-            let within = std::pin::pin!(send_within(send, per_try.min(budget_left), on_wire));
-            watched(
-                within,
-                (cluster, &ep.state, picked.admission),
-                (may_move, on_wire),
-                events,
-            )
-            .await
-        };
-        if slow_recorded {
-            // The breaker has this try's outcome (and a probe its verdict) already.
-            guard.armed = false;
-        }
-        // A failure the client's body caused is the client's: not retried, not recorded.
-        let result = match (result, progress.fault()) {
-            (Err(_), Some(f)) => Err(ProxyError::Downstream(f)),
-            (r, _) => r,
-        };
-        // One clock read for everything after the try (latency, breaker, retry decision).
-        let after = Instant::now();
-        let elapsed = after.saturating_duration_since(sent);
-        tries.upstream += elapsed;
-        // The endpoint's own time: not the wait for a connection, not a slow client's upload.
-        let took = endpoint_took(&connected, progress, elapsed, after);
-        if matches!(result, Ok(_) | Err(ProxyError::RequestTimeout)) {
-            ep.state.observe_latency(took, after);
-        }
-        ep.metrics.duration.observe(took.as_secs_f64());
-
-        // Record the outcome on the endpoint (errors that are not the endpoint's fault aren't).
-        let call = match &result {
-            Ok(resp) => Some(Call {
-                failed: resp.status().is_server_error(),
-                slow: took >= cluster.breaker.slow_call_duration.0,
-            }),
-            Err(ProxyError::Injected { status }) => Some(Call {
-                failed: *status >= 500,
-                slow: took >= cluster.breaker.slow_call_duration.0,
-            }),
-            Err(e)
-                if e.retryable()
-                    || matches!(
-                        e,
-                        ProxyError::RequestTimeout | ProxyError::UpstreamBadFraming
-                    ) =>
-            {
-                Some(Call {
-                    failed: true,
-                    slow: took >= cluster.breaker.slow_call_duration.0,
-                })
-            }
-            Err(_) => None,
-        };
-        if let Some(c) = &call {
-            if c.failed {
-                ep.metrics.failure.inc();
-            } else {
-                ep.metrics.success.inc();
-            }
-        }
-        // A try already counted as slow when it crossed the threshold adds only a failure.
-        let call = call.filter(|c| !slow_recorded || c.failed);
-        if let Some(call) = call {
-            guard.armed = false;
-            let may_trip = !(call.failed || call.slow) || cluster.may_eject();
-            let t = ep.state.record(
-                &cluster.breaker,
-                after,
-                call,
-                picked.admission,
-                may_trip,
-                events,
-            );
-            if t == Some(crate::cluster::breaker::Transition::Closed) {
-                // Back in rotation: ramp its share up rather than hand it a full share at once.
-                ep.state.start_ramp(cluster.slow_start);
-            }
-        }
-
-        let wanted = tries.retries < cluster.retries.attempts
-            && may_retry_method
-            && can_replay
-            && (condition(&result).is_some_and(|c| cluster.retry_on.contains(&c))
-                || matches!(result, Err(ProxyError::EndpointEjected)))
-            && after < deadline;
-        // At most `max_retries` retries in flight at once.
-        let next_slot = if wanted {
-            let slot = cluster
-                .state
-                .take(|s| &s.retries, cluster.limits.max_retries);
-            if slot.is_none() {
-                cluster.retry_counters.overflow_retries.inc();
-            }
-            slot
-        } else {
-            None
-        };
-        let retry = next_slot.is_some()
-            && cluster.state.budget.try_spend(
-                after,
-                cluster.retries.budget.0,
-                cluster.retries.min_retries_per_second,
-            );
-        if next_slot.is_some() && !retry {
-            cluster.retry_counters.refused_by_budget.inc();
-        }
-        if retry {
-            cluster.retry_counters.sent.inc();
-        }
-        if matches!(result, Err(ProxyError::ClusterOverloaded)) {
-            cluster.retry_counters.overflow_connections.inc();
-        }
-        if let Some(s) = try_span {
-            let (status, failure) = match &result {
-                Ok(r) => (Some(r.status().as_u16()), None),
-                Err(e @ ProxyError::Injected { status }) => (Some(*status), Some(e.reason())),
-                Err(e) => (None, Some(e.reason())),
+                    })
+                });
+                let may_move =
+                    can_replay && may_retry_method && tries.retries < cluster.retries.attempts;
+                let on_wire = (&connected, progress);
+                let within = std::pin::pin!(send_within(send, per_try.min(budget_left), on_wire));
+                watched(
+                    within,
+                    (cluster, &ep.state, picked.admission),
+                    (may_move, on_wire),
+                    events,
+                )
+                .await
             };
-            s.finish(status, failure, retry);
+            if slow_recorded {
+                // The breaker has this try's outcome (and a probe its verdict) already.
+                guard.armed = false;
+            }
+            // A failure the client's body caused is the client's: not retried, not recorded.
+            let result = match (result, progress.fault()) {
+                (Err(_), Some(f)) => Err(ProxyError::Downstream(f)),
+                (r, _) => r,
+            };
+            // One clock read for everything after the try (latency, breaker, retry decision).
+            let after = Instant::now();
+            let elapsed = after.saturating_duration_since(sent);
+            tries.upstream += elapsed;
+            // The endpoint's own time: not the wait for a connection, not a slow client's upload.
+            let took = endpoint_took(&connected, progress, elapsed, after);
+            if matches!(result, Ok(_) | Err(ProxyError::RequestTimeout)) {
+                ep.state.observe_latency(took, after);
+            }
+            ep.metrics.duration.observe(took.as_secs_f64());
+
+            // Record the outcome on the endpoint (errors that are not the endpoint's fault aren't).
+            let call = match &result {
+                Ok(resp) => Some(Call {
+                    failed: resp.status().is_server_error(),
+                    slow: took >= cluster.breaker.slow_call_duration.0,
+                }),
+                Err(ProxyError::Injected { status }) => Some(Call {
+                    failed: *status >= 500,
+                    slow: took >= cluster.breaker.slow_call_duration.0,
+                }),
+                Err(e)
+                    if e.retryable()
+                        || matches!(
+                            e,
+                            ProxyError::RequestTimeout | ProxyError::UpstreamBadFraming
+                        ) =>
+                {
+                    Some(Call {
+                        failed: true,
+                        slow: took >= cluster.breaker.slow_call_duration.0,
+                    })
+                }
+                Err(_) => None,
+            };
+            if let Some(c) = &call {
+                if c.failed {
+                    ep.metrics.failure.inc();
+                } else {
+                    ep.metrics.success.inc();
+                }
+            }
+            // A try already counted as slow when it crossed the threshold adds only a failure.
+            let call = call.filter(|c| !slow_recorded || c.failed);
+            if let Some(call) = call {
+                guard.armed = false;
+                let may_trip = !(call.failed || call.slow) || cluster.may_eject();
+                let t = ep.state.record(
+                    &cluster.breaker,
+                    after,
+                    call,
+                    picked.admission,
+                    may_trip,
+                    events,
+                );
+                if t == Some(crate::cluster::breaker::Transition::Closed) {
+                    // Back in rotation: ramp its share up rather than hand it a full share at once.
+                    ep.state.start_ramp(cluster.slow_start);
+                }
+            }
+
+            let wanted = tries.retries < cluster.retries.attempts
+                && may_retry_method
+                && can_replay
+                && (condition(&result).is_some_and(|c| cluster.retry_on.contains(&c))
+                    || matches!(result, Err(ProxyError::EndpointEjected)))
+                && after < deadline;
+            // At most `max_retries` retries in flight at once.
+            let next_slot = if wanted {
+                let slot = cluster
+                    .state
+                    .take(|s| &s.retries, cluster.limits.max_retries);
+                if slot.is_none() {
+                    cluster.retry_counters.overflow_retries.inc();
+                }
+                slot
+            } else {
+                None
+            };
+            let retry = next_slot.is_some()
+                && cluster.state.budget.try_spend(
+                    after,
+                    cluster.retries.budget.0,
+                    cluster.retries.min_retries_per_second,
+                );
+            if next_slot.is_some() && !retry {
+                cluster.retry_counters.refused_by_budget.inc();
+            }
+            if retry {
+                cluster.retry_counters.sent.inc();
+            }
+            if matches!(result, Err(ProxyError::ClusterOverloaded)) {
+                cluster.retry_counters.overflow_connections.inc();
+            }
+            if let Some(s) = try_span {
+                let (status, failure) = match &result {
+                    Ok(r) => (Some(r.status().as_u16()), None),
+                    Err(e @ ProxyError::Injected { status }) => (Some(*status), Some(e.reason())),
+                    Err(e) => (None, Some(e.reason())),
+                };
+                s.finish(status, failure, retry);
+            }
+            let result = result.map(|response| Answer {
+                response,
+                endpoint: ep.state.address.clone(),
+                in_flight,
+                cluster_slot: None,
+                // A backend that answered before the whole request body was read has a connection
+                // still busy with the upload: the body does not hand it back; dropped here, the pool
+                // takes it back only once it is idle (`Checkin`'s `Drop`).
+                checkin: checkin.take().filter(|_| progress.ended()),
+            });
+            if !retry {
+                return with_slot(result, cluster_slot);
+            }
+            _retry_slot = next_slot;
+            last = Some(result);
+            tries.retries += 1;
+            let base = cluster.retries.backoff.0;
+            let exp = base
+                .saturating_mul(1 << (tries.retries - 1).min(10))
+                .min(Duration::from_secs(1));
+            let wait = exp.mul_f64(0.5 + 0.5 * fastrand::f64());
+            let wait = wait.min(deadline.saturating_duration_since(Instant::now()));
+            tokio::time::sleep(wait).await;
         }
-        let result = result.map(|response| Answer {
-            response,
-            endpoint: ep.state.address.clone(),
-            in_flight,
-            cluster_slot: None,
-            // A backend that answered before the whole request body was read has a connection
-            // still busy with the upload: the body does not hand it back; dropped here, the pool
-            // takes it back only once it is idle (`Checkin`'s `Drop`).
-            checkin: checkin.take().filter(|_| progress.ended()),
-        });
-        if !retry {
-            return with_slot(result, cluster_slot);
-        }
-        _retry_slot = next_slot;
-        last = Some(result);
-        tries.retries += 1;
-        let base = cluster.retries.backoff.0;
-        let exp = base
-            .saturating_mul(1 << (tries.retries - 1).min(10))
-            .min(Duration::from_secs(1));
-        let wait = exp.mul_f64(0.5 + 0.5 * fastrand::f64());
-        let wait = wait.min(deadline.saturating_duration_since(Instant::now()));
-        tokio::time::sleep(wait).await;
     }
+}
+
+/// One try's request: the head cloned when another try could need it, else taken; the
+/// endpoint's `Host` (`host_rewrite: {endpoint: true}`) and the try span's `traceparent`.
+fn try_request(
+    head: &mut Parts,
+    body: Body,
+    keep_head: bool,
+    endpoint_host: Option<&str>,
+    span: Option<&crate::observe::otel::TrySpan>,
+) -> Request<Body> {
+    let mut req = Request::new(body);
+    *req.version_mut() = head.version;
+    if keep_head {
+        *req.method_mut() = head.method.clone();
+        *req.uri_mut() = head.uri.clone();
+        *req.headers_mut() = head.headers.clone();
+    } else {
+        *req.method_mut() = std::mem::take(&mut head.method);
+        *req.uri_mut() = std::mem::take(&mut head.uri);
+        *req.headers_mut() = std::mem::take(&mut head.headers);
+    }
+    if let Some(address) = endpoint_host {
+        set_host(&mut req, address);
+    }
+    if let Some(s) = span {
+        req.headers_mut()
+            .insert(crate::observe::ids::TRACEPARENT, s.traceparent());
+    }
+    req
 }
 
 /// `host_rewrite: {endpoint: true}`: the try's `Host` (HTTP/1.1) or `:authority` (HTTP/2) is

@@ -19,6 +19,28 @@ static HOP_BY_HOP: [HeaderName; 9] = [
     HeaderName::from_static("http2-settings"),
 ];
 
+/// `te`'s bit in what [`hop_bit`] returns (after [`HOP_BY_HOP`]'s).
+const TE_BIT: u16 = 1 << HOP_BY_HOP.len();
+
+/// The bit of `n` in [`HOP_BY_HOP`] (bit i: `HOP_BY_HOP[i]`), [`TE_BIT`] for `te`, else 0. A
+/// match on the name's text (its length first): a few instructions per header where comparing
+/// it with each hop-by-hop name cost nine comparisons.
+fn hop_bit(n: &HeaderName) -> u16 {
+    match n.as_str() {
+        "connection" => 1 << 0,
+        "keep-alive" => 1 << 1,
+        "proxy-connection" => 1 << 2,
+        "proxy-authenticate" => 1 << 3,
+        "proxy-authorization" => 1 << 4,
+        "trailer" => 1 << 5,
+        "transfer-encoding" => 1 << 6,
+        "upgrade" => 1 << 7,
+        "http2-settings" => 1 << 8,
+        "te" => TE_BIT,
+        _ => 0,
+    }
+}
+
 pub use crate::canonical::client::X_FORWARDED_FOR;
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -63,13 +85,10 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: Option<HeaderValue>) {
     // is far cheaper than a hashed removal per hop-by-hop name, and most messages carry none
     // of them or one (`Connection: keep-alive`).
     let mut present = 0u16;
-    let mut te = false;
     for n in h.keys() {
-        if let Some(i) = HOP_BY_HOP.iter().position(|hop| hop == n) {
-            present |= 1 << i;
-        }
-        te |= n == header::TE;
+        present |= hop_bit(n);
     }
+    let te = present & TE_BIT != 0;
     if present & 1 != 0 {
         // `Connection` names more headers to drop; the hop-by-hop ones go below anyway.
         let named: smallvec::SmallVec<[HeaderName; 2]> = h
@@ -246,6 +265,16 @@ mod tests {
             );
         }
         h
+    }
+
+    #[test]
+    fn each_hop_by_hop_name_has_its_own_bit() {
+        for (i, n) in HOP_BY_HOP.iter().enumerate() {
+            assert_eq!(hop_bit(n), 1 << i, "{n}");
+        }
+        assert_eq!(hop_bit(&header::TE), TE_BIT);
+        assert_eq!(hop_bit(&header::HOST), 0);
+        assert_eq!(hop_bit(&HeaderName::from_static("x-upgrade")), 0);
     }
 
     #[test]

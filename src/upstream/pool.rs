@@ -155,12 +155,10 @@ impl H1Pool {
     }
 
     /// An idle connection, or a new one once there is room under the cluster's
-    /// `max_connections`, whichever comes first (`true` when new).
-    async fn checkout(&self) -> Result<(Sender, bool), ProxyError> {
-        // Most requests find one idle: no deadline, no waiter registration.
-        if let Some(s) = self.take() {
-            return Ok((s, false));
-        }
+    /// `max_connections`, whichever comes first (`true` when new). Only called when none was
+    /// idle: its future (a waiter, a deadline, the dial) is boxed by the caller, so that the
+    /// request that finds one idle does not carry it.
+    async fn checkout_wait(&self) -> Result<(Sender, bool), ProxyError> {
         let deadline = Instant::now() + self.connect_timeout;
         loop {
             let returned = self.returned.notified();
@@ -179,6 +177,16 @@ impl H1Pool {
                 _ = returned => {}
             }
         }
+    }
+
+    /// A new connection for a request a pooled one handed back (see [`H1Pool::send`]).
+    async fn redial(&self) -> Result<Sender, ProxyError> {
+        let permit = self
+            .limit
+            .acquire(self.connect_timeout)
+            .await
+            .map_err(|_| ProxyError::ClusterOverloaded)?;
+        self.dial(permit).await
     }
 
     /// A new connection. Its future (TCP, TLS, the HTTP/1.1 handshake) is big and rarely
@@ -201,55 +209,62 @@ impl H1Pool {
 
     /// Sends `req` over a pooled (or new) connection; resolves when the response head arrives,
     /// with what gives the connection back once the body has been read.
-    pub async fn send(
-        self: &Arc<Self>,
+    ///
+    /// An `async` block rather than an `async fn`: the block holds the request once, as its
+    /// capture, where an `async fn` would hold it twice (its argument and the local it is moved
+    /// to), and this future is part of every request's (docs/design/performance.md).
+    #[allow(clippy::manual_async_fn)] // an `async fn` would hold the argument twice (above)
+    pub fn send<'a>(
+        self: &'a Arc<Self>,
         mut req: Request<Body>,
-        connected: &super::Connected,
-    ) -> Result<(Response<Incoming>, Checkin), ProxyError> {
-        // Whether the request has already been handed back once by a pooled connection that
-        // closed under it: then it goes on a new connection and is not handed back again.
-        let mut resent = false;
-        loop {
-            let (mut sender, fresh) = if resent {
-                let permit = self
-                    .limit
-                    .acquire(self.connect_timeout)
+        connected: &'a super::Connected,
+    ) -> impl std::future::Future<Output = Result<(Response<Incoming>, Checkin), ProxyError>> + Send + 'a
+    {
+        async move {
+            // Whether the request has already been handed back once by a pooled connection
+            // that closed under it: then it goes on a new connection and is not handed back
+            // again.
+            let mut resent = false;
+            loop {
+                // Most requests find one idle; waiting and dialing are boxed, off that path.
+                let (mut sender, fresh) = if resent {
+                    (Box::pin(self.redial()).await?, true)
+                } else if let Some(s) = self.take() {
+                    (s, false)
+                } else {
+                    Box::pin(self.checkout_wait()).await?
+                };
+                if futures_util::future::poll_fn(|cx| sender.poll_ready(cx))
                     .await
-                    .map_err(|_| ProxyError::ClusterOverloaded)?;
-                (Box::pin(self.dial(permit)).await?, true)
-            } else {
-                self.checkout().await?
-            };
-            if futures_util::future::poll_fn(|cx| sender.poll_ready(cx))
-                .await
-                .is_err()
-            {
-                if fresh {
-                    return Err(ProxyError::UpstreamReset);
-                }
-                // Closed while idle: try the next one (or a new one).
-                continue;
-            }
-            connected.mark();
-            // Not held while the answer is awaited: hyper closes a connection whose answer
-            // nobody waits for any more (the client left, the try timed out).
-            match sender.try_send_request(req).await {
-                Ok(resp) => {
-                    let held = Checkin {
-                        pool: self.clone(),
-                        sender: Some(sender),
-                    };
-                    return Ok((resp, held));
-                }
-                Err(mut e) => match e.take_message() {
-                    // Never written: the pooled connection had just closed. Once more on a
-                    // new one.
-                    Some(back) if !fresh => {
-                        req = back;
-                        resent = true;
+                    .is_err()
+                {
+                    if fresh {
+                        return Err(ProxyError::UpstreamReset);
                     }
-                    _ => return Err(classify_upstream(e.error())),
-                },
+                    // Closed while idle: try the next one (or a new one).
+                    continue;
+                }
+                connected.mark();
+                // Not held while the answer is awaited: hyper closes a connection whose answer
+                // nobody waits for any more (the client left, the try timed out).
+                match sender.try_send_request(req).await {
+                    Ok(resp) => {
+                        let held = Checkin {
+                            pool: self.clone(),
+                            sender: Some(sender),
+                        };
+                        return Ok((resp, held));
+                    }
+                    Err(mut e) => match e.take_message() {
+                        // Never written: the pooled connection had just closed. Once more on
+                        // a new one.
+                        Some(back) if !fresh => {
+                            req = back;
+                            resent = true;
+                        }
+                        _ => return Err(classify_upstream(e.error())),
+                    },
+                }
             }
         }
     }
