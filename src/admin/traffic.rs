@@ -52,8 +52,10 @@ struct Deltas<'a> {
 }
 
 impl Deltas<'_> {
+    /// A key not seen before counts from zero: its counter is new (a route or an endpoint that
+    /// a reload added), or this is the first summary and the requests before it count too.
     fn count(&mut self, key: Key, now: (u64, u64)) -> (u64, u64) {
-        let prev = self.before.counts.get(&key).copied().unwrap_or(now);
+        let prev = self.before.counts.get(&key).copied().unwrap_or_default();
         self.now.counts.insert(key, now);
         (now.0.saturating_sub(prev.0), now.1.saturating_sub(prev.1))
     }
@@ -64,8 +66,7 @@ impl Deltas<'_> {
         let now = latency.snapshot();
         let before = match self.before.latency.get(&key) {
             Some((was, b)) if *was == id => *b,
-            Some(_) => [0; 40],
-            None => now,
+            _ => [0; 40],
         };
         self.now.latency.insert(key, (id, now));
         let ms = |q| {
@@ -181,9 +182,14 @@ mod tests {
         };
         let key = || Key::Route("r".into());
         let a = Latency::default();
-        a.observe(0.010);
-        // The first look has no earlier second: nothing to report yet.
         assert_eq!(d.quantiles(key(), &a), (Value::Null, Value::Null));
+        a.observe(0.010);
+        // The first look counts everything so far.
+        let mut d = Deltas {
+            before: &before,
+            now: Last::default(),
+        };
+        assert_eq!(d.quantiles(key(), &a).0.as_f64(), Some(12.975));
         for _ in 0..98 {
             a.observe(0.001);
         }
@@ -212,20 +218,23 @@ mod tests {
             before: &before,
             now: Last::default(),
         };
-        assert_eq!(d.count(Key::Route("c".into()), (10, 2)), (0, 0));
+        assert_eq!(d.count(Key::Route("c".into()), (10, 2)), (10, 2));
         let seen = d.now;
         let mut d = Deltas {
             before: &seen,
             now: Last::default(),
         };
         assert_eq!(d.count(Key::Route("c".into()), (15, 3)), (5, 1));
-        assert_eq!(d.count(Key::Limited("gone".into()), (1, 0)), (0, 0));
+        assert_eq!(d.count(Key::Limited("new".into()), (1, 0)), (1, 0));
         let seen = d.now;
         let mut d = Deltas {
             before: &seen,
             now: Last::default(),
         };
         assert_eq!(d.count(Key::Route("c".into()), (4, 0)), (0, 0));
-        assert!(!d.now.counts.contains_key(&Key::Limited("gone".into())));
+        assert!(
+            !d.now.counts.contains_key(&Key::Limited("new".into())),
+            "not seen this time"
+        );
     }
 }
