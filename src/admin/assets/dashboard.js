@@ -119,20 +119,20 @@ function card(c, e) {
 function renderClusters(clusters) {
   const root = document.getElementById("cluster-list");
   const boxes = new Map([...root.children].map((b) => [b.dataset.name, b]));
-  for (const c of clusters) {
+  for (const [ci, c] of clusters.entries()) {
     let box = boxes.get(c.name);
     if (!box) {
       const id = "cluster-" + root.children.length + "-h";
       box = el("section", { class: "cluster", "data-name": c.name, "aria-labelledby": id });
       box.append(el("h3", { id }, c.name), el("ul", { class: "cards" }));
     }
-    root.append(box);
+    place(root, box, ci);
     boxes.delete(c.name);
     const ul = box.querySelector(".cards");
     const cards = new Map([...ul.children].map((li) => [li.dataset.endpoint, li]));
-    for (const e of c.endpoints) {
+    for (const [i, e] of c.endpoints.entries()) {
       const li = cards.get(e.address) || card(c, e);
-      ul.append(li);
+      place(ul, li, i);
       cards.delete(e.address);
       Object.assign(li.dataset, { breaker: e.breaker, health: e.health, colour: colour(e), drained: String(e.drained) });
       li.className = "card " + colour(e);

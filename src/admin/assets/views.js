@@ -5,6 +5,12 @@
 // figures in words (a chart is a picture to a screen reader).
 "use strict";
 
+/** Puts `node` at position `i` of `parent`, moving it only when it is elsewhere: moving a node
+ * takes the keyboard focus out of it. */
+function place(parent, node, i) {
+  if (parent.children[i] !== node) parent.insertBefore(node, parent.children[i] || null);
+}
+
 function el(tag, attrs = {}, text) {
   const n = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs)) n.setAttribute(k, v);
@@ -95,7 +101,7 @@ function drawRouteTable() {
   const body = document.querySelector("#route-table tbody");
   const last = state.samples[state.samples.length - 1];
   const rows = new Map([...body.children].map((tr) => [tr.dataset.route, tr]));
-  for (const r of state.routes) {
+  for (const [i, r] of state.routes.entries()) {
     let tr = rows.get(r.name);
     if (!tr) {
       tr = el("tr", { "data-route": r.name });
@@ -104,7 +110,7 @@ function drawRouteTable() {
         tr.append(el("td", { "data-col": k, class: /^(rps|errors|p50|p99|limited|cache)$/.test(k) ? "num" : "" }));
       }
     }
-    body.append(tr); // in the API's order
+    place(body, tr, i); // in the API's order
     rows.delete(r.name);
     const x = (last && last.routes && last.routes[r.name]) || {};
     const cache = r.cache ? `${fmt(x.cache_hit_ratio)} % (overall ${fmt(r.cache.hit_ratio)} %)` : "no cache";
