@@ -177,13 +177,11 @@ async fn the_stream_resumes_where_history_stops_with_no_gap_and_no_duplicate() {
     let (good, _bad, gw) = start().await;
     // A transition and a few summaries, then history up to some number.
     let addr = good.addr().to_string();
-    let drain = format!("/clusters/fine/endpoints/{addr}/drain");
-    client()
-        .post(gw.admin_url(&drain))
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap();
+    let act = |action: &str| {
+        let url = gw.admin_url(&format!("/clusters/fine/endpoints/{addr}/{action}"));
+        async move { client().post(url).json(&json!({})).send().await.unwrap() }
+    };
+    act("drain").await;
     let h = eventually("three summaries kept", Duration::from_secs(10), || async {
         let h = history(&gw, "").await;
         (h["traffic"].as_array().unwrap().len() >= 3).then_some(h)
@@ -204,13 +202,7 @@ async fn the_stream_resumes_where_history_stops_with_no_gap_and_no_duplicate() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    let enable = format!("/clusters/fine/endpoints/{addr}/enable");
-    client()
-        .post(gw.admin_url(&enable))
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap();
+    act("enable").await;
     let newest = h["seq"].as_u64().unwrap();
     let n = usize::try_from(newest - from).unwrap() + 3;
     let got = read_messages(resp, n).await;

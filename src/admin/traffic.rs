@@ -156,14 +156,7 @@ pub fn sample(snap: &Snapshot, last: &mut Last) -> Map<String, Value> {
         );
     }
     *last = d.now;
-    let mut m = Map::new();
-    m.insert(
-        "time".into(),
-        humantime::format_rfc3339_millis(std::time::SystemTime::now())
-            .to_string()
-            .into(),
-    );
-    m.insert("event".into(), "traffic".into());
+    let mut m = crate::observe::events::stamped("traffic");
     m.insert("routes".into(), routes.into());
     m.insert("clusters".into(), clusters.into());
     m
@@ -173,22 +166,24 @@ pub fn sample(snap: &Snapshot, last: &mut Last) -> Map<String, Value> {
 mod tests {
     use super::*;
 
+    /// The next second's differences, against what `seen` read.
+    fn after(seen: &Last) -> Deltas<'_> {
+        Deltas {
+            before: seen,
+            now: Last::default(),
+        }
+    }
+
     #[test]
     fn quantiles_are_this_seconds_and_restart_with_a_new_latency() {
         let before = Last::default();
-        let mut d = Deltas {
-            before: &before,
-            now: Last::default(),
-        };
+        let mut d = after(&before);
         let key = || Key::Route("r".into());
         let a = Latency::default();
         assert_eq!(d.quantiles(key(), &a), (Value::Null, Value::Null));
         a.observe(0.010);
         // The first look counts everything so far.
-        let mut d = Deltas {
-            before: &before,
-            now: Last::default(),
-        };
+        let mut d = after(&before);
         assert_eq!(d.quantiles(key(), &a).0.as_f64(), Some(12.975));
         for _ in 0..98 {
             a.observe(0.001);
@@ -196,10 +191,7 @@ mod tests {
         a.observe(0.5);
         a.observe(0.5);
         let seen = d.now;
-        let mut d = Deltas {
-            before: &seen,
-            now: Last::default(),
-        };
+        let mut d = after(&seen);
         let (p50, p99) = d.quantiles(key(), &a);
         // Upper bucket bounds: 1 ms falls in the 1.14 ms bucket, 0.5 s in the 748 ms one (2 of
         // 100: the p99); the 10 ms of the second before is not counted.
@@ -214,23 +206,14 @@ mod tests {
     #[test]
     fn counts_are_differences_and_a_restarted_counter_is_not_negative() {
         let before = Last::default();
-        let mut d = Deltas {
-            before: &before,
-            now: Last::default(),
-        };
+        let mut d = after(&before);
         assert_eq!(d.count(Key::Route("c".into()), (10, 2)), (10, 2));
         let seen = d.now;
-        let mut d = Deltas {
-            before: &seen,
-            now: Last::default(),
-        };
+        let mut d = after(&seen);
         assert_eq!(d.count(Key::Route("c".into()), (15, 3)), (5, 1));
         assert_eq!(d.count(Key::Limited("new".into()), (1, 0)), (1, 0));
         let seen = d.now;
-        let mut d = Deltas {
-            before: &seen,
-            now: Last::default(),
-        };
+        let mut d = after(&seen);
         assert_eq!(d.count(Key::Route("c".into()), (4, 0)), (0, 0));
         assert!(
             !d.now.counts.contains_key(&Key::Limited("new".into())),

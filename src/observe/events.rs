@@ -62,6 +62,19 @@ pub fn flush(within: std::time::Duration) {
     }
 }
 
+/// A message's first fields: `{"time": now (RFC 3339, ms), "event": name}`.
+pub fn stamped(name: &str) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert(
+        "time".into(),
+        humantime::format_rfc3339_millis(std::time::SystemTime::now())
+            .to_string()
+            .into(),
+    );
+    m.insert("event".into(), name.into());
+    m
+}
+
 /// The event bus. Cheap to clone.
 #[derive(Clone)]
 pub struct Events {
@@ -115,7 +128,7 @@ impl Events {
     /// Numbers `m`, keeps its text and sends it.
     fn publish(&self, kind: Kind, name: &str, mut m: Map<String, Value>) {
         let mut rings = self.lock();
-        let seq = rings.next();
+        let seq = rings.number();
         m.insert("seq".into(), seq.into());
         let v = Value::Object(m);
         rings.keep(
@@ -136,14 +149,7 @@ impl Events {
 
     /// Publishes `{"time":..., "event": name, "cluster":..., "endpoint":..., ...fields}`.
     pub fn emit(&self, name: &str, cluster: &str, endpoint: Option<&str>, fields: Value) {
-        let mut m = Map::new();
-        m.insert(
-            "time".into(),
-            humantime::format_rfc3339_millis(std::time::SystemTime::now())
-                .to_string()
-                .into(),
-        );
-        m.insert("event".into(), name.into());
+        let mut m = stamped(name);
         if !cluster.is_empty() {
             m.insert("cluster".into(), cluster.into());
         }

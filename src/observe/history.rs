@@ -63,7 +63,7 @@ impl Since {
 
 impl Rings {
     /// The next sequence number (the caller puts it in the message before `keep`).
-    pub fn next(&mut self) -> u64 {
+    pub fn number(&mut self) -> u64 {
         self.last += 1;
         self.last
     }
@@ -115,7 +115,7 @@ mod tests {
     use super::*;
 
     fn kept(r: &mut Rings, kind: Kind, text: &str) -> u64 {
-        let seq = r.next();
+        let seq = r.number();
         r.keep(
             kind,
             Kept {
