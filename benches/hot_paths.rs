@@ -1,5 +1,6 @@
 //! Criterion benchmarks of the per-request hot functions: path normalization and the rest of
-//! the canonical request, route match, endpoint pick, request-ID and trace-context generation.
+//! the canonical request, route match, endpoint pick, request-ID and trace-context generation;
+//! and the once-a-second traffic summary the admin listener always makes and keeps.
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use gatehouse::observe::ids::{request_id, TraceContext};
@@ -323,6 +324,31 @@ fn cache(c: &mut Criterion) {
     });
 }
 
+/// The per-second summary (`admin/traffic.rs`): read every route's and endpoint's counters,
+/// build the JSON and serialize it, as the event bus keeps it. Prints the text's size too.
+fn traffic_summary(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    let _guard = rt.enter();
+    for (groups, endpoints) in [(1, 3), (10, 30), (34, 100)] {
+        let runtime = gatehouse::runtime::Runtime::new(config(groups, endpoints), None)
+            .expect("the bench config builds");
+        let snap = runtime.snapshot();
+        let mut last = gatehouse::admin::traffic::Last::default();
+        let text = |last: &mut _| {
+            serde_json::Value::Object(gatehouse::admin::traffic::sample(&snap, last)).to_string()
+        };
+        let name = format!(
+            "traffic_summary/{}_routes_{endpoints}_endpoints",
+            3 * groups
+        );
+        eprintln!("{name}: {} bytes of JSON", text(&mut last).len());
+        c.bench_function(&name, |b| b.iter(|| black_box(text(&mut last))));
+    }
+}
+
 criterion_group!(
     benches,
     cache,
@@ -331,6 +357,7 @@ criterion_group!(
     pick,
     ring_build,
     limiter,
-    ids
+    ids,
+    traffic_summary
 );
 criterion_main!(benches);

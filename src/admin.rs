@@ -1,13 +1,14 @@
 //! The admin listener: a JSON API over the runtime (status, routes, clusters with every
-//! endpoint's state, drain/enable, breaker drills), the event stream (SSE), health and
-//! readiness. Never the traffic port. A bearer token is required when configured, and the
-//! listener refuses to start on a non-loopback address without one. What it trusts (Host,
-//! Origin, content types, tokens) is in `guard.rs` and docs/security.md.
+//! endpoint's state, drain/enable, breaker drills), the event stream (SSE) and its history,
+//! health and readiness. Never the traffic port. A bearer token is required when configured,
+//! and the listener refuses to start on a non-loopback address without one. What it trusts
+//! (Host, Origin, content types, tokens) is in `guard.rs` and docs/security.md.
 
 mod dashboard;
 pub mod guard;
 mod handlers;
 mod json_body;
+mod stream;
 pub mod traffic;
 
 use crate::observe::events::Events;
@@ -131,7 +132,8 @@ pub fn router(state: AdminState) -> Router {
         )
         .route("/reload", post(handlers::reload))
         .route("/cache", axum::routing::delete(handlers::purge_cache))
-        .route("/events", get(handlers::events))
+        .route("/history", get(stream::history))
+        .route("/events", get(stream::events))
         .route("/metrics", get(handlers::metrics))
         .layer(middleware::from_fn_with_state(state.clone(), guard::token))
         .route(

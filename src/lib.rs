@@ -181,7 +181,10 @@ impl Gateway {
             };
             anyhow::anyhow!("invalid config:\n{errors}")
         })?;
-        admin::traffic::start(Arc::downgrade(&runtime));
+        // The summaries are for the admin API's history and stream: none without a listener.
+        if admin_cfg.is_some() {
+            admin::traffic::start(Arc::downgrade(&runtime));
+        }
         reload::certs::watch(&runtime);
         let tracker = tokio_util::task::TaskTracker::new();
         let listeners = Arc::new(listener::Listeners::new(runtime.clone(), tracker.clone()));

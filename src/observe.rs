@@ -1,10 +1,11 @@
 //! Observability: request IDs and W3C trace context (`ids`), OpenTelemetry spans and their
 //! OTLP export (`otel`), the JSON access log (`access_log`), state-transition events
-//! (`events`), metrics (`metrics`), throttled warnings (`throttle`), and the count of
-//! operational log lines dropped by the non-blocking writer.
+//! (`events`) and the recent ones kept (`history`), metrics (`metrics`), throttled warnings
+//! (`throttle`), and the count of operational log lines dropped by the non-blocking writer.
 
 pub mod access_log;
 pub mod events;
+pub mod history;
 pub mod ids;
 pub mod metrics;
 pub mod otel;

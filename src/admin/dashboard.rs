@@ -13,6 +13,11 @@ const ASSETS: &[(&str, &str, &str)] = &[
         include_str!("assets/dashboard.js"),
     ),
     (
+        "views.js",
+        "text/javascript; charset=utf-8",
+        include_str!("assets/views.js"),
+    ),
+    (
         "dashboard.css",
         "text/css; charset=utf-8",
         include_str!("assets/dashboard.css"),

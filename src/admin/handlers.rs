@@ -5,14 +5,10 @@ use super::AdminState;
 use crate::cluster::Cluster;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use futures_util::StreamExt;
 use serde_json::{json, Value};
-use std::convert::Infallible;
 use tokio::time::Instant;
-use tokio_stream::wrappers::BroadcastStream;
 
 fn not_found(what: String) -> Response {
     (
@@ -67,13 +63,60 @@ pub async fn config(State(s): State<AdminState>) -> Json<Value> {
     }))
 }
 
+/// A route's rate limits as enforced (the rate after any `rate_env` override) with their
+/// decisions so far, and its cache's hits and lookups so far (`null` without a cache).
+fn route_limits(filters: &[crate::filter::Filter]) -> (Vec<Value>, Value) {
+    use crate::filter::Filter;
+    let limits = filters
+        .iter()
+        .filter_map(|f| match f {
+            Filter::RateLimit(l, c) => Some((l, c)),
+            _ => None,
+        })
+        .map(|(l, c)| {
+            let p = &l.params;
+            let per = match p.window_us {
+                1_000_000 => "s".to_string(),
+                60_000_000 => "m".to_string(),
+                3_600_000_000 => "h".to_string(),
+                us => format!("{}s", us as f64 / 1e6),
+            };
+            let sliding = p.algorithm == gatehouse_config::traffic::Algorithm::SlidingWindow;
+            json!({
+                "policy": l.name.as_ref(),
+                "algorithm": p.algorithm,
+                "rate": format!("{}/{per}", p.limit),
+                "burst": (!sliding).then_some(p.burst),
+                "store": if l.redis.is_some() { "redis" } else { "local" },
+                "allowed_total": c.allowed.get(),
+                "limited_total": c.limited.get(),
+            })
+        })
+        .collect();
+    let cache = filters
+        .iter()
+        .find_map(Filter::as_cache)
+        .map_or(Value::Null, |c| {
+            let (hits, lookups) = c.hit_totals();
+            json!({
+                "hits_total": hits,
+                "lookups_total": lookups,
+                "hit_ratio": (lookups > 0).then(|| (1000 * hits / lookups) as f64 / 10.0),
+            })
+        });
+    (limits, cache)
+}
+
 pub async fn routes(State(s): State<AdminState>) -> Json<Value> {
     let snap = s.runtime.snapshot();
     let routes: Vec<Value> = snap
         .config
         .routes
         .iter()
-        .map(|r| {
+        .enumerate()
+        .map(|(i, r)| {
+            let (limits, cache) =
+                route_limits(snap.route_filters.get(i).map_or(&[][..], Vec::as_slice));
             json!({
                 "name": r.name,
                 "match": {
@@ -82,6 +125,8 @@ pub async fn routes(State(s): State<AdminState>) -> Json<Value> {
                 },
                 "cluster": r.cluster, "cluster_from_path": r.cluster_from_path, "redirect": r.redirect, "direct_response": r.direct_response, "strip_prefix": r.strip_prefix,
                 "filters": r.filters.len(),
+                "rate_limits": limits,
+                "cache": cache,
             })
         })
         .collect();
@@ -242,22 +287,6 @@ pub async fn reload(State(s): State<AdminState>) -> Response {
         )
             .into_response(),
     }
-}
-
-/// Server-sent events: every state transition as it happens.
-pub async fn events(
-    State(s): State<AdminState>,
-) -> Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>> {
-    let stream = BroadcastStream::new(s.events.subscribe()).filter_map(|m| async move {
-        let v = m.ok()?;
-        let name = v
-            .get("event")
-            .and_then(Value::as_str)
-            .unwrap_or("event")
-            .to_string();
-        Some(Ok(Event::default().event(name).data(v.to_string())))
-    });
-    Sse::new(stream).keep_alive(KeepAlive::default())
 }
 
 /// Prometheus text format (OpenMetrics when the scraper asks for it); endpoint state gauges

@@ -74,6 +74,9 @@ pub struct EndpointState {
     pub opened: tokio::sync::Notify,
     /// Successes seen while CLOSED and not yet handed to the breaker (the no-lock path).
     pending_ok: AtomicU32,
+    /// Coarse buckets of every try's time, for the dashboard's per-endpoint p50/p99 (here, not
+    /// in the snapshot's metric handles, so a reload does not restart them).
+    pub latency: crate::observe::metrics::Latency,
 }
 
 /// Successes are handed to the breaker in batches of this many (or before any other outcome).
@@ -116,6 +119,7 @@ impl EndpointState {
             fault_on: AtomicBool::new(false),
             opened: tokio::sync::Notify::new(),
             pending_ok: AtomicU32::new(0),
+            latency: Default::default(),
         }
     }
 

@@ -390,13 +390,18 @@ impl Default for Latency {
     }
 }
 
+/// The buckets' upper bounds, computed once: an observation is a binary search and one add
+/// (it runs for every request and every try).
+static BOUNDS: std::sync::LazyLock<[f64; 40]> =
+    std::sync::LazyLock::new(|| std::array::from_fn(|i| 0.0001 * 1.5f64.powi(i as i32)));
+
 impl Latency {
     fn bound(i: usize) -> f64 {
-        0.0001 * 1.5f64.powi(i as i32)
+        BOUNDS[i]
     }
 
     pub fn observe(&self, seconds: f64) {
-        let i = (0..40).find(|&i| seconds <= Self::bound(i)).unwrap_or(39);
+        let i = BOUNDS.partition_point(|b| *b < seconds).min(39);
         self.buckets[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 

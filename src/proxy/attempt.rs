@@ -358,6 +358,7 @@ pub fn run<'a>(
                 ep.state.observe_latency(took, after);
             }
             ep.metrics.duration.observe(took.as_secs_f64());
+            ep.state.latency.observe(took.as_secs_f64());
 
             // Record the outcome on the endpoint (errors that are not the endpoint's fault aren't).
             let call = match &result {

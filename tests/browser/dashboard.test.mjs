@@ -1,6 +1,7 @@
 // The live dashboard in a real headless Chromium: the page loads with no console errors, shows
 // the demo clusters, its charts receive points, a fault drill turns an endpoint's card red
-// (circuit OPEN) and then green again (CLOSED), and the timeline lists those transitions.
+// (circuit OPEN) and then green again (CLOSED), the timeline lists those transitions and the
+// endpoint's view has that breaker history.
 // Saves a screenshot as target/dashboard.png.
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -59,6 +60,15 @@ test("dashboard: clusters, charts, a fault drill seen live, the timeline", { tim
     const ratios = await page.evaluate(() => window.__gatehouse.data.cache["catalog"].filter((v) => v !== null));
     assert.ok(ratios.length >= 5 && ratios.some((v) => v > 50), `cache hit ratios: ${ratios}`);
     assert.ok(await page.evaluate(() => window.__gatehouse.data.cache["products-api"].every((v) => v === null)), "an uncached route has no ratio");
+    // The drilled endpoint's view: its breaker history (oldest first) has CLOSED, then OPEN,
+    // then CLOSED again (HALF_OPEN may last less than the second between two summaries).
+    await page.click(`${card} button.view`);
+    // The card reads /clusters; the view, the summaries, up to a second behind.
+    await page.waitForSelector('#state-history tbody tr:first-child[data-breaker="CLOSED"]', { timeout: 5000 });
+    const spans = await page.$$eval("#state-history tbody tr", (rows) => rows.map((r) => r.dataset.breaker).reverse());
+    let k = 0;
+    for (const s of spans) if (s === ["CLOSED", "OPEN", "CLOSED"][k]) k++;
+    assert.equal(k, 3, `breaker history: ${spans}`);
     mkdirSync(join(root, "target"), { recursive: true });
     await page.screenshot({ path: join(root, "target", "dashboard.png"), fullPage: true });
     assert.deepEqual(errors, [], "no console errors");

@@ -7,7 +7,7 @@ import { createServer } from "node:net";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { bin, launchChromium } from "./lib.mjs";
+import { bin, launchChromium, waitFor } from "./lib.mjs";
 
 
 /** `n` distinct free loopback ports: all held open while picking, so none repeats. */
@@ -19,15 +19,6 @@ async function freePorts(n) {
   const ports = servers.map((s) => s.address().port);
   await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
   return ports;
-}
-
-async function waitFor(check, what, ms = 20000) {
-  const end = Date.now() + ms;
-  for (;;) {
-    try { if (await check()) return; } catch { /* not yet */ }
-    if (Date.now() > end) throw new Error("timed out waiting for " + what);
-    await new Promise((r) => setTimeout(r, 100));
-  }
 }
 
 test("token-protected dashboard with 50 endpoints survives a gateway restart", { timeout: 120000 }, async () => {

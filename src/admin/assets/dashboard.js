@@ -1,5 +1,8 @@
-// The live dashboard: cluster cards from GET /clusters, charts and the timeline from the
-// /events stream (state transitions as they happen, a `traffic` summary every second).
+// The live dashboard: on load the gateway's kept history (GET /history: 15 minutes of
+// per-second `traffic` summaries and the recent transitions), then the /events stream from the
+// sequence number where that history stops, so nothing is missed or drawn twice. Cluster cards
+// from GET /clusters, the route table's config and totals from GET /routes; the views are in
+// views.js.
 "use strict";
 
 // A token in the URL fragment (`/dashboard#token=...`, printed by `token: auto`) signs in once
@@ -12,15 +15,28 @@
   }
 })();
 
+const WINDOW = 900; // traffic summaries kept: 15 minutes, as the gateway keeps
+const EVENTS_KEPT = 1000;
 const state = {
   token: sessionStorage.getItem("gatehouse-token") || "",
-  charts: {},
+  seq: 0, // the newest message drawn
+  samples: [],
+  events: [],
   routes: [],
+  clusters: [],
+  charts: {},
+  data: {},
+  view: { cluster: "", endpoint: "" },
   points: 0,
-  data: { t: [], rps: {}, errors: {}, p50: {}, p99: {}, limited: {}, cache: {} },
+  historyLoaded: false,
 };
 window.__gatehouse = state; // read by the browser tests
-const WINDOW = 180; // seconds of history kept
+
+// Every message name the gateway sends (an EventSource only delivers the names it listens to).
+const NAMES = ["traffic", "health_changed", "circuit_opened", "circuit_half_opened", "circuit_closed",
+  "slow_start_done", "endpoint_drained", "endpoint_enabled", "fault_started", "fault_ended",
+  "config_reloaded", "config_reload_failed", "certificate_loaded", "certificate_reload_failed",
+  "certificate_invalid_now", "certificate_expiring"];
 
 async function api(path, opts = {}) {
   const headers = Object.assign({}, opts.headers || {});
@@ -33,6 +49,45 @@ async function api(path, opts = {}) {
   return r.json();
 }
 
+/** Takes one message (from history or live); false when it was already drawn. */
+function take(ev) {
+  if (typeof ev.seq === "number") {
+    if (ev.seq <= state.seq) return false;
+    state.seq = ev.seq;
+  }
+  if (ev.event === "traffic") {
+    state.samples.push(ev);
+    if (state.samples.length > WINDOW) state.samples.shift();
+    state.points = state.samples.length;
+  } else {
+    state.events.push(ev);
+    if (state.events.length > EVENTS_KEPT) state.events.shift();
+    const list = document.getElementById("timeline");
+    list.prepend(eventItem(ev));
+    while (list.children.length > 200) list.lastChild.remove();
+  }
+  return true;
+}
+
+/** Everything the gateway kept after `since`, in sequence order. */
+async function loadHistory(since) {
+  const h = await api("/history" + (since ? "?since=" + since : ""));
+  for (const ev of h.traffic.concat(h.events).sort((a, b) => a.seq - b.seq)) take(ev);
+  state.seq = Math.max(state.seq, h.seq);
+  return h.seq;
+}
+
+let drawing = null;
+function redraw() {
+  if (drawing) return;
+  drawing = setTimeout(() => {
+    drawing = null;
+    drawRouteCharts();
+    drawRouteTable();
+    drawView();
+  }, 0);
+}
+
 function colour(e) {
   if (e.drained) return "grey";
   if (e.health === "DOWN" || e.breaker === "OPEN") return "red";
@@ -40,129 +95,131 @@ function colour(e) {
   return "green";
 }
 
-function el(tag, attrs = {}, text) {
-  const n = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) n.setAttribute(k, v);
-  if (text !== undefined) n.textContent = text;
-  return n;
+function set(node, text) { if (node.textContent !== text) node.textContent = text; }
+
+/** A card for one endpoint, made once and then updated in place (a rebuilt card would take the
+ * keyboard focus away from its buttons every second). */
+function card(c, e) {
+  const li = el("li", { class: "card", "data-endpoint": e.address, "data-cluster": c.name });
+  const act = el("div", { class: "actions" });
+  const drain = el("button", { type: "button", class: "drain" });
+  drain.onclick = () => {
+    const on = li.dataset.drained === "true";
+    api(`/clusters/${c.name}/endpoints/${e.address}/${on ? "enable" : "drain"}`,
+      { method: "POST", headers: { "content-type": "application/json" }, body: "{}" }).then(refreshClusters);
+  };
+  const view = el("button", { type: "button", class: "view", "aria-label": `History of ${e.address} in ${c.name}` }, "History");
+  view.onclick = () => showView(c.name, e.address);
+  act.append(drain, view);
+  li.append(el("div", { class: "addr" }, e.address), el("div", { class: "state" }), el("div", { class: "weight" }),
+    el("div", { class: "load" }), el("div", { class: "fault" }), act);
+  return li;
+}
+
+function renderClusters(clusters) {
+  const root = document.getElementById("cluster-list");
+  const boxes = new Map([...root.children].map((b) => [b.dataset.name, b]));
+  for (const [ci, c] of clusters.entries()) {
+    let box = boxes.get(c.name);
+    if (!box) {
+      const id = "cluster-" + root.children.length + "-h";
+      box = el("section", { class: "cluster", "data-name": c.name, "aria-labelledby": id });
+      box.append(el("h3", { id }, c.name), el("ul", { class: "cards" }));
+    }
+    place(root, box, ci);
+    boxes.delete(c.name);
+    const ul = box.querySelector(".cards");
+    const cards = new Map([...ul.children].map((li) => [li.dataset.endpoint, li]));
+    for (const [i, e] of c.endpoints.entries()) {
+      const li = cards.get(e.address) || card(c, e);
+      place(ul, li, i);
+      cards.delete(e.address);
+      Object.assign(li.dataset, { breaker: e.breaker, health: e.health, colour: colour(e), drained: String(e.drained) });
+      li.className = "card " + colour(e);
+      set(li.querySelector(".state"), e.health + " · " + e.breaker + (e.drained ? " · drained" : ""));
+      set(li.querySelector(".weight"), "weight " + e.weight + " → " + e.effective_weight.toFixed(2) +
+        (e.slow_start_progress < 1 ? " (slow start " + Math.round(e.slow_start_progress * 100) + " %)" : ""));
+      set(li.querySelector(".load"), "in flight " + e.in_flight + " · " + e.latency_ewma_ms.toFixed(1) + " ms");
+      set(li.querySelector(".fault"), e.fault ? "drill: " + (e.fault.abort ? "abort " + e.fault.abort : "+" + e.fault.delay_ms + " ms") + ", " + Math.ceil(e.fault.remaining_ms / 1000) + " s left" : "");
+      const drain = li.querySelector("button.drain");
+      set(drain, e.drained ? "Enable" : "Drain");
+      drain.setAttribute("aria-label", `${e.drained ? "Enable" : "Drain"} ${e.address} in ${c.name}`);
+    }
+    for (const li of cards.values()) li.remove();
+  }
+  for (const b of boxes.values()) b.remove();
+  setOptions(document.getElementById("drill-endpoint"),
+    clusters.flatMap((c) => c.endpoints.map((e) => [c.name + "|" + e.address, c.name + " · " + e.address])));
 }
 
 async function refreshClusters() {
   let d;
   try { d = await api("/clusters"); } catch (e) { return; }
-  const root = document.getElementById("clusters");
-  const select = document.getElementById("drill-endpoint");
-  const chosen = select.value;
-  root.replaceChildren();
-  select.replaceChildren();
-  for (const c of d.clusters) {
-    const box = el("div", { class: "cluster", "data-name": c.name });
-    box.append(el("h2", {}, c.name));
-    const cards = el("div", { class: "cards" });
-    for (const e of c.endpoints) {
-      const card = el("div", {
-        class: "card " + colour(e), "data-endpoint": e.address, "data-cluster": c.name,
-        "data-breaker": e.breaker, "data-health": e.health, "data-colour": colour(e),
-      });
-      card.append(el("div", { class: "addr" }, e.address));
-      card.append(el("div", { class: "state" }, e.health + " · " + e.breaker + (e.drained ? " · drained" : "")));
-      card.append(el("div", {}, "weight " + e.weight + " → " + e.effective_weight.toFixed(2) +
-        (e.slow_start_progress < 1 ? " (slow start " + Math.round(e.slow_start_progress * 100) + " %)" : "")));
-      card.append(el("div", {}, "in flight " + e.in_flight + " · " + e.latency_ewma_ms.toFixed(1) + " ms"));
-      if (e.fault) card.append(el("div", { class: "fault" }, "drill: " + (e.fault.abort ? "abort " + e.fault.abort : "+" + e.fault.delay_ms + " ms") + ", " + Math.ceil(e.fault.remaining_ms / 1000) + " s left"));
-      const btn = el("button", { type: "button" }, e.drained ? "Enable" : "Drain");
-      btn.onclick = () => api(`/clusters/${c.name}/endpoints/${e.address}/${e.drained ? "enable" : "drain"}`, { method: "POST", headers: { "content-type": "application/json" }, body: "{}" }).then(refreshClusters);
-      card.append(btn);
-      cards.append(card);
-      const value = c.name + "|" + e.address;
-      const opt = el("option", { value }, c.name + " · " + e.address);
-      if (value === chosen) opt.selected = true;
-      select.append(opt);
-    }
-    box.append(cards);
-    root.append(box);
-  }
+  state.clusters = d.clusters;
+  renderClusters(d.clusters);
+  redraw();
 }
 
-function makeChart(id, series) {
-  const node = document.getElementById(id);
-  const opts = {
-    width: Math.max(node.clientWidth || 400, 300), height: 160,
-    series: [{}].concat(series.map((label, i) => ({ label, stroke: `hsl(${(i * 67) % 360} 65% 45%)`, width: 1.5 }))),
-    axes: [{}, { size: 50 }],
-  };
-  node.replaceChildren();
-  return new uPlot(opts, [[], ...series.map(() => [])], node);
+async function refreshRoutes() {
+  try { state.routes = (await api("/routes")).routes; } catch (e) { return; }
+  redraw();
 }
 
-function ensureCharts(routes) {
-  if (routes.join() === state.routes.join()) return;
-  state.routes = routes;
-  state.charts.rps = makeChart("chart-rps", routes);
-  state.charts.errors = makeChart("chart-errors", routes);
-  state.charts.latency = makeChart("chart-latency", routes.flatMap((r) => [r + " p50", r + " p99"]));
-  state.charts.limited = makeChart("chart-limited", routes);
-  state.charts.cache = makeChart("chart-cache", routes);
-}
-
-function onTraffic(ev) {
-  const routes = Object.keys(ev.routes).sort();
-  ensureCharts(routes);
-  const d = state.data;
-  d.t.push(Date.parse(ev.time) / 1000);
-  for (const r of routes) {
-    const x = ev.routes[r];
-    for (const k of ["rps", "errors", "p50", "p99", "limited", "cache"]) d[k][r] = d[k][r] || [];
-    d.rps[r].push(x.requests_per_second);
-    d.errors[r].push(x.requests_per_second ? (100 * x.errors_per_second) / x.requests_per_second : 0);
-    d.p50[r].push(x.p50_ms);
-    d.p99[r].push(x.p99_ms);
-    d.limited[r].push(x.rate_limited_per_second);
-    d.cache[r].push(x.cache_hit_ratio ?? null); // null: no cache, or no lookups that second
-  }
-  if (d.t.length > WINDOW) {
-    d.t.shift();
-    for (const k of ["rps", "errors", "p50", "p99", "limited", "cache"]) for (const r of routes) d[k][r].shift();
-  }
-  const pad = (arr) => (arr.length < d.t.length ? Array(d.t.length - arr.length).fill(null).concat(arr) : arr);
-  state.charts.rps.setData([d.t, ...routes.map((r) => pad(d.rps[r]))]);
-  state.charts.errors.setData([d.t, ...routes.map((r) => pad(d.errors[r]))]);
-  state.charts.latency.setData([d.t, ...routes.flatMap((r) => [pad(d.p50[r]), pad(d.p99[r])])]);
-  state.charts.limited.setData([d.t, ...routes.map((r) => pad(d.limited[r]))]);
-  state.charts.cache.setData([d.t, ...routes.map((r) => pad(d.cache[r]))]);
-  state.points = d.t.length;
-  refreshClusters();
-}
-
-const TRANSITIONS = ["health_changed", "circuit_opened", "circuit_half_opened", "circuit_closed",
-  "slow_start_done", "endpoint_drained", "endpoint_enabled", "fault_started", "fault_ended",
-  "config_reloaded", "config_reload_failed"];
-
-function onTransition(ev) {
-  const li = el("li", { "data-event": ev.event });
-  if (/^circuit_opened$|failed$|^fault_started$/.test(ev.event) || ev.to === "DOWN") li.classList.add("bad");
-  if (/closed$|done$|enabled$/.test(ev.event) || ev.to === "HEALTHY") li.classList.add("good");
-  li.append(el("time", {}, new Date(ev.time).toLocaleTimeString()));
-  const where = [ev.cluster, ev.endpoint].filter(Boolean).join(" ");
-  const why = ev.reason ? " (" + ev.reason + (ev.open_for_ms ? ", " + ev.open_for_ms / 1000 + " s" : "") + ")" : "";
-  const change = ev.from ? " " + ev.from + " → " + ev.to : "";
-  li.append(document.createTextNode(ev.event + " " + where + change + why));
-  const list = document.getElementById("timeline");
-  list.prepend(li);
-  while (list.children.length > 200) list.lastChild.remove();
-  refreshClusters();
+/** Shows one endpoint (or a whole cluster) in the view and moves the focus to it. */
+function showView(cluster, endpoint) {
+  state.view.cluster = cluster;
+  state.view.endpoint = endpoint || "";
+  drawView();
+  document.getElementById("view").scrollIntoView();
+  document.getElementById("view-cluster").focus();
 }
 
 function connect() {
   const conn = document.getElementById("conn");
-  const url = "/events" + (state.token ? "?access_token=" + encodeURIComponent(state.token) : "");
-  const es = new EventSource(url);
-  es.onopen = () => { conn.textContent = "live"; conn.className = "conn live"; refreshClusters(); };
-  // EventSource reconnects by itself (e.g. after a gateway restart); show it meanwhile.
-  es.onerror = () => { conn.textContent = "reconnecting…"; conn.className = "conn down"; };
-  es.addEventListener("traffic", (m) => onTraffic(JSON.parse(m.data)));
-  for (const name of TRANSITIONS) es.addEventListener(name, (m) => onTransition(JSON.parse(m.data)));
-  state.events = es;
+  const q = new URLSearchParams({ since: String(state.seq) });
+  if (state.token) q.set("access_token", state.token);
+  const es = new EventSource("/events?" + q);
+  es.onopen = async () => {
+    conn.textContent = "live";
+    conn.className = "conn live";
+    if (state.lost) {
+      state.lost = false;
+      // A restarted gateway numbers from 1 again: start over from its history.
+      try {
+        const h = await api("/history?since=" + state.seq);
+        if (h.seq < state.seq) {
+          Object.assign(state, { seq: 0, samples: [], events: [] });
+          document.getElementById("timeline").replaceChildren();
+          await loadHistory(0);
+        }
+      } catch (e) { /* shown by the token form */ }
+    }
+    refreshClusters();
+    refreshRoutes();
+  };
+  // EventSource reconnects by itself, sending the last id it saw: the stream resumes there.
+  es.onerror = () => { conn.textContent = "reconnecting…"; conn.className = "conn down"; state.lost = true; };
+  const ticks = { n: 0 };
+  for (const name of NAMES) {
+    es.addEventListener(name, (m) => {
+      if (!take(JSON.parse(m.data))) return;
+      if (name !== "traffic" || ++ticks.n % 5 === 0) refreshRoutes();
+      refreshClusters();
+    });
+  }
+  state.events_source = es;
+}
+
+async function start() {
+  api("/status").then((s) => {
+    document.getElementById("meta").textContent = "v" + s.version + " · generation " + s.generation;
+  }).catch(() => {});
+  await Promise.all([refreshClusters(), refreshRoutes()]);
+  try { await loadHistory(state.seq); } catch (e) { /* shown by the token form */ }
+  state.historyLoaded = true;
+  redraw();
+  if (state.events_source) state.events_source.close();
+  connect();
 }
 
 document.getElementById("token-form").addEventListener("submit", (e) => {
@@ -170,8 +227,17 @@ document.getElementById("token-form").addEventListener("submit", (e) => {
   state.token = document.getElementById("token").value;
   sessionStorage.setItem("gatehouse-token", state.token);
   document.getElementById("token-form").hidden = true;
-  if (state.events) state.events.close();
-  connect();
+  start();
+});
+
+document.getElementById("view-cluster").addEventListener("change", (e) => {
+  state.view.cluster = e.target.value;
+  state.view.endpoint = "";
+  drawView();
+});
+document.getElementById("view-endpoint").addEventListener("change", (e) => {
+  state.view.endpoint = e.target.value;
+  drawView();
 });
 
 document.getElementById("drill-kind").addEventListener("change", (e) => {
@@ -197,8 +263,4 @@ document.getElementById("drill").addEventListener("submit", async (e) => {
   refreshClusters();
 });
 
-api("/status").then((s) => {
-  document.getElementById("meta").textContent = "v" + s.version + " · generation " + s.generation;
-}).catch(() => {});
-refreshClusters();
-connect();
+start();
