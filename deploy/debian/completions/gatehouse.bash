@@ -819,7 +819,7 @@ _gatehouse() {
             return 0
             ;;
         gatehouse__subcmd__run)
-            opts="-c -h --config --worker-threads --help"
+            opts="-c -h --config --config-etcd --config-key --worker-threads --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -830,6 +830,14 @@ _gatehouse() {
                     return 0
                     ;;
                 -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config-etcd)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config-key)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

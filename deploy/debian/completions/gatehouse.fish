@@ -26,7 +26,7 @@ end
 
 complete -c gatehouse -n "__fish_gatehouse_needs_command" -s h -l help -d 'Print help'
 complete -c gatehouse -n "__fish_gatehouse_needs_command" -s V -l version -d 'Print version'
-complete -c gatehouse -n "__fish_gatehouse_needs_command" -f -a "run" -d 'Run the gateway with a config file'
+complete -c gatehouse -n "__fish_gatehouse_needs_command" -f -a "run" -d 'Run the gateway with a config file (or a config held in etcd)'
 complete -c gatehouse -n "__fish_gatehouse_needs_command" -f -a "check" -d 'Validate config files: exit 0, or print every error and exit 1'
 complete -c gatehouse -n "__fish_gatehouse_needs_command" -f -a "demo" -d 'Run the embedded demo: built-in backends and a demo config (the default command)'
 complete -c gatehouse -n "__fish_gatehouse_needs_command" -f -a "ctl" -d 'Drive a running gateway through its admin API (token from GATEHOUSE_ADMIN_TOKEN)'
@@ -37,6 +37,8 @@ complete -c gatehouse -n "__fish_gatehouse_needs_command" -f -a "hash-key" -d 'P
 complete -c gatehouse -n "__fish_gatehouse_needs_command" -f -a "demo-backend" -d 'Run one demo backend that answers with its name'
 complete -c gatehouse -n "__fish_gatehouse_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c gatehouse -n "__fish_gatehouse_using_subcommand run" -s c -l config -d 'The YAML config file' -r -F
+complete -c gatehouse -n "__fish_gatehouse_using_subcommand run" -l config-etcd -d 'Instead of a file: etcd client URLs (http://HOST:2379, comma-separated) whose key `--config-key` holds the whole config, watched' -r
+complete -c gatehouse -n "__fish_gatehouse_using_subcommand run" -l config-key -d 'The etcd key holding the config' -r
 complete -c gatehouse -n "__fish_gatehouse_using_subcommand run" -l worker-threads -d 'Worker threads (default: one per core). 1 runs everything on one thread' -r
 complete -c gatehouse -n "__fish_gatehouse_using_subcommand run" -s h -l help -d 'Print help'
 complete -c gatehouse -n "__fish_gatehouse_using_subcommand check" -s h -l help -d 'Print help'
@@ -91,7 +93,7 @@ complete -c gatehouse -n "__fish_gatehouse_using_subcommand demo-backend" -l nam
 complete -c gatehouse -n "__fish_gatehouse_using_subcommand demo-backend" -l fail-rate -d 'Share of requests answered with 500 (0.0–1.0)' -r
 complete -c gatehouse -n "__fish_gatehouse_using_subcommand demo-backend" -l latency -d 'Added latency per response, like 20ms' -r
 complete -c gatehouse -n "__fish_gatehouse_using_subcommand demo-backend" -s h -l help -d 'Print help'
-complete -c gatehouse -n "__fish_gatehouse_using_subcommand help; and not __fish_seen_subcommand_from run check demo ctl completions man schema hash-key demo-backend help" -f -a "run" -d 'Run the gateway with a config file'
+complete -c gatehouse -n "__fish_gatehouse_using_subcommand help; and not __fish_seen_subcommand_from run check demo ctl completions man schema hash-key demo-backend help" -f -a "run" -d 'Run the gateway with a config file (or a config held in etcd)'
 complete -c gatehouse -n "__fish_gatehouse_using_subcommand help; and not __fish_seen_subcommand_from run check demo ctl completions man schema hash-key demo-backend help" -f -a "check" -d 'Validate config files: exit 0, or print every error and exit 1'
 complete -c gatehouse -n "__fish_gatehouse_using_subcommand help; and not __fish_seen_subcommand_from run check demo ctl completions man schema hash-key demo-backend help" -f -a "demo" -d 'Run the embedded demo: built-in backends and a demo config (the default command)'
 complete -c gatehouse -n "__fish_gatehouse_using_subcommand help; and not __fish_seen_subcommand_from run check demo ctl completions man schema hash-key demo-backend help" -f -a "ctl" -d 'Drive a running gateway through its admin API (token from GATEHOUSE_ADMIN_TOKEN)'
