@@ -3,9 +3,8 @@
 //! makes dnsmasq re-read it) and from SRV records given at start. TTLs are 1 s. Killed when
 //! dropped.
 
-use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub struct DnsServer {
     pub port: u16,
@@ -91,28 +90,16 @@ impl DnsServer {
         } else {
             "dnsmasq"
         };
-        let mut child = Command::new(bin)
+        let child = Command::new(bin)
             .args(&args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("dnsmasq is not installed: run ./scripts/test.sh, which installs it");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if child.try_wait().ok().flatten().is_some() {
-                return false;
-            }
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                self.child = Some(child);
-                return true;
-            }
-            if Instant::now() >= deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        self.child = crate::process::wait_ready(child, Duration::from_secs(10), || {
+            crate::process::accepts(self.port)
+        });
+        self.child.is_some()
     }
 }
 

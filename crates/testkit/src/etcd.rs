@@ -4,7 +4,7 @@
 
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub struct EtcdServer {
     pub port: u16,
@@ -57,7 +57,7 @@ impl EtcdServer {
     fn try_spawn(&mut self) -> bool {
         let client = format!("http://127.0.0.1:{}", self.port);
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
-        let mut child = Command::new("etcd")
+        let child = Command::new("etcd")
             .args([
                 "--name",
                 "test",
@@ -80,22 +80,10 @@ impl EtcdServer {
             .stderr(Stdio::null())
             .spawn()
             .expect("etcd is not installed: run ./scripts/test.sh, which installs etcd-server");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if child.try_wait().ok().flatten().is_some() {
-                return false;
-            }
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() && self.ready() {
-                self.child = Some(child);
-                return true;
-            }
-            if Instant::now() >= deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.child = crate::process::wait_ready(child, Duration::from_secs(20), || {
+            crate::process::accepts(self.port) && self.ready()
+        });
+        self.child.is_some()
     }
 
     /// etcd answers a read (it has elected itself leader).

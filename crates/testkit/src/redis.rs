@@ -1,9 +1,8 @@
 //! A real `redis-server` (Debian's package, installed by the test command) on a free loopback
 //! port, with stop and restart on the same port. Killed when dropped.
 
-use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub struct RedisServer {
     pub port: u16,
@@ -46,7 +45,7 @@ impl RedisServer {
 
     /// Starts redis-server on `self.port`; false if it exited (the port was taken).
     fn try_spawn(&mut self) -> bool {
-        let mut child = Command::new("redis-server")
+        let child = Command::new("redis-server")
             .args([
                 "--port",
                 &self.port.to_string(),
@@ -61,22 +60,10 @@ impl RedisServer {
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server is not installed: run ./scripts/test.sh, which installs it");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if child.try_wait().ok().flatten().is_some() {
-                return false;
-            }
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                self.child = Some(child);
-                return true;
-            }
-            if Instant::now() >= deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        self.child = crate::process::wait_ready(child, Duration::from_secs(10), || {
+            crate::process::accepts(self.port)
+        });
+        self.child.is_some()
     }
 
     /// Kills the server (a Redis outage).
