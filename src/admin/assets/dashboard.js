@@ -111,9 +111,17 @@ function card(c, e) {
   const view = el("button", { type: "button", class: "view", "aria-label": `History of ${e.address} in ${c.name}` }, "History");
   view.onclick = () => showView(c.name, e.address);
   act.append(drain, view);
-  li.append(el("div", { class: "addr" }, e.address), el("div", { class: "state" }), el("div", { class: "weight" }),
+  li.append(el("div", { class: "addr" }, e.address), el("div", { class: "source" }), el("div", { class: "state" }), el("div", { class: "weight" }),
     el("div", { class: "load" }), el("div", { class: "fault" }), act);
   return li;
+}
+
+/** Where a discovered cluster's endpoints come from and whether its last lookup worked
+ * (a failed one keeps the last good set, which the cards still show). */
+function discoveryLine(d) {
+  if (!d) return "";
+  const ok = d.last_ok_unix_ms ? "last good answer " + Math.max(0, Math.round((Date.now() - d.last_ok_unix_ms) / 1000)) + " s ago" : "no answer yet";
+  return "Endpoints from " + d.source + " · " + ok + (d.last_error ? " · failing: " + d.last_error + " (keeping the last good set)" : "");
 }
 
 function renderClusters(clusters) {
@@ -124,8 +132,9 @@ function renderClusters(clusters) {
     if (!box) {
       const id = "cluster-" + root.children.length + "-h";
       box = el("section", { class: "cluster", "data-name": c.name, "aria-labelledby": id });
-      box.append(el("h3", { id }, c.name), el("ul", { class: "cards" }));
+      box.append(el("h3", { id }, c.name), el("p", { class: "discovery" }), el("ul", { class: "cards" }));
     }
+    set(box.querySelector(".discovery"), discoveryLine(c.discovery));
     place(root, box, ci);
     boxes.delete(c.name);
     const ul = box.querySelector(".cards");
@@ -136,6 +145,7 @@ function renderClusters(clusters) {
       cards.delete(e.address);
       Object.assign(li.dataset, { breaker: e.breaker, health: e.health, colour: colour(e), drained: String(e.drained) });
       li.className = "card " + colour(e);
+      set(li.querySelector(".source"), "from " + e.source);
       set(li.querySelector(".state"), e.health + " · " + e.breaker + (e.drained ? " · drained" : ""));
       set(li.querySelector(".weight"), "weight " + e.weight + " → " + e.effective_weight.toFixed(2) +
         (e.slow_start_progress < 1 ? " (slow start " + Math.round(e.slow_start_progress * 100) + " %)" : ""));
