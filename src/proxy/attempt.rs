@@ -123,70 +123,84 @@ fn with_slot(
     })
 }
 
-/// Waits for a try, and meanwhile: the moment it has taken `slow_call_duration` it counts as a
-/// slow call on the endpoint's breaker (so a hung endpoint is seen while it hangs, not when its
-/// tries finally time out); if the breaker opens while the try waits and `may_move`, the try is
-/// abandoned (`EndpointEjected`) so the request can be retried on another endpoint. Returns the
-/// result and whether the slow call was recorded.
+/// Waits for a try, and meanwhile: once it has been in the endpoint's hands (see
+/// [`in_hands_since`]) for `within`, it ends as a `RequestTimeout`; the moment it has taken
+/// `slow_call_duration` it counts as a slow call on the endpoint's breaker (so a hung endpoint
+/// is seen while it hangs, not when its tries finally time out); if the breaker opens while the
+/// try waits and `may_move`, the try is abandoned (`EndpointEjected`) so the request can be
+/// retried on another endpoint. Returns the result and whether the slow call was recorded.
+///
+/// One timer serves both deadlines, re-armed to whichever is next: a timer costs a wheel
+/// insertion and removal, and every try paid for two (docs/design/performance.md).
 async fn watched<F>(
     mut send: std::pin::Pin<&mut F>,
     (cluster, ep, admission): (&Cluster, &Arc<EndpointState>, Admission),
-    (may_move, on_wire): (bool, (&Connected, &Progress)),
+    (may_move, within, on_wire): (bool, Duration, (&Connected, &Progress)),
     events: &Events,
 ) -> (Result<Response<Incoming>, ProxyError>, bool)
 where
     F: std::future::Future<Output = Result<Response<Incoming>, ProxyError>>,
 {
     let cfg = &cluster.breaker;
+    let slow_after = cfg.slow_call_duration.0;
     let opened = ep.opened.notified();
     tokio::pin!(opened);
     opened.as_mut().enable();
-    let slow = endpoint_time(on_wire.0, on_wire.1, cfg.slow_call_duration.0);
-    tokio::pin!(slow);
+    let mut slow_due = cfg.enabled;
+    // Neither deadline can come before its own duration from now.
+    let first = if slow_due {
+        within.min(slow_after)
+    } else {
+        within
+    };
+    let timer = tokio::time::sleep(first);
+    tokio::pin!(timer);
     let mut slow_recorded = false;
     loop {
         tokio::select! {
             biased;
             r = send.as_mut() => return (r, slow_recorded),
-            _ = &mut slow, if cfg.enabled && !slow_recorded => {
-                slow_recorded = true;
-                let may_trip = cluster.may_eject();
-                let call = Call { failed: false, slow: true };
-                ep.record(cfg, Instant::now(), call, admission, may_trip, events);
+            _ = &mut timer => {
+                let now = Instant::now();
+                // Not in the endpoint's hands yet: nothing is due before a whole duration more.
+                let held = in_hands_since(on_wire.0, on_wire.1)
+                    .map(|since| Duration::from_micros(crate::clock::now_us(now).saturating_sub(since)));
+                if held.is_some_and(|h| h >= within) {
+                    return (Err(ProxyError::RequestTimeout), slow_recorded);
+                }
+                if slow_due && held.is_some_and(|h| h >= slow_after) {
+                    slow_due = false;
+                    slow_recorded = true;
+                    let may_trip = cluster.may_eject();
+                    let call = Call { failed: false, slow: true };
+                    ep.record(cfg, now, call, admission, may_trip, events);
+                }
+                let h = held.unwrap_or_default();
+                let mut next = within - h;
+                if slow_due {
+                    next = next.min(slow_after.saturating_sub(h));
+                }
+                timer.as_mut().reset(now + next);
             }
             _ = &mut opened, if may_move => return (Err(ProxyError::EndpointEjected), slow_recorded),
         }
     }
 }
 
-/// Resolves once `d` has passed with the try's request in the endpoint's hands: from when it
-/// had its connection and the client's body had been read to the end, or from when the
-/// endpoint stopped taking a body that is still streaming. Time spent waiting for room under
-/// the cluster's connection limit or for a slow client's body is never the endpoint's.
-async fn endpoint_time(connected: &Connected, progress: &Progress, d: Duration) {
-    let span = d.as_micros() as u64;
-    let mut wait = d;
-    loop {
-        tokio::time::sleep(wait).await;
-        let since = match (connected.at_us(), progress.ended_at_us()) {
-            (Some(c), Some(b)) => Some(c.max(b)),
-            (Some(c), None) => progress.stalled_since_us().map(|t| t.max(c)),
-            (None, _) => None,
-        };
-        let Some(since) = since else {
-            // Not in the endpoint's hands yet: the earliest this can be due is `d` from now.
-            wait = d;
-            continue;
-        };
-        let now = crate::clock::now_us(tokio::time::Instant::now());
-        if now >= since + span {
-            return;
-        }
-        wait = Duration::from_micros(since + span - now);
+/// Since when (µs, [`crate::clock::now_us`]) the try's request has been in the endpoint's
+/// hands: from when it had its connection and the client's body had been read to the end, or
+/// from when the endpoint stopped taking a body that is still streaming. `None` until then:
+/// time spent waiting for room under the cluster's connection limit or for a slow client's
+/// body is never the endpoint's.
+fn in_hands_since(connected: &Connected, progress: &Progress) -> Option<u64> {
+    match (connected.at_us(), progress.ended_at_us()) {
+        (Some(c), Some(b)) => Some(c.max(b)),
+        (Some(c), None) => progress.stalled_since_us().map(|t| t.max(c)),
+        (None, _) => None,
     }
 }
 
-/// How long the try has been in the endpoint's hands (see [`endpoint_time`]); `total` when it
+/// How long the try has been in the endpoint's hands (see [`in_hands_since`]); `total` when it
 /// never got that far.
 fn endpoint_took(
     connected: &Connected,
@@ -200,22 +214,6 @@ fn endpoint_took(
     let since = progress.ended_at_us().map_or(c, |b| b.max(c));
     let now = crate::clock::now_us(now);
     Duration::from_micros(now.saturating_sub(since)).min(total)
-}
-
-/// Waits for a try's response head for `within` of [`endpoint_time`].
-async fn send_within<F>(
-    send: std::pin::Pin<&mut F>,
-    within: Duration,
-    (connected, progress): (&Connected, &Progress),
-) -> Result<Response<Incoming>, ProxyError>
-where
-    F: std::future::Future<Output = Result<Response<Incoming>, ProxyError>>,
-{
-    tokio::select! {
-        biased;
-        r = send => r,
-        _ = endpoint_time(connected, progress, within) => Err(ProxyError::RequestTimeout),
-    }
 }
 
 /// Runs the tries for one request. `out.head` is the upstream request head, already rewritten.
@@ -330,11 +328,10 @@ pub fn run<'a>(
                 let may_move =
                     can_replay && may_retry_method && tries.retries < cluster.retries.attempts;
                 let on_wire = (&connected, progress);
-                let within = std::pin::pin!(send_within(send, per_try.min(budget_left), on_wire));
                 watched(
-                    within,
+                    send,
                     (cluster, &ep.state, picked.admission),
-                    (may_move, on_wire),
+                    (may_move, per_try.min(budget_left), on_wire),
                     events,
                 )
                 .await
