@@ -446,3 +446,76 @@ async fn a_key_outside_the_prefix_is_skipped_not_a_panic() {
     })
     .await;
 }
+
+/// The config key changed (the watch said so) but etcd failed the read that followed: the
+/// change was marked seen and never applied, since the next watch started after it. Now the
+/// change is looked at again until it can be read. The fake etcd: the key is at revision 5,
+/// then 6; its first read after the start fails with 503; a watch from revision 6 or before
+/// reports the change at 6.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_change_whose_read_fails_is_read_again() {
+    use base64::Engine;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let a = FakeUpstream::start("a").await;
+    let b = FakeUpstream::start("b").await;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let range = |text: &str, rev: u64| {
+        serde_json::json!({
+            "header": {"revision": rev.to_string()},
+            "kvs": [{"key": b64("/gatehouse/config"), "value": b64(text), "mod_revision": rev.to_string()}],
+        })
+        .to_string()
+    };
+    let (v1, v2) = (range(&config_yaml(&a, ""), 5), range(&config_yaml(&b, ""), 6));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let etcd = l.local_addr().unwrap();
+    let reads = Arc::new(AtomicUsize::new(0));
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let (v1, v2, reads) = (v1.clone(), v2.clone(), reads.clone());
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                let req = String::from_utf8_lossy(&buf[..n]).to_string();
+                let body = req.split("\r\n\r\n").nth(1).unwrap_or("");
+                let answer = if req.starts_with("POST /v3/watch") {
+                    let v: Value = serde_json::from_str(body).unwrap_or_default();
+                    let from: u64 = v["create_request"]["start_revision"]
+                        .as_str()
+                        .and_then(|r| r.parse().ok())
+                        .unwrap_or(0);
+                    let mut lines =
+                        "{\"result\":{\"header\":{\"revision\":\"6\"},\"created\":true}}\n".to_string();
+                    if from <= 6 {
+                        lines.push_str("{\"result\":{\"header\":{\"revision\":\"6\"},\"events\":[{\"kv\":{}}]}}\n");
+                    }
+                    format!(
+                        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{lines}\r\n",
+                        lines.len()
+                    )
+                } else {
+                    match reads.fetch_add(1, Ordering::SeqCst) {
+                        0 => format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{v1}", v1.len()),
+                        1 => "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n".into(),
+                        _ => format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{v2}", v2.len()),
+                    }
+                };
+                let _ = s.write_all(answer.as_bytes()).await;
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            });
+        }
+    });
+    let url = format!("http://{etcd}");
+    let gw = Running::start_args(&["--config-etcd", url.as_str()]);
+    let c = client();
+    eventually("the change, read again", DEADLINE, || async {
+        let v = get_json(&c, format!("http://{}/config", gw.admin_addr())).await;
+        (v["generation"] == 6).then_some(())
+    })
+    .await;
+    let r = c.get(format!("http://{}/x", gw.addr)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(b.hits(), 1);
+}
