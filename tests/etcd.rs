@@ -312,9 +312,11 @@ async fn a_hung_first_etcd_member_does_not_hide_changes() {
     etcd.put(&format!("/services/shop/{}", b.addr()), "");
     let mut want = vec![(ea.clone(), 1), (eb.clone(), 1)];
     want.sort();
-    eventually("the change, seen through the member that answers", DEADLINE, || async {
-        (endpoints(&c, &gw).await == want).then_some(())
-    })
+    eventually(
+        "the change, seen through the member that answers",
+        DEADLINE,
+        || async { (endpoints(&c, &gw).await == want).then_some(()) },
+    )
     .await;
 }
 
@@ -361,17 +363,25 @@ async fn hostile_keys_are_skipped_and_a_new_prefix_drops_the_old_endpoints() {
     })
     .await;
 
-    std::fs::write(gw._dir.path().join("gatehouse.yaml"), yaml("/services/cart/")).unwrap();
+    std::fs::write(
+        gw._dir.path().join("gatehouse.yaml"),
+        yaml("/services/cart/"),
+    )
+    .unwrap();
     let r = c
         .post(format!("http://{}/reload", gw.admin_addr()))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let view = eventually("the new source, and no endpoint of the old", DEADLINE, || async {
-        let v = get_json(&c, format!("http://{}/clusters/shop", gw.admin_addr())).await;
-        (v["discovery"]["source"] == "etcd:/services/cart/").then_some(v)
-    })
+    let view = eventually(
+        "the new source, and no endpoint of the old",
+        DEADLINE,
+        || async {
+            let v = get_json(&c, format!("http://{}/clusters/shop", gw.admin_addr())).await;
+            (v["discovery"]["source"] == "etcd:/services/cart/").then_some(v)
+        },
+    )
     .await;
     assert_eq!(view["endpoints"], serde_json::json!([]), "{view}");
     let r = c.get(format!("http://{}/x", gw.addr)).send().await.unwrap();
@@ -468,7 +478,10 @@ async fn a_config_change_whose_read_fails_is_read_again() {
         })
         .to_string()
     };
-    let (v1, v2) = (range(&config_yaml(&a, ""), 5), range(&config_yaml(&b, ""), 6));
+    let (v1, v2) = (
+        range(&config_yaml(&a, ""), 5),
+        range(&config_yaml(&b, ""), 6),
+    );
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let etcd = l.local_addr().unwrap();
     let reads = Arc::new(AtomicUsize::new(0));
@@ -487,7 +500,8 @@ async fn a_config_change_whose_read_fails_is_read_again() {
                         .and_then(|r| r.parse().ok())
                         .unwrap_or(0);
                     let mut lines =
-                        "{\"result\":{\"header\":{\"revision\":\"6\"},\"created\":true}}\n".to_string();
+                        "{\"result\":{\"header\":{\"revision\":\"6\"},\"created\":true}}\n"
+                            .to_string();
                     if from <= 6 {
                         lines.push_str("{\"result\":{\"header\":{\"revision\":\"6\"},\"events\":[{\"kv\":{}}]}}\n");
                     }
@@ -497,9 +511,15 @@ async fn a_config_change_whose_read_fails_is_read_again() {
                     )
                 } else {
                     match reads.fetch_add(1, Ordering::SeqCst) {
-                        0 => format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{v1}", v1.len()),
+                        0 => format!(
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{v1}",
+                            v1.len()
+                        ),
                         1 => "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n".into(),
-                        _ => format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{v2}", v2.len()),
+                        _ => format!(
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{v2}",
+                            v2.len()
+                        ),
                     }
                 };
                 let _ = s.write_all(answer.as_bytes()).await;
@@ -518,4 +538,52 @@ async fn a_config_change_whose_read_fails_is_read_again() {
     let r = c.get(format!("http://{}/x", gw.addr)).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(b.hits(), 1);
+}
+
+/// etcd down when the gateway starts: it exits at once, saying what it was reading.
+#[test]
+fn etcd_down_at_start_stops_the_start_with_what_it_was_reading() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .args(["run", "--config-etcd", &format!("http://127.0.0.1:{port}")])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot read the config from etcd key \"/gatehouse/config\"")
+            && err.contains("Connection refused"),
+        "{err}"
+    );
+}
+
+/// The config key deleted: refused like a bad config (the report says so), and the running
+/// config keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_config_key_is_refused_and_said() {
+    let a = FakeUpstream::start("a").await;
+    let etcd = EtcdServer::start();
+    let key = "/gatehouse/config";
+    etcd.put(key, &config_yaml(&a, ""));
+    let url = etcd.url();
+    let gw = Running::start_args(&["--config-etcd", url.as_str()]);
+    let c = client();
+    etcd.delete(key);
+    let v = eventually("the refusal", DEADLINE, || async {
+        let v = get_json(&c, format!("http://{}/config", gw.admin_addr())).await;
+        (v["last_reload"]["result"] == "error").then_some(v)
+    })
+    .await;
+    assert!(
+        v["last_reload"]["errors"]
+            .to_string()
+            .contains("etcd has no key"),
+        "{v}"
+    );
+    let r = c.get(format!("http://{}/x", gw.addr)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
 }
