@@ -336,14 +336,12 @@ pub fn watch_etcd(reloader: Arc<Reloader>) {
                         tracing::warn!(key, error = %e, "cannot read the changed config key from etcd; trying again");
                         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
                     }
-                    Ok(r) if r.kvs.is_empty() => {
-                        // Deleted: refused like a bad config (the report says why), once.
-                        seen = seen.max(revision);
-                        let _ = reloader.reload("etcd").await;
-                    }
+                    // Each watched change is a new revision, so it is reloaded even when the
+                    // text is the same: the generation then follows the key's revision, as on
+                    // an instance started now. A deleted key is refused (the report says why).
                     Ok(_) => {
                         seen = seen.max(revision);
-                        let _ = reloader.reload_if_changed("etcd").await;
+                        let _ = reloader.reload("etcd").await;
                     }
                 },
                 Ok(None) => {}

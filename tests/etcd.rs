@@ -587,3 +587,23 @@ async fn a_deleted_config_key_is_refused_and_said() {
     let r = c.get(format!("http://{}/x", gw.addr)).send().await.unwrap();
     assert_eq!(r.status(), 200);
 }
+
+/// The key rewritten with the same text: a new revision, which the running instance takes as
+/// its generation, as an instance started now would (before, it kept the old number).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_text_written_again_moves_the_generation_to_the_new_revision() {
+    let a = FakeUpstream::start("a").await;
+    let etcd = EtcdServer::start();
+    let key = "/gatehouse/config";
+    let text = config_yaml(&a, "");
+    etcd.put(key, &text);
+    let url = etcd.url();
+    let gw = Running::start_args(&["--config-etcd", url.as_str()]);
+    let c = client();
+    let second = etcd.put(key, &text);
+    eventually("the new revision as the generation", DEADLINE, || async {
+        let v = get_json(&c, format!("http://{}/config", gw.admin_addr())).await;
+        (v["generation"] == second).then_some(())
+    })
+    .await;
+}
