@@ -14,12 +14,18 @@ use gatehouse_config::discovery::{DnsSettings, EndpointsFrom, EtcdSettings};
 use gatehouse_config::{Config, Endpoint};
 use serde_json::json;
 use std::collections::{BTreeSet, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
 mod dns;
 mod etcd;
+
+/// An answer with more endpoints than this is refused (the last good set stays): each
+/// endpoint costs state, a pool and a health check, and no real cluster is this large.
+pub const MAX_ENDPOINTS: usize = 10_000;
 
 /// What a cluster's source last said.
 #[derive(Clone, Debug, Default)]
@@ -33,6 +39,22 @@ pub struct Found {
     /// When the last good answer came (Unix ms) and the last error since, if any.
     pub last_ok_unix_ms: Option<u64>,
     pub last_error: Option<String>,
+    /// What was asked ([`source_id`]): endpoints found for another source (before a reload
+    /// changed it) are never filled into the cluster.
+    id: String,
+    /// The task that may write this entry: a task stopped by a reload but still running
+    /// until its next await point writes nothing.
+    epoch: u64,
+}
+
+/// What a source asks, without the settings that do not change the answer (`refresh`,
+/// `allow_empty`): the same id keeps the last good endpoints across a reload.
+fn source_id(from: &EndpointsFrom) -> String {
+    match (&from.dns, &from.etcd) {
+        (Some(d), _) => format!("dns:{:?}:{}:{:?}", d.record, d.name, d.port),
+        (_, Some(e)) => format!("etcd:{}", e.prefix),
+        _ => String::new(),
+    }
 }
 
 /// What a discovery task is started with; a change restarts it.
@@ -42,6 +64,8 @@ pub struct Discovery {
     found: Arc<Mutex<HashMap<String, Found>>>,
     tasks: Mutex<HashMap<String, (TaskKey, AbortHandle)>>,
     changed: mpsc::UnboundedSender<String>,
+    /// Numbers the tasks started, for [`Found::epoch`].
+    epochs: AtomicU64,
 }
 
 impl Discovery {
@@ -54,6 +78,7 @@ impl Discovery {
                 found: Arc::default(),
                 tasks: Mutex::default(),
                 changed: tx,
+                epochs: AtomicU64::new(0),
             },
             rx,
         )
@@ -68,8 +93,10 @@ impl Discovery {
             .iter_mut()
             .filter(|c| c.endpoints_from.is_some())
         {
+            let id = c.endpoints_from.as_ref().map(source_id);
             c.endpoints = found
                 .get(&c.name)
+                .filter(|f| Some(&f.id) == id.as_ref())
                 .map(|f| f.endpoints.clone())
                 .unwrap_or_default();
         }
@@ -109,7 +136,10 @@ impl Discovery {
                         (_, Some(e)) => format!("etcd:{}", e.prefix),
                         _ => continue,
                     };
+                    let epoch = self.epochs.fetch_add(1, Ordering::Relaxed) + 1;
+                    self.claim(&c.name, &from, &label, epoch);
                     let report = Reporter {
+                        epoch,
                         cluster: c.name.clone(),
                         kind: if from.dns.is_some() { "dns" } else { "etcd" },
                         label,
@@ -151,6 +181,22 @@ impl Discovery {
         *tasks = next;
     }
 
+    /// Hands a cluster's entry to the task `epoch`: the last good endpoints stay when the
+    /// source asks the same thing as before (only `refresh` or the servers changed), and are
+    /// dropped when it asks something else (they are another service's).
+    fn claim(&self, cluster: &str, from: &EndpointsFrom, label: &str, epoch: u64) {
+        let id = source_id(from);
+        let mut found = self.found.lock().unwrap_or_else(|p| p.into_inner());
+        let f = found.entry(cluster.to_string()).or_default();
+        if f.id != id {
+            *f = Found::default();
+        }
+        f.id = id;
+        f.epoch = epoch;
+        f.source = label.to_string();
+        f.kind = if from.dns.is_some() { "dns" } else { "etcd" };
+    }
+
     /// Stops every task (shutdown).
     pub fn stop(&self) {
         for (_, (_, handle)) in self.tasks.lock().unwrap_or_else(|p| p.into_inner()).drain() {
@@ -162,6 +208,8 @@ impl Discovery {
 /// How a discovery task reports: it keeps the last good answer in the shared map, says which
 /// cluster changed, and emits the events and metrics, the same for every kind of source.
 struct Reporter {
+    /// Which [`Found::epoch`] this task may write.
+    epoch: u64,
     cluster: String,
     /// `dns` or `etcd` (the metric's `source` and the endpoints' `source` in the admin API).
     kind: &'static str,
@@ -187,13 +235,14 @@ impl Reporter {
 
     /// Keeps the last good set and records the error; the event comes once per outage.
     fn failed(&self, outcome: &str, error: &str) {
-        self.count(outcome);
         let mut found = self.found.lock().unwrap_or_else(|p| p.into_inner());
-        let f = found.entry(self.cluster.clone()).or_insert_with(|| Found {
-            source: self.label.clone(),
-            kind: self.kind,
-            ..Found::default()
-        });
+        let Some(f) = found
+            .get_mut(&self.cluster)
+            .filter(|f| f.epoch == self.epoch)
+        else {
+            return; // stopped by a reload
+        };
+        self.count(outcome);
         let first = f.last_error.is_none();
         f.last_error = Some(error.to_string());
         let kept = f.endpoints.len();
@@ -211,13 +260,25 @@ impl Reporter {
 
     /// A good answer (sorted by address): stored, and announced when it differs.
     fn succeeded(&self, endpoints: Vec<Endpoint>) {
+        if endpoints.len() > MAX_ENDPOINTS {
+            return self.failed(
+                "failed",
+                &format!(
+                    "the answer names {} endpoints, more than {MAX_ENDPOINTS}",
+                    endpoints.len()
+                ),
+            );
+        }
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
         let mut found = self.found.lock().unwrap_or_else(|p| p.into_inner());
-        let f = found.entry(self.cluster.clone()).or_default();
-        f.source.clone_from(&self.label);
-        f.kind = self.kind;
+        let Some(f) = found
+            .get_mut(&self.cluster)
+            .filter(|f| f.epoch == self.epoch)
+        else {
+            return; // stopped by a reload
+        };
         f.last_ok_unix_ms = Some(now_ms);
         let recovered = f.last_error.take().is_some();
         let same = f.endpoints == endpoints;
@@ -256,5 +317,61 @@ impl Reporter {
             }),
         );
         let _ = self.changed.send(self.cluster.clone());
+    }
+}
+
+/// An endpoint address from the network (`10.0.0.1:8080`, `[fd00::1]:80`, `shop.internal:80`)
+/// as the cluster will use it, or why it cannot be one.
+pub(crate) fn address(s: &str) -> Result<String, String> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return if a.port() == 0 {
+            Err("port 0 is not a port one can connect to".into())
+        } else if !sendable(a.ip()) {
+            Err(format!("{} is not an address to send requests to", a.ip()))
+        } else {
+            Ok(a.to_string())
+        };
+    }
+    gatehouse_config::validate::check_host_port(s)?;
+    Ok(s.to_string())
+}
+
+/// Whether requests can go to `ip`: not the unspecified address (Linux would connect to the
+/// gateway's own host), multicast, broadcast, or an IPv6 link-local address (which needs a
+/// scope that records cannot carry).
+pub(crate) fn sendable(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => !(v4.is_unspecified() || v4.is_multicast() || v4.is_broadcast()),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => sendable(IpAddr::V4(v4)),
+            None => !(v6.is_unspecified() || v6.is_multicast() || v6.is_unicast_link_local()),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_addresses_one_can_send_to_are_endpoints() {
+        for bad in [
+            "0.0.0.0:80",
+            "[::]:80",
+            "224.0.0.1:80",
+            "255.255.255.255:80",
+            "[ff02::1]:80",
+            "[fe80::1]:80",
+            "[::ffff:0.0.0.0]:80",
+            "10.0.0.1:0",
+            "a/b:80",
+            "shop",
+            "",
+        ] {
+            assert!(super::address(bad).is_err(), "{bad}");
+        }
+        assert_eq!(super::address("[0:0::1]:80").unwrap(), "[::1]:80");
+        assert_eq!(
+            super::address("shop.internal:80").unwrap(),
+            "shop.internal:80"
+        );
     }
 }

@@ -8,13 +8,20 @@
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Bytes;
 use serde_json::{json, Value};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-/// How long a request to etcd may take (a watch is given longer: it waits for a change).
+/// How long a request to etcd may take (a watch is given longer: it waits for a change, but
+/// its connection and first answer are bounded by this too).
 const TIMEOUT: Duration = Duration::from_secs(5);
+/// The largest answer (or watch line) read from etcd. etcd refuses requests over 1.5 MiB by
+/// default, so a value is smaller; this leaves room for a prefix of many thousand keys while
+/// keeping a broken or hostile server from filling memory.
+pub const MAX_ANSWER: usize = 32 << 20;
 
 /// One key and its value.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -33,13 +40,29 @@ pub struct Range {
 
 #[derive(Clone, Debug)]
 pub struct Client {
-    /// `http://host:port`, tried in order.
+    /// `http://host:port`, tried in order, starting with the last that answered.
     endpoints: Vec<String>,
+    /// The index of the member that answered last: a hung member listed first would
+    /// otherwise cost every request its timeout.
+    answered: Arc<AtomicUsize>,
 }
 
 impl Client {
     pub fn new(endpoints: Vec<String>) -> Self {
-        Client { endpoints }
+        Client {
+            endpoints,
+            answered: Arc::default(),
+        }
+    }
+
+    /// The members, the one that answered last first.
+    fn members(&self) -> impl Iterator<Item = (usize, &str)> {
+        let n = self.endpoints.len();
+        let first = self.answered.load(Ordering::Relaxed);
+        (0..n).map(move |k| {
+            let i = (first + k) % n;
+            (i, self.endpoints[i].as_str())
+        })
     }
 
     /// The key, or every key under `key` when `prefix`.
@@ -91,33 +114,23 @@ impl Client {
             create["range_end"] = json!(B64.encode(prefix_end(key.as_bytes())));
         }
         let body = json!({ "create_request": create });
-        let mut last = String::new();
-        for base in &self.endpoints {
-            let watch = async {
-                let mut resp = send(base, "/v3/watch", &body).await?;
-                let mut pending = Vec::new();
-                while let Some(frame) = resp.frame().await {
-                    let frame = frame.map_err(|e| format!("{base}: watch: {e}"))?;
-                    let Some(data) = frame.data_ref() else {
-                        continue;
-                    };
-                    pending.extend_from_slice(data);
-                    while let Some(end) = pending.iter().position(|&b| b == b'\n') {
-                        let line: Vec<u8> = pending.drain(..=end).collect();
-                        let v: Value = serde_json::from_slice(&line)
-                            .map_err(|e| format!("{base}: watch: not JSON: {e}"))?;
-                        if v.get("error").is_some() {
-                            return Err(format!("{base}: watch: {}", v["error"]));
-                        }
-                        let events = v["result"]["events"].as_array().map_or(0, Vec::len);
-                        if events > 0 || v["result"]["compact_revision"].is_string() {
-                            return Ok(Some(number(&v["result"]["header"]["revision"])));
-                        }
-                    }
+        let mut last = "no etcd endpoints".to_string();
+        for (i, base) in self.members() {
+            // The connection and etcd's first answer ("created") are bounded like any request,
+            // so that a hung member hands over to the next instead of taking all of `within`.
+            let resp = match tokio::time::timeout(TIMEOUT, send(base, "/v3/watch", &body)).await {
+                Ok(Ok(resp)) => resp,
+                Ok(Err(e)) => {
+                    last = e;
+                    continue;
                 }
-                Err(format!("{base}: watch ended"))
+                Err(_) => {
+                    last = format!("{base}/v3/watch: no answer within {TIMEOUT:?}");
+                    continue;
+                }
             };
-            match tokio::time::timeout(within, watch).await {
+            self.answered.store(i, Ordering::Relaxed);
+            match tokio::time::timeout(within, first_change(base, resp)).await {
                 Err(_) => return Ok(None),
                 Ok(Ok(changed)) => return Ok(changed),
                 Ok(Err(e)) => last = e,
@@ -129,25 +142,76 @@ impl Client {
     /// POSTs `body` to `path` on the first endpoint that answers.
     async fn call(&self, path: &str, body: &Value) -> Result<Value, String> {
         let mut last = "no etcd endpoints".to_string();
-        for base in &self.endpoints {
+        for (i, base) in self.members() {
             let attempt = async {
                 let resp = send(base, path, body).await?;
-                let bytes = resp
+                let bytes = Limited::new(resp.into_body(), MAX_ANSWER)
                     .collect()
                     .await
-                    .map_err(|e| format!("{base}{path}: {e}"))?
+                    .map_err(|e| too_large_or(e, &format!("{base}{path}")))?
                     .to_bytes();
                 serde_json::from_slice::<Value>(&bytes)
                     .map_err(|e| format!("{base}{path}: not JSON: {e}"))
             };
             match tokio::time::timeout(TIMEOUT, attempt).await {
-                Ok(Ok(v)) if v.get("error").is_none() && v.get("code").is_none() => return Ok(v),
+                Ok(Ok(v)) if v.get("error").is_none() && v.get("code").is_none() => {
+                    self.answered.store(i, Ordering::Relaxed);
+                    return Ok(v);
+                }
                 Ok(Ok(v)) => last = format!("{base}{path}: {}", v["message"]),
                 Ok(Err(e)) => last = e,
                 Err(_) => last = format!("{base}{path}: no answer within {TIMEOUT:?}"),
             }
         }
         Err(last)
+    }
+}
+
+/// Reads a watch's stream until the first line that reports a change (or a compaction) and
+/// returns the store's revision then. Lines are bounded by [`MAX_ANSWER`].
+async fn first_change(
+    base: &str,
+    mut resp: hyper::Response<hyper::body::Incoming>,
+) -> Result<Option<i64>, String> {
+    let mut pending = Vec::new();
+    // How much of `pending` is known to hold no newline: each byte is looked at once, or a
+    // long line sent in small frames would be scanned again and again.
+    let mut scanned = 0;
+    while let Some(frame) = resp.frame().await {
+        let frame = frame.map_err(|e| format!("{base}: watch: {e}"))?;
+        let Some(data) = frame.data_ref() else {
+            continue;
+        };
+        pending.extend_from_slice(data);
+        while let Some(at) = pending[scanned..].iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=scanned + at).collect();
+            scanned = 0;
+            let v: Value = serde_json::from_slice(&line)
+                .map_err(|e| format!("{base}: watch: not JSON: {e}"))?;
+            if v.get("error").is_some() {
+                return Err(format!("{base}: watch: {}", v["error"]));
+            }
+            let events = v["result"]["events"].as_array().map_or(0, Vec::len);
+            if events > 0 || v["result"]["compact_revision"].is_string() {
+                return Ok(Some(number(&v["result"]["header"]["revision"])));
+            }
+        }
+        scanned = pending.len();
+        if pending.len() > MAX_ANSWER {
+            return Err(format!(
+                "{base}: watch: a line longer than {MAX_ANSWER} bytes"
+            ));
+        }
+    }
+    Err(format!("{base}: watch ended"))
+}
+
+/// A body error, named "larger than" when it is [`MAX_ANSWER`] that stopped it.
+fn too_large_or(e: Box<dyn std::error::Error + Send + Sync>, at: &str) -> String {
+    if e.is::<LengthLimitError>() {
+        format!("{at}: the answer is larger than {MAX_ANSWER} bytes")
+    } else {
+        format!("{at}: {e}")
     }
 }
 

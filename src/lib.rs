@@ -131,7 +131,11 @@ impl Gateway {
             client: etcd::Client::new(endpoints),
             key: key.to_string(),
         };
-        let (text, revision) = source.read().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        // No retry: etcd down at start is an error the service manager restarts after.
+        let (text, revision) = source
+            .read()
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot read the config from etcd key {key:?}: {e}"))?;
         Self::start_from(source, text, revision, access_log).await
     }
 

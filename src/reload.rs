@@ -312,8 +312,9 @@ pub fn log_warnings(text: &str, name: &str, config: &gatehouse_config::Config) {
 }
 
 /// Watches the etcd key the config comes from: each change after the running revision is
-/// reloaded as a file change would be (validated; refused, the running config stays). A
-/// broken watch is made again after a second.
+/// reloaded as a file change would be (validated; refused, the running config stays; a
+/// deleted key is refused too). A broken watch is made again after a second, from the last
+/// revision looked at, so a change made meanwhile is not missed.
 pub fn watch_etcd(reloader: Arc<Reloader>) {
     let Source::Etcd { client, key } = reloader.source() else {
         return;
@@ -328,10 +329,21 @@ pub fn watch_etcd(reloader: Arc<Reloader>) {
                 .changed_after(&key, false, seen, std::time::Duration::from_secs(60))
                 .await
             {
-                Ok(Some(revision)) => {
-                    seen = seen.max(revision);
-                    let _ = reloader.reload_if_changed("etcd").await;
-                }
+                // The change is marked seen only once the key could be read: a read that fails
+                // (etcd restarting) would otherwise lose it, as the next watch starts after it.
+                Ok(Some(revision)) => match client.range(&key, false).await {
+                    Err(e) => {
+                        tracing::warn!(key, error = %e, "cannot read the changed config key from etcd; trying again");
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    }
+                    // Each watched change is a new revision, so it is reloaded even when the
+                    // text is the same: the generation then follows the key's revision, as on
+                    // an instance started now. A deleted key is refused (the report says why).
+                    Ok(_) => {
+                        seen = seen.max(revision);
+                        let _ = reloader.reload("etcd").await;
+                    }
+                },
                 Ok(None) => {}
                 Err(e) => {
                     tracing::warn!(key, error = %e, "cannot watch the config key in etcd; trying again");

@@ -243,3 +243,46 @@ fn check_refuses_endpoints_from_without_what_it_needs() {
         assert!(err.contains(want), "missing {want:?} in:\n{err}");
     }
 }
+
+/// SRV records that name no endpoint one could send to are skipped, the rest are used: a
+/// target with no address (a host gone from the zone), port 0, the "no service" target `.`,
+/// and targets whose address is 0.0.0.0 (which Linux would connect to itself), multicast or
+/// broadcast. Before, one dead target failed the whole answer, so the cluster never got an
+/// endpoint (or kept a stale set forever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn srv_records_that_name_no_usable_endpoint_are_skipped() {
+    let up = FakeUpstream::start("up").await;
+    let port = up.addr().port();
+    let dns = DnsServer::start(
+        "127.0.0.1 node.test\n0.0.0.0 zero.test\n224.0.0.1 mcast.test\n255.255.255.255 bcast.test\n",
+        &[
+            &format!("_http._tcp.shop.test,node.test,{port},0,0"),
+            &format!("_http._tcp.shop.test,gone.test,{port},0,5"),
+            &format!("_http._tcp.shop.test,zero.test,{port},0,5"),
+            &format!("_http._tcp.shop.test,mcast.test,{port},0,5"),
+            &format!("_http._tcp.shop.test,bcast.test,{port},0,5"),
+            "_http._tcp.shop.test,node.test,0,0,5",
+        ],
+    );
+    let yaml = format!(
+        "dns: {{servers: ['{}']}}\n\
+         listeners: [{{name: public, address: 127.0.0.1:0}}]\n\
+         admin: {{address: 127.0.0.1:0}}\n\
+         access_log: off\n\
+         clusters:\n  - name: shop\n    slow_start: 0s\n    health_check: {{enabled: false}}\n    \
+         endpoints_from: {{dns: {{name: _http._tcp.shop.test, type: SRV, refresh: 1s}}}}\n\
+         routes: [{{name: all, match: {{path_prefix: /}}, cluster: shop}}]\n",
+        dns.address()
+    );
+    let gw = Running::start(&yaml, &[]);
+    let c = client();
+    let want = vec![up.addr().to_string()];
+    let view = eventually("the one usable SRV record", DEADLINE, || async {
+        let v = cluster(&c, &gw, "shop").await;
+        (addresses(&v) == want).then_some(v)
+    })
+    .await;
+    assert_eq!(view["endpoints"][0]["weight"], 1, "weight 0 counts as 1");
+    let r = c.get(format!("http://{}/x", gw.addr)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}

@@ -1,8 +1,10 @@
 //! `endpoints_from: {dns: ...}`: resolve A, AAAA or SRV records with `hickory-resolver`, turn
 //! the answer into endpoints, and resolve again when the answer's TTL (at most `refresh`) runs
-//! out. SRV records give each endpoint its port and weight (the lowest priority only, as
-//! RFC 2782 has clients use the others only when those fail); their targets are resolved with
-//! the same servers.
+//! out. SRV records give each endpoint its port and weight (the lowest priority that names
+//! one, as RFC 2782 has clients use the others only when those fail); their targets are
+//! resolved with the same servers. Records that name nothing one can send to (target `.`,
+//! port 0, a target with no address, 0.0.0.0, multicast) are skipped, not a failure: one
+//! stale record must not freeze the cluster.
 
 use super::Reporter;
 use gatehouse_config::discovery::{DnsSource, RecordType};
@@ -18,6 +20,9 @@ use std::time::{Duration, Instant};
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
 /// An answer is not asked again sooner than this, whatever its TTL (a TTL of 0 would spin).
 const MIN_INTERVAL: Duration = Duration::from_secs(1);
+/// The longest one resolution may take, SRV targets included (each lookup has its own
+/// timeout, but a large SRV answer makes many).
+const RESOLVE_WITHIN: Duration = Duration::from_secs(10);
 
 pub struct Task {
     pub source: DnsSource,
@@ -38,7 +43,10 @@ impl Task {
         };
         let refresh = self.source.refresh.0;
         loop {
-            let wait = match resolve(&resolver, &self.source).await {
+            let resolved = tokio::time::timeout(RESOLVE_WITHIN, resolve(&resolver, &self.source))
+                .await
+                .unwrap_or_else(|_| Err(format!("no answer within {RESOLVE_WITHIN:?}")));
+            let wait = match resolved {
                 Ok((eps, _)) if eps.is_empty() && !self.source.allow_empty => {
                     self.report.failed("empty", "the answer has no records");
                     refresh.min(RETRY_AFTER_FAILURE)
@@ -87,7 +95,7 @@ async fn resolve(
             let a = lookup(resolver.ipv4_lookup(name.as_str()).await)?;
             let until = a.as_ref().map(|l| l.valid_until());
             for ip in a.iter().flat_map(|l| l.iter()) {
-                out.push(endpoint(IpAddr::V4(ip.0), port, 1));
+                out.extend(endpoint(IpAddr::V4(ip.0), port, 1));
             }
             until
         }
@@ -95,23 +103,42 @@ async fn resolve(
             let a = lookup(resolver.ipv6_lookup(name.as_str()).await)?;
             let until = a.as_ref().map(|l| l.valid_until());
             for ip in a.iter().flat_map(|l| l.iter()) {
-                out.push(endpoint(IpAddr::V6(ip.0), port, 1));
+                out.extend(endpoint(IpAddr::V6(ip.0), port, 1));
             }
             until
         }
         RecordType::SRV => {
             let srv = lookup(resolver.srv_lookup(name.as_str()).await)?;
             let mut until = srv.as_ref().map(|l| l.as_lookup().valid_until());
-            let records: Vec<_> = srv.iter().flat_map(|l| l.iter().cloned()).collect();
-            let best = records.iter().map(|r| r.priority()).min();
-            for r in records.iter().filter(|r| Some(r.priority()) == best) {
-                let ips = resolver
-                    .lookup_ip(r.target().clone())
-                    .await
-                    .map_err(|e| format!("SRV target {}: {e}", r.target()))?;
-                until = until.min(Some(ips.valid_until()));
-                for ip in ips.iter() {
-                    out.push(endpoint(ip, r.port(), u32::from(r.weight()).max(1)));
+            let mut records: Vec<_> = srv
+                .iter()
+                .flat_map(|l| l.iter().cloned())
+                .filter(|r| r.port() != 0 && !r.target().is_root())
+                .collect();
+            if records.len() > super::MAX_ENDPOINTS {
+                return Err(format!(
+                    "{} SRV records, more than {}",
+                    records.len(),
+                    super::MAX_ENDPOINTS
+                ));
+            }
+            records.sort_by_key(|r| r.priority());
+            for group in records.chunk_by(|a, b| a.priority() == b.priority()) {
+                for r in group {
+                    // A target gone from the zone is skipped; any other failure (a timeout, a
+                    // SERVFAIL) fails the answer, which keeps the last good set.
+                    let Some(ips) = lookup(resolver.lookup_ip(r.target().clone()).await)
+                        .map_err(|e| format!("SRV target {}: {e}", r.target()))?
+                    else {
+                        continue;
+                    };
+                    until = until.min(Some(ips.valid_until()));
+                    for ip in ips.iter() {
+                        out.extend(endpoint(ip, r.port(), u32::from(r.weight()).max(1)));
+                    }
+                }
+                if !out.is_empty() {
+                    break;
                 }
             }
             until
@@ -144,9 +171,10 @@ fn absolute(name: &str) -> String {
     }
 }
 
-fn endpoint(ip: IpAddr, port: u16, weight: u32) -> Endpoint {
-    Endpoint {
+/// The endpoint a record names, if requests can go to it.
+fn endpoint(ip: IpAddr, port: u16, weight: u32) -> Option<Endpoint> {
+    super::sendable(ip).then(|| Endpoint {
         address: SocketAddr::new(ip, port).to_string(),
         weight,
-    }
+    })
 }

@@ -59,16 +59,19 @@ fn endpoints(prefix: &str, kvs: &[crate::etcd::Kv]) -> (Vec<Endpoint>, Vec<(Stri
     let mut out = Vec::new();
     let mut skipped = Vec::new();
     for kv in kvs {
-        let address = kv.key[prefix.len().min(kv.key.len())..].trim_start_matches('/');
-        if address.rsplit_once(':').is_none_or(|(host, port)| {
-            host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0)
-        }) {
-            skipped.push((
-                kv.key.clone(),
-                "the key's last part is not HOST:PORT".into(),
-            ));
+        // etcd sends only keys under the prefix; a key that is not is skipped (slicing it at
+        // the prefix's length could cut a character in two).
+        let Some(rest) = kv.key.strip_prefix(prefix) else {
+            skipped.push((kv.key.clone(), "the key is not under the prefix".into()));
             continue;
-        }
+        };
+        let address = match super::address(rest.trim_start_matches('/')) {
+            Ok(a) => a,
+            Err(why) => {
+                skipped.push((kv.key.clone(), why));
+                continue;
+            }
+        };
         let weight = if kv.value.iter().all(u8::is_ascii_whitespace) {
             1
         } else {
@@ -87,10 +90,7 @@ fn endpoints(prefix: &str, kvs: &[crate::etcd::Kv]) -> (Vec<Endpoint>, Vec<(Stri
                 }
             }
         };
-        out.push(Endpoint {
-            address: address.to_string(),
-            weight,
-        });
+        out.push(Endpoint { address, weight });
     }
     out.sort_by(|a, b| a.address.cmp(&b.address));
     out.dedup_by(|a, b| a.address == b.address);
@@ -119,10 +119,23 @@ mod tests {
                 kv("/services/shop/nonsense", ""),
                 kv("/services/shop/10.0.0.3:80", "{not json"),
                 kv("/services/shop/10.0.0.4:80", r#"{"weight": 0}"#),
+                kv("/services/shopé", ""),
+                kv("/services/shop/a/b:80", ""),
+                kv("/services/shop/0.0.0.0:80", ""),
+                kv("/services/shop/[ff02::1]:80", ""),
+                kv("/services/shop/10.0.0.5:0", ""),
+                kv("/services/shop/shop.internal:8080", ""),
             ],
         );
         let got: Vec<(&str, u32)> = eps.iter().map(|e| (e.address.as_str(), e.weight)).collect();
-        assert_eq!(got, vec![("10.0.0.1:80", 1), ("10.0.0.2:80", 3)]);
-        assert_eq!(skipped.len(), 3);
+        assert_eq!(
+            got,
+            vec![
+                ("10.0.0.1:80", 1),
+                ("10.0.0.2:80", 3),
+                ("shop.internal:8080", 1)
+            ]
+        );
+        assert_eq!(skipped.len(), 8);
     }
 }

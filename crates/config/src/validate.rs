@@ -642,8 +642,9 @@ fn http_token(s: &str) -> Option<&str> {
     .then_some(s)
 }
 
-/// `host:port` with a numeric port; the host may be an IP, `[v6]` or a DNS name.
-fn check_host_port(a: &str) -> Result<(), String> {
+/// `host:port` with a numeric port; the host may be an IP, `[v6]` or a DNS name (also how
+/// discovery checks addresses from etcd keys).
+pub fn check_host_port(a: &str) -> Result<(), String> {
     if a.parse::<SocketAddr>().is_ok() {
         return Ok(());
     }
