@@ -195,6 +195,30 @@ impl Registry {
         }
     }
 
+    /// What `GET /tls` shows: each TLS listener's certificates as handshakes get them now, and
+    /// each ACME section's state.
+    pub fn view(&self) -> serde_json::Value {
+        let mut terminators: Vec<Arc<Terminator>> = self.lock().values().cloned().collect();
+        terminators.sort_by(|a, b| a.listener().cmp(b.listener()));
+        let pair = |p: &super::certs::Pair, source: &str| {
+            json!({"name": p.label, "names": p.names, "not_before": rfc3339(p.not_before), "not_after": rfc3339(p.not_after), "source": source})
+        };
+        let listeners: Vec<serde_json::Value> = terminators
+            .iter()
+            .map(|t| {
+                let s = t.state();
+                let mut certs: Vec<serde_json::Value> = Vec::new();
+                if let Some(a) = s.acme.as_ref().map(|a| a.served()) {
+                    let source = if a.self_signed { "acme_self_signed" } else { "acme" };
+                    certs.push(pair(&a.pair, source));
+                }
+                certs.extend(s.store.pairs.iter().map(|p| pair(p, "file")));
+                json!({"listener": t.listener(), "certificates": certs})
+            })
+            .collect();
+        json!({"listeners": listeners, "acme": self.acme.views()})
+    }
+
     /// Every TLS file of every listener.
     pub fn files(&self) -> Vec<PathBuf> {
         let mut files: Vec<PathBuf> = self
