@@ -265,6 +265,21 @@ async fn http01_issues_serves_a_verified_chain_and_a_restart_reuses_the_storage(
     assert!(files.iter().any(|f| f.starts_with("account-127.0.0.1_")), "{files:?}");
     assert!(files.iter().any(|f| f.starts_with(DOMAIN) && f.ends_with(".key")), "{files:?}");
 
+    // A reload with the same acme section keeps the certificate: no new order.
+    gw.signal("HUP");
+    eventually("the reload is applied", Duration::from_secs(10), || async {
+        let c: Value = reqwest::get(format!("http://{}/config", gw.admin_addr()))
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (c["generation"] == 2).then_some(())
+    })
+    .await;
+    assert_eq!(verified_serial(s.tls_addr(), &root).await.as_deref(), Some(first.as_str()));
+    assert_eq!(admin_tls(&gw).await["acme"][0]["status"]["orders"], 1);
+
     // A restart serves the stored certificate from its first handshake and orders nothing.
     drop(conn);
     drop(gw);

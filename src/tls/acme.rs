@@ -90,9 +90,13 @@ impl Challenges {
         let cert = params.self_signed(&key).map_err(|e| e.to_string())?;
         let der = rustls_pki_types::PrivateKeyDer::try_from(key.serialize_der())
             .map_err(|e| e.to_string())?;
-        let provider = rustls::crypto::aws_lc_rs::default_provider();
-        let ck = CertifiedKey::from_der(vec![cert.der().clone()], der, &provider)
+        // Not `from_der`: its key check parses the certificate with webpki, which refuses the
+        // critical `acmeIdentifier` extension.
+        let signing = rustls::crypto::aws_lc_rs::default_provider()
+            .key_provider
+            .load_private_key(der)
             .map_err(|e| e.to_string())?;
+        let ck = CertifiedKey::new(vec![cert.der().clone()], signing);
         lock(&self.alpn).insert(domain.to_ascii_lowercase(), (token.to_string(), Arc::new(ck)));
         Ok(())
     }
