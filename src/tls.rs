@@ -56,7 +56,9 @@ struct Resolver {
 
 impl std::fmt::Debug for acme::Slot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Slot").field("domains", &self.cfg.domains).finish()
+        f.debug_struct("Slot")
+            .field("domains", &self.cfg.domains)
+            .finish()
     }
 }
 
@@ -328,7 +330,9 @@ impl Terminator {
     }
 }
 
-fn offers_acme_alpn<Io: AsyncRead + AsyncWrite + Unpin>(hello: &tokio_rustls::StartHandshake<Io>) -> bool {
+fn offers_acme_alpn<Io: AsyncRead + AsyncWrite + Unpin>(
+    hello: &tokio_rustls::StartHandshake<Io>,
+) -> bool {
     hello
         .client_hello()
         .alpn()

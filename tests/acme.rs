@@ -42,7 +42,13 @@ struct Pebble {
 }
 
 impl Pebble {
-    fn start(dir: &Path, dns: &DnsServer, http_port: u16, tls_port: u16, validity_s: u64) -> Pebble {
+    fn start(
+        dir: &Path,
+        dns: &DnsServer,
+        http_port: u16,
+        tls_port: u16,
+        validity_s: u64,
+    ) -> Pebble {
         let pki = Pki::new(dir, "pebble-ca");
         let leaf = pki.leaf("pebble", &["127.0.0.1", "localhost"]);
         for _ in 0..5 {
@@ -71,10 +77,11 @@ impl Pebble {
                 .stderr(Stdio::null())
                 .spawn()
                 .expect("pebble is not installed: run ./scripts/test.sh, which installs it");
-            let ready = gatehouse_testkit::process::wait_ready(child, Duration::from_secs(10), || {
-                gatehouse_testkit::process::accepts(acme_port)
-                    && gatehouse_testkit::process::accepts(mgmt_port)
-            });
+            let ready =
+                gatehouse_testkit::process::wait_ready(child, Duration::from_secs(10), || {
+                    gatehouse_testkit::process::accepts(acme_port)
+                        && gatehouse_testkit::process::accepts(mgmt_port)
+                });
             if let Some(child) = ready {
                 return Pebble {
                     child,
@@ -106,7 +113,9 @@ impl Pebble {
         let mut out = Vec::new();
         let _ = tls.read_to_end(&mut out).await;
         let text = String::from_utf8(out).unwrap();
-        let at = text.find("-----BEGIN CERTIFICATE-----").expect("a PEM root");
+        let at = text
+            .find("-----BEGIN CERTIFICATE-----")
+            .expect("a PEM root");
         text[at..].to_string()
     }
 }
@@ -211,7 +220,10 @@ async fn get(send: &mut hyper::client::conn::http1::SendRequest<String>) -> (u16
         .header("host", DOMAIN)
         .body(String::new())
         .unwrap();
-    let resp = send.send_request(req).await.expect("the connection is still open");
+    let resp = send
+        .send_request(req)
+        .await
+        .expect("the connection is still open");
     let status = resp.status().as_u16();
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     (status, String::from_utf8_lossy(&body).into_owned())
@@ -233,26 +245,37 @@ async fn http01_issues_serves_a_verified_chain_and_a_restart_reuses_the_storage(
         .await
         .expect("a handshake at start succeeds");
 
-    let first = eventually("the ACME certificate is served", Duration::from_secs(60), || {
-        verified_serial(s.tls_addr(), &root)
-    })
+    let first = eventually(
+        "the ACME certificate is served",
+        Duration::from_secs(60),
+        || verified_serial(s.tls_addr(), &root),
+    )
     .await;
     let mut conn = open(s.tls_addr(), &root).await;
-    assert_eq!(get(&mut conn).await, (200, r#"{"upstream":"backend"}"#.to_string()));
+    assert_eq!(
+        get(&mut conn).await,
+        (200, r#"{"upstream":"backend"}"#.to_string())
+    );
 
     let view = admin_tls(&gw).await;
     let acme = &view["acme"][0];
     assert_eq!(acme["serving"], "issued", "{view}");
     assert_eq!(acme["serial"], first.as_str(), "{view}");
     assert_eq!(acme["status"]["orders"], 1, "{view}");
-    assert_eq!(view["listeners"][0]["certificates"][0]["source"], "acme", "{view}");
+    assert_eq!(
+        view["listeners"][0]["certificates"][0]["source"], "acme",
+        "{view}"
+    );
     let metrics = reqwest::get(format!("http://{}/metrics", gw.admin_addr()))
         .await
         .unwrap()
         .text()
         .await
         .unwrap();
-    assert!(metrics.contains("gatehouse_acme_orders_total{result=\"issued\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("gatehouse_acme_orders_total{result=\"issued\"} 1"),
+        "{metrics}"
+    );
     assert!(
         metrics.contains(&format!("gatehouse_tls_certificate_expiry_timestamp_seconds{{listener=\"https\",name=\"{DOMAIN}\"}}")),
         "{metrics}"
@@ -262,8 +285,16 @@ async fn http01_issues_serves_a_verified_chain_and_a_restart_reuses_the_storage(
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert!(files.iter().any(|f| f.starts_with("account-127.0.0.1_")), "{files:?}");
-    assert!(files.iter().any(|f| f.starts_with(DOMAIN) && f.ends_with(".key")), "{files:?}");
+    assert!(
+        files.iter().any(|f| f.starts_with("account-127.0.0.1_")),
+        "{files:?}"
+    );
+    assert!(
+        files
+            .iter()
+            .any(|f| f.starts_with(DOMAIN) && f.ends_with(".key")),
+        "{files:?}"
+    );
 
     // A reload with the same acme section keeps the certificate: no new order.
     gw.signal("HUP");
@@ -277,7 +308,10 @@ async fn http01_issues_serves_a_verified_chain_and_a_restart_reuses_the_storage(
         (c["generation"] == 2).then_some(())
     })
     .await;
-    assert_eq!(verified_serial(s.tls_addr(), &root).await.as_deref(), Some(first.as_str()));
+    assert_eq!(
+        verified_serial(s.tls_addr(), &root).await.as_deref(),
+        Some(first.as_str())
+    );
     assert_eq!(admin_tls(&gw).await["acme"][0]["status"]["orders"], 1);
 
     // A restart serves the stored certificate from its first handshake and orders nothing.
@@ -298,16 +332,27 @@ async fn tls_alpn01_renewal_swaps_the_certificate_without_dropping_a_connection(
     let s = Setup::new(10).await;
     let root = s.pebble.root().await;
     let gw = s.gateway("tls-alpn-01", &s.pebble.directory());
-    let first = eventually("the ACME certificate is served", Duration::from_secs(60), || {
-        verified_serial(s.tls_addr(), &root)
-    })
+    let first = eventually(
+        "the ACME certificate is served",
+        Duration::from_secs(60),
+        || verified_serial(s.tls_addr(), &root),
+    )
     .await;
     let mut conn = open(s.tls_addr(), &root).await;
-    assert_eq!(get(&mut conn).await, (200, r#"{"upstream":"backend"}"#.to_string()));
+    assert_eq!(
+        get(&mut conn).await,
+        (200, r#"{"upstream":"backend"}"#.to_string())
+    );
 
-    let renewed = eventually("a renewed certificate is served", Duration::from_secs(60), || async {
-        verified_serial(s.tls_addr(), &root).await.filter(|s| *s != first)
-    })
+    let renewed = eventually(
+        "a renewed certificate is served",
+        Duration::from_secs(60),
+        || async {
+            verified_serial(s.tls_addr(), &root)
+                .await
+                .filter(|s| *s != first)
+        },
+    )
     .await;
     assert_ne!(renewed, first);
     assert_eq!(
@@ -316,7 +361,10 @@ async fn tls_alpn01_renewal_swaps_the_certificate_without_dropping_a_connection(
         "the connection opened before the renewal still works"
     );
     let view = admin_tls(&gw).await;
-    assert!(view["acme"][0]["status"]["orders"].as_u64().unwrap() >= 2, "{view}");
+    assert!(
+        view["acme"][0]["status"]["orders"].as_u64().unwrap() >= 2,
+        "{view}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -324,13 +372,22 @@ async fn an_unreachable_directory_is_reported_and_the_self_signed_certificate_se
     let s = Setup::new(3600).await;
     let closed = format!("https://127.0.0.1:{}/dir", free_port());
     let gw = s.gateway("http-01", &closed);
-    let view = eventually("the failure is reported", Duration::from_secs(20), || async {
-        let v = admin_tls(&gw).await;
-        v["acme"][0]["status"]["last_error"].is_string().then_some(v)
-    })
+    let view = eventually(
+        "the failure is reported",
+        Duration::from_secs(20),
+        || async {
+            let v = admin_tls(&gw).await;
+            v["acme"][0]["status"]["last_error"]
+                .is_string()
+                .then_some(v)
+        },
+    )
     .await;
     let error = view["acme"][0]["status"]["last_error"].as_str().unwrap();
-    assert!(error.contains(&closed) && error.contains("onnect"), "{error}");
+    assert!(
+        error.contains(&closed) && error.contains("onnect"),
+        "{error}"
+    );
     assert_eq!(view["acme"][0]["serving"], "self_signed", "{view}");
     pki::connect(s.tls_addr(), DOMAIN, &Client::default())
         .await

@@ -35,10 +35,7 @@ pub fn answer(
 /// token being checked now, on a plain-HTTP listener, before routing (and before an
 /// `redirect_https`). Any other request under that path is routed as usual, so a backend that
 /// runs its own ACME client keeps working.
-pub fn acme_challenge(
-    runtime: &crate::runtime::Runtime,
-    uri: &Uri,
-) -> Option<Response<Body>> {
+pub fn acme_challenge(runtime: &crate::runtime::Runtime, uri: &Uri) -> Option<Response<Body>> {
     let token = uri.path().strip_prefix(crate::tls::acme::HTTP01_PREFIX)?;
     let key_auth = runtime.tls.acme.challenges().http(token)?;
     let mut resp = Response::new(Body::full(key_auth.into()));

@@ -97,7 +97,10 @@ impl Challenges {
             .load_private_key(der)
             .map_err(|e| e.to_string())?;
         let ck = CertifiedKey::new(vec![cert.der().clone()], signing);
-        lock(&self.alpn).insert(domain.to_ascii_lowercase(), (token.to_string(), Arc::new(ck)));
+        lock(&self.alpn).insert(
+            domain.to_ascii_lowercase(),
+            (token.to_string(), Arc::new(ck)),
+        );
         Ok(())
     }
 
@@ -162,7 +165,12 @@ impl Manager {
 
     /// Makes `wanted` (listener, slot) the slots in use: new ones start their task, ones no
     /// listener uses any more stop theirs.
-    pub fn reconcile(&self, wanted: &[(String, Arc<Slot>)], events: &Events, metrics: &Arc<Metrics>) {
+    pub fn reconcile(
+        &self,
+        wanted: &[(String, Arc<Slot>)],
+        events: &Events,
+        metrics: &Arc<Metrics>,
+    ) {
         let mut slots = lock(&self.slots);
         slots.retain(|cfg, slot| {
             let keep = wanted.iter().any(|(_, s)| &s.cfg == cfg);
@@ -211,7 +219,10 @@ impl Slot {
     /// Whether `name` is one of its domains.
     pub fn covers(&self, name: &str) -> bool {
         let name = name.trim_end_matches('.');
-        self.cfg.domains.iter().any(|d| d.eq_ignore_ascii_case(name))
+        self.cfg
+            .domains
+            .iter()
+            .any(|d| d.eq_ignore_ascii_case(name))
     }
 
     pub fn challenges(&self) -> &Challenges {

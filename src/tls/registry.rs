@@ -28,7 +28,10 @@ pub struct Prepared(Vec<(String, State)>);
 /// Builds the TLS state of every TLS listener in `config`; any problem (a file that cannot be
 /// read, a key that is not the certificate's, an ACME storage that cannot be made) fails the
 /// whole load. Without `acme` (`gatehouse check`), ACME sections are not looked at.
-pub fn prepare(config: &Config, acme: Option<&super::acme::Manager>) -> Result<Prepared, Vec<Problem>> {
+pub fn prepare(
+    config: &Config,
+    acme: Option<&super::acme::Manager>,
+) -> Result<Prepared, Vec<Problem>> {
     let mut ready = Vec::new();
     let mut problems = Vec::new();
     for (i, l) in config.listeners.iter().enumerate() {
@@ -200,16 +203,18 @@ impl Registry {
     pub fn view(&self) -> serde_json::Value {
         let mut terminators: Vec<Arc<Terminator>> = self.lock().values().cloned().collect();
         terminators.sort_by(|a, b| a.listener().cmp(b.listener()));
-        let pair = |p: &super::certs::Pair, source: &str| {
-            json!({"name": p.label, "names": p.names, "not_before": rfc3339(p.not_before), "not_after": rfc3339(p.not_after), "source": source})
-        };
+        let pair = |p: &super::certs::Pair, source: &str| json!({"name": p.label, "names": p.names, "not_before": rfc3339(p.not_before), "not_after": rfc3339(p.not_after), "source": source});
         let listeners: Vec<serde_json::Value> = terminators
             .iter()
             .map(|t| {
                 let s = t.state();
                 let mut certs: Vec<serde_json::Value> = Vec::new();
                 if let Some(a) = s.acme.as_ref().map(|a| a.served()) {
-                    let source = if a.self_signed { "acme_self_signed" } else { "acme" };
+                    let source = if a.self_signed {
+                        "acme_self_signed"
+                    } else {
+                        "acme"
+                    };
                     certs.push(pair(&a.pair, source));
                 }
                 certs.extend(s.store.pairs.iter().map(|p| pair(p, "file")));

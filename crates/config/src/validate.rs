@@ -771,14 +771,14 @@ fn validate_acme(p: &mut impl FnMut(String, String), at: &str, a: &crate::tls::A
         }
     }
     if a.storage.trim().is_empty() {
-        p(
-            format!("{at}.storage"),
-            "a directory is required".into(),
-        );
+        p(format!("{at}.storage"), "a directory is required".into());
     }
     if let Some(e) = &a.email {
         if !e.contains('@') || e.contains(char::is_whitespace) {
-            p(format!("{at}.email"), format!("{e:?} is not an email address"));
+            p(
+                format!("{at}.email"),
+                format!("{e:?} is not an email address"),
+            );
         }
     }
     if a.renew_before.is_some_and(|d| d.0.is_zero()) {

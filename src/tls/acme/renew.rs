@@ -125,7 +125,10 @@ fn publish_expiry(slot: &Slot, metrics: &Metrics) {
     for l in lock(&slot.listeners).iter() {
         metrics
             .tls_certificate_expiry
-            .get_or_create(&vec![("listener", l.clone()), ("name", s.pair.label.clone())])
+            .get_or_create(&vec![
+                ("listener", l.clone()),
+                ("name", s.pair.label.clone()),
+            ])
             .set(s.pair.not_after);
     }
 }

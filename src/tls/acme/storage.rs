@@ -106,7 +106,10 @@ mod tests {
 
     #[test]
     fn names_keep_servers_and_domain_sets_apart() {
-        let le = cfg("https://acme-v02.api.letsencrypt.org/directory", &["a.example", "b.example"]);
+        let le = cfg(
+            "https://acme-v02.api.letsencrypt.org/directory",
+            &["a.example", "b.example"],
+        );
         assert_eq!(
             account_file(&le),
             Path::new("/var/lib/gatehouse/acme/account-acme-v02.api.letsencrypt.org.json")
@@ -116,12 +119,25 @@ mod tests {
             account_file(&pebble),
             Path::new("/var/lib/gatehouse/acme/account-127.0.0.1_14000.json")
         );
-        let swapped = cfg("https://acme-v02.api.letsencrypt.org/directory", &["b.example", "a.example"]);
+        let swapped = cfg(
+            "https://acme-v02.api.letsencrypt.org/directory",
+            &["b.example", "a.example"],
+        );
         let (crt, key) = cert_files(&le);
         assert!(crt.to_string_lossy().ends_with(".crt") && key.to_string_lossy().ends_with(".key"));
-        assert_eq!(crt.file_name().unwrap().to_string_lossy().split('-').next(), Some("a.example"));
-        assert_ne!(cert_files(&le).0, cert_files(&swapped).0, "the first name differs");
-        let other_set = cfg("https://acme-v02.api.letsencrypt.org/directory", &["a.example"]);
+        assert_eq!(
+            crt.file_name().unwrap().to_string_lossy().split('-').next(),
+            Some("a.example")
+        );
+        assert_ne!(
+            cert_files(&le).0,
+            cert_files(&swapped).0,
+            "the first name differs"
+        );
+        let other_set = cfg(
+            "https://acme-v02.api.letsencrypt.org/directory",
+            &["a.example"],
+        );
         assert_ne!(cert_files(&le).0, cert_files(&other_set).0);
     }
 
@@ -133,7 +149,10 @@ mod tests {
         write_atomic(&p, b"one", true).unwrap();
         write_atomic(&p, b"two", true).unwrap();
         assert_eq!(read(&p).unwrap().as_deref(), Some(&b"two"[..]));
-        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
         assert_eq!(read(&dir.path().join("missing")).unwrap(), None);
     }
