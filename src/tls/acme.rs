@@ -188,7 +188,11 @@ impl Manager {
             *lock(&slot.listeners) = listeners;
             if !slots.contains_key(&slot.cfg) {
                 slots.insert(slot.cfg.clone(), slot.clone());
-                let task = tokio::spawn(renew::run(slot.clone(), events.clone(), metrics.clone()));
+                let task = tokio::spawn(renew::run(
+                    Arc::downgrade(slot),
+                    events.clone(),
+                    metrics.clone(),
+                ));
                 *lock(&slot.task) = Some(task.abort_handle());
             }
         }

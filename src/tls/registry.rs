@@ -274,6 +274,14 @@ fn announce(t: &Terminator, events: &Events, metrics: &Metrics) {
     }
     let acme = state.acme.as_ref().map(|a| a.served());
     let issued = acme.as_ref().filter(|a| !a.self_signed).map(|a| &a.pair);
+    if let Some(a) = acme.as_ref().filter(|a| a.self_signed) {
+        // The renewal task sets this series once it has a certificate: it is recorded here so
+        // that it goes with the listener.
+        series.push(vec![
+            ("listener", t.listener().to_string()),
+            ("name", a.pair.label.clone()),
+        ]);
+    }
     for p in state.store.pairs.iter().chain(issued) {
         let labels = vec![
             ("listener", t.listener().to_string()),

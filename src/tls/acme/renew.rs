@@ -10,7 +10,7 @@ use crate::observe::metrics::Metrics;
 use crate::tls::registry::{rfc3339, unix_now};
 use gatehouse_config::tls::Acme;
 use serde_json::json;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 const FIRST_BACKOFF: Duration = Duration::from_secs(2);
@@ -33,62 +33,72 @@ pub fn due_at(cfg: &Acme, served: &Served) -> i64 {
     served.pair.not_after - before
 }
 
-pub async fn run(slot: Arc<Slot>, events: Events, metrics: Arc<Metrics>) {
-    let cfg = slot.cfg.clone();
+/// The slot's task. It holds the slot only while it works, not while it sleeps, so a slot no
+/// listener uses any more is dropped (and its `Drop` ends the task).
+pub async fn run(slot: Weak<Slot>, events: Events, metrics: Arc<Metrics>) {
     let mut failures: u32 = 0;
-    publish_expiry(&slot, &metrics);
+    if let Some(slot) = slot.upgrade() {
+        publish_expiry(&slot, &metrics);
+    }
     loop {
-        if let Ok(Some(stored)) = super::load_stored(&cfg) {
-            if stored.pair.not_after > slot.served().pair.not_after {
-                tracing::info!(domains = ?cfg.domains, "ACME certificate renewed by another instance sharing the storage; serving it");
-                install(&slot, stored, &metrics);
-            }
+        let Some(strong) = slot.upgrade() else { return };
+        let pause = step(&strong, &mut failures, &events, &metrics).await;
+        drop(strong);
+        tokio::time::sleep(pause).await;
+    }
+}
+
+/// Takes a renewal from the storage, or orders when due; returns how long to wait then.
+async fn step(slot: &Slot, failures: &mut u32, events: &Events, metrics: &Metrics) -> Duration {
+    let cfg = &slot.cfg;
+    if let Ok(Some(stored)) = super::load_stored(cfg) {
+        if stored.pair.not_after > slot.served().pair.not_after {
+            tracing::info!(domains = %cfg.domains.join(","), "ACME certificate renewed by another instance sharing the storage; serving it");
+            install(slot, stored, metrics);
         }
-        let wait = due_at(&cfg, &slot.served()) - unix_now();
-        if wait > 0 {
-            lock(&slot.status).next_attempt = Some(rfc3339(unix_now() + wait));
-            tokio::time::sleep(Duration::from_secs(wait as u64).min(MAX_SLEEP)).await;
-            continue;
+    }
+    let wait = due_at(cfg, &slot.served()) - unix_now();
+    if wait > 0 {
+        lock(&slot.status).next_attempt = Some(rfc3339(unix_now() + wait));
+        return Duration::from_secs(wait as u64).min(MAX_SLEEP);
+    }
+    let renewal = !slot.served().self_signed;
+    lock(&slot.status).orders += 1;
+    match obtain(cfg, slot).await {
+        Ok(next) => {
+            *failures = 0;
+            let labels = vec![("result", "issued".to_string())];
+            metrics.acme_orders.get_or_create(&labels).inc();
+            tracing::info!(domains = %cfg.domains.join(","), serial = %next.serial, not_after = %rfc3339(next.pair.not_after), renewal, "ACME certificate issued");
+            events.emit(
+                "certificate_issued",
+                "",
+                None,
+                json!({"domains": cfg.domains, "serial": next.serial, "not_after": rfc3339(next.pair.not_after), "renewal": renewal, "listeners": *lock(&slot.listeners)}),
+            );
+            install(slot, next, metrics);
+            let mut st = lock(&slot.status);
+            st.failures_in_a_row = 0;
+            st.last_error = None;
+            Duration::ZERO
         }
-        let renewal = !slot.served().self_signed;
-        lock(&slot.status).orders += 1;
-        match obtain(&cfg, &slot).await {
-            Ok(next) => {
-                failures = 0;
-                let labels = vec![("result", "issued".to_string())];
-                metrics.acme_orders.get_or_create(&labels).inc();
-                tracing::info!(domains = ?cfg.domains, serial = %next.serial, not_after = %rfc3339(next.pair.not_after), renewal, "ACME certificate issued");
-                events.emit(
-                    "certificate_issued",
-                    "",
-                    None,
-                    json!({"domains": cfg.domains, "serial": next.serial, "not_after": rfc3339(next.pair.not_after), "renewal": renewal, "listeners": *lock(&slot.listeners)}),
-                );
-                install(&slot, next, &metrics);
-                let mut st = lock(&slot.status);
-                st.failures_in_a_row = 0;
-                st.last_error = None;
-            }
-            Err(error) => {
-                failures += 1;
-                let backoff = backoff(failures);
-                let labels = vec![("result", "failed".to_string())];
-                metrics.acme_orders.get_or_create(&labels).inc();
-                tracing::error!(domains = ?cfg.domains, directory = %cfg.directory, %error, retry_in_s = backoff.as_secs(), "ACME order failed; the served certificate stays");
-                events.emit(
-                    "acme_failed",
-                    "",
-                    None,
-                    json!({"domains": cfg.domains, "directory": cfg.directory, "error": error, "attempt": failures, "retry_in_s": backoff.as_secs()}),
-                );
-                {
-                    let mut st = lock(&slot.status);
-                    st.failures_in_a_row = failures;
-                    st.last_error = Some(error);
-                    st.next_attempt = Some(rfc3339(unix_now() + backoff.as_secs() as i64));
-                }
-                tokio::time::sleep(backoff).await;
-            }
+        Err(error) => {
+            *failures += 1;
+            let backoff = backoff(*failures);
+            let labels = vec![("result", "failed".to_string())];
+            metrics.acme_orders.get_or_create(&labels).inc();
+            tracing::error!(domains = %cfg.domains.join(","), directory = %cfg.directory, %error, retry_in_s = backoff.as_secs(), "ACME order failed; the served certificate stays");
+            events.emit(
+                "acme_failed",
+                "",
+                None,
+                json!({"domains": cfg.domains, "directory": cfg.directory, "error": error, "attempt": *failures, "retry_in_s": backoff.as_secs()}),
+            );
+            let mut st = lock(&slot.status);
+            st.failures_in_a_row = *failures;
+            st.last_error = Some(error);
+            st.next_attempt = Some(rfc3339(unix_now() + backoff.as_secs() as i64));
+            backoff
         }
     }
 }
