@@ -15,6 +15,8 @@ command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v dnsmasq >/dev/null 2>&1 || [ -x /usr/sbin/dnsmasq ] || need_apt+=(dnsmasq-base)
 # etcd-server: etcd discovery and the config from etcd are tested against a real etcd (tests/etcd.rs).
 command -v etcd >/dev/null 2>&1 || need_apt+=(etcd-server)
+# pebble: ACME certificates are issued and renewed by Let's Encrypt's test server (tests/acme.rs).
+command -v pebble >/dev/null 2>&1 || need_apt+=(pebble)
 { command -v promtool && command -v prometheus; } >/dev/null 2>&1 || need_apt+=(prometheus)
 # chromium (the dashboard is tested in a real headless browser) and node/npm for Playwright.
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)

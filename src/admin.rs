@@ -113,6 +113,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/config", get(handlers::config))
         .route("/routes", get(handlers::routes))
         .route("/clusters", get(handlers::clusters))
+        .route("/tls", get(handlers::tls))
         .route("/clusters/{name}", get(handlers::cluster))
         .route(
             "/clusters/{name}/endpoints/{addr}/drain",

@@ -312,6 +312,11 @@ fn forward<'a>(
             trace,
         } = out;
         let host = canon.host.as_str();
+        if ctx.tls.is_none() {
+            if let Some(answer) = reply::acme_challenge(&ctx.runtime, req.uri()) {
+                return Ok(answer);
+            }
+        }
         match &ctx.tls {
             Some(t) if t.misdirected(host_name(host)) => return Err(ProxyError::Misdirected),
             None if ctx.listener.redirect_https => return Err(https_redirect(host, req.uri())?),

@@ -227,7 +227,7 @@ impl Runtime {
     /// [`Runtime::apply`]'s work.
     fn build_and_publish(&self, mut config: Config, gen: Gen) -> Result<u64, Vec<Problem>> {
         self.discovery.fill(&mut config);
-        let tls = crate::tls::prepare(&config)?;
+        let tls = self.tls.prepare(&config)?;
         let upstream_tls = snapshot::upstream_tls(&config)?;
         let pipeline = self.tracing_pipeline(&config)?;
         let limiters = self.build_limiters(&config);

@@ -2,8 +2,10 @@
 //! current certificates and rustls config, swapped whole when the files or the config change —
 //! new handshakes use the new pairs, established connections keep the config they began with.
 //! What a handshake settled (version, cipher, SNI, ALPN, client certificate) travels with the
-//! connection as [`TlsInfo`].
+//! connection as [`TlsInfo`]. Certificates from ACME (`acme.rs`) are served through the same
+//! resolver, from a slot the renewal task swaps.
 
+pub mod acme;
 pub mod certs;
 mod registry;
 
@@ -40,6 +42,8 @@ pub struct State {
     fingerprint: u64,
     /// Handshakes past their ClientHello at once (`max_handshakes`).
     handshakes: Arc<tokio::sync::Semaphore>,
+    /// The ACME certificate, when `acme` is set (absent in `gatehouse check`).
+    pub acme: Option<Arc<acme::Slot>>,
 }
 
 /// Chooses the pair for a handshake from its SNI.
@@ -47,15 +51,32 @@ pub struct State {
 struct Resolver {
     store: Arc<certs::Store>,
     require_sni: bool,
+    acme: Option<Arc<acme::Slot>>,
+}
+
+impl std::fmt::Debug for acme::Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Slot")
+            .field("domains", &self.cfg.domains)
+            .finish()
+    }
 }
 
 impl ResolvesServerCert for Resolver {
+    /// An ACME domain gets the slot's certificate (read now, so a renewal reaches the next
+    /// handshake); other names the files' pairs; a name neither has gets the first pair, or
+    /// the ACME certificate when there are no files.
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let i = match hello.server_name() {
-            Some(name) => self.store.lookup(name).unwrap_or(0),
-            None if self.require_sni => return None,
-            None => 0,
-        };
+        let name = hello.server_name();
+        if name.is_none() && self.require_sni {
+            return None;
+        }
+        if let Some(a) = &self.acme {
+            if name.is_some_and(|n| a.covers(n)) || self.store.pairs.is_empty() {
+                return Some(a.key());
+            }
+        }
+        let i = name.and_then(|n| self.store.lookup(n)).unwrap_or(0);
         self.store.pairs.get(i).map(|p| p.key.clone())
     }
 }
@@ -93,8 +114,12 @@ impl TlsInfo {
 pub type TlsProblem = (String, String);
 
 impl State {
-    /// Reads every file of `cfg` and builds the rustls config.
-    pub fn build(cfg: &ListenerTls) -> Result<State, Vec<TlsProblem>> {
+    /// Reads every file of `cfg` and builds the rustls config; `acme` serves `cfg.acme`'s
+    /// certificate.
+    pub fn build(
+        cfg: &ListenerTls,
+        acme: Option<Arc<acme::Slot>>,
+    ) -> Result<State, Vec<TlsProblem>> {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let mut problems = Vec::new();
         let mut hash = xxhash_rust::xxh3::Xxh3::new();
@@ -158,6 +183,7 @@ impl State {
         let mut server = builder.with_cert_resolver(Arc::new(Resolver {
             store: store.clone(),
             require_sni: cfg.require_sni,
+            acme: acme.clone(),
         }));
         server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         server.session_storage = rustls::server::ServerSessionMemoryCache::new(4096);
@@ -168,6 +194,7 @@ impl State {
             store,
             fingerprint: hash.digest(),
             handshakes: Arc::new(tokio::sync::Semaphore::new(cfg.max_handshakes)),
+            acme,
         })
     }
 }
@@ -274,6 +301,18 @@ impl Terminator {
                     .await
                     .map_err(|e| failure_reason(&e))?;
             let _slot = state.handshakes.acquire().await.map_err(|_| "closed")?;
+            if let Some(slot) = &state.acme {
+                if offers_acme_alpn(&hello) {
+                    // A tls-alpn-01 check: the challenge certificate, then the server hangs up.
+                    let name = hello.client_hello().server_name().map(str::to_string);
+                    let cfg = slot
+                        .challenges()
+                        .alpn_config(name.as_deref())
+                        .ok_or("no_application_protocol")?;
+                    let _ = hello.into_stream(cfg).await;
+                    return Err("acme_challenge");
+                }
+            }
             hello
                 .into_stream(state.server.clone())
                 .await
@@ -289,6 +328,15 @@ impl Terminator {
     pub fn listener(&self) -> &str {
         &self.listener
     }
+}
+
+fn offers_acme_alpn<Io: AsyncRead + AsyncWrite + Unpin>(
+    hello: &tokio_rustls::StartHandshake<Io>,
+) -> bool {
+    hello
+        .client_hello()
+        .alpn()
+        .is_some_and(|mut protocols| protocols.any(|p| p == acme::ACME_TLS_ALPN))
 }
 
 fn info<Io>(tls: &TlsStream<Io>, state: &State) -> TlsInfo {

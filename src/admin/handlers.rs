@@ -185,6 +185,11 @@ fn cluster_view(c: &Cluster, found: Option<crate::discovery::Found>) -> Value {
     })
 }
 
+/// Every TLS listener's certificates and the ACME sections' state.
+pub async fn tls(State(s): State<AdminState>) -> Json<Value> {
+    Json(s.runtime.tls.view())
+}
+
 pub async fn clusters(State(s): State<AdminState>) -> Json<Value> {
     let snap = s.runtime.snapshot();
     let mut names: Vec<&std::sync::Arc<str>> = snap.clusters.keys().collect();

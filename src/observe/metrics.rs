@@ -53,6 +53,8 @@ pub struct Metrics {
     pub tls_certificate_expiry: Family<Labels, Gauge>,
     /// TLS handshakes, by listener and result (`ok` or why it failed).
     pub tls_handshakes: Family<Labels, Counter>,
+    /// ACME certificate orders, by result (`issued`, `failed`).
+    pub acme_orders: Family<Labels, Counter>,
     /// Cache lookups, by route and result (`hit`, `miss`, `stale`, `revalidated`, `bypass`).
     pub cache_lookups: Family<Labels, Counter>,
     /// Responses stored, by route.
@@ -110,6 +112,7 @@ impl Default for Metrics {
             log_dropped: Family::default(),
             tls_certificate_expiry: Family::default(),
             tls_handshakes: Family::default(),
+            acme_orders: Family::default(),
             cache_lookups: Family::default(),
             cache_stores: Family::default(),
             cache_memory_bytes: Gauge::default(),
@@ -296,6 +299,11 @@ impl Default for Metrics {
             "tls_handshakes",
             "TLS handshakes on listeners, by listener and result (ok or the failure reason)",
             m.tls_handshakes.clone(),
+        );
+        r.register(
+            "acme_orders",
+            "ACME certificate orders (first certificates and renewals), by result (issued, failed)",
+            m.acme_orders.clone(),
         );
         r.register(
             "access_log_dropped_lines",

@@ -31,6 +31,21 @@ pub fn answer(
     }
 }
 
+/// The answer to an ACME server's http-01 check (`GET /.well-known/acme-challenge/TOKEN`) of a
+/// token being checked now, on a plain-HTTP listener, before routing (and before an
+/// `redirect_https`). Any other request under that path is routed as usual, so a backend that
+/// runs its own ACME client keeps working.
+pub fn acme_challenge(runtime: &crate::runtime::Runtime, uri: &Uri) -> Option<Response<Body>> {
+    let token = uri.path().strip_prefix(crate::tls::acme::HTTP01_PREFIX)?;
+    let key_auth = runtime.tls.acme.challenges().http(token)?;
+    let mut resp = Response::new(Body::full(key_auth.into()));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    Some(resp)
+}
+
 /// `host` (canonical, maybe with a port) split into name and port (`[::1]:8080`).
 fn split_host(host: &str) -> (&str, Option<&str>) {
     match host.rsplit_once(':') {

@@ -18,19 +18,35 @@ const EXPIRY_WARNING_SECS: i64 = 14 * 24 * 3600;
 #[derive(Default)]
 pub struct Registry {
     by_listener: Mutex<HashMap<String, Arc<Terminator>>>,
+    /// The `acme` sections in use, their certificates and tasks.
+    pub acme: super::acme::Manager,
 }
 
 /// States built for a config, not yet serving.
 pub struct Prepared(Vec<(String, State)>);
 
 /// Builds the TLS state of every TLS listener in `config`; any problem (a file that cannot be
-/// read, a key that is not the certificate's) fails the whole load.
-pub fn prepare(config: &Config) -> Result<Prepared, Vec<Problem>> {
+/// read, a key that is not the certificate's, an ACME storage that cannot be made) fails the
+/// whole load. Without `acme` (`gatehouse check`), ACME sections are not looked at.
+pub fn prepare(
+    config: &Config,
+    acme: Option<&super::acme::Manager>,
+) -> Result<Prepared, Vec<Problem>> {
     let mut ready = Vec::new();
     let mut problems = Vec::new();
     for (i, l) in config.listeners.iter().enumerate() {
         let Some(tls) = &l.tls else { continue };
-        match State::build(tls) {
+        let slot = match (acme, &tls.acme) {
+            (Some(m), Some(a)) => match m.slot(a) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    problems.push((format!("listeners[{i}].tls.acme.storage"), e));
+                    continue;
+                }
+            },
+            _ => None,
+        };
+        match State::build(tls, slot) {
             Ok(s) => ready.push((l.name.clone(), s)),
             Err(ps) => problems.extend(
                 ps.into_iter()
@@ -48,7 +64,7 @@ pub fn prepare(config: &Config) -> Result<Prepared, Vec<Problem>> {
 /// What `gatehouse check` adds for TLS: every [`prepare`] problem, and certificates that have
 /// expired.
 pub fn preflight(config: &Config) -> Vec<Problem> {
-    let prepared = match prepare(config) {
+    let prepared = match prepare(config, None) {
         Ok(p) => p,
         Err(problems) => return problems,
     };
@@ -88,14 +104,14 @@ pub fn preflight(config: &Config) -> Vec<Problem> {
     problems
 }
 
-fn unix_now() -> i64 {
+pub(crate) fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
 }
 
-fn rfc3339(unix: i64) -> String {
+pub(crate) fn rfc3339(unix: i64) -> String {
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix.max(0) as u64);
     humantime::format_rfc3339_seconds(t).to_string()
 }
@@ -110,8 +126,21 @@ impl Registry {
         self.by_listener.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Makes `prepared` what new handshakes use; listeners no longer TLS are forgotten.
-    pub fn publish(&self, prepared: Prepared, events: &Events, metrics: &Metrics) {
+    /// [`prepare`] with this registry's ACME sections (a section unchanged keeps its
+    /// certificate).
+    pub fn prepare(&self, config: &Config) -> Result<Prepared, Vec<Problem>> {
+        prepare(config, Some(&self.acme))
+    }
+
+    /// Makes `prepared` what new handshakes use; listeners no longer TLS are forgotten, ACME
+    /// sections no longer used stop.
+    pub fn publish(&self, prepared: Prepared, events: &Events, metrics: &Arc<Metrics>) {
+        let acme: Vec<(String, Arc<super::acme::Slot>)> = prepared
+            .0
+            .iter()
+            .filter_map(|(n, s)| Some((n.clone(), s.acme.clone()?)))
+            .collect();
+        self.acme.reconcile(&acme, events, metrics);
         let mut map = self.lock();
         let names: Vec<String> = prepared.0.iter().map(|(n, _)| n.clone()).collect();
         for (name, state) in prepared.0 {
@@ -143,8 +172,8 @@ impl Registry {
     pub fn reload_files(&self, events: &Events, metrics: &Metrics) {
         let terminators: Vec<Arc<Terminator>> = self.lock().values().cloned().collect();
         for t in terminators {
-            let cfg = t.state().cfg.clone();
-            match State::build(&cfg) {
+            let now = t.state();
+            match State::build(&now.cfg, now.acme.clone()) {
                 Ok(next) => {
                     if t.publish(next) {
                         announce(&t, events, metrics);
@@ -167,6 +196,32 @@ impl Registry {
                 }
             }
         }
+    }
+
+    /// What `GET /tls` shows: each TLS listener's certificates as handshakes get them now, and
+    /// each ACME section's state.
+    pub fn view(&self) -> serde_json::Value {
+        let mut terminators: Vec<Arc<Terminator>> = self.lock().values().cloned().collect();
+        terminators.sort_by(|a, b| a.listener().cmp(b.listener()));
+        let pair = |p: &super::certs::Pair, source: &str| json!({"name": p.label, "names": p.names, "not_before": rfc3339(p.not_before), "not_after": rfc3339(p.not_after), "source": source});
+        let listeners: Vec<serde_json::Value> = terminators
+            .iter()
+            .map(|t| {
+                let s = t.state();
+                let mut certs: Vec<serde_json::Value> = Vec::new();
+                if let Some(a) = s.acme.as_ref().map(|a| a.served()) {
+                    let source = if a.self_signed {
+                        "acme_self_signed"
+                    } else {
+                        "acme"
+                    };
+                    certs.push(pair(&a.pair, source));
+                }
+                certs.extend(s.store.pairs.iter().map(|p| pair(p, "file")));
+                json!({"listener": t.listener(), "certificates": certs})
+            })
+            .collect();
+        json!({"listeners": listeners, "acme": self.acme.views()})
     }
 
     /// Every TLS file of every listener.
@@ -217,7 +272,17 @@ fn announce(t: &Terminator, events: &Events, metrics: &Metrics) {
     for old in series.drain(..) {
         metrics.tls_certificate_expiry.remove(&old);
     }
-    for p in &state.store.pairs {
+    let acme = state.acme.as_ref().map(|a| a.served());
+    let issued = acme.as_ref().filter(|a| !a.self_signed).map(|a| &a.pair);
+    if let Some(a) = acme.as_ref().filter(|a| a.self_signed) {
+        // The renewal task sets this series once it has a certificate: it is recorded here so
+        // that it goes with the listener.
+        series.push(vec![
+            ("listener", t.listener().to_string()),
+            ("name", a.pair.label.clone()),
+        ]);
+    }
+    for p in state.store.pairs.iter().chain(issued) {
         let labels = vec![
             ("listener", t.listener().to_string()),
             ("name", p.label.clone()),

@@ -11,8 +11,13 @@ use serde::{Deserialize, Serialize};
 pub struct ListenerTls {
     /// Certificate/key pairs (PEM; RSA or ECDSA; full chains). A handshake gets the pair whose
     /// certificate names the client's SNI (exact names before wildcards); the first pair is the
-    /// default for clients without SNI or with a name no certificate has.
+    /// default for clients without SNI or with a name no certificate has. May be empty when
+    /// `acme` gets the certificate.
+    #[serde(default)]
     pub certificates: Vec<CertificatePair>,
+    /// Get (and renew) a certificate for `domains` from an ACME server such as Let's Encrypt.
+    #[serde(default)]
+    pub acme: Option<Acme>,
     /// Verify client certificates (mTLS) against a CA bundle.
     #[serde(default)]
     pub client_auth: Option<ClientAuth>,
@@ -32,6 +37,50 @@ pub struct ListenerTls {
     /// `Strict-Transport-Security` on every response from this listener.
     #[serde(default)]
     pub hsts: Option<Hsts>,
+}
+
+/// `listeners[].tls.acme`: one certificate for `domains`, obtained, stored and renewed by the
+/// gateway.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, Hash, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Acme {
+    /// The ACME server's directory URL, e.g. `https://acme-v02.api.letsencrypt.org/directory`.
+    pub directory: String,
+    /// Contact address given to the ACME server for the account (expiry notices).
+    #[serde(default)]
+    pub email: Option<String>,
+    /// DNS names of the certificate (one certificate for all of them; no wildcards: they need
+    /// dns-01).
+    pub domains: Vec<String>,
+    /// How the server checks that the gateway answers for the domains: `http-01` (default; a
+    /// plain-HTTP listener on the port the server connects to, 80) or `tls-alpn-01` (this TLS
+    /// listener, on the port the server connects to, 443).
+    #[serde(default)]
+    pub challenge: AcmeChallenge,
+    /// Directory for the account key (shared by every certificate and every gateway using this
+    /// directory) and the certificates, so a restart does not order again.
+    pub storage: String,
+    /// PEM bundle trusted for the ACME server's own HTTPS (a private or test CA); default the
+    /// system's roots.
+    #[serde(default)]
+    pub directory_ca: Option<String>,
+    /// Renew when this much of the certificate's lifetime is left; default a third of its
+    /// lifetime (60 days' renewal at day 60 of 90).
+    #[serde(default)]
+    pub renew_before: Option<Dur>,
+}
+
+#[derive(
+    Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq, Hash, schemars::JsonSchema,
+)]
+pub enum AcmeChallenge {
+    /// `GET /.well-known/acme-challenge/TOKEN` on a plain-HTTP listener.
+    #[default]
+    #[serde(rename = "http-01")]
+    Http01,
+    /// A TLS handshake with ALPN `acme-tls/1` on this listener.
+    #[serde(rename = "tls-alpn-01")]
+    TlsAlpn01,
 }
 
 fn handshake_timeout() -> Dur {
@@ -109,11 +158,17 @@ impl ListenerTls {
             .chain(self.client_auth.iter().map(|c| c.ca.as_str()))
     }
 
+    /// Every file or directory name, relative ones to be resolved (the ACME storage too).
     pub(crate) fn files_mut(&mut self) -> impl Iterator<Item = &mut String> {
         self.certificates
             .iter_mut()
             .flat_map(|p| [&mut p.cert, &mut p.key])
             .chain(self.client_auth.iter_mut().map(|c| &mut c.ca))
+            .chain(
+                self.acme
+                    .iter_mut()
+                    .flat_map(|a| std::iter::once(&mut a.storage).chain(a.directory_ca.as_mut())),
+            )
     }
 }
 

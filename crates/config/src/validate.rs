@@ -696,11 +696,14 @@ fn levenshtein(a: &str, b: &str) -> usize {
 }
 
 fn validate_tls(p: &mut impl FnMut(String, String), at: &str, t: &crate::tls::ListenerTls) {
-    if t.certificates.is_empty() {
+    if t.certificates.is_empty() && t.acme.is_none() {
         p(
             format!("{at}.tls.certificates"),
-            "at least one certificate/key pair is required".into(),
+            "at least one certificate/key pair is required (or `acme` to get one)".into(),
         );
+    }
+    if let Some(a) = &t.acme {
+        validate_acme(p, &format!("{at}.tls.acme"), a);
     }
     for (j, pair) in t.certificates.iter().enumerate() {
         for (field, v) in [("cert", &pair.cert), ("key", &pair.key)] {
@@ -732,4 +735,70 @@ fn validate_tls(p: &mut impl FnMut(String, String), at: &str, t: &crate::tls::Li
             "must be at least 1".into(),
         );
     }
+}
+
+fn validate_acme(p: &mut impl FnMut(String, String), at: &str, a: &crate::tls::Acme) {
+    let rest = a
+        .directory
+        .strip_prefix("https://")
+        .or_else(|| a.directory.strip_prefix("http://"));
+    let host = rest.map(|r| r.split(['/', '?']).next().unwrap_or(""));
+    if host.is_none_or(|h| h.is_empty()) || a.directory.contains(char::is_whitespace) {
+        p(
+            format!("{at}.directory"),
+            format!(
+                "{:?} is not an http(s) URL of an ACME directory (Let's Encrypt's is https://acme-v02.api.letsencrypt.org/directory)",
+                a.directory
+            ),
+        );
+    }
+    if a.domains.is_empty() {
+        p(
+            format!("{at}.domains"),
+            "at least one domain is required".into(),
+        );
+    }
+    for (i, d) in a.domains.iter().enumerate() {
+        if d.starts_with("*.") {
+            p(
+                format!("{at}.domains[{i}]"),
+                format!("{d:?}: a wildcard needs the dns-01 challenge, which is not supported; list the names"),
+            );
+        } else if !dns_name(d) {
+            p(
+                format!("{at}.domains[{i}]"),
+                format!("{d:?} is not a DNS name"),
+            );
+        }
+    }
+    if a.storage.trim().is_empty() {
+        p(format!("{at}.storage"), "a directory is required".into());
+    }
+    if let Some(e) = &a.email {
+        if !e.contains('@') || e.contains(char::is_whitespace) {
+            p(
+                format!("{at}.email"),
+                format!("{e:?} is not an email address"),
+            );
+        }
+    }
+    if a.renew_before.is_some_and(|d| d.0.is_zero()) {
+        p(
+            format!("{at}.renew_before"),
+            "must be greater than 0".into(),
+        );
+    }
+}
+
+/// Letters, digits and `-` in dot-separated labels of 1 to 63 bytes, at most 253 in all.
+fn dns_name(d: &str) -> bool {
+    !d.is_empty()
+        && d.len() <= 253
+        && d.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
 }

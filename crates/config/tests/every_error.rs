@@ -223,3 +223,45 @@ fn messages_use_words_not_rust_types() {
     // The cluster without a name was cut out to read on; the route naming it is not blamed.
     assert!(!text.contains("no cluster named"), "{text}");
 }
+
+#[test]
+fn an_acme_section_is_checked_field_by_field_and_replaces_certificates() {
+    let with = |acme: &str| {
+        GOOD.replace(
+            "    address: 127.0.0.1:8080\n",
+            &format!("    address: 127.0.0.1:8080\n    tls:\n      acme: {acme}\n"),
+        )
+    };
+    let good = with("{directory: 'https://acme.example/dir', domains: [a.example, b.example], storage: /var/lib/gh}");
+    let c = load_str(&good, "gw.yaml").unwrap();
+    let acme = c.listeners[0].tls.as_ref().unwrap().acme.as_ref().unwrap();
+    assert_eq!(acme.challenge, gatehouse_config::tls::AcmeChallenge::Http01);
+    assert!(c.listeners[0].tls.as_ref().unwrap().certificates.is_empty());
+
+    let bad = with("{directory: 'acme.example/dir', domains: ['*.a.example', 'b..example'], storage: ' ', email: nobody, challenge: tls-alpn-01, renew_before: 0s}");
+    let e = load_str(&bad, "gw.yaml").unwrap_err();
+    let text = e.to_string();
+    let paths: Vec<&str> = e.0.iter().map(|p| p.path.as_str()).collect();
+    for p in [
+        "listeners[0].tls.acme.directory",
+        "listeners[0].tls.acme.domains[0]",
+        "listeners[0].tls.acme.domains[1]",
+        "listeners[0].tls.acme.storage",
+        "listeners[0].tls.acme.email",
+        "listeners[0].tls.acme.renew_before",
+    ] {
+        assert!(paths.contains(&p), "{p} missing in:\n{text}");
+    }
+    assert!(text.contains("dns-01"), "a wildcard says why: {text}");
+    assert!(
+        text.contains("letsencrypt.org/directory"),
+        "the URL error shows one: {text}"
+    );
+
+    let none = GOOD.replace(
+        "    address: 127.0.0.1:8080\n",
+        "    address: 127.0.0.1:8080\n    tls: {min_version: '1.3'}\n",
+    );
+    let e = load_str(&none, "gw.yaml").unwrap_err().to_string();
+    assert!(e.contains("or `acme` to get one"), "{e}");
+}

@@ -7,7 +7,7 @@ mod dns;
 mod etcd;
 mod fake;
 mod gateway;
-mod process;
+pub mod process;
 mod redis;
 
 pub use dns::DnsServer;
