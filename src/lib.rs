@@ -57,7 +57,10 @@ pub use upgrade::Takeover;
 /// How long, in a handover's drain, keep-alive connections may go on before idle ones are
 /// closed: long enough for a client in the middle of using one to send its next request (and
 /// get `Connection: close`), short enough that an upgrade does not wait on idle clients.
-const HANDOVER_GRACE: Duration = Duration::from_secs(1);
+/// Measured: at 1 s, a slow client (a loaded 2-core machine, a debug build, requests queued
+/// for over a second) still had requests under way on old connections when they were closed,
+/// and some failed; at 4 s none did.
+const HANDOVER_GRACE: Duration = Duration::from_secs(4);
 
 /// Binds the admin listener, or adopts its socket from `inherited` (with its token, generated
 /// for `token: auto`), and serves it.
@@ -364,6 +367,7 @@ impl Gateway {
             self.tracker.close();
             let grace = HANDOVER_GRACE.min(drain);
             let _ = tokio::time::timeout(grace, self.tracker.wait()).await;
+            tracing::info!("handover grace over: closing idle connections");
         }
         self.listeners.stop_all().await;
         if let Some(a) = self.admin.take() {

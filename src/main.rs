@@ -459,7 +459,10 @@ async fn run(from: ConfigFrom, (offer_at, take_from): UpgradePaths) -> anyhow::R
                 gw.shutdown(std::time::Duration::from_secs(5)).await;
                 return Err(e.context("the upgrade failed; the running gateway keeps serving"));
             }
-            tracing::info!(old_pid = pid, "upgrade: the old process drains; this one serves");
+            tracing::info!(
+                old_pid = pid,
+                "upgrade: the old process drains; this one serves"
+            );
             upgrades.took_over_from = Some(pid);
             // The old process's socket is dead; the same path is replaced below.
             if offer_at.as_deref() != Some(path.as_path()) {

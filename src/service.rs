@@ -139,7 +139,10 @@ pub async fn serve(gw: Gateway, signals: Signals, upgrades: Upgrades) -> anyhow:
         );
         notify(
             State::Stopping,
-            &format!("handed over to pid {pid}; draining (up to {} s)", drain.as_secs()),
+            &format!(
+                "handed over to pid {pid}; draining (up to {} s)",
+                drain.as_secs()
+            ),
         );
         if gw.hand_over(drain).await {
             tracing::info!("drained; exiting");

@@ -14,9 +14,9 @@
 //! old → new `Hello` (with the descriptors, in `sockets` order); new → old `Ready`;
 //! old → new `Draining`. Either side may instead send `{"error": "..."}` and close.
 
-pub mod state;
 #[cfg(unix)]
 mod offer;
+pub mod state;
 #[cfg(unix)]
 mod take;
 #[cfg(unix)]

@@ -114,7 +114,9 @@ mod tests {
         let a = socket(SocketKind::Listener, "public", "127.0.0.1:0");
         let bound = a.bound;
         let pool = Inherited::new(vec![a]);
-        assert!(pool.take(SocketKind::Listener, "public", "127.0.0.1:1").is_none());
+        assert!(pool
+            .take(SocketKind::Listener, "public", "127.0.0.1:1")
+            .is_none());
         let got = pool.take(SocketKind::Listener, "public", &bound.to_string());
         assert_eq!(got.map(|s| s.bound), Some(bound));
     }

@@ -122,7 +122,9 @@ fn service(
             let mut resp = handled.await?;
             // A handover's drain: the client learns from the response that the connection
             // ends, so it never sends on a connection being closed (HTTP/2 gets GOAWAY).
-            if h1 && runtime.handing_over() && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS
+            if h1
+                && runtime.handing_over()
+                && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS
             {
                 resp.headers_mut().insert(
                     http::header::CONNECTION,

@@ -82,8 +82,13 @@ impl Offer {
             let me = rustix::process::geteuid().as_raw();
             match stream.peer_cred() {
                 Ok(c) if c.uid() == me || c.uid() == 0 => return Ok(stream),
-                Ok(c) => tracing::warn!(uid = c.uid(), "upgrade connection from another user refused"),
-                Err(e) => tracing::warn!(error = %e, "upgrade connection refused: no peer credentials"),
+                Ok(c) => tracing::warn!(
+                    uid = c.uid(),
+                    "upgrade connection from another user refused"
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %e, "upgrade connection refused: no peer credentials")
+                }
             }
         }
     }
@@ -99,8 +104,8 @@ impl Drop for Offer {
         if self.handed_over {
             return;
         }
-        let ours = std::fs::symlink_metadata(&self.path)
-            .is_ok_and(|m| (m.dev(), m.ino()) == self.id);
+        let ours =
+            std::fs::symlink_metadata(&self.path).is_ok_and(|m| (m.dev(), m.ino()) == self.id);
         if ours {
             let _ = std::fs::remove_file(&self.path);
         }

@@ -29,7 +29,11 @@ pub async fn take(path: &Path) -> anyhow::Result<(Taken, Takeover)> {
     let mut stream = tokio::time::timeout(STEP, UnixStream::connect(path))
         .await
         .map_err(|_| anyhow::anyhow!("timed out connecting"))
-        .and_then(|r| r.context("cannot connect (is the running gateway started with --upgrade-socket there?)"))
+        .and_then(|r| {
+            r.context(
+                "cannot connect (is the running gateway started with --upgrade-socket there?)",
+            )
+        })
         .with_context(ctx)?;
     let (hello, fds): (Hello, Vec<OwnedFd>) =
         tokio::time::timeout(STEP, wire::read_with_fds(&mut stream))

@@ -45,7 +45,10 @@ pub async fn write_with_fds(
     fds: &[BorrowedFd<'_>],
 ) -> anyhow::Result<()> {
     if fds.len() > MAX_FDS {
-        bail!("{} listening sockets; at most {MAX_FDS} can be handed over", fds.len());
+        bail!(
+            "{} listening sockets; at most {MAX_FDS} can be handed over",
+            fds.len()
+        );
     }
     let bytes = frame(msg)?;
     let sent = stream
@@ -124,7 +127,11 @@ pub async fn read_with_fds<T: DeserializeOwned>(
 }
 
 /// The rest of a `len`-byte frame body of which `have` has arrived.
-async fn read_body(stream: &mut UnixStream, len: usize, mut have: Vec<u8>) -> anyhow::Result<Vec<u8>> {
+async fn read_body(
+    stream: &mut UnixStream,
+    len: usize,
+    mut have: Vec<u8>,
+) -> anyhow::Result<Vec<u8>> {
     if len > MAX_FRAME {
         bail!("garbled handshake: a frame of {len} bytes (at most {MAX_FRAME})");
     }
@@ -182,7 +189,14 @@ mod tests {
         a.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
         let e = read::<Msg>(&mut b).await.unwrap_err();
         assert!(format!("{e:#}").contains("frame of"), "{e:#}");
-        write(&mut a, &Refusal { error: "busy".into() }).await.unwrap();
+        write(
+            &mut a,
+            &Refusal {
+                error: "busy".into(),
+            },
+        )
+        .await
+        .unwrap();
         let e = read::<Msg>(&mut b).await.unwrap_err();
         assert!(format!("{e:#}").contains("refused: busy"), "{e:#}");
         drop(a);

@@ -119,6 +119,12 @@ impl Running {
         self.log.lock().unwrap().iter().any(|l| l.contains(needle))
     }
 
+    /// The process's log so far.
+    #[allow(dead_code)]
+    pub fn log_lines(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
     /// How many lines of the process's log so far contain `needle`.
     #[allow(dead_code)]
     pub fn log_count(&self, needle: &str) -> usize {
