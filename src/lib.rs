@@ -26,6 +26,7 @@ pub mod route;
 pub mod runtime;
 pub mod service;
 pub mod tls;
+pub mod upgrade;
 pub mod upstream;
 
 use anyhow::Context as _;
@@ -41,20 +42,43 @@ use tokio::task::JoinHandle;
 /// The admin listener of a running gateway.
 struct RunningAdmin {
     addr: SocketAddr,
+    /// As configured, for a new process taking the socket over.
+    address: String,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
     token: Option<(Arc<str>, admin::TokenSource)>,
+    /// A second descriptor of the listening socket, to offer in an upgrade.
+    #[cfg(unix)]
+    fd: std::os::fd::OwnedFd,
 }
 
-/// Binds the admin listener (with its token, generated for `token: auto`) and serves it.
+pub use upgrade::Takeover;
+
+/// How long, in a handover's drain, keep-alive connections may go on before idle ones are
+/// closed: long enough for a client in the middle of using one to send its next request (and
+/// get `Connection: close`), short enough that an upgrade does not wait on idle clients.
+/// Measured: at 1 s, a slow client (a loaded 2-core machine, a debug build, requests queued
+/// for over a second) still had requests under way on old connections when they were closed,
+/// and some failed; at 4 s none did.
+const HANDOVER_GRACE: Duration = Duration::from_secs(4);
+
+/// Binds the admin listener, or adopts its socket from `inherited` (with its token, generated
+/// for `token: auto`), and serves it.
 fn start_admin(
     a: &gatehouse_config::Admin,
     runtime: &Arc<Runtime>,
     reload: Option<Arc<reload::Reloader>>,
+    inherited: &listener::inherit::Inherited,
 ) -> anyhow::Result<RunningAdmin> {
-    let tcp = listener::bind(&a.address)
-        .with_context(|| format!("admin: cannot listen on {}", a.address))?;
+    let taken = inherited.take(listener::inherit::SocketKind::Admin, "admin", &a.address);
+    let tcp = match taken {
+        Some(s) => listener::inherit::adopt(s),
+        None => listener::bind(&a.address),
+    }
+    .with_context(|| format!("admin: cannot listen on {}", a.address))?;
     let addr = tcp.local_addr()?;
+    #[cfg(unix)]
+    let fd = std::os::fd::AsFd::as_fd(&tcp).try_clone_to_owned()?;
     let token = admin::token_for(a)?;
     let (stop, stop_rx) = watch::channel(false);
     let state = admin::AdminState {
@@ -78,9 +102,12 @@ fn start_admin(
     }
     Ok(RunningAdmin {
         addr,
+        address: a.address.clone(),
         stop,
         task: tokio::spawn(admin::serve(tcp, state, stop_rx)),
         token,
+        #[cfg(unix)]
+        fd,
     })
 }
 
@@ -99,7 +126,7 @@ impl Gateway {
     /// Binds every listener of a validated config and starts serving. `access_log` overrides
     /// where access-log lines go (tests capture them); `None` follows the config.
     pub async fn start(config: Config, access_log: Option<AccessLogSink>) -> anyhow::Result<Self> {
-        Self::start_inner(config, access_log, None).await
+        Self::start_inner(config, access_log, None, Takeover::default()).await
     }
 
     /// Starts from a config file and reloads it when it changes, on SIGHUP (see
@@ -108,6 +135,17 @@ impl Gateway {
         path: &std::path::Path,
         access_log: Option<AccessLogSink>,
     ) -> anyhow::Result<Self> {
+        Self::start_file_taking_over(path, access_log, Takeover::default()).await
+    }
+
+    /// [`Gateway::start_file`] in a new process of an upgrade: adopts the sockets `takeover`
+    /// holds where the config's addresses match, and seeds the endpoints' state with the old
+    /// process's before accepting.
+    pub async fn start_file_taking_over(
+        path: &std::path::Path,
+        access_log: Option<AccessLogSink>,
+        takeover: Takeover,
+    ) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read {}", path.display()))?;
         Self::start_from(
@@ -115,6 +153,7 @@ impl Gateway {
             text,
             None,
             access_log,
+            takeover,
         )
         .await
     }
@@ -126,6 +165,7 @@ impl Gateway {
         endpoints: Vec<String>,
         key: &str,
         access_log: Option<AccessLogSink>,
+        takeover: Takeover,
     ) -> anyhow::Result<Self> {
         let source = reload::Source::Etcd {
             client: etcd::Client::new(endpoints),
@@ -136,7 +176,7 @@ impl Gateway {
             .read()
             .await
             .map_err(|e| anyhow::anyhow!("cannot read the config from etcd key {key:?}: {e}"))?;
-        Self::start_from(source, text, revision, access_log).await
+        Self::start_from(source, text, revision, access_log, takeover).await
     }
 
     async fn start_from(
@@ -144,18 +184,20 @@ impl Gateway {
         text: String,
         revision: Option<u64>,
         access_log: Option<AccessLogSink>,
+        takeover: Takeover,
     ) -> anyhow::Result<Self> {
         let config = source
             .load(&text)
             .map_err(|e| anyhow::anyhow!("invalid config:\n{e}"))?;
         log_warnings(&text, &source.name(), &config);
-        Self::start_inner(config, access_log, Some((source, text, revision))).await
+        Self::start_inner(config, access_log, Some((source, text, revision)), takeover).await
     }
 
     async fn start_inner(
         config: Config,
         access_log: Option<AccessLogSink>,
         origin: Option<(reload::Source, String, Option<u64>)>,
+        takeover: Takeover,
     ) -> anyhow::Result<Self> {
         let sink = match access_log {
             Some(s) => {
@@ -190,8 +232,16 @@ impl Gateway {
             admin::traffic::start(Arc::downgrade(&runtime));
         }
         reload::certs::watch(&runtime);
+        // Before any listener accepts: a DOWN endpoint is DOWN from the first request on.
+        if !takeover.endpoints.is_empty() {
+            upgrade::state::seed(&runtime, &takeover.endpoints);
+        }
         let tracker = tokio_util::task::TaskTracker::new();
-        let listeners = Arc::new(listener::Listeners::new(runtime.clone(), tracker.clone()));
+        let listeners = Arc::new(listener::Listeners::inheriting(
+            runtime.clone(),
+            tracker.clone(),
+            takeover.sockets.clone(),
+        ));
         let errors = listeners.reconcile(&listener_cfgs);
         if let Some(e) = errors.first() {
             listeners.stop_all().await;
@@ -212,7 +262,7 @@ impl Gateway {
         }
         let admin = match admin_cfg {
             None => None,
-            Some(a) => match start_admin(&a, &runtime, reloader.clone()) {
+            Some(a) => match start_admin(&a, &runtime, reloader.clone(), &takeover.sockets) {
                 Ok(admin) => Some(admin),
                 Err(e) => {
                     listeners.stop_all().await;
@@ -221,6 +271,7 @@ impl Gateway {
                 }
             },
         };
+        takeover.sockets.close_rest();
         Ok(Gateway {
             runtime,
             listeners,
@@ -261,6 +312,23 @@ impl Gateway {
         ))
     }
 
+    /// Every listening socket (the admin listener's too), each a new descriptor, for a new
+    /// process taking over (an upgrade).
+    #[cfg(unix)]
+    pub fn offer(&self) -> std::io::Result<Vec<listener::OfferedSocket>> {
+        let mut out = self.listeners.offer()?;
+        if let Some(a) = &self.admin {
+            out.push(listener::OfferedSocket {
+                kind: listener::inherit::SocketKind::Admin,
+                name: "admin".into(),
+                address: a.address.clone(),
+                bound: a.addr,
+                fd: a.fd.try_clone()?,
+            });
+        }
+        Ok(out)
+    }
+
     pub fn runtime(&self) -> &Arc<Runtime> {
         &self.runtime
     }
@@ -279,19 +347,51 @@ impl Gateway {
     /// as they have: idle keep-alive connections close at once, upgraded connections (WebSocket
     /// tunnels) are closed, the config watcher and reloader go first so no reload starts.
     /// Returns `true` when every connection finished in time.
-    pub async fn shutdown(mut self, drain: Duration) -> bool {
+    pub async fn shutdown(self, drain: Duration) -> bool {
+        self.stop(drain, false).await
+    }
+
+    /// The drain of an old process whose sockets a new one has taken over: as
+    /// [`Gateway::shutdown`], but upgraded connections (WebSockets) keep running until they
+    /// close or `drain` passes, since nothing but this process can carry them.
+    pub async fn hand_over(self, drain: Duration) -> bool {
+        self.stop(drain, true).await
+    }
+
+    async fn stop(mut self, drain: Duration, keep_tunnels: bool) -> bool {
         drop(self._watcher.take());
         drop(self.reloader.take());
+        let started = tokio::time::Instant::now();
+        if keep_tunnels {
+            // Every HTTP/1.1 connection still in use ends with its next response (which says
+            // `Connection: close`), so no client sends on a connection as it closes. Those
+            // still open after the grace were idle through it; they close as on SIGTERM.
+            self.runtime.begin_handover();
+            self.listeners.stop_accepting().await;
+            self.tracker.close();
+            let grace = HANDOVER_GRACE.min(drain);
+            let _ = tokio::time::timeout(grace, self.tracker.wait()).await;
+            tracing::info!("handover grace over: closing idle connections");
+        }
         self.listeners.stop_all().await;
         if let Some(a) = self.admin.take() {
             let _ = a.stop.send(true);
             a.task.abort();
         }
-        self.runtime.begin_shutdown();
+        if !keep_tunnels {
+            self.runtime.begin_shutdown();
+        }
         self.tracker.close();
-        let drained = tokio::time::timeout(drain, self.tracker.wait())
-            .await
-            .is_ok();
+        self.runtime.tunnels.close();
+        let tunnels = self.runtime.tunnels.clone();
+        let tracker = self.tracker.clone();
+        let all = async move {
+            tracker.wait().await;
+            tunnels.wait().await;
+        };
+        let left = drain.saturating_sub(started.elapsed());
+        let drained = tokio::time::timeout(left, all).await.is_ok();
+        self.runtime.begin_shutdown();
         self.runtime.stop();
         // The drained requests' spans, and any still queued: at most 1 s more.
         self.runtime.flush_tracing(Duration::from_secs(1)).await;

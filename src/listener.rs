@@ -7,6 +7,7 @@
 //! ([`serve`], which also parks idle keep-alive connections outside hyper, in the listener's
 //! lot: [`park`]).
 
+pub mod inherit;
 mod park;
 pub mod proxy_protocol;
 mod serve;
@@ -51,6 +52,8 @@ pub struct AcceptLoop {
     pub settings: Arc<arc_swap::ArcSwap<ListenerSettings>>,
     pub runtime: Arc<Runtime>,
     pub shutdown: watch::Receiver<bool>,
+    /// Stops accepting only, leaving the connections be (a handover's drain).
+    pub stop_accepting: watch::Receiver<bool>,
     /// Every connection task runs on this tracker; drain waits for it to empty. Nothing but a
     /// running task keeps it open, so no stray clone can make shutdown wait.
     pub tracker: TaskTracker,
@@ -104,6 +107,7 @@ impl AcceptLoop {
             tokio::select! {
                 biased;
                 _ = self.shutdown.changed() => break,
+                _ = self.stop_accepting.changed() => break,
                 accepted = self.listener.accept() => match accepted {
                     Ok((stream, peer)) => {
                         let settings = self.settings.load_full();
@@ -317,6 +321,8 @@ pub struct Listeners {
     running: std::sync::Mutex<Vec<Running>>,
     runtime: Arc<Runtime>,
     tracker: TaskTracker,
+    /// Sockets taken over from an old process (an upgrade), adopted instead of bound.
+    inherited: Arc<inherit::Inherited>,
 }
 
 struct Running {
@@ -324,41 +330,80 @@ struct Running {
     addr: SocketAddr,
     settings: Arc<arc_swap::ArcSwap<ListenerSettings>>,
     stop: watch::Sender<bool>,
+    stop_accepting: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
+    /// A second descriptor of the listening socket, to offer to a new process (an upgrade);
+    /// dropped with this entry, when the listener stops.
+    #[cfg(unix)]
+    fd: std::os::fd::OwnedFd,
+}
+
+/// A listening socket as offered to a new process: what it is, and a descriptor of it.
+#[cfg(unix)]
+pub struct OfferedSocket {
+    pub kind: inherit::SocketKind,
+    pub name: String,
+    pub address: String,
+    pub bound: SocketAddr,
+    pub fd: std::os::fd::OwnedFd,
 }
 
 impl Listeners {
     pub fn new(runtime: Arc<Runtime>, tracker: TaskTracker) -> Self {
+        Self::inheriting(runtime, tracker, Arc::default())
+    }
+
+    /// Listeners that adopt the `inherited` sockets their config's addresses match.
+    pub fn inheriting(
+        runtime: Arc<Runtime>,
+        tracker: TaskTracker,
+        inherited: Arc<inherit::Inherited>,
+    ) -> Self {
         Listeners {
             running: std::sync::Mutex::new(Vec::new()),
             runtime,
             tracker,
+            inherited,
         }
     }
 
     fn start(&self, cfg: &ListenerConfig) -> std::io::Result<Running> {
-        let tcp = bind(&cfg.address)?;
+        let taken = self
+            .inherited
+            .take(inherit::SocketKind::Listener, &cfg.name, &cfg.address);
+        let adopted = taken.is_some();
+        let tcp = match taken {
+            Some(s) => inherit::adopt(s)?,
+            None => bind(&cfg.address)?,
+        };
         let addr = tcp.local_addr()?;
+        #[cfg(unix)]
+        let fd = std::os::fd::AsFd::as_fd(&tcp).try_clone_to_owned()?;
         let settings = Arc::new(arc_swap::ArcSwap::from_pointee(ListenerSettings::new(
             cfg,
             &self.runtime,
         )));
         let (stop, stop_rx) = watch::channel(false);
+        let (stop_accepting, stop_accepting_rx) = watch::channel(false);
         let accept = AcceptLoop {
             listener: tcp,
             settings: settings.clone(),
             runtime: self.runtime.clone(),
             shutdown: stop_rx,
+            stop_accepting: stop_accepting_rx,
             tracker: self.tracker.clone(),
             open: Arc::new(AtomicUsize::new(0)),
         };
-        tracing::info!(listener = %cfg.name, address = %addr, "listening");
+        tracing::info!(listener = %cfg.name, address = %addr, taken_over = adopted, "listening");
         Ok(Running {
             config: cfg.clone(),
             addr,
             settings,
             stop,
+            stop_accepting,
             task: tokio::spawn(accept.run()),
+            #[cfg(unix)]
+            fd,
         })
     }
 
@@ -409,6 +454,42 @@ impl Listeners {
             .iter()
             .map(|r| (r.config.name.clone(), r.addr))
             .collect()
+    }
+
+    /// Every listening socket, for a new process to take over (each descriptor a new one).
+    #[cfg(unix)]
+    pub fn offer(&self) -> std::io::Result<Vec<OfferedSocket>> {
+        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        running
+            .iter()
+            .map(|r| {
+                Ok(OfferedSocket {
+                    kind: inherit::SocketKind::Listener,
+                    name: r.config.name.clone(),
+                    address: r.config.address.clone(),
+                    bound: r.addr,
+                    fd: r.fd.try_clone()?,
+                })
+            })
+            .collect()
+    }
+
+    /// Stops accepting on every listener (closing its socket here: a new process has its
+    /// own descriptor of it) and leaves their connections be.
+    pub async fn stop_accepting(&self) {
+        let tasks: Vec<_> = {
+            let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+            running
+                .iter_mut()
+                .map(|r| {
+                    let _ = r.stop_accepting.send(true);
+                    std::mem::replace(&mut r.task, tokio::spawn(async {}))
+                })
+                .collect()
+        };
+        for t in tasks {
+            let _ = t.await;
+        }
     }
 
     /// Stops every listener; their connections get graceful shutdown.

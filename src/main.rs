@@ -43,6 +43,14 @@ enum Command {
         /// Worker threads (default: one per core). 1 runs everything on one thread.
         #[arg(long)]
         worker_threads: Option<usize>,
+        /// Offer the listening sockets on this unix socket (mode 0600) to a new process
+        /// started with --upgrade-from, then drain and exit 0 once it serves.
+        #[arg(long, value_name = "PATH")]
+        upgrade_socket: Option<PathBuf>,
+        /// Take the listening sockets and endpoint state over from the gateway offering them
+        /// on this unix socket, then tell it to drain.
+        #[arg(long, value_name = "PATH")]
+        upgrade_from: Option<PathBuf>,
     },
     /// Validate config files: exit 0, or print every error and exit 1.
     Check {
@@ -218,12 +226,15 @@ fn main() -> ExitCode {
             config_etcd,
             config_key,
             worker_threads,
+            upgrade_socket,
+            upgrade_from,
         }) => {
             let from = match config {
                 Some(path) => ConfigFrom::File(path),
                 None => ConfigFrom::Etcd(config_etcd, config_key),
             };
-            (worker_threads, Box::pin(run(from)) as BoxedRun)
+            let upgrade = (upgrade_socket, upgrade_from);
+            (worker_threads, Box::pin(run(from, upgrade)) as BoxedRun)
         }
         Some(Command::Demo {
             listen,
@@ -402,14 +413,77 @@ enum ConfigFrom {
     Etcd(Vec<String>, String),
 }
 
-async fn run(from: ConfigFrom) -> anyhow::Result<()> {
+/// `--upgrade-socket` and `--upgrade-from`.
+type UpgradePaths = (Option<PathBuf>, Option<PathBuf>);
+
+async fn run(from: ConfigFrom, (offer_at, take_from): UpgradePaths) -> anyhow::Result<()> {
     raise_nofile_limit();
     let signals = gatehouse::service::Signals::install()?;
-    let gw = match from {
-        ConfigFrom::File(path) => gatehouse::Gateway::start_file(&path, None).await?,
-        ConfigFrom::Etcd(urls, key) => gatehouse::Gateway::start_etcd(urls, &key, None).await?,
+    #[cfg(not(unix))]
+    if offer_at.is_some() || take_from.is_some() {
+        anyhow::bail!("--upgrade-socket and --upgrade-from need a unix system");
+    }
+    #[cfg(unix)]
+    let (taken, takeover) = {
+        if let Some(p) = &offer_at {
+            gatehouse::upgrade::check_path(p)?;
+        }
+        match &take_from {
+            Some(p) => {
+                let (taken, takeover) = gatehouse::upgrade::take(p).await?;
+                (Some(taken), takeover)
+            }
+            None => (None, gatehouse::Takeover::default()),
+        }
     };
-    gatehouse::service::serve(gw, signals).await
+    #[cfg(not(unix))]
+    let takeover = gatehouse::Takeover::default();
+    // A config that does not start ends this process here: the old one never hears `ready`
+    // and keeps serving.
+    let gw = match from {
+        ConfigFrom::File(path) => {
+            gatehouse::Gateway::start_file_taking_over(&path, None, takeover).await?
+        }
+        ConfigFrom::Etcd(urls, key) => {
+            gatehouse::Gateway::start_etcd(urls, &key, None, takeover).await?
+        }
+    };
+    #[allow(unused_mut)]
+    let mut upgrades = gatehouse::service::Upgrades::default();
+    #[cfg(unix)]
+    {
+        if let Some(taken) = taken {
+            let (pid, path) = (taken.from_pid, taken.path().to_path_buf());
+            if let Err(e) = taken.confirm().await {
+                // Both were accepting; the old one still is, with everything it had.
+                gw.shutdown(std::time::Duration::from_secs(5)).await;
+                return Err(e.context("the upgrade failed; the running gateway keeps serving"));
+            }
+            tracing::info!(
+                old_pid = pid,
+                "upgrade: the old process drains; this one serves"
+            );
+            upgrades.took_over_from = Some(pid);
+            // The old process's socket is dead; the same path is replaced below.
+            if offer_at.as_deref() != Some(path.as_path()) {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+        if let Some(p) = &offer_at {
+            match gatehouse::upgrade::Offer::listen(p) {
+                Ok(o) => upgrades.offer = Some(o),
+                // Serving already (and the old process draining): say so, don't stop.
+                Err(e) if upgrades.took_over_from.is_some() => {
+                    tracing::error!(error = %format!("{e:#}"), "cannot offer the sockets for the next upgrade")
+                }
+                Err(e) => {
+                    gw.shutdown(std::time::Duration::from_secs(5)).await;
+                    return Err(e);
+                }
+            }
+        }
+    }
+    gatehouse::service::serve(gw, signals, upgrades).await
 }
 
 async fn run_demo(listen: String, admin: String, print_config: bool) -> anyhow::Result<()> {
@@ -480,5 +554,5 @@ async fn run_demo(listen: String, admin: String, print_config: bool) -> anyhow::
         env!("CARGO_PKG_VERSION"),
         lines.join("\n")
     );
-    gatehouse::service::serve(gw, signals).await
+    gatehouse::service::serve(gw, signals, Default::default()).await
 }

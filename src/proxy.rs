@@ -813,7 +813,7 @@ async fn forward_upgrade(
         // The listener hands the client's socket over once hyper has written the 101.
         let (handover, client) = tokio::sync::oneshot::channel();
         *ctx.upgrade.lock().unwrap_or_else(|e| e.into_inner()) = Some(handover);
-        tokio::spawn(tunnel(
+        ctx.runtime.tunnels.spawn(tunnel(
             client,
             upstream_up,
             (in_flight, slot),

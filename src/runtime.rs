@@ -78,6 +78,11 @@ pub struct Runtime {
     pub tls: crate::tls::Registry,
     /// Flips once on shutdown: upgraded connections (tunnels) close when it does.
     stopping: tokio::sync::watch::Sender<bool>,
+    /// Every upgraded connection's tunnel: the drain of an upgrade waits for them.
+    pub tunnels: tokio_util::task::TaskTracker,
+    /// Set once a new process has taken the listening sockets over: HTTP/1.1 responses then
+    /// say `Connection: close`, so each keep-alive connection ends between requests.
+    handing_over: std::sync::atomic::AtomicBool,
     /// Endpoints of clusters with `endpoints_from`, and the tasks that find them.
     pub discovery: crate::discovery::Discovery,
     /// The config as loaded (before discovered endpoints are filled in): a discovery change
@@ -151,6 +156,8 @@ impl Runtime {
             metrics: Arc::new(Metrics::default()),
             tls: crate::tls::Registry::default(),
             stopping: tokio::sync::watch::Sender::new(false),
+            tunnels: tokio_util::task::TaskTracker::new(),
+            handing_over: std::sync::atomic::AtomicBool::new(false),
             discovery,
             base: Mutex::new(None),
         });
@@ -445,6 +452,16 @@ impl Runtime {
         self.stopping.send_replace(true);
     }
 
+    /// A new process serves the listening sockets now (a binary upgrade): see `handing_over`.
+    pub fn begin_handover(&self) {
+        self.handing_over.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether responses should close their HTTP/1.1 connection (a handover's drain).
+    pub fn handing_over(&self) -> bool {
+        self.handing_over.load(Ordering::Relaxed)
+    }
+
     /// Resolves (changes) when shutdown begins.
     pub fn stopping(&self) -> tokio::sync::watch::Receiver<bool> {
         self.stopping.subscribe()
@@ -465,6 +482,33 @@ impl Runtime {
             t.handle.abort();
         }
         self.discovery.stop();
+    }
+
+    /// The runtime state of `address` in `cluster`, for a binary upgrade to seed: the
+    /// endpoint's own when a snapshot has it; for a cluster whose endpoints are discovered
+    /// (not found yet in a starting process), new state kept as retired, which the snapshot
+    /// that discovers the endpoint takes up (or which expires after the grace period).
+    /// `None` when the config has no such cluster or lists its endpoints without this one.
+    pub fn endpoint_or_seed(&self, cluster: &str, address: &str) -> Option<Arc<EndpointState>> {
+        let key: EndpointKey = (Arc::from(cluster), Arc::from(address));
+        let snap = self.snapshot();
+        let mut eps = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = eps.get(&key) {
+            return Some(s.clone());
+        }
+        let c = snap.config.clusters.iter().find(|c| c.name == cluster)?;
+        c.endpoints_from.as_ref()?;
+        let state = Arc::new(EndpointState::new(
+            key.0.clone(),
+            key.1.clone(),
+            &c.circuit_breaker,
+        ));
+        eps.insert(key.clone(), state.clone());
+        self.retired
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, tokio::time::Instant::now());
+        Some(state)
     }
 
     /// The runtime state of one endpoint, if any snapshot created it.

@@ -4,6 +4,10 @@
 //! `RELOADING=1` / `READY=1` around a SIGHUP reload, `STOPPING=1` when the drain starts,
 //! `STATUS=` lines, and `WATCHDOG=1` when the unit sets `WatchdogSec=`). Without
 //! `NOTIFY_SOCKET` in the environment nothing is sent.
+//!
+//! With an upgrade socket ([`crate::upgrade::Offer`]) it also hands its listening sockets to a
+//! new process that asks, then drains and returns; a process that took over sends `MAINPID=`
+//! with its own pid alongside its `READY=1`, so systemd follows the new process.
 
 use crate::Gateway;
 use std::time::Duration;
@@ -32,10 +36,31 @@ impl Signals {
     }
 }
 
+/// How [`serve`] takes part in binary upgrades.
+#[derive(Default)]
+pub struct Upgrades {
+    /// Where this process offers its sockets to a new one (`--upgrade-socket`).
+    #[cfg(unix)]
+    pub offer: Option<crate::upgrade::Offer>,
+    /// The pid of the process this one took over from (`--upgrade-from`).
+    pub took_over_from: Option<u32>,
+}
+
+/// A handover under way: the hello is sent, the new process's `ready` awaited.
+#[cfg(unix)]
+type Handing = std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<u32>> + Send>>;
+
 /// Tells the service manager the gateway is serving, then serves until SIGTERM/SIGINT
-/// (reloading on SIGHUP, reopening the access log on SIGUSR1), then drains.
-pub async fn serve(gw: Gateway, signals: Signals) -> anyhow::Result<()> {
-    notify(State::Ready, &status(&gw, "serving"));
+/// (reloading on SIGHUP, reopening the access log on SIGUSR1) or until a new process has
+/// taken its sockets over, then drains.
+pub async fn serve(gw: Gateway, signals: Signals, upgrades: Upgrades) -> anyhow::Result<()> {
+    match upgrades.took_over_from {
+        Some(pid) => notify(
+            State::TookOver,
+            &status(&gw, &format!("serving; took over from pid {pid}")),
+        ),
+        None => notify(State::Ready, &status(&gw, "serving")),
+    }
     start_watchdog();
     #[cfg(unix)]
     let Signals {
@@ -46,9 +71,47 @@ pub async fn serve(gw: Gateway, signals: Signals) -> anyhow::Result<()> {
     #[cfg(not(unix))]
     let Signals { mut stop } = signals;
     #[cfg(unix)]
+    let offer = upgrades.offer;
+    #[cfg(unix)]
+    let mut handing: Option<Handing> = None;
+    #[cfg(unix)]
+    let mut handed_to = None;
+    #[cfg(unix)]
     loop {
         tokio::select! {
             _ = &mut stop => break,
+            conn = next_upgrade(offer.as_ref()) => match conn {
+                Ok(stream) if handing.is_some() => {
+                    tokio::spawn(crate::upgrade::refuse(stream, "an upgrade is already in progress"));
+                }
+                Ok(stream) => match gw.offer() {
+                    Ok(sockets) => {
+                        tracing::info!("upgrade: a new process asks for the listening sockets");
+                        let endpoints = crate::upgrade::state::export(gw.runtime());
+                        handing = Some(Box::pin(crate::upgrade::hand_over(stream, sockets, endpoints)));
+                    }
+                    Err(e) => tracing::error!(error = %e, "upgrade refused: cannot offer the listening sockets"),
+                },
+                Err(e) => {
+                    tracing::warn!(error = %e, "upgrade socket: accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            done = async {
+                match handing.as_mut() {
+                    Some(h) => h.await,
+                    None => std::future::pending().await,
+                }
+            }, if handing.is_some() => {
+                handing = None;
+                match done {
+                    Ok(pid) => {
+                        handed_to = Some(pid);
+                        break;
+                    }
+                    Err(e) => tracing::warn!(error = %format!("{e:#}"), "upgrade failed; this process keeps serving"),
+                }
+            }
             _ = hangup.recv() => reload(&gw).await,
             _ = reopen.recv() => {
                 if let Some(log) = &gw.runtime().access_log {
@@ -63,6 +126,31 @@ pub async fn serve(gw: Gateway, signals: Signals) -> anyhow::Result<()> {
     #[cfg(not(unix))]
     (&mut stop).await;
     let drain = gw.runtime().snapshot().config.drain_timeout.0;
+    #[cfg(unix)]
+    if let Some(pid) = handed_to {
+        // The path is the new process's now: it replaces or removes it.
+        if let Some(o) = offer {
+            o.handed_over();
+        }
+        tracing::info!(
+            new_pid = pid,
+            drain_timeout_ms = drain.as_millis() as u64,
+            "upgrade: handed over to the new process; draining"
+        );
+        notify(
+            State::Stopping,
+            &format!(
+                "handed over to pid {pid}; draining (up to {} s)",
+                drain.as_secs()
+            ),
+        );
+        if gw.hand_over(drain).await {
+            tracing::info!("drained; exiting");
+        } else {
+            tracing::warn!("drain timeout reached; exiting with connections still open");
+        }
+        return Ok(());
+    }
     tracing::info!(
         drain_timeout_ms = drain.as_millis() as u64,
         "shutting down: draining in-flight requests"
@@ -77,6 +165,17 @@ pub async fn serve(gw: Gateway, signals: Signals) -> anyhow::Result<()> {
         tracing::warn!("drain timeout reached; exiting with requests still in flight");
     }
     Ok(())
+}
+
+/// The next connection on the upgrade socket; never, without one.
+#[cfg(unix)]
+async fn next_upgrade(
+    offer: Option<&crate::upgrade::Offer>,
+) -> std::io::Result<tokio::net::UnixStream> {
+    match offer {
+        Some(o) => o.accept().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// A SIGHUP reload, announced as systemd expects of `ExecReload=`: `RELOADING=1` with the
@@ -120,6 +219,8 @@ fn status(gw: &Gateway, what: &str) -> String {
 #[derive(Clone, Copy)]
 enum State {
     Ready,
+    /// Ready, as the service's new main process (`MAINPID=` with this pid).
+    TookOver,
     /// With `MONOTONIC_USEC=`, as `Type=notify-reload` wants.
     Reloading,
     Stopping,
@@ -135,6 +236,7 @@ fn notify(state: State, status: &str) {
     }
     let mut states = match state {
         State::Ready => vec![NotifyState::Ready],
+        State::TookOver => vec![NotifyState::MainPid(std::process::id()), NotifyState::Ready],
         State::Reloading => vec![NotifyState::Reloading],
         State::Stopping => vec![NotifyState::Stopping],
     };

@@ -27,6 +27,7 @@ const LAYERS: &[&[&str]] = &[
     &["listener"],
     &["reload"],
     &["admin"],
+    &["upgrade"],
     &["ctl"],
     &["service"],
 ];

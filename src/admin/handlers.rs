@@ -22,6 +22,8 @@ pub async fn status(State(s): State<AdminState>) -> Json<Value> {
     let snap = s.runtime.snapshot();
     Json(json!({
         "version": env!("CARGO_PKG_VERSION"),
+        // Which process answers (after a binary upgrade, the new one).
+        "pid": std::process::id(),
         "uptime_seconds": s.started.elapsed().as_secs(),
         "generation": snap.generation,
     }))

@@ -16,7 +16,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 use tokio::time::Instant;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum State {
     Closed,
@@ -149,6 +149,16 @@ impl Recent {
             Recent::Time { buckets, .. } => buckets.clear(),
         }
     }
+}
+
+/// A breaker as a binary upgrade carries it to the new process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Carried {
+    pub state: State,
+    /// How long an OPEN breaker still rejects calls.
+    pub open_for: Duration,
+    /// Trips since it last closed (the doubling open duration goes on from there).
+    pub trips: u32,
 }
 
 pub struct Breaker {
@@ -327,6 +337,30 @@ impl Breaker {
         } else {
             self.close();
             Transition::Closed
+        }
+    }
+
+    /// What a new process takes over from this breaker (a binary upgrade).
+    pub fn carry(&self, now: Instant) -> Carried {
+        Carried {
+            state: self.state,
+            open_for: self.retry_after(now).unwrap_or(Duration::ZERO),
+            trips: self.trips,
+        }
+    }
+
+    /// Takes over a breaker from the old process. A HALF-OPEN one comes back OPEN with no
+    /// time left, so it half-opens at its next call and sends fresh probes (the old process's
+    /// probes are not this one's to answer).
+    pub fn adopt(&mut self, c: Carried, now: Instant) {
+        match c.state {
+            State::Closed => self.close(),
+            State::Open | State::HalfOpen => {
+                self.close();
+                self.state = State::Open;
+                self.open_until = Some(now + c.open_for);
+                self.trips = c.trips.max(1);
+            }
         }
     }
 

@@ -3,7 +3,7 @@
 //! and are passed in). Health is set by active checks, the breaker by request outcomes, drain
 //! by the operator; the balancer only reads `eligible` / `weight_factor` and asks `admit`.
 
-use super::breaker::{Admit, Breaker, Call, State as BreakerState, Transition};
+use super::breaker::{Admit, Breaker, Call, Carried, State as BreakerState, Transition};
 use crate::observe::events::Events;
 use gatehouse_config::CircuitBreaker;
 use serde_json::json;
@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Health {
     Healthy,
@@ -154,6 +154,24 @@ impl EndpointState {
             }
         }
         prev
+    }
+
+    /// What a new process takes over (a binary upgrade): health, drain and the breaker.
+    pub fn carry(&self, now: Instant) -> (Health, bool, Carried) {
+        let b = self.breaker.lock().unwrap_or_else(|e| e.into_inner());
+        (self.health(), self.is_drained(), b.carry(now))
+    }
+
+    /// Takes over what the old process knew of this endpoint. Not a transition (the old
+    /// process announced it), so no event; no slow start either: the endpoint was serving.
+    pub fn adopt(&self, health: Health, drained: bool, breaker: Carried) {
+        if Health::from_u8(self.health.swap(health as u8, Ordering::Relaxed)) != health {
+            HEALTH_EPOCH.fetch_add(1, Ordering::AcqRel);
+        }
+        self.drained.store(drained, Ordering::Relaxed);
+        let mut b = self.breaker.lock().unwrap_or_else(|e| e.into_inner());
+        b.adopt(breaker, Instant::now());
+        self.mirror(&b);
     }
 
     pub fn breaker_state(&self) -> BreakerState {

@@ -157,6 +157,11 @@ pub async fn run(
         let jitter = cfg.interval.0.mul_f64(cfg.jitter.0 * fastrand::f64());
         tokio::time::sleep(cfg.interval.0 + jitter).await;
         let p = probe(&cfg, &state.address, &client).await;
+        // Only this task sets health, except a binary upgrade seeding it as the task starts:
+        // the thresholds count from what the endpoint is.
+        if tracker.state != state.health() {
+            tracker = Tracker::starting_at(state.health());
+        }
         if let Some(next) = tracker.observe(&cfg, p) {
             let prev = state.set_health(next, slow_start, &events);
             let reason = match p {

@@ -114,7 +114,26 @@ fn service(
        + Unpin
        + Send {
     let ctx = ctx.clone();
-    service_fn(move |req| Box::pin(proxy::handle(ctx.clone(), req)))
+    service_fn(move |req: http::Request<hyper::body::Incoming>| {
+        let h1 = req.version() < http::Version::HTTP_2;
+        let runtime = ctx.runtime.clone();
+        let handled = proxy::handle(ctx.clone(), req);
+        Box::pin(async move {
+            let mut resp = handled.await?;
+            // A handover's drain: the client learns from the response that the connection
+            // ends, so it never sends on a connection being closed (HTTP/2 gets GOAWAY).
+            if h1
+                && runtime.handing_over()
+                && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS
+            {
+                resp.headers_mut().insert(
+                    http::header::CONNECTION,
+                    http::HeaderValue::from_static("close"),
+                );
+            }
+            Ok(resp)
+        })
+    })
 }
 
 /// HTTP/1.1 on `stream`, one hyper connection after another, until the connection ends or

@@ -12,6 +12,8 @@ pub struct Running {
     pub _dir: tempfile::TempDir,
     /// The admin listener's address, once logged (`admin_addr`).
     admin: std::sync::Mutex<(Option<SocketAddr>, mpsc::Receiver<String>)>,
+    /// Every line the process wrote on stderr so far (its JSON log).
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Running {
@@ -37,6 +39,18 @@ impl Running {
         Self::spawn(
             Some(path),
             &[],
+            env,
+            tempfile::tempdir().unwrap(),
+            Stdio::null(),
+        )
+    }
+
+    /// Starts `gatehouse run -c <path> ARGS...` with extra environment variables.
+    #[allow(dead_code)]
+    pub fn start_path(path: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Running {
+        Self::spawn(
+            Some(path),
+            args,
             env,
             tempfile::tempdir().unwrap(),
             Stdio::null(),
@@ -69,8 +83,11 @@ impl Running {
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = mpsc::channel();
         let (admin_tx, admin_rx) = mpsc::channel();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let lines = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                lines.lock().unwrap().push(line.clone());
                 if let Some(i) = line.find("\"address\":\"") {
                     let rest = &line[i + 11..];
                     let addr = rest[..rest.find('"').unwrap()].to_string();
@@ -92,6 +109,44 @@ impl Running {
             addr,
             _dir: dir,
             admin: std::sync::Mutex::new((None, admin_rx)),
+            log,
+        }
+    }
+
+    /// Whether some line of the process's log so far contains `needle`.
+    #[allow(dead_code)]
+    pub fn logged(&self, needle: &str) -> bool {
+        self.log.lock().unwrap().iter().any(|l| l.contains(needle))
+    }
+
+    /// The process's log so far.
+    #[allow(dead_code)]
+    pub fn log_lines(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// How many lines of the process's log so far contain `needle`.
+    #[allow(dead_code)]
+    pub fn log_count(&self, needle: &str) -> usize {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+
+    /// Waits up to `within` for a log line containing `needle`; panics if none comes.
+    #[allow(dead_code)]
+    pub async fn wait_logged(&self, needle: &str, within: Duration) {
+        let deadline = std::time::Instant::now() + within;
+        while !self.logged(needle) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no log line with {needle:?} within {within:?}:\n{}",
+                self.log.lock().unwrap().join("\n")
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 

@@ -819,7 +819,7 @@ _gatehouse() {
             return 0
             ;;
         gatehouse__subcmd__run)
-            opts="-c -h --config --config-etcd --config-key --worker-threads --help"
+            opts="-c -h --config --config-etcd --config-key --worker-threads --upgrade-socket --upgrade-from --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -842,6 +842,14 @@ _gatehouse() {
                     return 0
                     ;;
                 --worker-threads)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --upgrade-socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --upgrade-from)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -40,6 +40,8 @@ complete -c gatehouse -n "__fish_gatehouse_using_subcommand run" -s c -l config 
 complete -c gatehouse -n "__fish_gatehouse_using_subcommand run" -l config-etcd -d 'Instead of a file: etcd client URLs (http://HOST:2379, comma-separated) whose key `--config-key` holds the whole config, watched' -r
 complete -c gatehouse -n "__fish_gatehouse_using_subcommand run" -l config-key -d 'The etcd key holding the config' -r
 complete -c gatehouse -n "__fish_gatehouse_using_subcommand run" -l worker-threads -d 'Worker threads (default: one per core). 1 runs everything on one thread' -r
+complete -c gatehouse -n "__fish_gatehouse_using_subcommand run" -l upgrade-socket -d 'Offer the listening sockets on this unix socket (mode 0600) to a new process started with --upgrade-from, then drain and exit 0 once it serves' -r -F
+complete -c gatehouse -n "__fish_gatehouse_using_subcommand run" -l upgrade-from -d 'Take the listening sockets and endpoint state over from the gateway offering them on this unix socket, then tell it to drain' -r -F
 complete -c gatehouse -n "__fish_gatehouse_using_subcommand run" -s h -l help -d 'Print help'
 complete -c gatehouse -n "__fish_gatehouse_using_subcommand check" -s h -l help -d 'Print help'
 complete -c gatehouse -n "__fish_gatehouse_using_subcommand demo" -l listen -d 'Where the gateway listens' -r
