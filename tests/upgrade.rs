@@ -114,6 +114,13 @@ async fn load(addr: SocketAddr, total: u32, every: Duration) -> Vec<String> {
             }
         });
     }
+    // The open loop's real rate: a loaded machine's client can fall behind its schedule.
+    let sent_in = start.elapsed();
+    eprintln!(
+        "{total} requests started in {sent_in:?} ({:.0} per second; scheduled: {:.0})",
+        f64::from(total) / sent_in.as_secs_f64(),
+        1.0 / every.as_secs_f64()
+    );
     let mut failures = Vec::new();
     while let Some(r) = tasks.join_next().await {
         failures.extend(r.unwrap());
