@@ -426,7 +426,7 @@ async fn run(from: ConfigFrom, (offer_at, take_from): UpgradePaths) -> anyhow::R
     #[cfg(unix)]
     let (taken, takeover) = {
         if let Some(p) = &offer_at {
-            gatehouse::upgrade::check_path(p)?;
+            gatehouse::upgrade::check_path(p, take_from.as_deref())?;
         }
         match &take_from {
             Some(p) => {

@@ -465,3 +465,78 @@ async fn the_new_process_tells_systemd_it_is_the_main_process() {
     );
     assert!(old.exit_status(Duration::from_secs(10)).await.success());
 }
+
+/// Runs `gatehouse run -c cfg ARGS...` to its exit; returns its exit code and stderr.
+async fn run_to_exit(cfg: &Path, args: &[&str]) -> (Option<i32>, String) {
+    let mut all = vec!["run".to_string(), "-c".into(), cfg.display().to_string()];
+    all.extend(args.iter().map(|a| a.to_string()));
+    let out = tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+            .args(all)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // A process that was not refused would serve on: it fails the test, not hangs it.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("the gateway was not refused: still running after 20 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut err = Vec::new();
+        child.stderr.take().unwrap().read_to_end(&mut err).unwrap();
+        std::process::Output {
+            status,
+            stdout: Vec::new(),
+            stderr: err,
+        }
+    })
+    .await
+    .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A second gateway given a live gateway's `--upgrade-socket` path is refused before it binds
+/// anything (it would have replaced the socket and, on exit, removed it: the running gateway
+/// could never be upgraded again); `--upgrade-from` pointed at a file and a socket path in a
+/// missing directory are refused with what is wrong. The running one stays upgradable.
+#[tokio::test]
+async fn a_live_upgrade_socket_is_not_taken_by_another_gateway() {
+    let up = FakeUpstream::start("up").await;
+    let d = Dir::new();
+    let cfg = d.file("gatehouse.yaml", &config(&[up.addr()], ""));
+    let sock = d.sock();
+    let mut old = old_process(&cfg, &sock);
+    old.wait_logged("offering the listening sockets", Duration::from_secs(10))
+        .await;
+
+    let (code, err) = run_to_exit(&cfg, &["--upgrade-socket", &sock]).await;
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("another gateway is offering its sockets there"),
+        "{err}"
+    );
+    let file = d.file("not-a-socket", "hello");
+    let (code, err) = run_to_exit(&cfg, &["--upgrade-from", file.to_str().unwrap()]).await;
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("is not a socket"), "{err}");
+    let missing = d.dir.path().join("nodir/x.sock");
+    let (code, err) = run_to_exit(&cfg, &["--upgrade-socket", missing.to_str().unwrap()]).await;
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("does not exist"), "{err}");
+
+    // Still offered: an upgrade from it works, and the old process exits 0.
+    let new = new_process(&cfg, &sock, &[]).await;
+    assert!(old.exit_status(Duration::from_secs(15)).await.success());
+    assert_eq!(status(new.admin_addr()).await["pid"], new.pid());
+}

@@ -28,8 +28,33 @@ pub struct Offer {
 }
 
 /// Refuses `path` for `--upgrade-socket` when it exists and is not a socket (a file the
-/// operator cares about must not be replaced).
-pub fn check_path(path: &Path) -> anyhow::Result<()> {
+/// operator cares about must not be replaced), when its directory is missing (found before
+/// any listener is bound), and when another gateway is offering its sockets there right now,
+/// unless this process is taking over from that very path (`taking_over_from`): replacing a
+/// live socket would leave the running gateway with no way to be upgraded, and this one would
+/// remove the path when it exits.
+pub fn check_path(path: &Path, taking_over_from: Option<&Path>) -> anyhow::Result<()> {
+    check_not_a_file(path)?;
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+    if let Some(dir) = parent.filter(|d| !d.is_dir()) {
+        bail!(
+            "--upgrade-socket {}: the directory {} does not exist",
+            path.display(),
+            dir.display()
+        );
+    }
+    if taking_over_from != Some(path) && listening_at(path) {
+        bail!(
+            "--upgrade-socket {}: another gateway is offering its sockets there; give each \
+             gateway a path of its own, or take over from it with --upgrade-from {}",
+            path.display(),
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+fn check_not_a_file(path: &Path) -> anyhow::Result<()> {
     match std::fs::symlink_metadata(path) {
         Ok(m) if !m.file_type().is_socket() => bail!(
             "--upgrade-socket {}: exists and is not a socket; refusing to replace it",
@@ -39,12 +64,43 @@ pub fn check_path(path: &Path) -> anyhow::Result<()> {
     }
 }
 
+/// Whether a gateway is listening on the unix socket at `path`. Linux lists every unix
+/// socket in `/proc/net/unix` with its flags (`00010000`: accepting connections) and the path
+/// it was bound at, which for an offer is the temporary name beside `path` that [`Offer::listen`]
+/// renamed into place. Read there rather than by connecting, which the running gateway would
+/// take for the start of an upgrade.
+fn listening_at(path: &Path) -> bool {
+    if !std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
+        return false;
+    }
+    let Ok(table) = std::fs::read_to_string("/proc/net/unix") else {
+        return false;
+    };
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return false;
+    };
+    let tmp_prefix = format!(".{}.", name.to_string_lossy());
+    let ours = |bound: &Path| {
+        bound == path
+            || (bound.parent() == Some(dir)
+                && bound.file_name().is_some_and(|f| {
+                    let f = f.to_string_lossy();
+                    f.starts_with(&tmp_prefix) && f.ends_with(".tmp")
+                }))
+    };
+    table.lines().skip(1).any(|line| {
+        // Num RefCount Protocol Flags Type St Inode Path
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        cols.len() >= 8 && cols[3] == "00010000" && ours(Path::new(cols[7]))
+    })
+}
+
 impl Offer {
     /// Listens on `path`. A socket already there (a stale one, or the old process's that this
     /// one took over from) is replaced in one step: the socket is made beside it, set to 0600
     /// and renamed over it, so the path never names a socket others may connect to.
     pub fn listen(path: &Path) -> anyhow::Result<Offer> {
-        check_path(path)?;
+        check_not_a_file(path)?;
         let name = path
             .file_name()
             .with_context(|| format!("--upgrade-socket {}: not a file name", path.display()))?;

@@ -26,6 +26,17 @@ pub struct Taken {
 /// Connects to the old process at `path` and receives its sockets and endpoint state.
 pub async fn take(path: &Path) -> anyhow::Result<(Taken, Takeover)> {
     let ctx = || format!("--upgrade-from {}", path.display());
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if let Ok(m) = std::fs::symlink_metadata(path) {
+            if !m.file_type().is_socket() {
+                anyhow::bail!(
+                    "{}: is not a socket (the running gateway's --upgrade-socket path is)",
+                    ctx()
+                );
+            }
+        }
+    }
     let mut stream = tokio::time::timeout(STEP, UnixStream::connect(path))
         .await
         .map_err(|_| anyhow::anyhow!("timed out connecting"))
