@@ -404,11 +404,19 @@ async fn a_down_endpoint_stays_down_and_an_open_breaker_open() {
     let (sick_before, tripped_before) = (traffic(&sick), traffic(&tripped));
 
     let new = new_process(&cfg, &sock, &[]).await;
-    // Right after the switch (the new process's first health check is a second away).
+    // A connection the old process accepted just before it stopped accepting is still its to
+    // answer: wait until the shared admin socket is the new process's, then look at once
+    // (the new process's first health check is a second away).
+    let new_pid = new.pid();
+    eventually(
+        "the admin socket answers from the new process",
+        Duration::from_secs(5),
+        || async move { (status(admin).await["pid"] == new_pid).then_some(()) },
+    )
+    .await;
     let v = cluster().await;
     assert_eq!(endpoint(&v, sick.addr())["health"], "DOWN", "{v}");
     assert_eq!(endpoint(&v, tripped.addr())["breaker"], "OPEN", "{v}");
-    assert_eq!(status(new.admin_addr()).await["pid"], new.pid());
     let c = client();
     for i in 0..30 {
         let r = c
