@@ -654,6 +654,7 @@ fn forward<'a>(
                         Some(crate::route::forward::HostRewrite::Endpoint)
                     ),
                     trace: None,
+                    salvage: false,
                 };
                 let cluster = cluster.clone();
                 let events = ctx.runtime.events.clone();
@@ -699,6 +700,7 @@ fn forward<'a>(
                 Some(crate::route::forward::HostRewrite::Endpoint)
             ),
             trace: trace.as_deref(),
+            salvage: true,
         };
         let result = attempt::run(cluster, out, &ctx.runtime.events, &mut tries).await;
         if let Some(r) = rec.as_deref_mut() {

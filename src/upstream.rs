@@ -97,18 +97,40 @@ pub use pool::Checkin;
 
 /// When a try's request got its connection ([`crate::clock::now_us`]): from then on the wait is
 /// the endpoint's; before, it was the gateway's (room under the cluster's `max_connections`).
+/// And whether the try's connection is worth waiting for if the try is dropped before its
+/// answer (`pool::Awaiting`): only a client's request, whose client left, and not once the try
+/// has given up on the endpoint (timed out, moved off it).
 #[derive(Debug, Default)]
-pub struct Connected(std::sync::atomic::AtomicU64);
+pub struct Connected {
+    at_us: std::sync::atomic::AtomicU64,
+    salvage: std::sync::atomic::AtomicBool,
+}
 
 impl Connected {
+    /// For a client's request: dropped before its answer because the client left, its
+    /// connection is waited for and pooled again.
+    pub fn salvageable() -> Self {
+        Connected {
+            salvage: true.into(),
+            ..Default::default()
+        }
+    }
     /// The first mark sticks.
     pub fn mark(&self) {
         use std::sync::atomic::Ordering::Relaxed;
         let now = crate::clock::now_us(tokio::time::Instant::now());
-        let _ = self.0.compare_exchange(0, now, Relaxed, Relaxed);
+        let _ = self.at_us.compare_exchange(0, now, Relaxed, Relaxed);
     }
     pub fn at_us(&self) -> Option<u64> {
-        Some(self.0.load(std::sync::atomic::Ordering::Relaxed)).filter(|t| *t != 0)
+        Some(self.at_us.load(std::sync::atomic::Ordering::Relaxed)).filter(|t| *t != 0)
+    }
+    /// The try stops waiting for the endpoint's answer: its connection is closed, not salvaged.
+    pub fn give_up(&self) {
+        self.salvage
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+    pub fn may_salvage(&self) -> bool {
+        self.salvage.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 

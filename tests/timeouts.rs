@@ -71,6 +71,14 @@ async fn request_timeout_counts_until_response_head() {
         client().get(gw.url("/x")).send().await.unwrap().status(),
         504
     );
+    // The try gave up on the endpoint: its connection is closed, not kept waiting for an
+    // answer that is late (were it kept, it would be pooled once the answer came, and stay open).
+    eventually(
+        "the timed-out try's connection to close",
+        Duration::from_secs(5),
+        || async { (up.open_connections() == 0).then_some(()) },
+    )
+    .await;
     up.update(|b| b.delay = Duration::ZERO);
     assert_eq!(
         client().get(gw.url("/x")).send().await.unwrap().status(),

@@ -109,6 +109,9 @@ pub struct Outgoing<'a> {
     pub host_from_endpoint: bool,
     /// A recorded request's server span: each try is a child span of it.
     pub trace: Option<&'a crate::observe::otel::ServerSpan>,
+    /// A client's request (not a mirrored copy or a revalidation): if the client leaves before
+    /// the answer, the try's connection is waited for and pooled again ([`Connected`]).
+    pub salvage: bool,
 }
 
 /// The answer a request gets, holding its place under the cluster's `max_requests` until its
@@ -166,6 +169,7 @@ where
                 let held = in_hands_since(on_wire.0, on_wire.1)
                     .map(|since| Duration::from_micros(crate::clock::now_us(now).saturating_sub(since)));
                 if held.is_some_and(|h| h >= within) {
+                    on_wire.0.give_up();
                     return (Err(ProxyError::RequestTimeout), slow_recorded);
                 }
                 if slow_due && held.is_some_and(|h| h >= slow_after) {
@@ -182,7 +186,10 @@ where
                 }
                 timer.as_mut().reset(now + next);
             }
-            _ = &mut opened, if may_move => return (Err(ProxyError::EndpointEjected), slow_recorded),
+            _ = &mut opened, if may_move => {
+                on_wire.0.give_up();
+                return (Err(ProxyError::EndpointEjected), slow_recorded);
+            }
         }
     }
 }
@@ -287,7 +294,11 @@ pub fn run<'a>(
             let sent = now;
             let fault = ep.state.active_fault(now, events);
             let mut checkin: Option<crate::upstream::Checkin> = None;
-            let connected = Connected::default();
+            let connected = if out.salvage {
+                Connected::salvageable()
+            } else {
+                Connected::default()
+            };
             let (result, slow_recorded) = {
                 // The try's futures are pinned here and lent to the layers that watch them:
                 // passed by value, each layer would hold its own copy (an async fn keeps its

@@ -84,6 +84,7 @@ async fn copy_once(cluster: Arc<Cluster>, copy: Parts, bytes: bytes::Bytes, even
         host_from_endpoint: false,
         // A mirrored copy is not part of the request's trace.
         trace: None,
+        salvage: false,
     };
     let mut tries = attempt::Tries::default();
     // Read the answer to its end so the connection goes back to the pool.

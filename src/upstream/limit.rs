@@ -25,6 +25,9 @@ pub struct ConnLimit {
     max_open: AtomicUsize,
     max_pending: AtomicUsize,
     freed: Notify,
+    /// Signalled when a request starts waiting for room: a connection held only in the hope of
+    /// reuse (a salvage, `pool::Awaiting`) is closed for it.
+    wanted: Notify,
 }
 
 /// Why no connection was made.
@@ -62,6 +65,12 @@ impl ConnLimit {
         )
     }
 
+    /// Resolves when a request starts waiting for room (enable it before checking
+    /// [`ConnLimit::counts`], so that none is missed).
+    pub fn wanted(&self) -> tokio::sync::futures::Notified<'_> {
+        self.wanted.notified()
+    }
+
     fn try_take(&self) -> bool {
         let max = self.max_open.load(Ordering::Relaxed);
         self.open
@@ -87,6 +96,7 @@ impl ConnLimit {
             return Err(PoolFull::Pending);
         }
         let _waiting = Pending(self);
+        self.wanted.notify_waiters();
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let freed = self.freed.notified();

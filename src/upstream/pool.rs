@@ -42,6 +42,9 @@ pub struct H1Pool {
     /// Whether a task is closing connections idle past `idle_timeout` (one per pool, running
     /// only while the pool has idle connections). Read and written under the `idle` lock.
     sweeping: std::sync::atomic::AtomicBool,
+    /// [`SALVAGE_WITHIN`]; longer in tests that must tell a salvage cut short from one that ran
+    /// out.
+    salvage_within: Duration,
 }
 
 /// Gives a connection back to its pool when the response body it carried ends cleanly.
@@ -72,7 +75,7 @@ impl Drop for Checkin {
     /// body it already has and the connection is idle again (one with more to read, it closes).
     /// Taken back if that happens soon, rather than dialing anew for the next request.
     fn drop(&mut self) {
-        let Some(mut sender) = self.sender.take() else {
+        let Some(sender) = self.sender.take() else {
             return;
         };
         if sender.is_closed() {
@@ -82,11 +85,83 @@ impl Drop for Checkin {
             return;
         };
         let pool = self.pool.clone();
-        drop(rt.spawn(async move {
-            if let Ok(Ok(())) = tokio::time::timeout(SALVAGE_WITHIN, sender.ready()).await {
+        drop(rt.spawn(salvage(pool, sender, None)));
+    }
+}
+
+/// What a pooled connection's exchange resolves to: the response head, or the request handed
+/// back when it was never written.
+type Answer = Result<Response<Incoming>, hyper::client::conn::TrySendError<Request<Body>>>;
+type AnswerFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Answer> + Send>>;
+
+/// An exchange in flight on a pooled connection, with the connection. hyper closes a connection
+/// whose answer nobody waits for any more, so a client's request dropped before its head
+/// arrives — the client left mid-request, as every load generator's connections do when it
+/// stops — hands both to a task that waits for the answer, drops it and gives the connection
+/// back: without it, each abandoned request cost the pool a connection and the next request a
+/// dial (~200 per run at 256 client connections in `../shared/bench/`). Not when the try gave up
+/// on the endpoint (timed out, moved on: [`super::Connected::give_up`]) or was not a client's
+/// (a health check, a mirrored copy): their answers are not expected soon.
+struct Awaiting<'a> {
+    answer: Option<AnswerFuture>,
+    sender: Option<Sender>,
+    pool: &'a Arc<H1Pool>,
+    connected: &'a super::Connected,
+}
+
+impl Awaiting<'_> {
+    /// The answer, and the connection it came on (for the pool, once the body is read).
+    async fn answer(&mut self) -> (Answer, Sender) {
+        let answer = match self.answer.as_mut() {
+            Some(a) => a.await,
+            None => unreachable!("awaited once"),
+        };
+        self.answer = None;
+        (answer, self.sender.take().expect("taken once"))
+    }
+}
+
+impl Drop for Awaiting<'_> {
+    fn drop(&mut self) {
+        let (Some(answer), Some(sender)) = (self.answer.take(), self.sender.take()) else {
+            return;
+        };
+        if !self.connected.may_salvage() {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        drop(rt.spawn(salvage(self.pool.clone(), sender, Some(answer))));
+    }
+}
+
+/// Gives `sender` back to `pool` if, within the pool's salvage window, the answer it owes (if
+/// any) arrives and the connection is idle again; otherwise drops it, which closes it. A
+/// request waiting for room under `max_connections` meanwhile ends the wait at once: the
+/// connection's place is worth more to it than a maybe-reusable connection (and clients that
+/// leave mid-request must not be able to keep every place taken).
+async fn salvage(pool: Arc<H1Pool>, mut sender: Sender, answer: Option<AnswerFuture>) {
+    let wanted = pool.limit.wanted();
+    tokio::pin!(wanted);
+    wanted.as_mut().enable();
+    if pool.limit.counts().1 > 0 {
+        return;
+    }
+    let ready = async {
+        if let Some(answer) = answer {
+            // Dropped unread: hyper discards a body it has whole, or closes the connection.
+            answer.await.ok()?;
+        }
+        sender.ready().await.ok()
+    };
+    tokio::select! {
+        r = tokio::time::timeout(pool.salvage_within, ready) => {
+            if let Ok(Some(())) = r {
                 pool.put(sender);
             }
-        }));
+        }
+        _ = wanted => {}
     }
 }
 
@@ -108,6 +183,7 @@ impl H1Pool {
             idle: Mutex::new(Vec::new()),
             returned: tokio::sync::Notify::new(),
             sweeping: Default::default(),
+            salvage_within: SALVAGE_WITHIN,
         })
     }
 
@@ -245,17 +321,24 @@ impl H1Pool {
                     continue;
                 }
                 connected.mark();
-                // Not held while the answer is awaited: hyper closes a connection whose answer
-                // nobody waits for any more (the client left, the try timed out).
-                match sender.try_send_request(req).await {
-                    Ok(resp) => {
+                // Boxed, to be handed to a task if this request is dropped before its answer
+                // (see `Awaiting`): the one allocation the pool makes per request.
+                let answer = Box::pin(sender.try_send_request(req));
+                let mut awaiting = Awaiting {
+                    answer: Some(answer),
+                    sender: Some(sender),
+                    pool: self,
+                    connected,
+                };
+                match awaiting.answer().await {
+                    (Ok(resp), sender) => {
                         let held = Checkin {
                             pool: self.clone(),
                             sender: Some(sender),
                         };
                         return Ok((resp, held));
                     }
-                    Err(mut e) => match e.take_message() {
+                    (Err(mut e), _) => match e.take_message() {
                         // Never written: the pooled connection had just closed. Once more on
                         // a new one.
                         Some(back) if !fresh => {
@@ -403,6 +486,147 @@ mod tests {
             assert!(Instant::now() < deadline, "never taken back");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+    }
+
+    /// A backend on hyper that tells `got` of each request and answers it once `release` has a
+    /// permit for it; counts connections accepted and closed.
+    struct HeldBackend {
+        addr: String,
+        got: tokio::sync::mpsc::UnboundedReceiver<()>,
+        release: Arc<tokio::sync::Semaphore>,
+        accepted: Arc<std::sync::atomic::AtomicUsize>,
+        closed: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    async fn held_backend() -> HeldBackend {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let (tx, got) = tokio::sync::mpsc::unbounded_channel();
+        let release = Arc::new(tokio::sync::Semaphore::new(0));
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let closed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (r, a, c) = (release.clone(), accepted.clone(), closed.clone());
+        tokio::spawn(async move {
+            while let Ok((s, _)) = l.accept().await {
+                a.fetch_add(1, Ordering::Relaxed);
+                let (tx, r, c) = (tx.clone(), r.clone(), c.clone());
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |_req| {
+                        let (tx, r) = (tx.clone(), r.clone());
+                        async move {
+                            let _ = tx.send(());
+                            r.acquire().await.unwrap().forget();
+                            Ok::<_, std::convert::Infallible>(Response::new(
+                                http_body_util::Full::new(bytes::Bytes::from_static(b"late")),
+                            ))
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                        .await;
+                    c.fetch_add(1, Ordering::Relaxed);
+                });
+            }
+        });
+        HeldBackend {
+            addr,
+            got,
+            release,
+            accepted,
+            closed,
+        }
+    }
+
+    /// Sends a request and drops it once the backend has it, before its answer: as when the
+    /// client leaves mid-request (`how`: a client's request, or one whose try then gave up, or
+    /// not a client's).
+    async fn abandon(pool: &Arc<H1Pool>, backend: &mut HeldBackend, how: Abandoned) {
+        let req = Request::get("/")
+            .header("host", "x")
+            .body(Body::empty())
+            .unwrap();
+        let connected = match how {
+            Abandoned::NotAClients => super::super::Connected::default(),
+            _ => super::super::Connected::salvageable(),
+        };
+        let send = pool.send(req, &connected);
+        tokio::pin!(send);
+        tokio::select! {
+            _ = &mut send => panic!("answered before it was released"),
+            _ = backend.got.recv() => {}
+        }
+        if how == Abandoned::GaveUp {
+            connected.give_up();
+        }
+    }
+
+    #[derive(PartialEq)]
+    enum Abandoned {
+        ClientLeft,
+        GaveUp,
+        NotAClients,
+    }
+
+    #[tokio::test]
+    async fn a_connection_whose_request_was_abandoned_before_its_answer_is_taken_back() {
+        let mut backend = held_backend().await;
+        let pool = pool(&backend.addr);
+        abandon(&pool, &mut backend, Abandoned::ClientLeft).await;
+        assert_eq!(pool.idle_count(), 0);
+        // The backend answers after the client left; the connection comes back to the pool.
+        backend.release.add_permits(2);
+        wait_idle(&pool).await;
+        assert_eq!(get(&pool).await, 200);
+        assert_eq!(backend.accepted.load(Ordering::Relaxed), 1);
+        assert_eq!(backend.closed.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn a_connection_whose_try_gave_up_or_was_not_a_clients_is_closed_not_waited_for() {
+        for how in [Abandoned::GaveUp, Abandoned::NotAClients] {
+            let mut backend = held_backend().await;
+            let pool = pool(&backend.addr);
+            abandon(&pool, &mut backend, how).await;
+            // Answered: a salvage (wrongly) waiting for it would pool the connection, and it
+            // would stay open; closed, the backend sees it end.
+            backend.release.add_permits(1);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while backend.closed.load(Ordering::Relaxed) == 0 {
+                assert!(Instant::now() < deadline, "never closed");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            assert_eq!(pool.idle_count(), 0);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_request_waiting_for_room_ends_a_salvage() {
+        let mut backend = held_backend().await;
+        // One connection at most; a salvage that would outlast the wait for room.
+        let limit = Arc::new(ConnLimit::default());
+        limit.set(1, 16);
+        let mut pool = H1Pool::new(
+            &backend.addr,
+            Duration::from_secs(5),
+            Duration::from_secs(60),
+            8,
+            (limit, None),
+        );
+        Arc::get_mut(&mut pool).unwrap().salvage_within = Duration::from_secs(3600);
+        abandon(&pool, &mut backend, Abandoned::ClientLeft).await;
+        // The first answer never comes; the next request needs the only place.
+        let mut next = tokio::spawn({
+            let pool = pool.clone();
+            async move { get(&pool).await }
+        });
+        tokio::select! {
+            _ = backend.got.recv() => {}
+            r = &mut next => panic!("the next request ended before reaching the backend: {r:?}"),
+        }
+        // The first request's handler takes the first permit (its answer goes nowhere).
+        backend.release.add_permits(2);
+        assert_eq!(next.await.unwrap(), 200);
+        assert_eq!(backend.accepted.load(Ordering::Relaxed), 2);
     }
 
     #[tokio::test]
