@@ -26,7 +26,7 @@ use std::time::Duration;
 
 /// A response head the client can be given: a single `chunked` coding at most, and no
 /// `Content-Length` beside it (`framing`); a 101 only when an upgrade was asked for.
-fn framed(
+pub(crate) fn framed(
     mut resp: Response<Incoming>,
     upgrade_asked: bool,
 ) -> Result<Response<Incoming>, ProxyError> {
@@ -194,7 +194,7 @@ impl UpstreamClient {
         connected: &'a Connected,
     ) -> impl Future<Output = Result<(Response<Incoming>, Option<Checkin>), ProxyError>> + Send + 'a
     {
-        use futures_util::future::{Either, FutureExt};
+        use futures_util::future::Either;
         match &self.kind {
             Kind::H1(pool) => {
                 // On the wire: origin form, and a Host (the proxy sets the client's; a health
@@ -207,10 +207,8 @@ impl UpstreamClient {
                 if let Some(pq) = req.uri().path_and_query().cloned() {
                     *req.uri_mut() = Uri::from(pq);
                 }
-                Either::Left(pool.send(req, connected).map(|r| {
-                    let (resp, checkin) = r?;
-                    Ok((framed(resp, false)?, Some(checkin)))
-                }))
+                // Checked for framing in the pool: no layer here moves the answer once more.
+                Either::Left(pool.send(req, connected))
             }
             Kind::H2(client) => Either::Right(async move {
                 // Multiplexed: a request waits for no connection of its own.

@@ -362,6 +362,52 @@ async fn a_backend_response_is_framed_safely_or_refused() {
     gw.shutdown(Duration::from_secs(2)).await;
 }
 
+/// A response refused for its framing ended its exchange in doubt (where its body ends is the
+/// backend's word against the gateway's reading): its connection is closed, never pooled for the
+/// next request, where a misread body would become the next answer.
+#[tokio::test]
+async fn a_connection_that_brought_a_refused_response_is_not_reused() {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let closed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let c = closed.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let c = c.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let mut got = Vec::new();
+                loop {
+                    match s.read(&mut buf).await {
+                        // The gateway closed it: what this test waits for.
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                    if got.windows(4).any(|w| w == b"\r\n\r\n") {
+                        got.clear();
+                        // A whole chunked body under a coding the gateway refuses, and the
+                        // connection kept open, as for keep-alive.
+                        let _ = s
+                            .write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+                            .await;
+                    }
+                }
+                c.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            });
+        }
+    });
+    let gw = TestGateway::start(&config(&addr.to_string(), "", "")).await;
+    let r = common::client().get(gw.url("/x")).send().await.unwrap();
+    assert_eq!(r.status(), 502);
+    eventually(
+        "the refused response's connection to close",
+        Duration::from_secs(5),
+        || async { (closed.load(std::sync::atomic::Ordering::SeqCst) == 1).then_some(()) },
+    )
+    .await;
+    gw.shutdown(Duration::from_secs(2)).await;
+}
+
 /// A backend that records each request head it gets and answers `response` to every request.
 async fn recording_backend(
     response: &'static [u8],

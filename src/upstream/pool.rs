@@ -110,14 +110,16 @@ struct Awaiting<'a> {
 }
 
 impl Awaiting<'_> {
-    /// The answer, and the connection it came on (for the pool, once the body is read).
-    async fn answer(&mut self) -> (Answer, Sender) {
-        let answer = match self.answer.as_mut() {
-            Some(a) => a.await,
-            None => unreachable!("awaited once"),
-        };
+    /// The exchange, to be awaited in its box. Not an `async fn` returning the answer: that
+    /// would move the answer (the request, when handed back, is in it) once more per request.
+    fn pending(&mut self) -> std::pin::Pin<&mut (dyn std::future::Future<Output = Answer> + Send)> {
+        self.answer.as_mut().expect("until done").as_mut()
+    }
+
+    /// The answer came: the connection it came on, for the pool once the body is read.
+    fn done(&mut self) -> Sender {
         self.answer = None;
-        (answer, self.sender.take().expect("taken once"))
+        self.sender.take().expect("done once")
     }
 }
 
@@ -283,8 +285,9 @@ impl H1Pool {
         Ok(sender)
     }
 
-    /// Sends `req` over a pooled (or new) connection; resolves when the response head arrives,
-    /// with what gives the connection back once the body has been read.
+    /// Sends `req` over a pooled (or new) connection; resolves when the response head arrives
+    /// (checked for framing, `super::framed`), with what gives the connection back once the
+    /// body has been read.
     ///
     /// An `async` block rather than an `async fn`: the block holds the request once, as its
     /// capture, where an `async fn` would hold it twice (its argument and the local it is moved
@@ -294,8 +297,9 @@ impl H1Pool {
         self: &'a Arc<Self>,
         mut req: Request<Body>,
         connected: &'a super::Connected,
-    ) -> impl std::future::Future<Output = Result<(Response<Incoming>, Checkin), ProxyError>> + Send + 'a
-    {
+    ) -> impl std::future::Future<Output = Result<(Response<Incoming>, Option<Checkin>), ProxyError>>
+           + Send
+           + 'a {
         async move {
             // Whether the request has already been handed back once by a pooled connection
             // that closed under it: then it goes on a new connection and is not handed back
@@ -330,15 +334,20 @@ impl H1Pool {
                     pool: self,
                     connected,
                 };
-                match awaiting.answer().await {
-                    (Ok(resp), sender) => {
+                let answer = awaiting.pending().await;
+                let sender = awaiting.done();
+                match answer {
+                    Ok(resp) => {
+                        // A head the client cannot be given: its connection is not reused
+                        // either (the sender is dropped here, not given back).
+                        let resp = super::framed(resp, false)?;
                         let held = Checkin {
                             pool: self.clone(),
                             sender: Some(sender),
                         };
-                        return Ok((resp, held));
+                        return Ok((resp, Some(held)));
                     }
-                    (Err(mut e), _) => match e.take_message() {
+                    Err(mut e) => match e.take_message() {
                         // Never written: the pooled connection had just closed. Once more on
                         // a new one.
                         Some(back) if !fresh => {
@@ -425,7 +434,7 @@ mod tests {
         http_body_util::BodyExt::collect(resp.into_body())
             .await
             .unwrap();
-        checkin.finish(true);
+        checkin.unwrap().finish(true);
         status
     }
 
@@ -474,7 +483,7 @@ mod tests {
         let (resp, checkin) = pool.send(req, &Default::default()).await.unwrap();
         // The client went away before the body was read.
         drop(resp);
-        checkin.finish(false);
+        checkin.unwrap().finish(false);
         wait_idle(&pool).await;
         assert_eq!(get(&pool).await, 200);
         assert_eq!(accepted.load(Ordering::Relaxed), 1);
