@@ -98,20 +98,23 @@ pub use pool::Checkin;
 /// When a try's request got its connection ([`crate::clock::now_us`]): from then on the wait is
 /// the endpoint's; before, it was the gateway's (room under the cluster's `max_connections`).
 /// And whether the try's connection is worth waiting for if the try is dropped before its
-/// answer (`pool::Awaiting`): only a client's request, whose client left, and not once the try
-/// has given up on the endpoint (timed out, moved off it).
+/// answer (`pool::Awaiting`): only a client's request, whose client left, not past the try's
+/// own deadline, and not once the try has given up on the endpoint (timed out, moved off it).
 #[derive(Debug, Default)]
 pub struct Connected {
     at_us: std::sync::atomic::AtomicU64,
     salvage: std::sync::atomic::AtomicBool,
+    /// The try's deadline: an answer later than that is not waited for by a salvage either.
+    salvage_until: Option<tokio::time::Instant>,
 }
 
 impl Connected {
-    /// For a client's request: dropped before its answer because the client left, its
-    /// connection is waited for and pooled again.
-    pub fn salvageable() -> Self {
+    /// For a client's request whose try ends at `until`: dropped before its answer because the
+    /// client left, its connection is waited for (until then at most) and pooled again.
+    pub fn salvageable(until: tokio::time::Instant) -> Self {
         Connected {
             salvage: true.into(),
+            salvage_until: Some(until),
             ..Default::default()
         }
     }
@@ -129,8 +132,10 @@ impl Connected {
         self.salvage
             .store(false, std::sync::atomic::Ordering::Relaxed);
     }
-    pub fn may_salvage(&self) -> bool {
-        self.salvage.load(std::sync::atomic::Ordering::Relaxed)
+    /// Until when a salvage may wait for the answer; `None`: not at all.
+    pub fn salvage_until(&self) -> Option<tokio::time::Instant> {
+        self.salvage_until
+            .filter(|_| self.salvage.load(std::sync::atomic::Ordering::Relaxed))
     }
 }
 

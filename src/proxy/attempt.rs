@@ -295,7 +295,7 @@ pub fn run<'a>(
             let fault = ep.state.active_fault(now, events);
             let mut checkin: Option<crate::upstream::Checkin> = None;
             let connected = if out.salvage {
-                Connected::salvageable()
+                Connected::salvageable(now + per_try.min(budget_left))
             } else {
                 Connected::default()
             };

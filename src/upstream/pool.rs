@@ -85,7 +85,7 @@ impl Drop for Checkin {
             return;
         };
         let pool = self.pool.clone();
-        drop(rt.spawn(salvage(pool, sender, None)));
+        drop(rt.spawn(salvage(pool, sender, None, None)));
     }
 }
 
@@ -128,22 +128,41 @@ impl Drop for Awaiting<'_> {
         let (Some(answer), Some(sender)) = (self.answer.take(), self.sender.take()) else {
             return;
         };
-        if !self.connected.may_salvage() {
+        let Some(until) = self
+            .connected
+            .salvage_until()
+            .filter(|u| *u > Instant::now())
+        else {
             return;
-        }
+        };
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        drop(rt.spawn(salvage(self.pool.clone(), sender, Some(answer))));
+        drop(rt.spawn(salvage(
+            self.pool.clone(),
+            sender,
+            Some(answer),
+            Some(until),
+        )));
     }
 }
 
-/// Gives `sender` back to `pool` if, within the pool's salvage window, the answer it owes (if
-/// any) arrives and the connection is idle again; otherwise drops it, which closes it. A
+/// Gives `sender` back to `pool` if, within the pool's salvage window (and before `until`, the
+/// try's deadline, for an answer still owed), the answer it owes (if any) arrives and the
+/// connection is idle again; otherwise drops it, which closes it. A
 /// request waiting for room under `max_connections` meanwhile ends the wait at once: the
 /// connection's place is worth more to it than a maybe-reusable connection (and clients that
 /// leave mid-request must not be able to keep every place taken).
-async fn salvage(pool: Arc<H1Pool>, mut sender: Sender, answer: Option<AnswerFuture>) {
+async fn salvage(
+    pool: Arc<H1Pool>,
+    mut sender: Sender,
+    answer: Option<AnswerFuture>,
+    until: Option<Instant>,
+) {
+    let within = until.map_or(pool.salvage_within, |u| {
+        pool.salvage_within
+            .min(u.saturating_duration_since(Instant::now()))
+    });
     let wanted = pool.limit.wanted();
     tokio::pin!(wanted);
     wanted.as_mut().enable();
@@ -158,7 +177,7 @@ async fn salvage(pool: Arc<H1Pool>, mut sender: Sender, answer: Option<AnswerFut
         sender.ready().await.ok()
     };
     tokio::select! {
-        r = tokio::time::timeout(pool.salvage_within, ready) => {
+        r = tokio::time::timeout(within, ready) => {
             if let Ok(Some(())) = r {
                 pool.put(sender);
             }
@@ -556,7 +575,9 @@ mod tests {
             .unwrap();
         let connected = match how {
             Abandoned::NotAClients => super::super::Connected::default(),
-            _ => super::super::Connected::salvageable(),
+            // The try's deadline already passed (its own timer has not fired yet).
+            Abandoned::PastDeadline => super::super::Connected::salvageable(Instant::now()),
+            _ => super::super::Connected::salvageable(Instant::now() + Duration::from_secs(3600)),
         };
         let send = pool.send(req, &connected);
         tokio::pin!(send);
@@ -574,6 +595,7 @@ mod tests {
         ClientLeft,
         GaveUp,
         NotAClients,
+        PastDeadline,
     }
 
     #[tokio::test]
@@ -592,9 +614,15 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_whose_try_gave_up_or_was_not_a_clients_is_closed_not_waited_for() {
-        for how in [Abandoned::GaveUp, Abandoned::NotAClients] {
+        for how in [
+            Abandoned::GaveUp,
+            Abandoned::NotAClients,
+            Abandoned::PastDeadline,
+        ] {
             let mut backend = held_backend().await;
-            let pool = pool(&backend.addr);
+            let mut pool = pool(&backend.addr);
+            // Longer than any test: only the try's own deadline can end the wait.
+            Arc::get_mut(&mut pool).unwrap().salvage_within = Duration::from_secs(3600);
             abandon(&pool, &mut backend, how).await;
             // Answered: a salvage (wrongly) waiting for it would pool the connection, and it
             // would stay open; closed, the backend sees it end.
