@@ -76,7 +76,10 @@ fn default_token_file() -> anyhow::Result<std::path::PathBuf> {
     Ok(dir.join("admin-token"))
 }
 
-/// Writes `text` to a file only its owner can read, replacing any old one.
+/// Writes `text` to a file only its owner can read, replacing any old one at once: written under
+/// a temporary name beside it and renamed over it, so that a reader (a script that waits for the
+/// admin port, then reads the token) finds the old token or the new one, never no file or half
+/// of one.
 fn write_private(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
     use std::io::Write;
     #[cfg(unix)]
@@ -90,16 +93,29 @@ fn write_private(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
             anyhow::anyhow!("admin.token_file: cannot create {}: {e}", dir.display())
         })?;
     }
-    let _ = std::fs::remove_file(path);
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
     let mut o = std::fs::OpenOptions::new();
+    // Never through a link someone left at the temporary name.
     o.write(true).create_new(true);
     #[cfg(unix)]
     o.mode(0o600);
-    let mut f = o
-        .open(path)
-        .map_err(|e| anyhow::anyhow!("admin.token_file: cannot write {}: {e}", path.display()))?;
-    f.write_all(text.as_bytes())?;
-    f.write_all(b"\n")?;
+    let cannot = |e: std::io::Error| {
+        anyhow::anyhow!("admin.token_file: cannot write {}: {e}", path.display())
+    };
+    let mut f = o.open(&tmp).map_err(cannot)?;
+    let written = f
+        .write_all(text.as_bytes())
+        .and_then(|()| f.write_all(b"\n"))
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(cannot(e));
+    }
     Ok(())
 }
 

@@ -70,6 +70,9 @@ fn start_admin(
     reload: Option<Arc<reload::Reloader>>,
     inherited: &listener::inherit::Inherited,
 ) -> anyhow::Result<RunningAdmin> {
+    // Before the listener: once it is bound, connections are accepted (into its backlog), and a
+    // script that waits for the port and then reads a generated token must find this one.
+    let token = admin::token_for(a)?;
     let taken = inherited.take(listener::inherit::SocketKind::Admin, "admin", &a.address);
     let tcp = match taken {
         Some(s) => listener::inherit::adopt(s),
@@ -79,7 +82,6 @@ fn start_admin(
     let addr = tcp.local_addr()?;
     #[cfg(unix)]
     let fd = std::os::fd::AsFd::as_fd(&tcp).try_clone_to_owned()?;
-    let token = admin::token_for(a)?;
     let (stop, stop_rx) = watch::channel(false);
     let state = admin::AdminState {
         runtime: runtime.clone(),

@@ -687,7 +687,10 @@ fn forward<'a>(
             }
             (parts, body, progress)
         };
-        let mut tries = attempt::Tries::default();
+        let mut logged = TriesLogged {
+            tries: attempt::Tries::default(),
+            rec: rec.as_deref_mut(),
+        };
         let out = attempt::Outgoing {
             head,
             body,
@@ -702,15 +705,11 @@ fn forward<'a>(
             trace: trace.as_deref(),
             salvage: true,
         };
-        let result = attempt::run(cluster, out, &ctx.runtime.events, &mut tries).await;
-        if let Some(r) = rec.as_deref_mut() {
-            r.endpoint = tries.last_endpoint.clone();
-            r.retries = tries.retries;
-            r.upstream_duration = (!tries.upstream.is_zero()).then_some(tries.upstream);
-        }
+        let result = attempt::run(cluster, out, &ctx.runtime.events, &mut logged.tries).await;
         if let Some(t) = trace.as_deref_mut() {
-            t.tries(tries.last_endpoint.as_ref(), tries.retries);
+            t.tries(logged.tries.last_endpoint.as_ref(), logged.tries.retries);
         }
+        drop(logged);
         let result = result.map(|a| {
             let (resp, h) = upstream_response(a);
             *held = Some(h);
@@ -730,6 +729,26 @@ fn forward<'a>(
                 result
             }
             _ => result,
+        }
+    }
+}
+
+/// The try loop's account (the endpoint last tried, the retries made, the time upstream),
+/// written into the access record however the loop ends: when it returns, and when it is
+/// dropped with the request because the client left mid-try, whose `499` line then still names
+/// the endpoint that kept it waiting.
+struct TriesLogged<'r> {
+    tries: attempt::Tries,
+    rec: Option<&'r mut AccessRecord>,
+}
+
+impl Drop for TriesLogged<'_> {
+    fn drop(&mut self) {
+        if let Some(r) = self.rec.as_deref_mut() {
+            let t = &mut self.tries;
+            r.endpoint = t.last_endpoint.take();
+            r.retries = t.retries;
+            r.upstream_duration = (!t.upstream.is_zero()).then_some(t.upstream);
         }
     }
 }

@@ -412,6 +412,9 @@ async fn a_client_that_leaves_before_the_answer_is_logged_as_499() {
     let line = gw.log_line("gone-1").await;
     assert_eq!(line["status"], 499, "{line}");
     assert_eq!(line["error"], "client_closed", "{line}");
+    // The endpoint that kept it waiting is named, though the try never ended.
+    assert_eq!(line["endpoint"], app.addr().to_string(), "{line}");
+    assert_eq!(line["retries"], 0, "{line}");
     let text = common::metrics(&gw).await;
     assert!(
         text.lines()
