@@ -99,9 +99,10 @@ type AnswerFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Answer> +
 /// arrives — the client left mid-request, as every load generator's connections do when it
 /// stops — hands both to a task that waits for the answer, drops it and gives the connection
 /// back: without it, each abandoned request cost the pool a connection and the next request a
-/// dial (~200 per run at 256 client connections in `../shared/bench/`). Not when the try gave up
-/// on the endpoint (timed out, moved on: [`super::Connected::give_up`]) or was not a client's
-/// (a health check, a mirrored copy): their answers are not expected soon.
+/// dial (~150 per run at 256 client connections in `../shared/bench/`). Not when the try gave up
+/// on the endpoint (timed out, moved on: [`super::Connected::give_up`]), was not a client's (a
+/// health check, a mirrored copy, a revalidation), or is past its own deadline: their answers
+/// are not expected soon.
 struct Awaiting<'a> {
     answer: Option<AnswerFuture>,
     sender: Option<Sender>,
