@@ -350,11 +350,15 @@ fn forward<'a>(
         }
         // None: a route that answers itself (redirect, direct_response), after its filters.
         let cluster: Option<&Arc<Cluster>> = match &matched.route.target {
-            crate::route::Target::Cluster(name) => Some(
-                snap.clusters
-                    .get(name.as_ref())
-                    .ok_or(ProxyError::NoRoute)?,
-            ),
+            crate::route::Target::Cluster(name) => {
+                Some(match snap.route_clusters.get(matched.route.index) {
+                    Some(Some(c)) => c,
+                    _ => snap
+                        .clusters
+                        .get(name.as_ref())
+                        .ok_or(ProxyError::NoRoute)?,
+                })
+            }
             crate::route::Target::Split(split) => {
                 Some(split::choose(split, &snap.clusters, &req, canon.client.ip)?)
             }

@@ -132,6 +132,7 @@ impl Runtime {
                 config: Arc::new(config.clone()),
                 routes: RouteTable::default(),
                 clusters: HashMap::new(),
+                route_clusters: Vec::new(),
                 route_filters: Vec::new(),
                 limiters: HashMap::new(),
                 route_metrics: Vec::new(),
@@ -276,6 +277,7 @@ impl Runtime {
             unrouted: RouteMetrics::new(&self.metrics, "none"),
             identity: crate::filter::IdentityHeaders::new(&config.identity),
             routes: RouteTable::new(&config.routes),
+            route_clusters: snapshot::route_clusters(&config, &clusters),
             config: Arc::new(config),
             clusters,
         };

@@ -427,6 +427,15 @@ async fn a_client_that_leaves_before_the_answer_is_logged_as_499() {
             .collect::<Vec<_>>()
             .join("\n")
     );
+    // The try is counted, as neither the endpoint's success nor its failure.
+    let tries: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("gatehouse_upstream_requests_total") && !l.ends_with(" 0"))
+        .collect();
+    assert!(
+        tries.len() == 1 && tries[0].contains("outcome=\"cancelled\"") && tries[0].ends_with(" 1"),
+        "{tries:?}"
+    );
     assert_eq!(breaker(&gw).await, "CLOSED");
     gw.shutdown(Duration::from_secs(1)).await;
 }

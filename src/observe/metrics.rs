@@ -138,7 +138,7 @@ impl Default for Metrics {
         );
         r.register(
             "upstream_requests",
-            "Tries sent to endpoints, by cluster, endpoint and outcome",
+            "Tries sent to endpoints, by cluster, endpoint and outcome (success, failure, cancelled: no verdict on the endpoint)",
             m.upstream_requests.clone(),
         );
         r.register(
@@ -445,7 +445,7 @@ impl Latency {
 const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 const BREAKER_TO: [&str; 3] = ["open", "half_open", "closed"];
 const HEALTH_TO: [&str; 3] = ["healthy", "degraded", "down"];
-const OUTCOMES: [&str; 2] = ["success", "failure"];
+const OUTCOMES: [&str; 3] = ["success", "failure", "cancelled"];
 const DECISIONS: [&str; 2] = ["allowed", "limited"];
 /// Every reason an auth filter refuses with (`filter::api_key`, `filter::jwt`).
 pub const AUTH_REASONS: [&str; 12] = [
@@ -642,6 +642,10 @@ impl RouteMetrics {
 pub struct EndpointMetrics {
     pub success: Counter,
     pub failure: Counter,
+    /// Tries that ended with no verdict on the endpoint (the client left or its upload
+    /// failed, the try was moved off an endpoint ejected meanwhile, no connection was free):
+    /// counted so the outcomes add up to the tries, and never against the endpoint.
+    pub cancelled: Counter,
     pub duration: Histogram,
 }
 
@@ -659,6 +663,7 @@ impl EndpointMetrics {
         EndpointMetrics {
             success: c("success"),
             failure: c("failure"),
+            cancelled: c("cancelled"),
             duration: m
                 .upstream_duration
                 .get_or_create(&vec![("cluster", cluster.to_string())])

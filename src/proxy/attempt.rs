@@ -75,6 +75,21 @@ impl Drop for ProbeGuard {
     }
 }
 
+/// Counts a try as `cancelled` unless its success or failure was counted: however the try
+/// ends, also when the client leaves and the request's future is dropped mid-try.
+struct TryCounted<'a> {
+    metrics: &'a crate::observe::metrics::EndpointMetrics,
+    counted: bool,
+}
+
+impl Drop for TryCounted<'_> {
+    fn drop(&mut self) {
+        if !self.counted {
+            self.metrics.cancelled.inc();
+        }
+    }
+}
+
 fn idempotent(m: &Method) -> bool {
     matches!(
         *m,
@@ -280,6 +295,10 @@ pub fn run<'a>(
                 armed: picked.admission == Admission::Probe,
             };
             let in_flight = ep.state.start_request();
+            let mut counted = TryCounted {
+                metrics: &ep.metrics,
+                counted: false,
+            };
 
             let (req_body, can_replay) = out.body.for_try();
             // The head is copied only when another try could need it; the last possible try
@@ -393,6 +412,7 @@ pub fn run<'a>(
                 Err(_) => None,
             };
             if let Some(c) = &call {
+                counted.counted = true;
                 if c.failed {
                     ep.metrics.failure.inc();
                 } else {

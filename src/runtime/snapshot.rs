@@ -23,6 +23,9 @@ pub struct Snapshot {
     pub config: Arc<Config>,
     pub routes: RouteTable,
     pub clusters: HashMap<Arc<str>, Arc<Cluster>>,
+    /// Each route's own cluster (`cluster:`), by the route's position in the config: resolved
+    /// once here rather than looked up by name (a SipHash of the name) on every request.
+    pub route_clusters: Vec<Option<Arc<Cluster>>>,
     /// Each route's filters, by the route's position in the config.
     pub route_filters: Vec<Vec<Filter>>,
     /// Every rate-limit policy, by name.
@@ -35,6 +38,18 @@ pub struct Snapshot {
     pub identity: crate::filter::IdentityHeaders,
     /// OpenTelemetry tracing, when `tracing:` is configured.
     pub tracing: Option<crate::observe::otel::Tracing>,
+}
+
+/// [`Snapshot::route_clusters`] for `config`'s routes.
+pub(super) fn route_clusters(
+    config: &Config,
+    clusters: &HashMap<Arc<str>, Arc<Cluster>>,
+) -> Vec<Option<Arc<Cluster>>> {
+    config
+        .routes
+        .iter()
+        .map(|r| r.cluster.as_deref().and_then(|n| clusters.get(n)).cloned())
+        .collect()
 }
 
 impl Runtime {
