@@ -27,6 +27,10 @@ pub struct ConnCtx {
     /// Set by the request path when it answers 101 to an upgrade: the listener hands the
     /// client's socket here once hyper has written the 101, and the tunnel takes it.
     pub upgrade: std::sync::Mutex<Option<tokio::sync::oneshot::Sender<Handover>>>,
+    /// The `Forwarded` value made for the first request's host (and that host), when the peer
+    /// is not trusted: it depends then only on the peer, the host and the scheme, and most
+    /// connections name one host, so later requests clone it instead of building it again.
+    pub forwarded: std::sync::OnceLock<(HeaderValue, HeaderValue)>,
 }
 
 /// A client connection's socket, handed over for a tunnel with the bytes already read past the

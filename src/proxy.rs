@@ -548,6 +548,7 @@ fn forward<'a>(
                     proto: if ctx.tls.is_some() { "https" } else { "http" },
                     host: (!host.is_empty()).then_some(canon.host.header()),
                     version: version_str(client_version),
+                    made: Some(&ctx.forwarded),
                 },
             );
             if client_version == Version::HTTP_2 && parts.version != Version::HTTP_2 {

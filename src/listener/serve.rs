@@ -53,6 +53,7 @@ pub(super) async fn serve_connection<Io: Transport>(
         peer,
         activity: Arc::new(Activity::default()),
         upgrade: std::sync::Mutex::new(None),
+        forwarded: std::sync::OnceLock::new(),
     });
     // hyper's header timer starts with the first byte; a connection that sends nothing at all
     // gets the same bound, counted from the accept.

@@ -286,12 +286,15 @@ fn push_int(out: &mut Vec<u8>, n: u64) {
 }
 
 /// Appends `bytes` as lower-case hex.
-fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
+fn push_hex(out: &mut Vec<u8>, bytes: &[u8; 16]) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    for b in bytes {
-        out.push(HEX[usize::from(b >> 4)]);
-        out.push(HEX[usize::from(b & 0xf)]);
+    // Into a buffer of its own, then one copy: a push per digit checked the capacity 32 times.
+    let mut text = [0u8; 32];
+    for (pair, b) in text.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = HEX[usize::from(b >> 4)];
+        pair[1] = HEX[usize::from(b & 0xf)];
     }
+    out.extend_from_slice(&text);
 }
 
 /// Appends an octet in decimal.

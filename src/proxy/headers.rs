@@ -26,19 +26,37 @@ const TE_BIT: u16 = 1 << HOP_BY_HOP.len();
 /// match on the name's text (its length first): a few instructions per header where comparing
 /// it with each hop-by-hop name cost nine comparisons.
 fn hop_bit(n: &HeaderName) -> u16 {
-    match n.as_str() {
-        "connection" => 1 << 0,
-        "keep-alive" => 1 << 1,
-        "proxy-connection" => 1 << 2,
-        "proxy-authenticate" => 1 << 3,
-        "proxy-authorization" => 1 << 4,
-        "trailer" => 1 << 5,
-        "transfer-encoding" => 1 << 6,
-        "upgrade" => 1 << 7,
-        "http2-settings" => 1 << 8,
-        "te" => TE_BIT,
+    hop_bit_lower(n.as_str().as_bytes())
+}
+
+/// [`hop_bit`] of a lower-case name.
+fn hop_bit_lower(n: &[u8]) -> u16 {
+    match n {
+        b"connection" => 1 << 0,
+        b"keep-alive" => 1 << 1,
+        b"proxy-connection" => 1 << 2,
+        b"proxy-authenticate" => 1 << 3,
+        b"proxy-authorization" => 1 << 4,
+        b"trailer" => 1 << 5,
+        b"transfer-encoding" => 1 << 6,
+        b"upgrade" => 1 << 7,
+        b"http2-settings" => 1 << 8,
+        b"te" => TE_BIT,
         _ => 0,
     }
+}
+
+/// Whether a token of `Connection` names a header of [`HOP_BY_HOP`], in any case.
+fn is_hop_by_hop_token(t: &[u8]) -> bool {
+    const LONGEST: usize = "proxy-authorization".len();
+    let mut lower = [0u8; LONGEST];
+    let Some(lower) = lower.get_mut(..t.len()) else {
+        return false;
+    };
+    for (l, b) in lower.iter_mut().zip(t) {
+        *l = b.to_ascii_lowercase();
+    }
+    hop_bit_lower(lower) & !TE_BIT != 0
 }
 
 pub use crate::canonical::client::X_FORWARDED_FOR;
@@ -84,11 +102,7 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: Option<HeaderValue>) {
             .iter()
             .flat_map(|v| v.as_bytes().split(|b| *b == b','))
             .map(|t| t.trim_ascii())
-            .filter(|t| {
-                !HOP_BY_HOP
-                    .iter()
-                    .any(|n| t.eq_ignore_ascii_case(n.as_str().as_bytes()))
-            })
+            .filter(|t| !is_hop_by_hop_token(t))
             .filter_map(|t| HeaderName::from_bytes(t).ok())
             .collect();
         for n in named {
@@ -130,6 +144,9 @@ pub struct Hop<'a> {
     pub host: Option<&'a HeaderValue>,
     /// `1.0`, `1.1` or `2`: the client's protocol version, for `Via`.
     pub version: &'static str,
+    /// The connection's `Forwarded` value made for an untrusted peer, and its host
+    /// (`ConnCtx::forwarded`).
+    pub made: Option<&'a std::sync::OnceLock<(HeaderValue, HeaderValue)>>,
 }
 
 /// Sets `X-Forwarded-For` (as resolved), `X-Forwarded-Proto`, `X-Forwarded-Host` (kept from a
@@ -195,6 +212,14 @@ pub fn set_forwarding(h: &mut HeaderMap, hop: &Hop<'_>) {
 /// Appends this hop's element (`for=peer;host=...;proto=...`, RFC 7239 §4) to a trusted peer's
 /// `Forwarded` list (all its lines folded into one), or writes it alone.
 fn set_rfc7239(h: &mut HeaderMap, hop: &Hop<'_>) {
+    // An untrusted peer's element is ours alone: the same for every request with this host.
+    let made = hop.made.filter(|_| !hop.trusted).zip(hop.host);
+    if let Some((Some((made_for, v)), host)) = made.map(|(m, host)| (m.get(), host)) {
+        if made_for == host {
+            h.insert(&FORWARDED, v.clone());
+            return;
+        }
+    }
     let mut v = String::with_capacity(64);
     if hop.trusted {
         for prev in h.get_all(&FORWARDED) {
@@ -225,6 +250,10 @@ fn set_rfc7239(h: &mut HeaderMap, hop: &Hop<'_>) {
     // The string's own buffer becomes the value's (no second allocation).
     match HeaderValue::from_maybe_shared(bytes::Bytes::from(v.into_bytes())) {
         Ok(v) => {
+            if let Some((m, host)) = made {
+                // The first host the connection names is kept; another is built each time.
+                let _ = m.set((host.clone(), v.clone()));
+            }
             h.insert(&FORWARDED, v);
         }
         Err(_) => {
@@ -292,6 +321,23 @@ mod tests {
         assert_eq!(hop_bit(&header::TE), TE_BIT);
         assert_eq!(hop_bit(&header::HOST), 0);
         assert_eq!(hop_bit(&HeaderName::from_static("x-upgrade")), 0);
+        // `Connection` tokens, in any case: the same names, and only those (`te` is not one).
+        for n in &HOP_BY_HOP {
+            let upper = n.as_str().to_ascii_uppercase();
+            assert!(is_hop_by_hop_token(upper.as_bytes()), "{upper}");
+            assert!(is_hop_by_hop_token(n.as_str().as_bytes()), "{n}");
+        }
+        for t in [
+            "te",
+            "TE",
+            "",
+            "close",
+            "x-secret",
+            "proxy-authorization-x",
+            "keep-alivE2",
+        ] {
+            assert!(!is_hop_by_hop_token(t.as_bytes()), "{t}");
+        }
     }
 
     #[test]
@@ -381,6 +427,7 @@ mod tests {
             proto: "http",
             host: Some(&host),
             version: "1.1",
+            made: None,
         };
         let client = [
             ("x-real-ip", "6.6.6.6"),
@@ -418,6 +465,48 @@ mod tests {
     }
 
     #[test]
+    fn a_connections_forwarded_value_is_made_once_for_its_host() {
+        let (a, b) = (
+            HeaderValue::from_static("a.example"),
+            HeaderValue::from_static("b.example"),
+        );
+        let peer = HeaderValue::from_static("10.0.0.9");
+        let made = std::sync::OnceLock::new();
+        let forwarded = |host: &HeaderValue, trusted: bool, client: &[(&str, &str)]| {
+            let mut h = map(client);
+            let hop = Hop {
+                forwarded_for: peer.clone(),
+                trusted,
+                peer: &peer,
+                proto: "http",
+                host: Some(host),
+                version: "1.1",
+                made: Some(&made),
+            };
+            set_forwarding(&mut h, &hop);
+            h.get("forwarded").unwrap().clone()
+        };
+        let first = forwarded(&a, false, &[]);
+        assert_eq!(first, "for=10.0.0.9;host=a.example;proto=http");
+        assert_eq!(made.get().unwrap().0, a);
+        // The same host again: the value made for the first request, not a new one.
+        let again = forwarded(&a, false, &[("forwarded", "for=6.6.6.6")]);
+        assert_eq!(again, first);
+        assert_eq!(again.as_bytes().as_ptr(), first.as_bytes().as_ptr());
+        // Another host gets its own element, and the first host stays the one kept.
+        assert_eq!(
+            forwarded(&b, false, &[]),
+            "for=10.0.0.9;host=b.example;proto=http"
+        );
+        assert_eq!(made.get().unwrap().0, a);
+        // A trusted peer's list is folded in: never the kept value.
+        assert_eq!(
+            forwarded(&a, true, &[("forwarded", "for=1.2.3.4")]),
+            "for=1.2.3.4, for=10.0.0.9;host=a.example;proto=http"
+        );
+    }
+
+    #[test]
     fn forwarded_quotes_what_is_not_a_token() {
         let host = HeaderValue::from_static("[::1]:8443");
         let (v6, v4) = (
@@ -432,6 +521,7 @@ mod tests {
             proto: "https",
             host: Some(&host),
             version: "2",
+            made: None,
         };
         set_forwarding(&mut h, &hop);
         assert_eq!(
