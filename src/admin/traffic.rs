@@ -130,9 +130,13 @@ pub fn sample(snap: &Snapshot, last: &mut Last) -> Map<String, Value> {
         let (mut tries, mut failures) = (0, 0);
         for e in &c.endpoints {
             let s = &e.state;
-            let (ok, failed) = (e.metrics.success.get(), e.metrics.failure.get());
+            let m = &e.metrics;
+            let (tried, failed) = (
+                m.success.get() + m.failure.get() + m.cancelled.get(),
+                m.failure.get(),
+            );
             let key = Key::Endpoint(c.name.clone(), s.address.clone());
-            let (t, f) = d.count(key.clone(), (ok + failed, failed));
+            let (t, f) = d.count(key.clone(), (tried, failed));
             tries += t;
             failures += f;
             let (p50, p99) = d.quantiles(key, &s.latency);

@@ -116,7 +116,8 @@ impl AccessLogSink {
         s.fields.store(cfg.field_mask(), Ordering::Relaxed);
     }
 
-    /// Reopens the file (logrotate moved it away): pending lines go to the new one. A no-op
+    /// Reopens the file (logrotate moved it away): lines already pending are written to the
+    /// old one first (they were logged before the rotation), later ones to the new. A no-op
     /// for stdout.
     pub fn reopen(&self) -> std::io::Result<()> {
         let Some(path) = &self.shared.file else {

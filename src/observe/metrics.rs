@@ -138,7 +138,7 @@ impl Default for Metrics {
         );
         r.register(
             "upstream_requests",
-            "Tries sent to endpoints, by cluster, endpoint and outcome (success, failure, cancelled: no verdict on the endpoint)",
+            "Tries sent to endpoints, by cluster, endpoint and outcome (success, failure, cancelled: neither an answer nor a failure charged to the endpoint)",
             m.upstream_requests.clone(),
         );
         r.register(
@@ -642,9 +642,10 @@ impl RouteMetrics {
 pub struct EndpointMetrics {
     pub success: Counter,
     pub failure: Counter,
-    /// Tries that ended with no verdict on the endpoint (the client left or its upload
-    /// failed, the try was moved off an endpoint ejected meanwhile, no connection was free):
-    /// counted so the outcomes add up to the tries, and never against the endpoint.
+    /// Tries that ended with neither an answer nor a failure charged to the endpoint (the
+    /// client left or its upload failed, the try was moved off an endpoint ejected meanwhile,
+    /// no connection was free): counted so the outcomes add up to the tries. A try the breaker
+    /// had already marked slow is among them when it then ended so.
     pub cancelled: Counter,
     pub duration: Histogram,
 }

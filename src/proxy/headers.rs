@@ -251,8 +251,14 @@ fn set_rfc7239(h: &mut HeaderMap, hop: &Hop<'_>) {
     match HeaderValue::from_maybe_shared(bytes::Bytes::from(v.into_bytes())) {
         Ok(v) => {
             if let Some((m, host)) = made {
-                // The first host the connection names is kept; another is built each time.
-                let _ = m.set((host.clone(), v.clone()));
+                // The first host the connection names is kept; another is built each time. A
+                // copy of it: the client's own value is a slice of hyper's read buffer, which
+                // would stay allocated for as long as the connection is open.
+                if m.get().is_none() {
+                    if let Ok(own) = HeaderValue::from_bytes(host.as_bytes()) {
+                        let _ = m.set((own, v.clone()));
+                    }
+                }
             }
             h.insert(&FORWARDED, v);
         }
@@ -489,6 +495,11 @@ mod tests {
         let first = forwarded(&a, false, &[]);
         assert_eq!(first, "for=10.0.0.9;host=a.example;proto=http");
         assert_eq!(made.get().unwrap().0, a);
+        // A copy of the host: the client's value would hold hyper's read buffer.
+        assert_ne!(
+            made.get().unwrap().0.as_bytes().as_ptr(),
+            a.as_bytes().as_ptr()
+        );
         // The same host again: the value made for the first request, not a new one.
         let again = forwarded(&a, false, &[("forwarded", "for=6.6.6.6")]);
         assert_eq!(again, first);
