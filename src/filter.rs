@@ -66,6 +66,15 @@ pub struct IdentityHeaders {
     pub strip: Vec<http::HeaderName>,
 }
 
+/// Whether a header name is `name`, or `name` with some `-` sent as `_`.
+fn folded_eq(sent: &[u8], name: &[u8]) -> bool {
+    sent.len() == name.len()
+        && sent
+            .iter()
+            .zip(name)
+            .all(|(s, n)| s == n || (*s == b'_' && *n == b'-'))
+}
+
 impl IdentityHeaders {
     /// From validated config (names are HTTP tokens); a name that would not parse falls back
     /// to the default rather than disappearing.
@@ -81,23 +90,19 @@ impl IdentityHeaders {
     /// Removes every client-sent identity header, also spelled with `_` for `-` (backends
     /// that fold `_` into `-` would read `x_gatehouse_consumer` as the real one).
     pub fn remove_from(&self, h: &mut HeaderMap) {
-        h.remove(&self.consumer);
-        for n in &self.strip {
-            h.remove(n);
+        // One scan of the request's names (it has few, and almost never one of these) rather
+        // than a hashed removal for each identity name on every request.
+        let is_identity = |k: &http::HeaderName| {
+            std::iter::once(&self.consumer)
+                .chain(&self.strip)
+                .any(|n| folded_eq(k.as_str().as_bytes(), n.as_str().as_bytes()))
+        };
+        if !h.keys().any(is_identity) {
+            return;
         }
-        if h.keys().any(|k| k.as_str().contains('_')) {
-            let spoofs: Vec<http::HeaderName> = h
-                .keys()
-                .filter(|k| {
-                    let folded = k.as_str().replace('_', "-");
-                    folded == self.consumer.as_str()
-                        || self.strip.iter().any(|s| s.as_str() == folded)
-                })
-                .cloned()
-                .collect();
-            for n in spoofs {
-                h.remove(n);
-            }
+        let sent: Vec<http::HeaderName> = h.keys().filter(|k| is_identity(k)).cloned().collect();
+        for n in sent {
+            h.remove(n);
         }
     }
 
@@ -232,4 +237,47 @@ pub async fn run(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderName;
+
+    #[test]
+    fn identity_headers_go_in_every_spelling_and_only_they() {
+        let ids = IdentityHeaders {
+            consumer: HeaderName::from_static("x-gatehouse-consumer"),
+            strip: vec![HeaderName::from_static("x-user-id")],
+        };
+        let sent = [
+            "x-gatehouse-consumer",
+            "x_gatehouse_consumer",
+            "x_gatehouse-consumer",
+            "x-user-id",
+            "x_user_id",
+            "x-user-idx",
+            "x-user",
+            "x-gatehouse_consumerz",
+            "accept",
+        ];
+        let mut h = HeaderMap::new();
+        for n in sent {
+            h.append(
+                HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                http::HeaderValue::from_static("admin"),
+            );
+        }
+        ids.remove_from(&mut h);
+        let mut left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(
+            left,
+            ["accept", "x-gatehouse_consumerz", "x-user", "x-user-idx"]
+        );
+        // Nothing to remove: the map is left as it was.
+        let before = h.clone();
+        ids.remove_from(&mut h);
+        assert_eq!(h, before);
+    }
 }
