@@ -1,9 +1,11 @@
 //! The PROXY protocol (HAProxy's spec, v1 text and v2 binary) on a listener behind an L4
 //! balancer: the header is read before HTTP, within the listener's `header_read_timeout`, and
 //! parsed strictly by `ppp`; its source address becomes the connection's peer. A connection
-//! without a valid header is closed. v2 `LOCAL` (the balancer's own health checks) and
-//! `UNKNOWN`/unspecified addresses keep the TCP peer. Bytes after the header are handed to the
-//! HTTP server through [`Rewind`].
+//! without a valid header is closed. v2 `LOCAL` (the balancer's own health checks), v1
+//! `UNKNOWN` and v2's unspecified and UNIX address families keep the TCP peer. A v2 header for a
+//! datagram (UDP) connection, and a source of `0.0.0.0` or `::` (no client has it: it would put
+//! every such connection under one client's limits), are refused. Bytes after the header are
+//! handed to the HTTP server through [`Rewind`].
 
 use bytes::{Buf, Bytes, BytesMut};
 use std::io;
@@ -53,6 +55,9 @@ fn parse(buf: &[u8]) -> Result<Option<(Option<SocketAddr>, usize)>, &'static str
         }
         let h = ppp::v2::Header::try_from(&buf[..total])
             .map_err(|_| "invalid PROXY protocol v2 header")?;
+        if h.command == ppp::v2::Command::Proxy && h.protocol == ppp::v2::Protocol::Datagram {
+            return Err("PROXY protocol v2 header for a datagram (UDP) connection");
+        }
         let addr = match (h.command, h.addresses) {
             (ppp::v2::Command::Local, _) => None,
             (_, ppp::v2::Addresses::IPv4(a)) => {
@@ -63,7 +68,7 @@ fn parse(buf: &[u8]) -> Result<Option<(Option<SocketAddr>, usize)>, &'static str
             }
             (_, _) => None,
         };
-        return Ok(Some((addr, total)));
+        return Ok(Some((specified(addr)?, total)));
     }
     let n = buf.len().min(V1_PREFIX.len());
     if buf[..n] != V1_PREFIX[..n] {
@@ -88,7 +93,17 @@ fn parse(buf: &[u8]) -> Result<Option<(Option<SocketAddr>, usize)>, &'static str
         ppp::v1::Addresses::Tcp6(a) => Some(SocketAddr::from((a.source_address, a.source_port))),
         ppp::v1::Addresses::Unknown => None,
     };
-    Ok(Some((addr, total)))
+    Ok(Some((specified(addr)?, total)))
+}
+
+/// Refuses a source of `0.0.0.0` or `::`.
+fn specified(addr: Option<SocketAddr>) -> Result<Option<SocketAddr>, &'static str> {
+    match addr {
+        Some(a) if a.ip().is_unspecified() => {
+            Err("PROXY protocol header with an unspecified source address (0.0.0.0 or ::)")
+        }
+        a => Ok(a),
+    }
 }
 
 /// A stream that first yields bytes already read from it.
@@ -229,5 +244,37 @@ mod tests {
         let mut h = v2(1, 0x11, &[192, 0, 2, 9, 10, 0, 0, 1, 0x0f, 0xa0, 0, 80]);
         h[15] = 40;
         assert!(read(&h).await.is_err());
+        // UDP over IPv4 and over IPv6, and unspecified sources in v1 and v2.
+        assert!(read(&v2(
+            1,
+            0x12,
+            &[192, 0, 2, 9, 10, 0, 0, 1, 0x0f, 0xa0, 0, 80]
+        ))
+        .await
+        .is_err());
+        let mut v6 = [0u8; 36];
+        v6[0] = 0x20;
+        v6[15] = 7;
+        v6[16] = 0x20;
+        v6[31] = 1;
+        assert!(read(&v2(1, 0x22, &v6)).await.is_err());
+        assert!(
+            read(&v2(1, 0x21, &v6)).await.is_ok(),
+            "TCP over IPv6 is fine"
+        );
+        assert!(
+            read(&v2(1, 0x11, &[0, 0, 0, 0, 10, 0, 0, 1, 0x0f, 0xa0, 0, 80]))
+                .await
+                .is_err()
+        );
+        let mut any6 = v6;
+        any6[..16].fill(0);
+        assert!(read(&v2(1, 0x21, &any6)).await.is_err());
+        for v1 in [
+            &b"PROXY TCP4 0.0.0.0 10.0.0.1 5555 80\r\n"[..],
+            b"PROXY TCP6 :: 2001:db8::1 5555 80\r\n",
+        ] {
+            assert!(read(v1).await.is_err(), "{:?}", String::from_utf8_lossy(v1));
+        }
     }
 }

@@ -138,7 +138,7 @@ impl Default for Metrics {
         );
         r.register(
             "upstream_requests",
-            "Tries sent to endpoints, by cluster, endpoint and outcome (success, failure, cancelled: neither an answer nor a failure charged to the endpoint)",
+            "Tries at endpoints (counted once the endpoint is picked), by cluster, endpoint and outcome (success, failure, cancelled: neither an answer nor a failure charged to the endpoint)",
             m.upstream_requests.clone(),
         );
         r.register(

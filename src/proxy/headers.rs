@@ -96,18 +96,22 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: Option<HeaderValue>) {
     }
     let te = present & TE_BIT != 0;
     if present & 1 != 0 {
-        // `Connection` names more headers to drop; the hop-by-hop ones go below anyway.
-        let named: smallvec::SmallVec<[HeaderName; 2]> = h
-            .get_all(header::CONNECTION)
-            .iter()
-            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-            .map(|t| t.trim_ascii())
-            .filter(|t| !is_hop_by_hop_token(t))
-            .filter_map(|t| HeaderName::from_bytes(t).ok())
-            .collect();
-        for n in named {
-            h.remove(n);
+        // `Connection` names more headers to drop; the hop-by-hop ones go below anyway. One
+        // lookup reads its names and removes it (nearly every response has it).
+        if let header::Entry::Occupied(e) = h.entry(header::CONNECTION) {
+            let named: smallvec::SmallVec<[HeaderName; 2]> = e
+                .iter()
+                .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+                .map(|t| t.trim_ascii())
+                .filter(|t| !is_hop_by_hop_token(t))
+                .filter_map(|t| HeaderName::from_bytes(t).ok())
+                .collect();
+            drop(e.remove_entry_mult());
+            for n in named {
+                h.remove(n);
+            }
         }
+        present &= !1;
     }
     for (i, n) in HOP_BY_HOP.iter().enumerate() {
         if present & (1 << i) != 0 {
