@@ -42,6 +42,7 @@ pub fn handle(
     async move {
         let active = ctx.activity.begin();
         let start = Instant::now();
+        let http1 = req.version() <= Version::HTTP_11;
         let snap = ctx.runtime.snapshot();
         let canon = crate::canonical::canonicalize(
             &mut req,
@@ -163,7 +164,14 @@ pub fn handle(
                 if let Some(r) = rec.as_deref_mut() {
                     r.error = error;
                 }
-                local_reply(&e, &request_id)
+                let mut r = local_reply(&e, &request_id);
+                // The rest of the body stays unread, so the connection cannot carry another
+                // request: the client is told (RFC 9112 §9.6) instead of finding it closed.
+                if http1 && matches!(e, ProxyError::BodyTooLarge) {
+                    r.headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                r
             }
         };
         resp.headers_mut().insert(X_REQUEST_ID, request_id);

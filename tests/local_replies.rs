@@ -195,6 +195,21 @@ async fn oversized_body_is_413() {
     )
     .await;
     assert_eq!(up.hits(), 0);
+    // The body is left unread, so the connection closes, and the 413 says so first.
+    let out = raw(
+        gw.addr(),
+        b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 2048\r\n\r\nabc",
+    )
+    .await;
+    let head = out
+        .split("\r\n\r\n")
+        .next()
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    assert!(
+        head.starts_with("http/1.1 413") && head.contains("\r\nconnection: close"),
+        "{head}"
+    );
     // Within the limit: passes.
     let ok = c
         .post(gw.url("/up"))
