@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # GATEWAY_CMD for ../shared/bench/run.sh: writes a Gatehouse config from the harness contract
 # (LISTEN_ADDR, UPSTREAMS) and runs the release binary on one worker thread.
+#   GATEHOUSE_BIN=PATH                (default target/release/gatehouse; the profile-guided build
+#                                      is target/pgo/<host triple>/release/gatehouse)
 #   GATEHOUSE_ACCESS_LOG=stdout|off   (default stdout: the access log is part of the product)
 #   GATEHOUSE_WORKERS=N               (default 1: the harness compares one core; 2 measures the
 #                                      multi-threaded runtime's own cost on that core)
