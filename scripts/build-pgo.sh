@@ -42,7 +42,10 @@ if [ -z "${SKIP_GEN:-}" ]; then
 fi
 rm -rf "$data"; mkdir -p "$data"
 
-run=$(mktemp -d /tmp/gh-pgo.XXXXXX); mkdir -p "$run/tmp" "$run/cfg"
+run=$(mktemp -d /tmp/gh-pgo.XXXXXX); mkdir -p "$run/tmp"
+# nginx's workers run as nobody when the script runs as root: they may pass through the run
+# directory and read www/, nothing else (cfg/ holds the training's private key).
+chmod 711 "$run"; mkdir -m 700 "$run/cfg"; mkdir -m 755 "$run/www"
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -68,7 +71,7 @@ load() {
 }
 
 be1=$(free_port); be2=$(free_port)
-head -c 16384 /dev/zero | tr '\0' x > "$run/16k.txt"
+head -c 16384 /dev/zero | tr '\0' x > "$run/www/16k.txt"; chmod 644 "$run/www/16k.txt"
 for port in "$be1" "$be2"; do
   if [ -n "$bench" ]; then
     sed -e "s|@RUNDIR@|$run|g" -e "s|@BENCHDIR@|$bench|g" -e "s|@PORT@|$port|g" \
@@ -83,7 +86,7 @@ http {
   server {
     listen 127.0.0.1:$port;
     location = /ok { return 200 "ok"; }
-    location = /16k { alias $run/16k.txt; }
+    location = /16k { alias $run/www/16k.txt; }
   }
 }
 EOF
