@@ -7,8 +7,10 @@
 #      then the embedded demo (retries, breakers, the cache, local replies);
 #   3. merges the profile with the llvm-profdata of rustc's own LLVM version;
 #   4. builds the release binary with -Cprofile-use into target/pgo.
-# Prints the binary's path. What it needs and lacks (llvm-N for rustc's LLVM N, nginx, h2load,
-# curl, python3, openssl) it installs from Debian's packages, which takes root.
+# Prints the binary's path. It leaves target/pgo-gen (the instrumented build), target/pgo-data
+# and target/pgo-<hash>.profdata (the profile) beside target/pgo: ~3.5 GB in all. What it needs
+# and lacks (llvm-N for rustc's LLVM N, nginx, h2load, curl, python3, openssl) it installs from
+# Debian's packages, which takes root.
 #   scripts/build-pgo.sh                   (the whole thing, ~15 min on 2 cores)
 #   SKIP_GEN=1 scripts/build-pgo.sh        (reuse target/pgo-gen's binary)
 set -euo pipefail
@@ -66,11 +68,15 @@ load() {
   local total finished ok
   read -r total finished ok < <(awk '/^requests:/ {print $2, $6, $8}' <<< "$out")
   if [ "$finished" != "$total" ] || { [ "$want" = ok ] && [ "$ok" != "$total" ]; }; then
-    echo "training run failed: h2load $*" >&2; echo "$out" >&2; exit 1
+    echo "training run failed: h2load $*" >&2; echo "$out" >&2
+    local f; for f in "$run"/be-*.err "$run"/gw.log "$run"/demo.log; do
+      [ -s "$f" ] && { echo "--- the end of $f:" >&2; tail -n 20 "$f" >&2; }
+    done
+    exit 1
   fi
 }
 
-be1=$(free_port); be2=$(free_port)
+be1=$(free_port); be2=$(free_port); backends=()
 head -c 16384 /dev/zero | tr '\0' x > "$run/www/16k.txt"; chmod 644 "$run/www/16k.txt"
 for port in "$be1" "$be2"; do
   if [ -n "$bench" ]; then
@@ -92,7 +98,7 @@ http {
 EOF
   fi
   nginx -c "$run/be-$port.conf" -p "$run" -e "$run/be-$port.err" > "$run/be-$port.out" 2>&1 &
-  pids+=($!)
+  pids+=($!); backends+=($!)
 done
 for port in "$be1" "$be2"; do
   wait_url "http://127.0.0.1:$port/ok" || { cat "$run/be-$port.out" "$run/be-$port.err" >&2; exit 1; }
@@ -147,11 +153,14 @@ wait_url "http://127.0.0.1:$d/api/products" || { cat "$run/demo.log" >&2; exit 1
 for path in /api/products /v1/proxy/stable/hello '/api/catalog?max_age=30'; do
   load ok --h1 -n 2000 -c 8 "http://127.0.0.1:$d$path"
 done
+echo "(the next two answer 500s and a 404 on purpose: h2load counts them as failed)" >&2
 for path in '/v1/proxy/flaky/?status=500' /nothing/here; do
   load answered --h1 -n 2000 -c 8 "http://127.0.0.1:$d$path"
 done
 curl -fs -o /dev/null "http://127.0.0.1:$a/metrics"
 stop "$g"
+
+for p in "${backends[@]}"; do stop "$p"; done
 
 "$profdata" merge -o "$data/merged.profdata" "$data"/*.profraw
 # Named by its content: cargo rebuilds when RUSTFLAGS change, not when a file they name does.
