@@ -167,7 +167,13 @@ pub fn handle(
                 let mut r = local_reply(&e, &request_id);
                 // The rest of the body stays unread, so the connection cannot carry another
                 // request: the client is told (RFC 9112 §9.6) instead of finding it closed.
-                if http1 && matches!(e, ProxyError::BodyTooLarge) {
+                // A declared length over the limit, or a chunked body that grew past it.
+                let too_large = matches!(
+                    e,
+                    ProxyError::BodyTooLarge
+                        | ProxyError::Downstream(crate::body::DownstreamFault::TooLarge)
+                );
+                if http1 && too_large {
                     r.headers_mut()
                         .insert(header::CONNECTION, HeaderValue::from_static("close"));
                 }

@@ -228,6 +228,23 @@ async fn oversized_body_is_413() {
         "body_too_large",
     )
     .await;
+    // That 413 says `Connection: close` too: the rest of the body is not read either.
+    let mut req = b"POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for _ in 0..2 {
+        req.extend_from_slice(b"400\r\n");
+        req.extend_from_slice(&[b'c'; 1024]);
+        req.extend_from_slice(b"\r\n");
+    }
+    let out = raw(gw.addr(), &req).await;
+    let head = out
+        .split("\r\n\r\n")
+        .next()
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    assert!(
+        head.starts_with("http/1.1 413") && head.contains("\r\nconnection: close"),
+        "{head}"
+    );
 }
 
 #[tokio::test]
