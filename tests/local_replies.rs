@@ -169,6 +169,19 @@ async fn oversized_headers_are_431() {
     assert_eq!(up.hits(), 0);
 }
 
+/// A raw HTTP/1.1 answer is a 413 that says `Connection: close`.
+fn assert_413_closing(out: &str) {
+    let head = out
+        .split("\r\n\r\n")
+        .next()
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    assert!(
+        head.starts_with("http/1.1 413") && head.contains("\r\nconnection: close"),
+        "{head}"
+    );
+}
+
 #[tokio::test]
 async fn oversized_body_is_413() {
     let up = FakeUpstream::start("up").await;
@@ -201,15 +214,7 @@ async fn oversized_body_is_413() {
         b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 2048\r\n\r\nabc",
     )
     .await;
-    let head = out
-        .split("\r\n\r\n")
-        .next()
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    assert!(
-        head.starts_with("http/1.1 413") && head.contains("\r\nconnection: close"),
-        "{head}"
-    );
+    assert_413_closing(&out);
     // Within the limit: passes.
     let ok = c
         .post(gw.url("/up"))
@@ -236,15 +241,7 @@ async fn oversized_body_is_413() {
         req.extend_from_slice(b"\r\n");
     }
     let out = raw(gw.addr(), &req).await;
-    let head = out
-        .split("\r\n\r\n")
-        .next()
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    assert!(
-        head.starts_with("http/1.1 413") && head.contains("\r\nconnection: close"),
-        "{head}"
-    );
+    assert_413_closing(&out);
 }
 
 #[tokio::test]
