@@ -189,3 +189,89 @@ async fn sigterm_exits_even_when_nobody_reads_the_access_log() {
     assert!(status.success(), "{status:?}");
     assert!(took < Duration::from_millis(2500), "exited after {took:?}");
 }
+
+#[tokio::test]
+async fn sigterm_reaches_an_http2_connection_that_never_stops_sending() {
+    // A client that writes PING frames without pause: the connection's task always has frames
+    // to read, so each of its polls can spend tokio's whole budget on them. The shutdown must
+    // still reach it (a GOAWAY) and the process exit.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = FakeUpstream::start("up").await;
+    let mut gw = Running::start(&one_cluster(&[up.addr()], "", ""), &[]);
+    let h2 = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let (mut rd, mut wr) = h2.into_split();
+    wr.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flood = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            // 16 KiB of PINGs (9-byte header, 8-byte payload) per write, for at most 20 s.
+            let ping = b"\x00\x00\x08\x06\x00\x00\x00\x00\x00gatehous";
+            let batch: Vec<u8> = ping
+                .iter()
+                .copied()
+                .cycle()
+                .take(ping.len() * 960)
+                .collect();
+            let until = Instant::now() + Duration::from_secs(20);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < until {
+                if wr.write_all(&batch).await.is_err() {
+                    break;
+                }
+            }
+        })
+    };
+    // Frames from the gateway, until its GOAWAY (type 7) or the connection ends.
+    let (tx, goaway) = tokio::sync::oneshot::channel::<Instant>();
+    let pongs = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let reader = tokio::spawn({
+        let pongs = pongs.clone();
+        async move {
+            let mut tx = Some(tx);
+            let mut head = [0u8; 9];
+            while rd.read_exact(&mut head).await.is_ok() {
+                let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+                let mut payload = vec![0u8; len];
+                if rd.read_exact(&mut payload).await.is_err() {
+                    break;
+                }
+                match head[3] {
+                    6 => {
+                        pongs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    7 => {
+                        if let Some(tx) = tx.take() {
+                            let _ = tx.send(Instant::now());
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    });
+    // The flood is under way: pongs are coming back.
+    let until = Instant::now() + Duration::from_secs(10);
+    while pongs.load(std::sync::atomic::Ordering::Relaxed) < 100 {
+        assert!(Instant::now() < until, "no pongs from the gateway");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let sent = Instant::now();
+    gw.signal("TERM");
+    let at = tokio::time::timeout(Duration::from_secs(10), goaway)
+        .await
+        .expect("no GOAWAY within 10 s")
+        .expect("the connection ended without a GOAWAY");
+    assert!(
+        at.duration_since(sent) < Duration::from_secs(2),
+        "GOAWAY {:?} after SIGTERM",
+        at.duration_since(sent)
+    );
+    let (status, took) = exit_after(&mut gw, sent).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(status.success(), "{status:?}");
+    assert!(took < Duration::from_secs(5), "exited after {took:?}");
+    let _ = flood.await;
+    let _ = reader.await;
+}

@@ -345,31 +345,40 @@ impl Watch {
                 // Not `select!`, which polls every branch on every wake-up of the task (each
                 // read, write and answer of every request): the shutdown signal and the timer
                 // keep the waker they were first polled with (this task's), so after that they
-                // are polled only once they can be ready. A poll of `changed()` takes the
-                // watch's waiter lock, a poll of the timer reaches the wheel: ~600
-                // instructions per request between them. A poll made with the task's budget
-                // spent (tokio's cooperative scheduling) registers nothing, so a future counts
-                // as armed only once polled with budget left.
+                // are only looked at (`has_changed`, `is_elapsed`: a load each), never polled
+                // again. A poll of `changed()` takes the watch's waiter lock, a poll of the
+                // timer reaches the wheel: ~600 instructions per request between them.
+                //
+                // A poll made with the task's budget spent (tokio's cooperative scheduling)
+                // registers nothing, so a future counts as armed only once polled with budget
+                // left; and the arming polls come before the connection's, which can spend the
+                // whole budget (an HTTP/2 connection reads frames until none are left). A
+                // signal already given is acted on without a poll, which could be refused.
                 std::future::poll_fn(|cx| {
-                    if let Poll::Ready(done) = conn.poll_end(cx) {
-                        return Poll::Ready(Event::Done(done));
+                    if !closing && probe.has_changed().unwrap_or(true) {
+                        return Poll::Ready(Event::Shutdown);
                     }
-                    let signalled = !changed_armed || probe.has_changed().unwrap_or(true);
-                    if !closing && signalled {
+                    if timer_armed && timer.is_elapsed() {
+                        return Poll::Ready(Event::Check);
+                    }
+                    if !closing && !changed_armed {
                         let budget = tokio::task::coop::has_budget_remaining();
                         if changed.as_mut().poll(cx).is_ready() {
                             return Poll::Ready(Event::Shutdown);
                         }
-                        changed_armed |= budget;
+                        changed_armed = budget;
                     }
-                    if !timer_armed || timer.is_elapsed() {
+                    if !timer_armed {
                         let budget = tokio::task::coop::has_budget_remaining();
                         if timer.as_mut().poll(cx).is_ready() {
                             return Poll::Ready(Event::Check);
                         }
-                        timer_armed |= budget;
+                        timer_armed = budget;
                     }
-                    Poll::Pending
+                    match conn.poll_end(cx) {
+                        Poll::Ready(done) => Poll::Ready(Event::Done(done)),
+                        Poll::Pending => Poll::Pending,
+                    }
                 })
                 .await
             };
@@ -387,6 +396,8 @@ impl Watch {
                     };
                 }
                 Event::Shutdown => {
+                    // Seen, as a completed `changed()` would have marked it.
+                    self.shutdown.borrow_and_update();
                     closing = true;
                     conn.graceful();
                     // An HTTP/2 client that never acknowledges the GOAWAY must not hold the
