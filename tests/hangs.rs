@@ -89,3 +89,73 @@ async fn a_hung_backend_is_ejected_within_seconds_and_its_requests_move() {
         assert!(worst < Duration::from_secs(5), "a request took {worst:?}");
     }
 }
+
+/// A try waiting on an endpoint whose breaker is opened (here by the operator) moves to another
+/// endpoint at once, whether the opening comes in its first moments (before it watches the
+/// breaker, seen from the count of openings) or later.
+#[tokio::test]
+async fn a_waiting_try_moves_when_its_endpoints_breaker_opens() {
+    let slow = FakeUpstream::start("slow").await;
+    let fast = FakeUpstream::start("fast").await;
+    slow.update(|x| x.delay = Duration::from_secs(30));
+    let yaml = format!(
+        "listeners: [{{name: l, address: '127.0.0.1:0'}}]\n\
+         admin: {{address: '127.0.0.1:0'}}\n\
+         clusters: [{{name: app, health_check: {{enabled: false}}, endpoints: [{{address: '{}'}}, {{address: '{}'}}]}}]\n\
+         routes: [{{name: all, cluster: app}}]\n",
+        slow.addr(),
+        fast.addr()
+    );
+    let gw = gatehouse_testkit::TestGateway::start(&yaml).await;
+    let c = common::client();
+    for wait_before_opening in [Duration::ZERO, Duration::from_millis(200)] {
+        // Requests until one is waiting on the slow endpoint (round robin: within two).
+        let before = slow.hits();
+        let mut waiting = None;
+        for _ in 0..4 {
+            let req = tokio::spawn(c.get(gw.url("/x")).send());
+            let until = Instant::now() + Duration::from_secs(5);
+            loop {
+                if slow.hits() > before {
+                    waiting = Some((req, Instant::now()));
+                    break;
+                }
+                if req.is_finished() || Instant::now() > until {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            if waiting.is_some() {
+                break;
+            }
+        }
+        let (req, since) = waiting.expect("no request reached the slow endpoint");
+        tokio::time::sleep(wait_before_opening).await;
+        let r = c
+            .post(gw.admin_url(&format!("/clusters/app/endpoints/{}/breaker", slow.addr())))
+            .json(&serde_json::json!({"state": "open"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let resp = tokio::time::timeout(Duration::from_secs(10), req)
+            .await
+            .expect("the waiting request did not move")
+            .unwrap()
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["x-upstream"], "fast");
+        assert!(
+            since.elapsed() < Duration::from_secs(5),
+            "took {:?}",
+            since.elapsed()
+        );
+        let r = c
+            .post(gw.admin_url(&format!("/clusters/app/endpoints/{}/breaker", slow.addr())))
+            .json(&serde_json::json!({"state": "closed"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+}
