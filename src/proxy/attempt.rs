@@ -152,14 +152,18 @@ fn with_slot(
 /// insertion and removal, and every try paid for two (docs/design/performance.md).
 async fn watched<F>(
     mut send: std::pin::Pin<&mut F>,
-    (cluster, ep, admission): (&Cluster, &Arc<EndpointState>, Admission),
+    (cfg, may_eject, ep, admission): (
+        &gatehouse_config::CircuitBreaker,
+        &(dyn Fn() -> bool + Sync),
+        &Arc<EndpointState>,
+        Admission,
+    ),
     (may_move, within, on_wire): (bool, Duration, (&Connected, &Progress)),
     events: &Events,
 ) -> (Result<Response<Incoming>, ProxyError>, bool)
 where
     F: std::future::Future<Output = Result<Response<Incoming>, ProxyError>>,
 {
-    let cfg = &cluster.breaker;
     let slow_after = cfg.slow_call_duration.0;
     // The breaker opening is watched only once the try has waited `WATCH_OPENS_AFTER`: most
     // tries are answered sooner, and waiting on the endpoint's `Notify` takes its lock to join
@@ -204,7 +208,7 @@ where
                 if slow_due && held.is_some_and(|h| h >= slow_after) {
                     slow_due = false;
                     slow_recorded = true;
-                    let may_trip = cluster.may_eject();
+                    let may_trip = may_eject();
                     let call = Call { failed: false, slow: true };
                     ep.record(cfg, now, call, admission, may_trip, events);
                 }
@@ -381,7 +385,12 @@ pub fn run<'a>(
                 let on_wire = (&connected, progress);
                 watched(
                     send,
-                    (cluster, &ep.state, picked.admission),
+                    (
+                        &cluster.breaker,
+                        &|| cluster.may_eject(),
+                        &ep.state,
+                        picked.admission,
+                    ),
                     (may_move, per_try.min(budget_left), on_wire),
                     events,
                 )
@@ -573,5 +582,63 @@ fn set_host<B>(req: &mut Request<B>, address: &str) {
         }
     } else {
         req.headers_mut().insert(http::header::HOST, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A try that never gets an answer, watched with `may_move`; what `watched` returns and when.
+    async fn watch_until_done(open_at: Option<Duration>) -> (Result<(), ProxyError>, Duration) {
+        let cfg = gatehouse_config::CircuitBreaker::default();
+        let ep = Arc::new(EndpointState::new("c".into(), "10.0.0.1:80".into(), &cfg));
+        let events = Events::default();
+        let (connected, progress) = (Connected::default(), Progress::default());
+        let send = std::future::pending::<Result<Response<Incoming>, ProxyError>>();
+        tokio::pin!(send);
+        let start = Instant::now();
+        let watch = watched(
+            send.as_mut(),
+            (&cfg, &|| false, &ep, Admission::Normal),
+            (true, Duration::from_secs(30), (&connected, &progress)),
+            &events,
+        );
+        tokio::pin!(watch);
+        if let Some(at) = open_at {
+            tokio::select! {
+                biased;
+                _ = &mut watch => panic!("the try ended before its endpoint's breaker opened"),
+                _ = tokio::time::sleep(at) => {}
+            }
+            ep.opened.notify_waiters();
+        }
+        let end = tokio::time::timeout(Duration::from_secs(1), watch).await;
+        let r = match end {
+            Ok((r, _)) => r.map(|_| ()),
+            Err(_) => Ok(()), // still waiting a second on: no move
+        };
+        (r, start.elapsed())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_opening_in_a_tries_first_moments_moves_it_at_20_ms() {
+        let (r, took) = watch_until_done(Some(Duration::from_millis(5))).await;
+        assert!(matches!(r, Err(ProxyError::EndpointEjected)), "{r:?}");
+        assert_eq!(took, WATCH_OPENS_AFTER);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_later_opening_moves_the_try_at_once() {
+        let (r, took) = watch_until_done(Some(Duration::from_millis(300))).await;
+        assert!(matches!(r, Err(ProxyError::EndpointEjected)), "{r:?}");
+        assert_eq!(took, Duration::from_millis(300));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_an_opening_the_try_stays() {
+        let (r, took) = watch_until_done(None).await;
+        assert!(r.is_ok(), "{r:?}");
+        assert_eq!(took, Duration::from_secs(1));
     }
 }
