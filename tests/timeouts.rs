@@ -139,6 +139,51 @@ async fn client_header_read_timeout_closes_the_connection() {
 }
 
 #[tokio::test]
+async fn a_stalled_head_on_a_kept_alive_connection_is_closed_at_header_read_timeout() {
+    // The first head is the listener's to time; the ones after it are hyper's (its header
+    // timer, started when it begins waiting for the next head).
+    let up = FakeUpstream::start("up").await;
+    let gw = TestGateway::start(&one_cluster(
+        &[up.addr()],
+        "    limits: { header_read_timeout: 300ms }",
+        "",
+    ))
+    .await;
+    let mut s = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+    s.write_all(b"GET /one HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("the first response")
+            .unwrap();
+        assert!(n > 0, "closed before the first response");
+        head.extend_from_slice(&buf[..n]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    let answered = Instant::now();
+    s.write_all(b"GET /two HTTP/1.1\r\nHost: x\r\n") // never finished
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "the stalled head's connection was not closed");
+    let took = answered.elapsed();
+    // At the timeout after the last response; never before it (and far from the 60 s idle
+    // timeout). The response to the first request may still be arriving in `rest`'s bytes.
+    assert!(took >= Duration::from_millis(250), "{took:?}");
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    assert_eq!(up.hits(), 1);
+}
+
+#[tokio::test]
 async fn idle_keep_alive_client_connection_is_closed() {
     let up = FakeUpstream::start("up").await;
     let gw = TestGateway::start(&one_cluster(
