@@ -173,7 +173,6 @@ where
     let opened = ep.opened.notified();
     tokio::pin!(opened);
     let mut watching_opens = false;
-    let started = Instant::now();
     let mut slow_due = cfg.enabled;
     // Neither deadline can come before its own duration from now.
     let mut first = if slow_due {
@@ -185,6 +184,8 @@ where
         first = first.min(WATCH_OPENS_AFTER);
     }
     let timer = tokio::time::sleep(first);
+    // When the try began, from the timer's own clock read rather than another one.
+    let started = timer.deadline() - first;
     tokio::pin!(timer);
     let mut slow_recorded = false;
     loop {
