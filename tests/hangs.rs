@@ -108,6 +108,14 @@ async fn a_waiting_try_moves_when_its_endpoints_breaker_opens() {
     );
     let gw = gatehouse_testkit::TestGateway::start(&yaml).await;
     let c = common::client();
+    let breaker = gw.admin_url(&format!("/clusters/app/endpoints/{}/breaker", slow.addr()));
+    let set_breaker = |state: &'static str| {
+        let r = c
+            .post(&breaker)
+            .json(&serde_json::json!({ "state": state }))
+            .send();
+        async move { assert_eq!(r.await.unwrap().status(), 200, "breaker {state}") }
+    };
     for wait_before_opening in [Duration::ZERO, Duration::from_millis(200)] {
         // Requests until one is waiting on the slow endpoint (round robin: within two).
         let before = slow.hits();
@@ -131,13 +139,7 @@ async fn a_waiting_try_moves_when_its_endpoints_breaker_opens() {
         }
         let (req, since) = waiting.expect("no request reached the slow endpoint");
         tokio::time::sleep(wait_before_opening).await;
-        let r = c
-            .post(gw.admin_url(&format!("/clusters/app/endpoints/{}/breaker", slow.addr())))
-            .json(&serde_json::json!({"state": "open"}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
+        set_breaker("open").await;
         let resp = tokio::time::timeout(Duration::from_secs(10), req)
             .await
             .expect("the waiting request did not move")
@@ -150,12 +152,6 @@ async fn a_waiting_try_moves_when_its_endpoints_breaker_opens() {
             "took {:?}",
             since.elapsed()
         );
-        let r = c
-            .post(gw.admin_url(&format!("/clusters/app/endpoints/{}/breaker", slow.addr())))
-            .json(&serde_json::json!({"state": "closed"}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
+        set_breaker("closed").await;
     }
 }
