@@ -173,7 +173,7 @@ fn canonical_cow(s: &str) -> Result<Cow<'_, str>, HostError> {
         // (`127.1`, `0x7f.0.0.1`, `2130706433`); only the dotted-decimal form is accepted.
         let last = &bare[last_start..];
         let numeric = label_digits || last.get(..2).is_some_and(|p| p.eq_ignore_ascii_case("0x"));
-        if numeric && bare.parse::<std::net::Ipv4Addr>().is_err() {
+        if numeric && !dotted_quad(bare.as_bytes()) {
             return Err(HostError::Invalid);
         }
         if lower && bare.len() == host.len() {
@@ -189,6 +189,34 @@ fn canonical_cow(s: &str) -> Result<Cow<'_, str>, HostError> {
         }
         Ok(Cow::Owned(out))
     }
+}
+
+/// Whether `s` is an IPv4 address as `Ipv4Addr::from_str` reads one: four numbers of one to
+/// three digits, each 0-255, none with a leading zero. One pass over the bytes; the generic
+/// parser took ~400 instructions for `127.0.0.1`, on every request that names an address.
+fn dotted_quad(s: &[u8]) -> bool {
+    let (mut dots, mut value, mut digits) = (0u8, 0u16, 0u8);
+    for &b in s {
+        if b == b'.' {
+            if digits == 0 || dots == 3 {
+                return false;
+            }
+            (dots, value, digits) = (dots + 1, 0, 0);
+        } else if b.is_ascii_digit() {
+            // `0` alone is a number; `01` and `00` are not.
+            if digits == 3 || (digits > 0 && value == 0) {
+                return false;
+            }
+            value = value * 10 + u16::from(b - b'0');
+            digits += 1;
+            if value > 255 {
+                return false;
+            }
+        } else {
+            return false;
+        }
+    }
+    dots == 3 && digits > 0
 }
 
 #[cfg(test)]
@@ -392,7 +420,43 @@ mod tests {
         }
     }
 
+    #[test]
+    fn dotted_quads_are_read_as_the_standard_parser_reads_them() {
+        for s in [
+            "127.0.0.1",
+            "0.0.0.0",
+            "255.255.255.255",
+            "256.0.0.1",
+            "1.2.3",
+            "1.2.3.4.5",
+            "01.2.3.4",
+            "1.00.3.4",
+            "1.2.3.04",
+            "1.2.3.",
+            ".1.2.3",
+            "1..2.3",
+            "1.2.3.4.",
+            "1000.2.3.4",
+            "0x7f.0.0.1",
+            "",
+            "1.2.3.a",
+            "10.20.30.40",
+            "9.99.199.249",
+        ] {
+            assert_eq!(
+                dotted_quad(s.as_bytes()),
+                s.parse::<std::net::Ipv4Addr>().is_ok(),
+                "{s}"
+            );
+        }
+    }
+
     proptest::proptest! {
+        #[test]
+        fn dotted_quads_agree_with_the_standard_parser(s in "[0-9.]{0,16}|([0-9]{1,4}\\.){3}[0-9]{1,4}") {
+            proptest::prop_assert_eq!(dotted_quad(s.as_bytes()), s.parse::<std::net::Ipv4Addr>().is_ok(), "{}", s);
+        }
+
         #[test]
         fn the_one_pass_validation_agrees_with_the_split_based_one(
             s in "[a-zA-Z0-9._:x\\-\\[\\]%]{0,12}|([a-z0-9]{0,3}\\.){0,5}[0-9x]{0,4}(:[0-9]{0,6})?"
