@@ -71,7 +71,9 @@ impl ListenerSettings {
         let mut http1 = hyper::server::conn::http1::Builder::new();
         http1
             .timer(TokioTimer::new())
-            .header_read_timeout(lim.header_read_timeout.0)
+            // Off: a head after the first is timed by the connection's watch (`listener::serve`),
+            // without a timer per request, as the first head is.
+            .header_read_timeout(None)
             .max_buf_size(lim.max_header_bytes.0.max(8192) as usize)
             .max_headers(lim.max_headers);
         let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());

@@ -302,6 +302,11 @@ impl<C: Future<Output = Result<(), hyper::Error>>> Served for H2<C> {
 struct Watch {
     activity: Arc<Activity>,
     idle: Duration,
+    /// `header_read_timeout`: every head after the first must be complete within this of the
+    /// previous response (HTTP/1.1). Checked here with the idle time rather than by hyper's
+    /// header timer, which was a timer made, registered and dropped for every request (~650
+    /// instructions each); this watch's one timer is not touched per request.
+    head: Duration,
     first_request_by: Instant,
     shutdown: watch::Receiver<bool>,
     metrics: Arc<crate::observe::metrics::Metrics>,
@@ -312,6 +317,7 @@ impl Watch {
         Watch {
             activity: ctx.activity.clone(),
             idle: ctx.listener.idle_timeout,
+            head: ctx.listener.header_read_timeout,
             first_request_by,
             shutdown,
             metrics: ctx.runtime.metrics.clone(),
@@ -322,13 +328,22 @@ impl Watch {
     /// `park`, to let go of an HTTP/1.1 connection idle past [`PARK_AFTER`].
     async fn drive(&mut self, conn: &mut impl Served, park: bool) -> End {
         let idle = self.idle;
+        let h1 = park;
         let park = park && PARK_AFTER < idle;
-        let first = if park { PARK_AFTER } else { idle };
+        // How long a connection may sit between responses: its idle time, or (HTTP/1.1, where
+        // that time is spent waiting for the next head) the head bound when it is shorter.
+        let quiet = if h1 { idle.min(self.head) } else { idle };
+        // When to look again while it sits: at the park time, else when it is over.
+        let first = if park { PARK_AFTER.min(quiet) } else { quiet };
         // The first-request bound only matters until a request has come.
+        let now = Instant::now();
         let mut check_at = if self.activity.used.load(Ordering::Relaxed) {
-            Instant::now() + first
+            // A connection back from parking with part of a head keeps that head's deadline,
+            // counted from the response before it.
+            let by = self.activity.idle_since().map(|since| since + quiet);
+            by.map_or(now + first, |by| by.min(now + first))
         } else {
-            self.first_request_by.min(Instant::now() + first)
+            self.first_request_by.min(now + first)
         };
         let mut closing = false;
         let mut parking = false;
@@ -421,7 +436,10 @@ impl Watch {
                         continue;
                     }
                     match a.idle_since() {
-                        Some(since) if since + idle <= now => {
+                        // Idle too long, or (HTTP/1.1) a head begun and not finished in time:
+                        // hyper closes a connection at once when it is between messages, even
+                        // with part of a head read.
+                        Some(since) if since + quiet <= now => {
                             closing = true;
                             conn.graceful();
                             check_at = now + CLOSE_GRACE;
@@ -432,8 +450,7 @@ impl Watch {
                             conn.graceful();
                             check_at = now + CLOSE_GRACE;
                         }
-                        Some(since) if park => check_at = since + PARK_AFTER,
-                        Some(since) => check_at = since + idle,
+                        Some(since) => check_at = since + first,
                         None => check_at = now + first,
                     }
                 }
