@@ -6,7 +6,7 @@
 
 use crate::observe::access_log::AccessRecord;
 use bytes::Bytes;
-use http_body::{Frame, SizeHint};
+use http_body::{Body as _, Frame, SizeHint};
 use hyper::body::Incoming;
 use std::fmt;
 use std::future::Future;
@@ -212,86 +212,84 @@ pub async fn buffer_up_to(mut body: Body, max: u64) -> Result<Buffered, BoxError
     Ok(Buffered::Whole(all.freeze()))
 }
 
-pub struct Body {
+/// A body, boxed: it moves a dozen times per request (into hyper's client and back out as a
+/// response, through the futures between), and as one pointer it moves in a register where
+/// its 176 bytes were a `memcpy` call each time (and made every `Request` and `Response` that
+/// holds it one too). An empty body (every request without one) has no box at all.
+pub struct Body(Option<Box<Inner>>);
+
+struct Inner {
     kind: Kind,
+    /// Bytes seen so far, shared with whoever needs the count after the body is gone.
+    counter: Option<Arc<AtomicU64>>,
     seen: u64,
     ended: bool,
+    limit: u64,
     /// Written to the access log when this body is dropped (response bodies only).
     record: Option<Box<AccessRecord>>,
     /// Kept alive until the body ends (in-flight counters that must cover streaming).
     hold: Option<Box<dyn std::any::Any + Send + Sync>>,
-    /// Response bodies from a pooled HTTP/1.1 connection: give it back when read to the end.
-    checkin: Option<crate::upstream::Checkin>,
-    /// A streamed client body's limit, counter, progress and timer (and a response's timer):
-    /// boxed, so the body is 128 bytes and moves without a `memcpy` call. A body is moved a
-    /// dozen times per request (into hyper's client and back out as a response), and most
-    /// bodies (every answer, every request without one) have none of these.
-    guards: Option<Box<Guards>>,
-}
-
-/// What only some bodies are checked against while they stream.
-struct Guards {
-    limit: u64,
-    /// Bytes seen so far, shared with whoever needs the count after the body is gone.
-    counter: Option<Arc<AtomicU64>>,
     /// Request bodies: how the client's body is doing, for the try loop.
     progress: Option<Arc<Progress>>,
     read_timeout: Option<ReadTimeout>,
+    /// Response bodies from a pooled HTTP/1.1 connection: give it back when read to the end.
+    checkin: Option<crate::upstream::Checkin>,
 }
 
 impl Body {
     pub fn full(bytes: Bytes) -> Self {
-        Self::new(Kind::Full((!bytes.is_empty()).then_some(bytes)))
+        if bytes.is_empty() {
+            return Self::empty();
+        }
+        Self::new(Kind::Full(Some(bytes)))
     }
     pub fn empty() -> Self {
-        Self::new(Kind::Full(None))
+        Body(None)
     }
     pub fn stream(inner: Incoming) -> Self {
         Self::new(Kind::Stream(inner))
     }
     fn new(kind: Kind) -> Self {
-        Body {
+        Body(Some(Box::new(Inner::new(kind))))
+    }
+    /// The body's state, made for an empty body that is given something to carry.
+    fn inner(&mut self) -> &mut Inner {
+        self.0
+            .get_or_insert_with(|| Box::new(Inner::new(Kind::Full(None))))
+    }
+}
+
+impl Inner {
+    fn new(kind: Kind) -> Self {
+        Inner {
             kind,
+            counter: None,
             seen: 0,
             ended: false,
+            limit: u64::MAX,
             record: None,
             hold: None,
+            progress: None,
+            read_timeout: None,
             checkin: None,
-            guards: None,
         }
     }
-    fn guards(&mut self) -> &mut Guards {
-        self.guards.get_or_insert_with(|| {
-            Box::new(Guards {
-                limit: u64::MAX,
-                counter: None,
-                progress: None,
-                read_timeout: None,
-            })
-        })
-    }
-    fn progress(&self) -> Option<&Progress> {
-        self.guards.as_ref()?.progress.as_deref()
-    }
-    fn limit(&self) -> u64 {
-        self.guards.as_ref().map_or(u64::MAX, |g| g.limit)
-    }
-    fn read_timeout(&mut self) -> Option<&mut ReadTimeout> {
-        self.guards.as_mut()?.read_timeout.as_mut()
-    }
+}
+
+impl Body {
     /// The pooled connection this response body came on, returned when the body has ended.
     pub fn with_checkin(mut self, c: Option<crate::upstream::Checkin>) -> Self {
-        self.checkin = c;
+        self.inner().checkin = c;
         self
     }
     /// A client's request body: its outcome is reported to `progress`.
     pub fn with_progress(mut self, p: Arc<Progress>) -> Self {
-        self.guards().progress = Some(p);
+        self.inner().progress = Some(p);
         self
     }
     /// Fail the stream when no bytes arrive for `every`.
     pub fn with_read_timeout(mut self, every: std::time::Duration) -> Self {
-        self.guards().read_timeout = Some(ReadTimeout {
+        self.inner().read_timeout = Some(ReadTimeout {
             every,
             timer: Box::pin(tokio::time::sleep(every)),
             started: false,
@@ -300,19 +298,20 @@ impl Body {
     }
     /// Fail the stream once more than `limit` bytes have passed.
     pub fn with_limit(mut self, limit: u64) -> Self {
-        self.guards().limit = limit;
+        self.inner().limit = limit;
         self
     }
     pub fn with_counter(mut self, c: Arc<AtomicU64>) -> Self {
-        self.guards().counter = Some(c);
+        self.inner().counter = Some(c);
         self
     }
     pub fn with_record(mut self, r: Box<AccessRecord>) -> Self {
-        self.record = Some(r);
+        self.inner().record = Some(r);
         self
     }
     pub fn with_hold(mut self, h: Box<dyn std::any::Any + Send + Sync>) -> Self {
-        self.hold = Some(match self.hold.take() {
+        let inner = self.inner();
+        inner.hold = Some(match inner.hold.take() {
             None => h,
             Some(prev) => Box::new((prev, h)),
         });
@@ -328,8 +327,27 @@ impl http_body::Body for Body {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.get_mut();
-        if let Some(t) = this.read_timeout().filter(|t| !t.started) {
+        match self.get_mut().0.as_deref_mut() {
+            Some(inner) => inner.poll_frame(cx),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.as_deref().is_none_or(Inner::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.0
+            .as_deref()
+            .map_or_else(|| SizeHint::with_exact(0), Inner::size_hint)
+    }
+}
+
+impl Inner {
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self;
+        if let Some(t) = this.read_timeout.as_mut().filter(|t| !t.started) {
             t.started = true;
             let first = tokio::time::Instant::now() + t.every;
             t.timer.as_mut().reset(first);
@@ -350,31 +368,31 @@ impl http_body::Body for Body {
             Kind::Stream(inner) => match Pin::new(&mut *inner).poll_frame(cx) {
                 // Request trailers are dropped: they would carry headers (identity ones among
                 // them) past every check the request's head went through.
-                Poll::Ready(Some(Ok(f))) if f.is_trailers() && this.progress().is_some() => {
+                Poll::Ready(Some(Ok(f))) if f.is_trailers() && this.progress.is_some() => {
                     cx.waker().wake_by_ref();
                     return Poll::Pending;
                 }
                 Poll::Ready(Some(Ok(f))) => f,
                 Poll::Ready(Some(Err(e))) => {
-                    if let Some(p) = this.progress() {
+                    if let Some(p) = &this.progress {
                         p.fail(fault_of(&e));
                     }
                     return Poll::Ready(Some(Err(e.into())));
                 }
                 Poll::Ready(None) => {
                     this.ended = true;
-                    if let Some(p) = this.progress() {
+                    if let Some(p) = &this.progress {
                         p.set(ENDED);
                     }
                     return Poll::Ready(None);
                 }
                 Poll::Pending => {
-                    if let Some(p) = this.progress() {
+                    if let Some(p) = &this.progress {
                         p.waiting();
                     }
-                    if let Some(t) = this.read_timeout() {
+                    if let Some(t) = this.read_timeout.as_mut() {
                         if t.timer.as_mut().poll(cx).is_ready() {
-                            if let Some(p) = this.progress() {
+                            if let Some(p) = &this.progress {
                                 p.fail(DownstreamFault::TimedOut);
                             }
                             return Poll::Ready(Some(Err(Box::new(BodyReadTimeout))));
@@ -384,7 +402,7 @@ impl http_body::Body for Body {
                 }
             },
         };
-        if let Some(t) = this.read_timeout() {
+        if let Some(t) = this.read_timeout.as_mut() {
             let next = tokio::time::Instant::now() + t.every;
             t.timer.as_mut().reset(next);
         }
@@ -392,21 +410,21 @@ impl http_body::Body for Body {
         // hyper stops asking for a body with a `Content-Length` once that many bytes went out;
         // its last data frame is its end.
         if let Kind::Stream(inner) = &this.kind {
-            if inner.is_end_stream() && this.seen <= this.limit() {
+            if inner.is_end_stream() && this.seen <= this.limit {
                 this.ended = true;
-                if let Some(p) = this.progress() {
+                if let Some(p) = &this.progress {
                     p.set(ENDED);
                 }
             }
         }
-        if let Some(p) = this.progress() {
+        if let Some(p) = &this.progress {
             p.handed_on();
         }
-        if this.seen > this.limit() {
+        if this.seen > this.limit {
             if let Some(r) = this.record.as_mut() {
                 r.error = Some("body_too_large");
             }
-            if let Some(p) = this.progress() {
+            if let Some(p) = &this.progress {
                 p.fail(DownstreamFault::TooLarge);
             }
             return Poll::Ready(Some(Err(Box::new(BodyTooLarge))));
@@ -442,14 +460,12 @@ impl http_body::Body for Body {
             }
         }
     }
-}
 
-impl Body {
     fn count(&mut self, f: Frame<Bytes>) -> Frame<Bytes> {
         if let Some(d) = f.data_ref() {
             let n = d.len() as u64;
             self.seen += n;
-            if let Some(c) = self.guards.as_ref().and_then(|g| g.counter.as_ref()) {
+            if let Some(c) = &self.counter {
                 c.fetch_add(n, Ordering::Relaxed);
             }
         }
@@ -457,14 +473,14 @@ impl Body {
     }
 }
 
-impl Drop for Body {
+impl Drop for Inner {
     fn drop(&mut self) {
         if let Some(c) = self.checkin.take() {
-            let clean = self.ended || http_body::Body::is_end_stream(self);
+            let clean = self.ended || self.is_end_stream();
             c.finish(clean);
         }
         if let Some(mut r) = self.record.take() {
-            if !(self.ended || http_body::Body::is_end_stream(self)) && r.error.is_none() {
+            if !(self.ended || self.is_end_stream()) && r.error.is_none() {
                 // The client went away (or the upstream failed) before the body finished.
                 r.error = Some("response_incomplete");
             }
