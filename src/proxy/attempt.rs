@@ -288,7 +288,7 @@ pub fn run<'a>(
             cluster.retry_counters.overflow_requests.inc();
             return Err(ProxyError::ClusterOverloaded);
         };
-        let cluster_slot = Some(cluster_slot);
+        let mut cluster_slot = Some(cluster_slot);
         // Held for as long as the retry it was taken for runs (replaced by the next one).
         let mut _retry_slot: Option<crate::cluster::Slot> = None;
         let deadline = started + request_timeout;
@@ -510,18 +510,21 @@ pub fn run<'a>(
                 };
                 s.finish(status, failure, retry);
             }
+            // The answer given holds the request's place; one kept for later does not yet. Set
+            // as it is made: the answer is 224 bytes, and each move is a copy.
+            let slot = if retry { None } else { cluster_slot.take() };
             let result = result.map(|response| Answer {
                 response,
                 endpoint: ep.state.address.clone(),
                 in_flight,
-                cluster_slot: None,
+                cluster_slot: slot,
                 // A backend that answered before the whole request body was read has a connection
                 // still busy with the upload: the body does not hand it back; dropped here, the pool
                 // takes it back only once it is idle (`Checkin`'s `Drop`).
                 checkin: checkin.take().filter(|_| progress.ended()),
             });
             if !retry {
-                return with_slot(result, cluster_slot);
+                return result;
             }
             _retry_slot = next_slot;
             last = Some(result);
