@@ -42,6 +42,7 @@ pub fn handle(
     async move {
         let active = ctx.activity.begin();
         let start = Instant::now();
+        let arrived = SystemTime::now();
         let http1 = req.version() <= Version::HTTP_11;
         let snap = ctx.runtime.snapshot();
         let canon = crate::canonical::canonicalize(
@@ -58,7 +59,7 @@ pub fn handle(
                 req.headers_mut().remove(ids::TRACESTATE);
             }
             let mut span = spans::start(snap.tracing.as_ref(), &mut trace, &ctx, &req, &canon);
-            let ids = ids::RequestIds::with_trace(req.headers(), trace);
+            let ids = ids::RequestIds::with_trace(req.headers(), trace, arrived);
             if let Some(s) = span.as_deref_mut() {
                 s.request_id(&ids.request_id);
             }
@@ -78,7 +79,7 @@ pub fn handle(
             Box::new(AccessRecord {
                 sink: sink.clone(),
                 start,
-                time: SystemTime::now(),
+                time: arrived,
                 request_id: request_id.clone(),
                 trace_id,
                 client,

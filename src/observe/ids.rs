@@ -28,16 +28,16 @@ fn client_request_id(headers: &HeaderMap) -> Option<HeaderValue> {
 
 pub fn new_request_id() -> HeaderValue {
     let mut buf = [0u8; REQUEST_ID_LEN];
-    write_request_id(&mut buf);
+    write_request_id(&mut buf, std::time::SystemTime::now());
     HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
 }
 
 const REQUEST_ID_LEN: usize = uuid::fmt::Hyphenated::LENGTH;
 const TRACEPARENT_LEN: usize = 55;
 
-/// A new UUIDv7, hyphenated, into `out`.
-fn write_request_id(out: &mut [u8; REQUEST_ID_LEN]) {
-    let ms = std::time::SystemTime::now()
+/// A new UUIDv7 for a request that arrived at `now`, hyphenated, into `out`.
+fn write_request_id(out: &mut [u8; REQUEST_ID_LEN], now: std::time::SystemTime) {
+    let ms = now
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
@@ -59,18 +59,27 @@ pub struct RequestIds {
 
 impl RequestIds {
     pub fn for_request(headers: &HeaderMap) -> Self {
-        Self::with_trace(headers, TraceContext::from_headers(headers))
+        Self::with_trace(
+            headers,
+            TraceContext::from_headers(headers),
+            std::time::SystemTime::now(),
+        )
     }
 
     /// The request's IDs for a trace context already made (and perhaps given a recorded
-    /// span's IDs, `observe::otel`).
-    pub fn with_trace(headers: &HeaderMap, trace: TraceContext) -> Self {
+    /// span's IDs, `observe::otel`), for a request that arrived at `now` (the time its access-log
+    /// line gives: one reading of the wall clock for both).
+    pub fn with_trace(
+        headers: &HeaderMap,
+        trace: TraceContext,
+        now: std::time::SystemTime,
+    ) -> Self {
         let kept = client_request_id(headers);
         let mut buf = [0u8; REQUEST_ID_LEN + TRACEPARENT_LEN];
         let (id, tp) = buf.split_at_mut(REQUEST_ID_LEN);
         trace.write(tp.try_into().unwrap_or(&mut [0; TRACEPARENT_LEN]));
         if kept.is_none() {
-            write_request_id(id.try_into().unwrap_or(&mut [0; REQUEST_ID_LEN]));
+            write_request_id(id.try_into().unwrap_or(&mut [0; REQUEST_ID_LEN]), now);
         }
         let shared = bytes::Bytes::from_owner(buf);
         let value = |range: std::ops::Range<usize>| {
