@@ -199,6 +199,45 @@ async fn a_stalled_head_keeps_its_deadline_when_its_idle_connection_is_parked() 
 }
 
 #[tokio::test]
+async fn a_stalled_head_carried_over_two_parks_is_closed_at_its_deadline() {
+    // Parked at 2 s, the part of the head read goes to a new hyper connection, which a graceful
+    // shutdown does not close (it has served nothing yet): parked again at 4 s, it must still
+    // close at the head's deadline.
+    let took = stalled_second_head("5s").await;
+    assert!(took >= Duration::from_millis(4800), "{took:?}");
+    assert!(took < Duration::from_millis(6500), "{took:?}");
+}
+
+#[tokio::test]
+async fn a_first_head_over_1_kib_that_stalls_is_closed_at_header_read_timeout() {
+    // The accept path hands hyper the first KiB of a head; the rest never comes. Past the
+    // 2 s park time the connection is asked to let go, which hyper does not do with a head half
+    // read: the deadline closes it.
+    let up = FakeUpstream::start("up").await;
+    let gw = TestGateway::start(&one_cluster(
+        &[up.addr()],
+        "    limits: { header_read_timeout: 3s }",
+        "",
+    ))
+    .await;
+    let mut s = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+    let start = Instant::now();
+    let mut head = b"GET / HTTP/1.1\r\nHost: x\r\nX-Pad: ".to_vec();
+    head.extend(std::iter::repeat_n(b'a', 1500));
+    s.write_all(&head).await.unwrap(); // never finished
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(8), s.read_to_end(&mut rest)).await;
+    assert!(
+        read.is_ok(),
+        "the stalled first head's connection was not closed"
+    );
+    let took = start.elapsed();
+    assert!(took >= Duration::from_millis(2800), "{took:?}");
+    assert!(took < Duration::from_millis(4500), "{took:?}");
+    assert_eq!(up.hits(), 0);
+}
+
+#[tokio::test]
 async fn idle_keep_alive_client_connection_is_closed() {
     let up = FakeUpstream::start("up").await;
     let gw = TestGateway::start(&one_cluster(

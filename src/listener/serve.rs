@@ -422,23 +422,37 @@ impl Watch {
                 Event::Check => {
                     let a = &self.activity;
                     let now = Instant::now();
+                    let used = a.used.load(Ordering::Relaxed);
+                    // When a connection with nothing in flight is closed at the latest: the
+                    // first head is due `header_read_timeout` after the accept, and (HTTP/1.1)
+                    // each later one that long after the previous response.
+                    let close_by = match a.idle_since() {
+                        None => None,
+                        Some(_) if !used => Some(self.first_request_by),
+                        Some(since) => Some(since + quiet),
+                    };
+                    let recheck =
+                        close_by.map_or(now + CLOSE_GRACE, |by| by.min(now + CLOSE_GRACE));
                     if closing || parking {
-                        if closing && a.idle_since().is_some() {
+                        // A graceful shutdown is not always enough: a hyper connection that has
+                        // not yet served a message goes on waiting for a head of which part
+                        // has been read (its first, or one carried over a park). Past the
+                        // deadline it is closed here, parking or not.
+                        let overdue = close_by.is_some_and(|by| by <= now);
+                        if (closing && a.idle_since().is_some()) || overdue {
                             return End::Closed;
                         }
-                        check_at = now + CLOSE_GRACE;
+                        check_at = recheck;
                         continue;
                     }
-                    if !a.used.load(Ordering::Relaxed) && now >= self.first_request_by {
+                    if !used && now >= self.first_request_by {
                         closing = true;
                         conn.graceful();
                         check_at = now + CLOSE_GRACE;
                         continue;
                     }
                     match a.idle_since() {
-                        // Idle too long, or (HTTP/1.1) a head begun and not finished in time:
-                        // hyper closes a connection at once when it is between messages, even
-                        // with part of a head read.
+                        // Idle too long, or (HTTP/1.1) the next head not complete in time.
                         Some(since) if since + quiet <= now => {
                             closing = true;
                             conn.graceful();
@@ -448,7 +462,7 @@ impl Watch {
                             parking = true;
                             parked_at = a.stamp();
                             conn.graceful();
-                            check_at = now + CLOSE_GRACE;
+                            check_at = recheck;
                         }
                         Some(since) => check_at = since + first,
                         None => check_at = now + first,
