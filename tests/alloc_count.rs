@@ -19,8 +19,10 @@ static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 /// lower it when the request path gets cheaper. 16.1 on 2026-12-01, one of them the RFC 7239
 /// `Forwarded` value (its host and proto vary per request); 17.1 on 2026-12-03, one more for the
 /// boxed upstream exchange that is handed to a task when the client leaves before the answer
-/// (`upstream::pool::Awaiting`: the connection is kept rather than closed).
-const MAX_PER_REQUEST: u64 = 18;
+/// (`upstream::pool::Awaiting`: the connection is kept rather than closed); 15.0 on 2026-12-04,
+/// hyper's header timer (a boxed `Sleep` per head) replaced by the connection's watch, one more
+/// for the response body's box (`body::Body`).
+const MAX_PER_REQUEST: u64 = 16;
 
 /// Reads one response with a Content-Length into `buf` (reused); returns its status line start.
 async fn read_response(s: &mut tokio::net::TcpStream, buf: &mut [u8]) -> bool {
