@@ -185,7 +185,7 @@ async fn accept_connection(
         else {
             return;
         };
-        let conn = (peer, None);
+        let conn = (peer, None, deadline);
         let serve = serve::serve_connection(
             stream, first, conn, settings, runtime, shutdown, lots.plain, counted,
         );
@@ -206,7 +206,7 @@ async fn accept_connection(
     else {
         return;
     };
-    let conn = (peer, Some(info));
+    let conn = (peer, Some(info), deadline);
     let serve = serve::serve_connection(
         stream, first, conn, settings, runtime, shutdown, lots.tls, counted,
     );

@@ -238,6 +238,39 @@ async fn a_first_head_over_1_kib_that_stalls_is_closed_at_header_read_timeout() 
 }
 
 #[tokio::test]
+async fn a_first_head_keeps_the_deadline_it_had_from_the_accept() {
+    // The accept path reads the first KiB of a head before HTTP starts; a client that takes most
+    // of the timeout to send it gets no fresh timeout for the rest.
+    let up = FakeUpstream::start("up").await;
+    let gw = TestGateway::start(&one_cluster(
+        &[up.addr()],
+        "    limits: { header_read_timeout: 1s }",
+        "",
+    ))
+    .await;
+    let mut s = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+    let start = Instant::now();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-Pad: ")
+        .await
+        .unwrap();
+    // The client's own pace: the rest of the first KiB late, the end of the head never.
+    tokio::time::sleep_until((start + Duration::from_millis(700)).into()).await;
+    s.write_all(&[b'a'; 1200]).await.unwrap();
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(8), s.read_to_end(&mut rest)).await;
+    assert!(
+        read.is_ok(),
+        "the stalled first head's connection was not closed"
+    );
+    let took = start.elapsed();
+    // At the accept's deadline (1 s); a deadline counted from the first KiB's arrival would
+    // close at 1.7 s or later.
+    assert!(took >= Duration::from_millis(900), "{took:?}");
+    assert!(took < Duration::from_millis(1500), "{took:?}");
+    assert_eq!(up.hits(), 0);
+}
+
+#[tokio::test]
 async fn idle_keep_alive_client_connection_is_closed() {
     let up = FakeUpstream::start("up").await;
     let gw = TestGateway::start(&one_cluster(

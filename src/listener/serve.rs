@@ -35,7 +35,7 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 pub(super) async fn serve_connection<Io: Transport>(
     stream: Io,
     first: Bytes,
-    (peer, tls): (SocketAddr, Option<Box<crate::tls::TlsInfo>>),
+    (peer, tls, first_request_by): (SocketAddr, Option<Box<crate::tls::TlsInfo>>, Instant),
     settings: Arc<ListenerSettings>,
     runtime: Arc<Runtime>,
     shutdown: watch::Receiver<bool>,
@@ -55,9 +55,8 @@ pub(super) async fn serve_connection<Io: Transport>(
         upgrade: std::sync::Mutex::new(None),
         forwarded: std::sync::OnceLock::new(),
     });
-    // hyper's header timer starts with the first byte; a connection that sends nothing at all
-    // gets the same bound, counted from the accept.
-    let first_request_by = Instant::now() + ctx.listener.header_read_timeout;
+    // The first head's deadline is the accept path's (from the accept, or the end of the TLS
+    // handshake): what it read of the head already took part of it.
     let mut watch = Watch::new(&ctx, shutdown, first_request_by);
     let held = Held { ctx, _open: open };
     if !h2 {
@@ -446,10 +445,9 @@ impl Watch {
                         continue;
                     }
                     if !used && now >= self.first_request_by {
-                        closing = true;
-                        conn.graceful();
-                        check_at = now + CLOSE_GRACE;
-                        continue;
+                        // Nothing was ever asked, so nothing is lost: closed at once (a
+                        // graceful shutdown would not close a half-read first head anyway).
+                        return End::Closed;
                     }
                     match a.idle_since() {
                         // Idle too long, or (HTTP/1.1) the next head not complete in time.
