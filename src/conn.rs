@@ -117,6 +117,9 @@ pub struct Activity {
     base: Instant,
     in_flight: AtomicU32,
     last_ms: AtomicU64,
+    /// How many requests have ended: a change the millisecond clock of `last_ms` can miss (a
+    /// cached answer ends within the millisecond its connection began).
+    ended: AtomicU32,
     /// Whether a request has started on this connection.
     pub used: std::sync::atomic::AtomicBool,
 }
@@ -127,6 +130,7 @@ impl Default for Activity {
             base: Instant::now(),
             in_flight: AtomicU32::new(0),
             last_ms: AtomicU64::new(0),
+            ended: AtomicU32::new(0),
             used: std::sync::atomic::AtomicBool::new(false),
         }
     }
@@ -147,10 +151,11 @@ impl Activity {
 
     /// Changes whenever a request ends (or [`Activity::touch`]): whether anything happened
     /// between two reads.
-    pub fn stamp(&self) -> (u32, u64) {
+    pub fn stamp(&self) -> (u32, u64, u32) {
         (
             self.in_flight.load(Ordering::Relaxed),
             self.last_ms.load(Ordering::Relaxed),
+            self.ended.load(Ordering::Relaxed),
         )
     }
 
@@ -171,6 +176,12 @@ impl Drop for ActivityGuard {
         let a = &self.0;
         a.last_ms
             .store(a.base.elapsed().as_millis() as u64, Ordering::Relaxed);
+        // Not a read-modify-write: only whether it changed is read, and a lost count (two
+        // HTTP/2 streams ending at once) still changes it.
+        a.ended.store(
+            a.ended.load(Ordering::Relaxed).wrapping_add(1),
+            Ordering::Relaxed,
+        );
         a.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -172,6 +172,62 @@ async fn a_response_still_being_flushed_to_a_slow_reader_is_not_cut_by_parking()
     gw.shutdown(Duration::from_secs(2)).await;
 }
 
+#[tokio::test]
+async fn a_cached_response_to_a_slow_reader_is_not_cut_at_the_next_heads_deadline() {
+    // A cache hit is one 6 MiB frame: hyper takes it at once (the response's body has ended for
+    // the gateway) and writes it for as long as the client takes. The next head's deadline
+    // (1 s) passes meanwhile; the connection must not be closed under the write.
+    let up = FakeUpstream::start("up").await;
+    const SIZE: usize = 6 << 20;
+    up.set(gatehouse_testkit::Behavior {
+        body: vec![b'x'; SIZE].into(),
+        headers: vec![("cache-control".into(), "max-age=60".into())],
+        ..Default::default()
+    });
+    let cfg = one_cluster(&[up.addr()], "    limits: { header_read_timeout: 1s }", "")
+        + "    filters: [cache: {max_entry_bytes: 8MiB}]\n";
+    let gw = TestGateway::start(&cfg).await;
+    let url = format!("http://{}/big", gw.addr());
+    // Stored once it has been read whole; asked again until the cache answers.
+    eventually("the response cached", Duration::from_secs(10), || async {
+        let r = common::client().get(&url).send().await.ok()?;
+        let hit = r
+            .headers()
+            .get("x-cache")
+            .is_some_and(|v| v.as_bytes().starts_with(b"hit") || v.as_bytes().starts_with(b"HIT"));
+        (r.bytes().await.ok()?.len() == SIZE && hit).then_some(())
+    })
+    .await;
+    let fetched = up.hits();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(64 << 10).unwrap();
+    let mut s = socket.connect(gw.addr()).await.unwrap();
+    // The host the cache stored it under (the key includes it).
+    let get = format!("GET /big HTTP/1.1\r\nHost: {}\r\n\r\n", gw.addr());
+    s.write_all(get.as_bytes()).await.unwrap();
+    // The scenario itself: a reader that stalls past the deadline and the grace after it.
+    tokio::time::sleep(past_the_park_delay()).await;
+    let mut got = Vec::with_capacity(SIZE + 1024);
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("the rest of the response arrives")
+            .unwrap();
+        got.extend_from_slice(&buf[..n]);
+        let body = got.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4);
+        if body.is_some_and(|b| got.len() - b >= SIZE) {
+            break;
+        }
+        assert!(n > 0, "cut after {} bytes", got.len());
+    }
+    assert_eq!(
+        up.hits(),
+        fetched,
+        "the slow reader's answer was the cache's"
+    );
+}
+
 /// Longer than the park delay (2 s).
 fn past_the_park_delay() -> Duration {
     gatehouse::listener::PARK_AFTER + Duration::from_millis(500)

@@ -345,10 +345,17 @@ impl Watch {
             self.first_request_by.min(now + first)
         };
         let mut closing = false;
+        // Closing for a late head on a connection that has answered here: hyper ends it between
+        // messages itself, after writing what it still has of the last response, so it is not
+        // cut after the grace second (only past its idle time).
+        let mut lenient = false;
+        // What the activity was when this hyper connection began: unchanged, it has answered
+        // nothing, and a graceful shutdown does not make it give up a head it has begun reading.
+        let began = self.activity.stamp();
         let mut parking = false;
         // What the activity was when parking was asked for: a request that still came in the
         // meantime was answered `Connection: close` by hyper, so the socket must close, not park.
-        let mut parked_at = (0, 0);
+        let mut parked_at = (0, 0, 0);
         // Tells whether the shutdown signal has been given without polling `changed()`.
         let probe = self.shutdown.clone();
         loop {
@@ -413,6 +420,7 @@ impl Watch {
                     // Seen, as a completed `changed()` would have marked it.
                     self.shutdown.borrow_and_update();
                     closing = true;
+                    lenient = false;
                     conn.graceful();
                     // An HTTP/2 client that never acknowledges the GOAWAY must not hold the
                     // process for the whole drain: idle a moment after it, it is dropped.
@@ -422,23 +430,24 @@ impl Watch {
                     let a = &self.activity;
                     let now = Instant::now();
                     let used = a.used.load(Ordering::Relaxed);
-                    // When a connection with nothing in flight is closed at the latest: the
-                    // first head is due `header_read_timeout` after the accept, and (HTTP/1.1)
-                    // each later one that long after the previous response.
+                    // When a connection with nothing in flight is closed here at the latest,
+                    // whatever hyper makes of a graceful shutdown: the first head is due
+                    // `header_read_timeout` after the accept; a later one (HTTP/1.1) that long
+                    // after the previous response if this hyper connection has answered nothing
+                    // (a head carried over a park, or after a wake); else hyper closes it
+                    // between messages itself, once the last response is written (a slow reader
+                    // may take longer than the head bound), and the idle time is the bound.
                     let close_by = match a.idle_since() {
                         None => None,
                         Some(_) if !used => Some(self.first_request_by),
-                        Some(since) => Some(since + quiet),
+                        Some(since) if a.stamp() == began => Some(since + quiet),
+                        Some(since) => Some(since + idle),
                     };
                     let recheck =
                         close_by.map_or(now + CLOSE_GRACE, |by| by.min(now + CLOSE_GRACE));
                     if closing || parking {
-                        // A graceful shutdown is not always enough: a hyper connection that has
-                        // not yet served a message goes on waiting for a head of which part
-                        // has been read (its first, or one carried over a park). Past the
-                        // deadline it is closed here, parking or not.
                         let overdue = close_by.is_some_and(|by| by <= now);
-                        if (closing && a.idle_since().is_some()) || overdue {
+                        if (closing && !lenient && a.idle_since().is_some()) || overdue {
                             return End::Closed;
                         }
                         check_at = recheck;
@@ -450,11 +459,17 @@ impl Watch {
                         return End::Closed;
                     }
                     match a.idle_since() {
-                        // Idle too long, or (HTTP/1.1) the next head not complete in time.
-                        Some(since) if since + quiet <= now => {
+                        Some(since) if since + idle <= now => {
                             closing = true;
                             conn.graceful();
                             check_at = now + CLOSE_GRACE;
+                        }
+                        // (HTTP/1.1) The next head not complete in time.
+                        Some(since) if since + quiet <= now => {
+                            closing = true;
+                            lenient = true;
+                            conn.graceful();
+                            check_at = recheck;
                         }
                         Some(since) if park && since + PARK_AFTER <= now => {
                             parking = true;
