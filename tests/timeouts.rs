@@ -208,66 +208,54 @@ async fn a_stalled_head_carried_over_two_parks_is_closed_at_its_deadline() {
     assert!(took < Duration::from_millis(6500), "{took:?}");
 }
 
-#[tokio::test]
-async fn a_first_head_over_1_kib_that_stalls_is_closed_at_header_read_timeout() {
-    // The accept path hands hyper the first KiB of a head; the rest never comes. Past the
-    // 2 s park time the connection is asked to let go, which hyper does not do with a head half
-    // read: the deadline closes it.
+/// A first head sent in `parts` (each at its offset from the connect, in ms) and never
+/// finished: how long after the connect the gateway closed the connection.
+async fn stalled_first_head(header_read_timeout: &str, parts: &[(u64, &[u8])]) -> Duration {
     let up = FakeUpstream::start("up").await;
     let gw = TestGateway::start(&one_cluster(
         &[up.addr()],
-        "    limits: { header_read_timeout: 3s }",
+        &format!("    limits: {{ header_read_timeout: {header_read_timeout} }}"),
         "",
     ))
     .await;
     let mut s = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
     let start = Instant::now();
-    let mut head = b"GET / HTTP/1.1\r\nHost: x\r\nX-Pad: ".to_vec();
-    head.extend(std::iter::repeat_n(b'a', 1500));
-    s.write_all(&head).await.unwrap(); // never finished
+    for (at, bytes) in parts {
+        // The client's own pace.
+        tokio::time::sleep_until((start + Duration::from_millis(*at)).into()).await;
+        s.write_all(bytes).await.unwrap();
+    }
     let mut rest = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(8), s.read_to_end(&mut rest)).await;
     assert!(
         read.is_ok(),
         "the stalled first head's connection was not closed"
     );
-    let took = start.elapsed();
+    assert_eq!(up.hits(), 0);
+    start.elapsed()
+}
+
+const HEAD_START: &[u8] = b"GET / HTTP/1.1\r\nHost: x\r\nX-Pad: ";
+
+#[tokio::test]
+async fn a_first_head_over_1_kib_that_stalls_is_closed_at_header_read_timeout() {
+    // The accept path hands hyper the first KiB of a head; the rest never comes. Past the
+    // 2 s park time the connection is asked to let go, which hyper does not do with a head half
+    // read: the deadline closes it.
+    let took = stalled_first_head("3s", &[(0, HEAD_START), (0, &[b'a'; 1500])]).await;
     assert!(took >= Duration::from_millis(2800), "{took:?}");
     assert!(took < Duration::from_millis(4500), "{took:?}");
-    assert_eq!(up.hits(), 0);
 }
 
 #[tokio::test]
 async fn a_first_head_keeps_the_deadline_it_had_from_the_accept() {
     // The accept path reads the first KiB of a head before HTTP starts; a client that takes most
     // of the timeout to send it gets no fresh timeout for the rest.
-    let up = FakeUpstream::start("up").await;
-    let gw = TestGateway::start(&one_cluster(
-        &[up.addr()],
-        "    limits: { header_read_timeout: 1s }",
-        "",
-    ))
-    .await;
-    let mut s = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
-    let start = Instant::now();
-    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-Pad: ")
-        .await
-        .unwrap();
-    // The client's own pace: the rest of the first KiB late, the end of the head never.
-    tokio::time::sleep_until((start + Duration::from_millis(700)).into()).await;
-    s.write_all(&[b'a'; 1200]).await.unwrap();
-    let mut rest = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(8), s.read_to_end(&mut rest)).await;
-    assert!(
-        read.is_ok(),
-        "the stalled first head's connection was not closed"
-    );
-    let took = start.elapsed();
+    let took = stalled_first_head("1s", &[(0, HEAD_START), (700, &[b'a'; 1200])]).await;
     // At the accept's deadline (1 s); a deadline counted from the first KiB's arrival would
     // close at 1.7 s or later.
     assert!(took >= Duration::from_millis(900), "{took:?}");
     assert!(took < Duration::from_millis(1500), "{took:?}");
-    assert_eq!(up.hits(), 0);
 }
 
 #[tokio::test]
